@@ -1,0 +1,35 @@
+# Set-up and everyday commands. `make demo` runs the main job, `make test` the test suite.
+# GPU users: make TORCH='torch==2.13.0' PIP_EXTRA='--extra-index-url https://download.pytorch.org/whl/cu128'
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+PIP_EXTRA ?=
+BIN := $(VENV)/bin
+
+.PHONY: install demo test test-slow test-all ui clean
+
+install: $(VENV)/.installed
+
+# torch is pinned in the same pip command as the project, so no other requirement can pull a
+# different (multi-GB CUDA) build.
+$(VENV)/.installed: pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check $(PIP_EXTRA) '$(TORCH)' -e '.[dev]'
+	touch $@
+
+demo: install
+	$(BIN)/symattn params --size small
+	$(BIN)/symattn params --size base
+
+test: install
+	$(BIN)/python -m pytest
+
+# Longer tests and those that reach the package registry; CI runs them after `make test`.
+test-slow: install
+	$(BIN)/python -m pytest -m "slow or network"
+
+ui: install
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --port 5000
+
+clean:
+	rm -rf analysis/figures mlartifacts checkpoints lightning_logs .pytest_cache

@@ -1,0 +1,277 @@
+"""Self-attention variants, chosen by name: the ONLY place where matched runs differ in code.
+
+Every variant maps the hidden states X to a query side, a key side and values, then attends:
+
+    vanilla    Q = X W_q + b_q, K = X W_k + b_k          logits Q_h K_h^T / sqrt(d_h)
+    symmetric  K := Q (no key projection)                logits Q_h Q_h^T / sqrt(d_h)
+    pairwise   K := Q, learned S_h per head              logits Q_h S_h Q_h^T / sqrt(d_h)
+
+Pairwise attention is computed as vanilla attention on (Q S, Q, V), so the fast path is plain
+`scaled_dot_product_attention` with no custom kernel. The math path materialises the attention
+probabilities (for tests and diagnostics) and must agree with the fast path.
+
+Adding a variant = one `SelfAttention` subclass decorated with `@register_attention("name")`.
+Adding a coefficient scheme or initialisation = one entry in `COEFFICIENT_SCHEMES` or `COEFFICIENT_INITS`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, ClassVar, Optional
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, model_validator
+from torch import nn
+
+ATTENTIONS: dict[str, type["SelfAttention"]] = {}
+
+
+def register_attention(name: str):
+    """Class decorator: make a `SelfAttention` subclass available under `name`."""
+
+    def add(cls: type[SelfAttention]) -> type[SelfAttention]:
+        cls.name = name
+        ATTENTIONS[name] = cls
+        return cls
+
+    return add
+
+
+# --- coefficient schemes: how S_h is parametrised -------------------------------------------------
+# Each scheme maps the stored parameter P to the per-head matrix S (heads, d, d), or, for the
+# diagonal scheme, applies S to the queries directly (a broadcast multiply, no matmul).
+
+
+def _full(p: torch.Tensor) -> torch.Tensor:
+    return p
+
+
+def _symmetric(p: torch.Tensor) -> torch.Tensor:
+    return 0.5 * (p + p.transpose(-1, -2))
+
+
+class CoefficientScheme:
+    def __init__(self, shape: Callable[[int, int], tuple[int, ...]], matrix, apply) -> None:
+        self.shape = shape  # (heads, d_h) -> parameter shape
+        self.matrix = matrix  # parameter -> S as (heads, d_h, d_h)
+        self.apply = apply  # (q (B, H, T, d), parameter) -> q S
+
+
+COEFFICIENT_SCHEMES: dict[str, CoefficientScheme] = {
+    # One unconstrained d_h x d_h matrix per head: the paper's release.
+    "full": CoefficientScheme(lambda h, d: (h, d, d), _full, lambda q, p: q @ p),
+    # One vector per head: S = diag(s); logits stay symmetric.
+    "diagonal": CoefficientScheme(
+        lambda h, d: (h, d), torch.diag_embed, lambda q, p: q * p[None, :, None, :]
+    ),
+    # S = (A + A^T) / 2: a symmetric, not necessarily PSD, bilinear form; logits stay symmetric.
+    "symmetric": CoefficientScheme(
+        lambda h, d: (h, d, d), _symmetric, lambda q, p: q @ _symmetric(p)
+    ),
+}
+
+
+def _init_normal(p: torch.Tensor, generator: Optional[torch.Generator]) -> None:
+    p.normal_(0.0, 1.0, generator=generator)  # the release: torch.randn, not rescaled
+
+
+def _init_scaled(p: torch.Tensor, generator: Optional[torch.Generator]) -> None:
+    p.normal_(0.0, 1.0 / math.sqrt(p.shape[-1]), generator=generator)  # N(0, 1/d_h)
+
+
+def _init_identity(p: torch.Tensor, generator: Optional[torch.Generator]) -> None:
+    # S = I: starts as plain symmetric attention.
+    with torch.no_grad():
+        p.zero_()
+        if p.dim() == 2:  # diagonal scheme stores the diagonal only
+            p.fill_(1.0)
+        else:
+            p.copy_(torch.eye(p.shape[-1], dtype=p.dtype).expand_as(p))
+
+
+COEFFICIENT_INITS: dict[str, Callable[[torch.Tensor, Optional[torch.Generator]], None]] = {
+    "normal": _init_normal,
+    "scaled": _init_scaled,
+    "identity": _init_identity,
+}
+
+
+class AttentionConfig(BaseModel):
+    """Which attention every layer uses. `scheme` and `init` apply to variants with coefficients."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: str = "vanilla"
+    scheme: Optional[str] = None
+    init: Optional[str] = None
+
+    @model_validator(mode="after")
+    def _check(self) -> "AttentionConfig":
+        if self.kind not in ATTENTIONS:
+            raise ValueError(
+                f"unknown attention {self.kind!r}; choose one of {', '.join(ATTENTIONS)}"
+            )
+        cls = ATTENTIONS[self.kind]
+        if not cls.has_coefficients:
+            for field in ("scheme", "init"):
+                if getattr(self, field) not in (None, "none"):
+                    raise ValueError(
+                        f"attention {self.kind!r} has no coefficients, so {field}="
+                        f"{getattr(self, field)!r} does not apply; remove it or use pairwise"
+                    )
+            return self
+        if self.scheme is not None and self.scheme not in COEFFICIENT_SCHEMES:
+            raise ValueError(
+                f"unknown coefficient scheme {self.scheme!r}; choose one of "
+                f"{', '.join(COEFFICIENT_SCHEMES)}"
+            )
+        if self.init is not None and self.init not in COEFFICIENT_INITS:
+            raise ValueError(
+                f"unknown coefficient init {self.init!r}; choose one of {', '.join(COEFFICIENT_INITS)}"
+            )
+        return self
+
+    @property
+    def resolved_scheme(self) -> str:
+        """The coefficient scheme in force ('none' for variants without coefficients)."""
+        if not ATTENTIONS[self.kind].has_coefficients:
+            return "none"
+        return self.scheme or "full"
+
+    @property
+    def resolved_init(self) -> str:
+        if not ATTENTIONS[self.kind].has_coefficients:
+            return "none"
+        return self.init or "normal"
+
+    @property
+    def label(self) -> str:
+        """Short name for tables and plots: the variant, plus scheme/init when not the paper's."""
+        parts = [self.kind]
+        if ATTENTIONS[self.kind].has_coefficients:
+            if self.resolved_scheme != "full":
+                parts.append(self.resolved_scheme)
+            if self.resolved_init != "normal":
+                parts.append(self.resolved_init)
+        return "-".join(parts)
+
+
+# --- attention computation ------------------------------------------------------------------------
+
+
+def padding_mask(attention_mask: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    """(B, T) with 1 for real tokens -> boolean (B, 1, 1, T) with True where keys may be attended."""
+    if attention_mask is None:
+        return None
+    return attention_mask.bool()[:, None, None, :]
+
+
+def attend_math(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: Optional[torch.Tensor],
+    dropout_p: float = 0.0,
+    training: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Plain attention; returns (context, probabilities). Same maths as the fast path."""
+    logits = (q @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1])
+    if mask is not None:
+        logits = logits.masked_fill(~mask, float("-inf"))
+    probs = logits.softmax(dim=-1)
+    return F.dropout(probs, dropout_p, training) @ v, probs
+
+
+class SelfAttention(nn.Module):
+    """Base class: the HF BERT `attention.self` block (query/key/value projections, multi-head).
+
+    Subclasses implement `query_key_value(x)` returning the query side, key side and values, each
+    (B, H, T, d_h); the base class does the rest, on the fast or the math path.
+    """
+
+    name: ClassVar[str] = ""
+    has_coefficients: ClassVar[bool] = False
+    has_key: ClassVar[bool] = True
+
+    def __init__(self, hidden: int, heads: int, dropout: float, config: AttentionConfig) -> None:
+        super().__init__()
+        self.heads, self.head_dim = heads, hidden // heads
+        self.dropout_p = dropout
+        self.query = nn.Linear(hidden, hidden)
+        if self.has_key:
+            self.key = nn.Linear(hidden, hidden)
+        self.value = nn.Linear(hidden, hidden)
+
+    def split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, _ = x.shape
+        return x.view(b, t, self.heads, self.head_dim).transpose(1, 2)
+
+    def query_key_value(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        mask: Optional[torch.Tensor] = None,
+        math_path: bool = False,
+    ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """x (B, T, hidden), mask from `padding_mask`. Returns (context (B, T, hidden), probs or None)."""
+        q, k, v = self.query_key_value(x)
+        dropout_p = self.dropout_p if self.training else 0.0
+        if math_path:
+            ctx, probs = attend_math(q, k, v, mask, dropout_p, self.training)
+        else:
+            ctx, probs = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p), None
+        b, _, t, _ = ctx.shape
+        return ctx.transpose(1, 2).reshape(b, t, -1), probs
+
+
+@register_attention("vanilla")
+class VanillaAttention(SelfAttention):
+    def query_key_value(self, x):
+        return self.split_heads(self.query(x)), self.split_heads(self.key(x)), self.split_heads(self.value(x))
+
+
+@register_attention("symmetric")
+class SymmetricAttention(SelfAttention):
+    """K := Q: one biased projection serves as queries and keys, so logits are a PSD form."""
+
+    has_key = False
+
+    def query_key_value(self, x):
+        q = self.split_heads(self.query(x))
+        return q, q, self.split_heads(self.value(x))
+
+
+@register_attention("pairwise")
+class PairwiseAttention(SelfAttention):
+    """K := Q with a learned bilinear form S_h per head: logits Q_h S_h Q_h^T / sqrt(d_h)."""
+
+    has_key = False
+    has_coefficients = True
+
+    def __init__(self, hidden: int, heads: int, dropout: float, config: AttentionConfig) -> None:
+        super().__init__(hidden, heads, dropout, config)
+        self.scheme = COEFFICIENT_SCHEMES[config.resolved_scheme]
+        self.init_name = config.resolved_init
+        self.pairwise_factors = nn.Parameter(torch.empty(self.scheme.shape(heads, self.head_dim)))
+        self.reset_coefficients()
+
+    def reset_coefficients(self, generator: Optional[torch.Generator] = None) -> None:
+        if self.pairwise_factors.is_meta:
+            return
+        with torch.no_grad():
+            COEFFICIENT_INITS[self.init_name](self.pairwise_factors, generator)
+
+    def coefficient_matrix(self) -> torch.Tensor:
+        """S as (heads, d_h, d_h), whatever the scheme: for diagnostics."""
+        return self.scheme.matrix(self.pairwise_factors)
+
+    def query_key_value(self, x):
+        q = self.split_heads(self.query(x))
+        return self.scheme.apply(q, self.pairwise_factors), q, self.split_heads(self.value(x))
+
+
+def build_attention(config: AttentionConfig, hidden: int, heads: int, dropout: float) -> SelfAttention:
+    return ATTENTIONS[config.kind](hidden, heads, dropout, config)

@@ -1,0 +1,19 @@
+"""Turning bad input into one line that says what is wrong and how to fix it."""
+
+from __future__ import annotations
+
+from pydantic import ValidationError
+
+
+def one_line(exc: BaseException) -> str:
+    """A single-line description of a configuration or input error."""
+    if isinstance(exc, ValidationError):
+        parts = []
+        for err in exc.errors():
+            loc = ".".join(str(x) for x in err["loc"])
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                msg = "unknown setting; check its spelling"
+            parts.append(f"{loc}: {msg}" if loc else msg)
+        return "; ".join(parts)
+    return " ".join(str(exc).split())

@@ -1,0 +1,147 @@
+"""The variant x scheme matrix through both computation paths, and the identities between variants."""
+
+import math
+
+import pytest
+import torch
+from pydantic import ValidationError
+
+from symattn.attention import (
+    ATTENTIONS,
+    COEFFICIENT_INITS,
+    AttentionConfig,
+    attend_math,
+    build_attention,
+    padding_mask,
+)
+from symattn.params_table import attention_configs
+
+HIDDEN, HEADS, D = 32, 4, 8
+
+
+def make(kind, scheme=None, init=None, seed=0):
+    torch.manual_seed(seed)
+    att = build_attention(AttentionConfig(kind=kind, scheme=scheme, init=init), HIDDEN, HEADS, dropout=0.0)
+    return att.eval()
+
+
+def inputs(padded: bool):
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(3, 7, HIDDEN, generator=g)
+    mask = torch.ones(3, 7, dtype=torch.long)
+    if padded:
+        mask[0, 5:] = 0
+        mask[2, 2:] = 0
+    return x, mask
+
+
+MATRIX = [(c.kind, c.scheme, i) for c in attention_configs() for i in (COEFFICIENT_INITS if c.scheme else [None])]
+
+
+@pytest.mark.parametrize("padded", [False, True])
+@pytest.mark.parametrize("kind,scheme,init", MATRIX)
+def test_fast_and_math_paths_agree(kind, scheme, init, padded):
+    att = make(kind, scheme, init)
+    x, mask = inputs(padded)
+    m = padding_mask(mask)
+    fast, none = att(x, m)
+    slow, probs = att(x, m, math_path=True)
+    assert none is None and probs.shape == (3, HEADS, 7, 7)
+    torch.testing.assert_close(fast, slow, atol=1e-5, rtol=1e-5)
+    if padded:  # padded keys get no attention; rows still sum to one
+        assert probs[0, :, :, 5:].abs().max() == 0
+        assert probs[2, :, :, 2:].abs().max() == 0
+    torch.testing.assert_close(probs.sum(-1), torch.ones(3, HEADS, 7))
+
+
+def logits_of(att, x):
+    q, k, _ = att.query_key_value(x)
+    return q @ k.transpose(-1, -2) / math.sqrt(D)
+
+
+@pytest.mark.parametrize("kind,scheme", [("symmetric", None), ("pairwise", "diagonal"), ("pairwise", "symmetric")])
+def test_symmetric_forms_give_symmetric_logits(kind, scheme):
+    att = make(kind, scheme)
+    logits = logits_of(att, inputs(False)[0])
+    torch.testing.assert_close(logits, logits.transpose(-1, -2), atol=1e-5, rtol=1e-5)
+
+
+def test_pairwise_full_is_not_symmetric_in_general():
+    logits = logits_of(make("pairwise", "full"), inputs(False)[0])
+    assert (logits - logits.transpose(-1, -2)).abs().max() > 1e-2
+
+
+def test_symmetric_logits_are_positive_semidefinite():
+    logits = logits_of(make("symmetric"), inputs(False)[0])
+    assert torch.linalg.eigvalsh(logits.double()).min() > -1e-4
+
+
+@pytest.mark.parametrize("scheme", ["full", "diagonal", "symmetric"])
+def test_pairwise_identity_equals_symmetric(scheme):
+    sym, pair = make("symmetric"), make("pairwise", scheme, "identity")
+    pair.load_state_dict({**sym.state_dict(), "pairwise_factors": pair.pairwise_factors.detach()})
+    x, mask = inputs(True)
+    torch.testing.assert_close(pair(x, padding_mask(mask))[0], sym(x, padding_mask(mask))[0])
+
+
+def test_vanilla_with_shared_projection_equals_symmetric():
+    sym, van = make("symmetric"), make("vanilla")
+    sd = sym.state_dict()
+    van.load_state_dict({**sd, "key.weight": sd["query.weight"], "key.bias": sd["query.bias"]})
+    x, mask = inputs(True)
+    torch.testing.assert_close(van(x, padding_mask(mask))[0], sym(x, padding_mask(mask))[0])
+
+
+def test_pairwise_full_equals_vanilla_with_keys_q_s_transposed():
+    """Q S Q^T = Q (Q S^T)^T: vanilla attention whose keys are Q_h S_h^T."""
+    pair = make("pairwise", "full")
+    x, mask = inputs(True)
+    q = pair.split_heads(pair.query(x))
+    v = pair.split_heads(pair.value(x))
+    keys = q @ pair.pairwise_factors.transpose(-1, -2)
+    expected, _ = attend_math(q, keys, v, padding_mask(mask))
+    got, _ = pair(x, padding_mask(mask))
+    torch.testing.assert_close(got, expected.transpose(1, 2).reshape(3, 7, HIDDEN), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("scheme", ["full", "diagonal", "symmetric"])
+def test_gradients_reach_coefficients(scheme):
+    att = make("pairwise", scheme)
+    x, mask = inputs(True)
+    att(x, padding_mask(mask))[0].square().sum().backward()
+    assert att.pairwise_factors.grad is not None and att.pairwise_factors.grad.abs().sum() > 0
+
+
+def test_parameter_names_follow_the_release():
+    assert {n for n, _ in make("vanilla").named_parameters()} >= {"query.weight", "key.weight", "value.bias"}
+    names = {n for n, _ in make("pairwise").named_parameters()}
+    assert "key.weight" not in names and "pairwise_factors" in names
+    assert make("pairwise").pairwise_factors.shape == (HEADS, D, D)
+    assert make("pairwise", "diagonal").pairwise_factors.shape == (HEADS, D)
+
+
+def test_normal_init_is_unscaled_and_scaled_init_is_one_over_d():
+    big = build_attention(AttentionConfig(kind="pairwise"), 1024, 4, 0.0).pairwise_factors
+    assert abs(big.std().item() - 1.0) < 0.01
+    big = build_attention(AttentionConfig(kind="pairwise", init="scaled"), 1024, 4, 0.0).pairwise_factors
+    assert abs(big.std().item() - 1 / 16) < 0.001
+
+
+@pytest.mark.parametrize(
+    "kwargs,words",
+    [
+        ({"kind": "linear"}, "unknown attention 'linear'"),
+        ({"kind": "pairwise", "scheme": "lowrank"}, "unknown coefficient scheme"),
+        ({"kind": "pairwise", "init": "zeros"}, "unknown coefficient init"),
+        ({"kind": "vanilla", "scheme": "full"}, "has no coefficients"),
+        ({"kind": "symmetric", "init": "normal"}, "has no coefficients"),
+        ({"kind": "vanilla", "colour": 1}, "colour"),
+    ],
+)
+def test_bad_attention_config_is_refused(kwargs, words):
+    with pytest.raises(ValidationError, match=words):
+        AttentionConfig(**kwargs)
+
+
+def test_registry_lists_the_three_variants():
+    assert list(ATTENTIONS) == ["vanilla", "symmetric", "pairwise"]
