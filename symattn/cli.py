@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from symattn.errors import one_line
+from symattn.errors import RunError, one_line
 
 
 def _params(args: argparse.Namespace) -> int:
@@ -17,6 +17,68 @@ def _params(args: argparse.Namespace) -> int:
         print(f"\n{size}  (vocab {args.vocab:,}, {args.max_positions} positions)")
         print(format_rows(parameter_rows(size, args.vocab, args.max_positions, args.seq_len), args.seq_len))
     return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from symattn.config import load_config
+    from symattn.run import train
+
+    cfg = load_config(args.config, args.set)  # validated completely before anything is created
+    result = train(cfg, resume=args.resume)
+    print(f"run {result['run_id']} {result['status']} after {result['steps']} steps")
+    for key in sorted(k for k in result if k.startswith("val/")):
+        print(f"  {key} = {result[key]:.4f}")
+    return 0
+
+
+def _queue(args: argparse.Namespace) -> int:
+    from symattn.sweep import queue
+    from symattn.sweep_spec import load_spec
+
+    result = queue(load_spec(args.spec), args.storage)
+    print(f"study {result.study}: {result.added} cells added, {result.existing} already queued ({result.storage})")
+    return 0
+
+
+def _work(args: argparse.Namespace) -> int:
+    from symattn.sweep import work
+
+    done = work(args.study, args.storage, args.devices, args.per_device)
+    failed = [name for name, state in done if state != "COMPLETE"]
+    print(f"study {args.study}: {len(done) - len(failed)} cells completed, {len(failed)} failed by this worker")
+    return 1 if failed else 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from symattn.sweep import format_status, status_rows
+
+    print(format_status(status_rows(args.study, args.storage)))
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from symattn.sweep import format_status, queue, status_rows, work
+    from symattn.sweep_spec import load_spec
+
+    spec = load_spec(args.spec)
+    result = queue(spec, args.storage)
+    print(f"study {result.study}: {result.added} cells added, {result.existing} already queued")
+    work(spec.name, result.storage, args.devices, args.per_device)
+    rows = status_rows(spec.name, result.storage)
+    print(format_status(rows))
+    if args.figures:
+        from analysis.report import runs_report
+
+        print(runs_report(spec.name, _tracking_uri(spec)))
+    return 0 if all(r["state"] == "COMPLETE" for r in rows) else 1
+
+
+def _tracking_uri(spec) -> str:
+    from symattn.sweep_spec import expand
+
+    from symattn.tracking import resolve_uri
+
+    return resolve_uri(expand(spec)[0].config.tracking.uri)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,6 +94,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-positions", type=int, default=512, help="position embeddings (default: 512)")
     p.add_argument("--seq-len", type=int, default=128, help="sequence length for FLOPs (default: 128)")
     p.set_defaults(func=_params)
+
+    p = sub.add_parser("train", help="one tracked MLM pre-training run")
+    p.add_argument("config", nargs="?", help="YAML run config (defaults apply to what it leaves out)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="dotted override, e.g. optim.lr=3e-4 (repeatable)")
+    p.add_argument(
+        "--resume", nargs="?", const=True, default=False, metavar="RUN_ID",
+        help="continue the newest unfinished run of this config, or the given run, from its last checkpoint",
+    )
+    p.set_defaults(func=_train)
+
+    storage_help = "Optuna storage: a journal file or sqlite:/// / postgresql:// URL (default: optuna.journal)"
+    p = sub.add_parser("queue", help="create the stores and study of a sweep spec; enqueue every missing cell once")
+    p.add_argument("spec", help="sweep spec YAML (see experiments/)")
+    p.add_argument("--storage", help=storage_help)
+    p.set_defaults(func=_queue)
+
+    def add_worker_args(p):
+        p.add_argument("--storage", help=storage_help)
+        p.add_argument("--devices", default="auto", help="cpu, auto (every GPU, else cpu), or GPU indices 0,1,...")
+        p.add_argument("--per-device", type=int, help="cells at once on each device (default: the spec's workers.per_device)")
+
+    p = sub.add_parser("work", help="pull cells of a queued study until none are left")
+    p.add_argument("study", help="study name (the spec's name)")
+    add_worker_args(p)
+    p.set_defaults(func=_work)
+
+    p = sub.add_parser("status", help="cells of a study by state, with run ids, progress and final losses")
+    p.add_argument("study")
+    p.add_argument("--storage", help=storage_help)
+    p.set_defaults(func=_status)
+
+    p = sub.add_parser("run", help="queue a sweep spec, work it on the local devices, then draw its figures")
+    p.add_argument("spec", help="sweep spec YAML")
+    add_worker_args(p)
+    p.add_argument("--no-figures", dest="figures", action="store_false", help="skip the figures")
+    p.set_defaults(func=_run)
     return parser
 
 
@@ -43,6 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, KeyError) as exc:
         print(f"symattn {args.command}: error: {one_line(exc)}", file=sys.stderr)
         return 2
+    except RunError as exc:
+        print(f"symattn {args.command}: {one_line(exc)}", file=sys.stderr)
+        return exc.exit_code
     except KeyboardInterrupt:
         print(f"symattn {args.command}: interrupted", file=sys.stderr)
         return 130

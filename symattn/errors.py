@@ -5,6 +5,20 @@ from __future__ import annotations
 from pydantic import ValidationError
 
 
+class RunError(Exception):
+    """A run that ended early for a reason the user can act on; `exit_code` is the process status."""
+
+    exit_code = 1
+
+
+class NonFiniteLoss(RunError):
+    pass
+
+
+class RunStopped(RunError):
+    exit_code = 130
+
+
 def one_line(exc: BaseException) -> str:
     """A single-line description of a configuration or input error."""
     if isinstance(exc, ValidationError):

@@ -1,0 +1,177 @@
+"""One typed config for a run: loaded from YAML, overridden with dotted `--set key=value`, validated
+completely before anything is created or logged.
+
+Blocks that change results: `seed`, `model`, `data`, `optim`, `eval`. Blocks that never change results
+beyond float noise: `speed` (precision, threads, compile, loader workers, progress bar). Blocks that
+say where things go: `tracking`, `checkpoint`. A matched group is every run whose result-changing
+blocks agree except `model.attention`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from symattn.data.config import DataConfig
+from symattn.model import ModelConfig
+
+
+class _Block(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class OptimConfig(_Block):
+    lr: float = Field(1e-3, gt=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = Field(1e-6, gt=0)
+    weight_decay: float = Field(0.01, ge=0)  # not applied to biases and LayerNorm, as BERT
+    schedule: Literal["linear", "cosine", "constant"] = "linear"
+    warmup_steps: Optional[int] = Field(None, ge=0)
+    warmup_ratio: float = Field(0.1, ge=0, le=1)  # used when warmup_steps is not set
+    max_steps: int = Field(1000, gt=0)
+    batch_size: int = Field(32, gt=0)  # sequences per micro-batch
+    accumulate: int = Field(1, gt=0)  # micro-batches per optimizer step
+    grad_clip: Optional[float] = Field(1.0, gt=0)
+
+    @property
+    def warmup(self) -> int:
+        return self.warmup_steps if self.warmup_steps is not None else round(self.warmup_ratio * self.max_steps)
+
+    @model_validator(mode="after")
+    def _check(self) -> "OptimConfig":
+        if self.warmup > self.max_steps:
+            raise ValueError(f"warmup_steps {self.warmup} exceeds max_steps {self.max_steps}; lower it")
+        return self
+
+
+class EvalConfig(_Block):
+    every_n_steps: int = Field(100, gt=0)
+    batches: int = Field(8, gt=0)  # validation batches of optim.batch_size, with fixed masks
+    diagnostics: bool = True  # attention entropy, self-attention mass, coefficient spectra
+
+
+class SpeedConfig(_Block):
+    """Settings that change speed, never results beyond float noise (bf16/fp16 within mixed-precision noise)."""
+
+    precision: Literal["32", "bf16-mixed", "16-mixed", "bf16-true"] = "32"
+    accelerator: str = "auto"  # cpu, gpu, auto
+    devices: Any = 1  # passed to Lightning: 1, [0, 1], "auto"
+    strategy: str = "auto"  # e.g. ddp for several GPUs (one MLflow run, logged from rank 0)
+    threads: Optional[int] = Field(None, gt=0)  # CPU intra-op threads; None keeps torch's default
+    flush_denormal: bool = True  # denormal floats make CPU steps several times slower
+    compile: bool = False  # torch.compile the model
+    loader_workers: int = Field(0, ge=0)  # batches are cheap slices of a memory-mapped array
+    progress_bar: bool = True
+
+
+class TrackingConfig(_Block):
+    uri: Optional[str] = None  # default: $MLFLOW_TRACKING_URI, else sqlite:///<project>/mlflow.db
+    experiment: str = "symattn"
+    run_name: Optional[str] = None
+    tags: dict[str, str] = Field(default_factory=dict)  # extra tags, e.g. study and cell of a sweep
+    log_every_n_steps: int = Field(10, gt=0)
+
+
+class CheckpointConfig(_Block):
+    dir: Optional[str] = None  # default: <project>/checkpoints
+    every_n_steps: Optional[int] = Field(None, gt=0)  # default: eval.every_n_steps
+    log_model: bool = True  # log the final weights (HF BERT names) as an MLflow artifact
+
+
+class RunConfig(_Block):
+    seed: int = 0
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    speed: SpeedConfig = Field(default_factory=SpeedConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+
+    @model_validator(mode="after")
+    def _check(self) -> "RunConfig":
+        if self.data.seq_len > self.model.max_positions:
+            raise ValueError(
+                f"data.seq_len {self.data.seq_len} exceeds model.max_positions {self.model.max_positions}; "
+                "lower data.seq_len or raise model.max_positions"
+            )
+        return self
+
+    @property
+    def checkpoint_every(self) -> int:
+        return self.checkpoint.every_n_steps or self.eval.every_n_steps
+
+    def to_dict(self) -> dict:
+        return self.model_dump(mode="json")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def config_hash(self) -> str:
+        """Identifies everything that changes results: two runs with the same hash are the same run."""
+        d = self.to_dict()
+        for block in ("speed", "tracking", "checkpoint"):
+            d.pop(block)
+        return _digest(d)
+
+    def group_id(self) -> str:
+        """The matched group: everything that changes results except the attention block."""
+        d = self.to_dict()
+        for block in ("speed", "tracking", "checkpoint"):
+            d.pop(block)
+        d["model"].pop("attention")
+        return _digest(d)
+
+
+def _digest(d: dict) -> str:
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    """{'a': {'b': 1}} -> {'a.b': 1}"""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def apply_overrides(d: dict, overrides: list[str]) -> dict:
+    """Apply `key.sub=value` strings (values parsed as YAML) to a nested dict, in order."""
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"override {item!r} is not of the form key=value (e.g. optim.lr=3e-4)")
+        node = d
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ValueError(f"override {item!r}: {part!r} is a value, not a block")
+            node = child
+        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+    return d
+
+
+def load_config(path: Optional[str | Path] = None, overrides: Optional[list[str]] = None) -> RunConfig:
+    """Read YAML (optional), apply dotted overrides, validate. Errors are `ValueError`s."""
+    data: dict = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(f"config file {str(p)!r} not found; give a path to a YAML run config")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ValueError(f"config file {str(p)!r} is not valid YAML: {' '.join(str(exc).split())}") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"config file {str(p)!r} must hold a mapping of settings")
+    return RunConfig.model_validate(apply_overrides(data, list(overrides or [])))

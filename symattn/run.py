@@ -1,0 +1,312 @@
+"""One tracked pre-training run: `train(cfg)` and the callback that ties the run's life to MLflow.
+
+Invariants: a run is exactly one MLflow run (also when resumed); a checkpoint is written only after
+the metrics up to its step are in the store; a NaN marks the run FAILED with the reason; Ctrl-C or
+SIGTERM leaves a checkpoint and a KILLED run that `resume` continues.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Optional, Union
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+from symattn.config import RunConfig, flatten
+from symattn.diagnostics import coefficient_spectra
+from symattn.errors import NonFiniteLoss, RunStopped, one_line
+from symattn.model import count_parameters, flops_per_token
+from symattn.paths import default_checkpoint_dir
+from symattn.speed import apply_speed_settings
+from symattn.tracking import (
+    RunTracker,
+    experiment_id,
+    find_resumable_run,
+    git_commit,
+    open_store,
+    package_versions,
+)
+from symattn.train import MLMPretraining, PretrainingDataModule
+
+FLUSH_SECONDS = 5.0  # metrics reach the store at least this often, and before every checkpoint
+
+
+class RunLifecycle(pl.Callback):
+    """Reports training metrics, writes checkpoints, and records how the run ended."""
+
+    def __init__(self, cfg: RunConfig, tracker: Optional[RunTracker], ckpt_path: Path, tokens_per_step: int) -> None:
+        self.cfg, self.tracker, self.ckpt_path = cfg, tracker, ckpt_path
+        self.tokens_per_step = tokens_per_step
+        self.last_step = -1
+        self.last_flush = time.monotonic()
+        self.window_start = time.perf_counter()
+        self.window_first_step = 0
+        self.excluded_seconds = 0.0  # validation time inside the current throughput window
+        self.val_start = 0.0
+        self.at_boundary = True  # the last finished micro-batch completed an optimizer step
+        self.stop_requested = False  # set by Ctrl-C; honoured at the next optimizer-step boundary
+
+    def _log(self, step: int, metrics: dict) -> None:
+        if self.tracker is not None:
+            self.tracker.log(step, metrics)
+
+    def _flush(self) -> None:
+        if self.tracker is not None:
+            self.tracker.flush()
+        self.last_flush = time.monotonic()
+
+    def save_checkpoint(self, trainer: pl.Trainer) -> None:
+        self._flush()  # metrics first: a resumed run drops the steps the store already holds
+        tmp = self.ckpt_path.with_suffix(".tmp")
+        trainer.save_checkpoint(tmp)
+        if trainer.is_global_zero:
+            os.replace(tmp, self.ckpt_path)  # atomic: a kill never leaves a half-written checkpoint
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.last_step = trainer.global_step
+        self.window_first_step = trainer.global_step
+        self.window_start = time.perf_counter()
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.at_boundary = False
+
+    def on_train_batch_end(self, trainer, pl_module: MLMPretraining, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        if step == self.last_step:  # inside gradient accumulation
+            return
+        self.last_step, self.at_boundary = step, True
+        if step % self.cfg.tracking.log_every_n_steps == 0:
+            loss = pl_module.pop_train_window()
+            if not math_finite(loss):
+                raise NonFiniteLoss(f"training loss became {loss} by step {step}; lower optim.lr or enable grad_clip")
+            now = time.perf_counter()
+            seconds = now - self.window_start - self.excluded_seconds
+            metrics = {
+                "train/loss": loss,
+                "train/lr": pl_module.last_lr,
+                "train/tokens": step * self.tokens_per_step,
+                "train/tokens_per_s": (step - self.window_first_step) * self.tokens_per_step / max(seconds, 1e-9),
+            }
+            if pl_module.last_grad_norm is not None:
+                metrics["train/grad_norm"] = pl_module.last_grad_norm
+            self._log(step, metrics)
+            self.window_start, self.window_first_step, self.excluded_seconds = now, step, 0.0
+        if step % self.cfg.checkpoint_every == 0:
+            if not pl_module.train_window_finite():
+                raise NonFiniteLoss(f"training loss became non-finite by step {step}; lower optim.lr or enable grad_clip")
+            self.save_checkpoint(trainer)
+        elif time.monotonic() - self.last_flush > FLUSH_SECONDS:
+            self._flush()
+        if self.stop_requested:
+            raise KeyboardInterrupt
+
+    def request_stop(self, signum, frame) -> None:
+        if self.stop_requested:  # a second Ctrl-C stops at once
+            raise KeyboardInterrupt
+        self.stop_requested = True
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        self.val_start = time.perf_counter()
+
+    def on_validation_end(self, trainer, pl_module: MLMPretraining) -> None:
+        self.excluded_seconds += time.perf_counter() - self.val_start
+        if not trainer.sanity_checking:
+            self._log(trainer.global_step, pl_module.val_metrics)
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        if isinstance(exception, (KeyboardInterrupt, SIGTERMException)):
+            # Only a step boundary makes a consistent checkpoint; otherwise the last one stands.
+            if self.at_boundary:
+                self.save_checkpoint(trainer)
+            else:
+                self._flush()
+            if self.tracker is not None:
+                self.tracker.set_tags({"stopped_at_step": trainer.global_step})
+                self.tracker.set_status("KILLED")
+            return
+        self._flush()
+        if self.tracker is not None:
+            self.tracker.set_tags({"failure_reason": f"{type(exception).__name__}: {one_line(exception)}"[:5000]})
+            self.tracker.set_status("FAILED")
+
+
+def math_finite(x: float) -> bool:
+    return x == x and x not in (float("inf"), float("-inf"))
+
+
+def _is_rank_zero() -> bool:
+    return os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
+
+
+def resolve_vocab(cfg: RunConfig, data) -> RunConfig:
+    """The model's vocabulary follows the tokenizer unless set explicitly, and must then match it."""
+    if "vocab_size" in cfg.model.model_fields_set and cfg.model.vocab_size != data.vocab_size:
+        raise ValueError(
+            f"model.vocab_size {cfg.model.vocab_size} does not match the tokenizer's vocabulary "
+            f"({data.vocab_size}); remove model.vocab_size or set data.vocab_size to match"
+        )
+    model = cfg.model.model_copy(update={"vocab_size": data.vocab_size})
+    return cfg.model_copy(update={"model": model})
+
+
+def run_tags(cfg: RunConfig, data_fingerprint: str) -> dict[str, str]:
+    att = cfg.model.attention
+    return {
+        "kind": "pretrain",
+        "attention": att.kind,
+        "scheme": att.resolved_scheme,
+        "init": att.resolved_init,
+        "variant": att.label,
+        "size": cfg.model.size,
+        "seed": str(cfg.seed),
+        "group": cfg.group_id(),
+        "config_hash": cfg.config_hash(),
+        "data_fingerprint": data_fingerprint,
+        "git_commit": git_commit(),
+        **{f"version.{k}": v for k, v in package_versions().items()},
+        **cfg.tracking.tags,
+    }
+
+
+def run_params(cfg: RunConfig, counts: dict[str, int]) -> dict:
+    params = flatten(cfg.to_dict())
+    params.update({f"params_{k}": v for k, v in counts.items()})
+    params["flops_per_token"] = flops_per_token(cfg.model, cfg.data.seq_len, cfg.data.mlm_probability)
+    return params
+
+
+def train(cfg: RunConfig, resume: Union[bool, str, None] = False, callbacks: Optional[list] = None) -> dict:
+    """Run (or continue) one MLM pre-training run. `resume`: False starts a new run; True continues
+    the newest unfinished run of this exact config; "auto" continues one if there is one; a run id
+    continues that run. `callbacks`: extra Lightning callbacks. Returns the final metrics with
+    `run_id`, `steps` and `status`."""
+    from symattn.data import prepare_pretraining
+
+    apply_speed_settings(threads=cfg.speed.threads, flush_denormal=cfg.speed.flush_denormal)
+    data = prepare_pretraining(cfg.data)
+    cfg = resolve_vocab(cfg, data)
+    data.check_model(cfg.model.vocab_size, cfg.model.max_positions)
+    rank_zero = _is_rank_zero()
+
+    module = MLMPretraining(cfg)
+    counts = count_parameters(module.model)
+    tracker, ckpt_path, resume_from = None, None, None
+    run_id = os.environ.get("SYMATTN_RUN_ID")  # set by rank zero for the other DDP ranks
+    if rank_zero:
+        client = open_store(cfg.tracking.uri)
+        exp_id = experiment_id(client, cfg.tracking.experiment)
+        run_id = _pick_run(client, exp_id, cfg, resume)
+        if run_id is None:
+            tracker = RunTracker.create(
+                client, exp_id, cfg.tracking.run_name, run_tags(cfg, data.fingerprint), run_params(cfg, counts)
+            )
+            run_id = tracker.run_id
+        else:
+            tracker = RunTracker(client, run_id)
+        os.environ["SYMATTN_RUN_ID"] = run_id
+    ckpt_dir = Path(cfg.checkpoint.dir or default_checkpoint_dir()) / cfg.tracking.experiment / run_id
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path = ckpt_dir / "last.ckpt"
+    if resume and ckpt_path.exists():
+        resume_from = str(ckpt_path)
+    if tracker is not None:
+        if resume_from:
+            tracker.set_resume_floor()
+        tracker.set_tags({"checkpoint": str(ckpt_path)})
+        tracker.set_status("RUNNING")
+
+    o = cfg.optim
+    world = _world_size(cfg)
+    lifecycle = RunLifecycle(cfg, tracker, ckpt_path, o.batch_size * o.accumulate * cfg.data.seq_len * world)
+    trainer = pl.Trainer(
+        max_steps=o.max_steps,
+        accumulate_grad_batches=o.accumulate,
+        gradient_clip_val=o.grad_clip,
+        precision=cfg.speed.precision,
+        accelerator=cfg.speed.accelerator,
+        devices=cfg.speed.devices,
+        strategy=cfg.speed.strategy,
+        val_check_interval=cfg.eval.every_n_steps * o.accumulate,
+        check_val_every_n_epoch=None,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,  # checkpoints are written by RunLifecycle, after the metrics
+        enable_progress_bar=cfg.speed.progress_bar,
+        enable_model_summary=False,
+        callbacks=[lifecycle, *(callbacks or [])],
+        default_root_dir=str(ckpt_dir),
+    )
+    datamodule = PretrainingDataModule(cfg, data)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*does not have many workers.*")
+        warnings.filterwarnings("ignore", ".*IterableDataset.*__len__.*")
+        previous = signal.signal(signal.SIGINT, lifecycle.request_stop)
+        try:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
+        except (KeyboardInterrupt, SystemExit) as exc:  # Lightning exits on Ctrl-C and SIGTERM
+            raise RunStopped(
+                f"run {run_id} stopped at step {trainer.global_step}; continue it with --resume {run_id}"
+            ) from exc
+        finally:
+            signal.signal(signal.SIGINT, previous)
+            os.environ.pop("SYMATTN_RUN_ID", None)
+        if trainer.global_step % cfg.eval.every_n_steps:  # the last step is always evaluated
+            trainer.validate(module, datamodule=datamodule, verbose=False)
+
+    result = {"run_id": run_id, "steps": trainer.global_step, **module.val_metrics}
+    if tracker is not None:
+        lifecycle._flush()
+        _log_artifacts(tracker, cfg, module)
+        tracker.set_status("FINISHED")
+    result["status"] = "FINISHED"
+    return result
+
+
+def _pick_run(client, exp_id: str, cfg: RunConfig, resume) -> Optional[str]:
+    if not resume:
+        return None
+    if isinstance(resume, str) and resume != "auto":
+        try:
+            run = client.get_run(resume)
+        except Exception:
+            raise ValueError(f"no MLflow run {resume!r} in the tracking store; check the run id") from None
+        if run.data.tags.get("config_hash") != cfg.config_hash():
+            raise ValueError(
+                f"run {resume} was made with a different config (hash {run.data.tags.get('config_hash')}, "
+                f"this one {cfg.config_hash()}); resume it with its own config"
+            )
+        if run.info.status == "FINISHED":
+            raise ValueError(f"run {resume} is already FINISHED; start a new run instead")
+        return resume
+    run_id = find_resumable_run(client, exp_id, cfg.config_hash())
+    if run_id is None and resume is True:
+        raise ValueError("no unfinished run of this config to resume; drop --resume to start a new run")
+    return run_id
+
+
+def _world_size(cfg: RunConfig) -> int:
+    d = cfg.speed.devices
+    return len(d) if isinstance(d, (list, tuple)) else (d if isinstance(d, int) and d > 0 else 1)
+
+
+def _log_artifacts(tracker: RunTracker, cfg: RunConfig, module: MLMPretraining) -> None:
+    layers = [layer.attention.self for layer in module.model.bert.encoder.layer]
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        (tmp / "config.yaml").write_text(cfg.to_yaml())
+        tracker.log_artifact(tmp / "config.yaml")
+        diagnostics = {"metrics": module.val_metrics, "coefficient_singular_values": coefficient_spectra(layers)}
+        (tmp / "diagnostics.json").write_text(json.dumps(diagnostics, indent=1))
+        tracker.log_artifact(tmp / "diagnostics.json")
+        if cfg.checkpoint.log_model:
+            # HF BERT parameter names: loads into BertForMaskedLM (vanilla) or back into symattn.
+            torch.save(module.model.state_dict(), tmp / "model.pt")
+            tracker.log_artifact(tmp / "model.pt", "model")

@@ -1,0 +1,364 @@
+"""Optuna as the queue of a sweep: each cell is one enqueued trial, handed out exactly once; workers
+pinned to devices pull cells until none are left; each cell trains in a child process of its own.
+
+A cell whose MLflow run is FINISHED is never run again. A cell whose worker died stops sending
+heartbeats; the next worker that looks fails it and enqueues a retry, which resumes the same MLflow
+run from its last checkpoint. The Optuna trial and the MLflow run name each other.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import optuna
+from optuna.exceptions import UpdateFinishedTrialError
+from optuna.trial import FrozenTrial, TrialState
+
+from symattn.paths import project_root
+from symattn.sweep_spec import SweepSpec, expand, spec_digest
+
+log = logging.getLogger("symattn.sweep")
+
+EXIT_NON_FINITE = 3  # a deterministic failure: retrying would fail the same way
+
+
+def default_storage() -> str:
+    return str(project_root() / "optuna.journal")
+
+
+def open_storage(url: Optional[str] = None) -> optuna.storages.BaseStorage:
+    """An Optuna storage from a URL (sqlite:///, postgresql://, mysql://) or a journal file path."""
+    url = url or default_storage()
+    if "://" in url and not url.startswith("journal://"):
+        if not url.startswith(("sqlite:", "postgresql", "mysql")):
+            raise ValueError(f"Optuna storage {url!r} is not understood; use a journal file path, sqlite:///, or postgresql://")
+        try:
+            return optuna.storages.RDBStorage(url, skip_compatibility_check=False)
+        except Exception as exc:  # unreachable server, bad credentials, missing driver
+            raise ValueError(f"cannot open Optuna storage {url!r}: {' '.join(str(exc).split())[:300]}") from None
+    path = Path(url.removeprefix("journal://"))
+    if not path.parent.is_dir():
+        raise ValueError(f"folder of Optuna journal {str(path)!r} does not exist; create it or fix stores.optuna")
+    from optuna.storages.journal import JournalFileBackend
+
+    return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+
+
+# --- queue -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class QueueResult:
+    study: str
+    added: int
+    existing: int
+    storage: str
+
+
+def queue(spec: SweepSpec, storage_url: Optional[str] = None) -> QueueResult:
+    """Create or migrate both stores once, create the study, enqueue every missing cell once."""
+    from symattn.tracking import experiment_id, open_store
+
+    cells = expand(spec)  # validates every cell before anything is written
+    url = storage_url or spec.stores.optuna or default_storage()
+    storage = open_storage(url)
+    mlflow_uri = cells[0].config.tracking.uri
+    client = open_store(mlflow_uri)
+    experiment_id(client, spec.name)
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(study_name=spec.name, storage=storage, direction="minimize", load_if_exists=True)
+    study.set_user_attr("spec", spec.model_dump(mode="json"))
+    study.set_user_attr("spec_digest", spec_digest(spec))
+    study.set_user_attr("mlflow_uri", client.tracking_uri)
+    present = {t.user_attrs.get("cell") for t in study.get_trials(deepcopy=False)}
+    added = 0
+    for cell in cells:
+        if cell.id in present:
+            continue
+        study.enqueue_trial(
+            {},
+            user_attrs={
+                "cell": cell.id, "name": cell.name, "group": cell.group, "index": cell.index,
+                "attempt": 1, "config": cell.config.model_dump(mode="json", exclude_unset=True),
+            },
+        )
+        added += 1
+    return QueueResult(spec.name, added, len(cells) - added, url)
+
+
+# --- work ------------------------------------------------------------------------------------------
+
+
+def parse_devices(devices: str) -> list[str]:
+    """'cpu', 'auto', or GPU indices '0,1'."""
+    if devices == "auto":
+        import torch
+
+        return [str(i) for i in range(torch.cuda.device_count())] or ["cpu"]
+    if devices == "cpu":
+        return ["cpu"]
+    parts = [d.strip() for d in devices.split(",") if d.strip()]
+    if not parts or not all(p.isdigit() for p in parts):
+        raise ValueError(f"--devices {devices!r} must be cpu, auto, or GPU indices such as 0,1")
+    return parts
+
+
+def _pop_waiting(study: optuna.Study) -> Optional[FrozenTrial]:
+    """Take the first waiting cell; the storage hands each trial to exactly one worker."""
+    storage = study._storage
+    for trial in storage.get_all_trials(study._study_id, deepcopy=False, states=(TrialState.WAITING,)):
+        try:
+            if storage.set_trial_state_values(trial._trial_id, state=TrialState.RUNNING):
+                storage.set_trial_system_attr(trial._trial_id, "heartbeat", time.time())
+                return storage.get_trial(trial._trial_id)
+        except UpdateFinishedTrialError:
+            continue
+    return None
+
+
+def _retry(study: optuna.Study, trial: FrozenTrial, max_retries: int, why: str) -> None:
+    attempt = int(trial.user_attrs.get("attempt", 1))
+    if attempt > max_retries:
+        log.warning("cell %s failed %d times (%s); not retried", trial.user_attrs.get("name"), attempt, why)
+        return
+    attrs = {**trial.user_attrs, "attempt": attempt + 1, "retry_of": trial.number}
+    attrs.pop("mlflow_run_id", None)
+    study.enqueue_trial({}, user_attrs=attrs)
+
+
+def reclaim_stale(study: optuna.Study, grace_seconds: float, max_retries: int) -> int:
+    """Fail running cells whose worker stopped sending heartbeats, and enqueue their retries."""
+    storage, now, n = study._storage, time.time(), 0
+    for trial in storage.get_all_trials(study._study_id, deepcopy=False, states=(TrialState.RUNNING,)):
+        beat = trial.system_attrs.get("heartbeat") or trial.datetime_start.timestamp()
+        if now - beat < grace_seconds:
+            continue
+        try:
+            if storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
+                storage.set_trial_user_attr(trial._trial_id, "failure", "worker stopped sending heartbeats")
+                _retry(study, trial, max_retries, "worker lost")
+                n += 1
+        except UpdateFinishedTrialError:
+            pass
+    return n
+
+
+def _cell_main(config: dict, device: str, threads: int) -> None:
+    """Body of a cell's child process: pin the device, train (resuming the cell's run if any)."""
+    if sys.platform == "linux":  # die with the worker, so a killed worker never leaves a run behind
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if device != "cpu":
+        os.environ["CUDA_VISIBLE_DEVICES"] = device
+    from symattn.config import RunConfig
+    from symattn.errors import NonFiniteLoss, RunStopped
+    from symattn.run import train
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the worker decides; it sends SIGTERM to stop a cell
+    cfg = RunConfig.model_validate(config)
+    try:
+        train(cfg, resume="auto")
+    except NonFiniteLoss as exc:
+        print(f"cell failed: {exc}", file=sys.stderr)
+        sys.exit(EXIT_NON_FINITE)
+    except RunStopped:
+        sys.exit(143)
+
+
+class Worker:
+    """Slots pinned to devices, each pulling cells until the queue is empty."""
+
+    def __init__(self, study_name: str, storage_url: Optional[str], devices: list[str], per_device: Optional[int]) -> None:
+        self.storage_url = storage_url or default_storage()
+        self.storage = open_storage(self.storage_url)
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        try:
+            self.study = optuna.load_study(study_name=study_name, storage=self.storage)
+        except KeyError:
+            raise ValueError(f"no study {study_name!r} in {self.storage_url}; queue it first with `symattn queue SPEC`") from None
+        spec = SweepSpec.model_validate(self.study.user_attrs["spec"])
+        self.workers = spec.workers
+        per_device = per_device or spec.workers.per_device
+        self.slots = [(d, k) for d in devices for k in range(per_device)]
+        cpu_slots = sum(1 for d, _ in self.slots if d == "cpu")
+        self.cpu_threads = max(1, (os.cpu_count() or 1) // max(1, cpu_slots))
+        self.mlflow_uri = self.study.user_attrs["mlflow_uri"]
+        self.stopping = threading.Event()
+        self.children: set = set()
+        self.lock = threading.Lock()
+        self.done: list[tuple[str, str]] = []  # (cell name, final state)
+
+    def run(self) -> list[tuple[str, str]]:
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(["symattn.run"])  # imports paid once, not per cell
+        previous = {s: signal.signal(s, self._stop) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            threads = [threading.Thread(target=self._slot, args=(ctx, d), daemon=True) for d, _ in self.slots]
+            for t in threads:
+                t.start()
+            while any(t.is_alive() for t in threads):
+                for t in threads:
+                    t.join(timeout=0.5)
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+        return self.done
+
+    def _stop(self, signum, frame) -> None:
+        self.stopping.set()
+        with self.lock:
+            for p in self.children:
+                if p.is_alive():
+                    os.kill(p.pid, signal.SIGTERM)  # the run writes a checkpoint and ends KILLED
+
+    def _slot(self, ctx, device: str) -> None:
+        while not self.stopping.is_set():
+            reclaim_stale(self.study, self.workers.grace_seconds, self.workers.max_retries)
+            trial = _pop_waiting(self.study)
+            if trial is None:
+                return
+            self._run_cell(ctx, trial, device)
+
+    def _run_cell(self, ctx, trial: FrozenTrial, device: str) -> None:
+        from symattn.tracking import open_store
+
+        storage, tid = self.storage, trial._trial_id
+        config = _cell_config(trial, device, self.cpu_threads)
+        client = open_store(self.mlflow_uri)
+        finished = _finished_run(client, trial)
+        if finished is None:
+            p = ctx.Process(target=_cell_main, args=(config, device, self.cpu_threads), name=trial.user_attrs["name"])
+            with self.lock:
+                p.start()
+                self.children.add(p)
+            while p.is_alive():
+                p.join(timeout=self.workers.heartbeat_seconds)
+                storage.set_trial_system_attr(tid, "heartbeat", time.time())
+            with self.lock:
+                self.children.discard(p)
+            code = p.exitcode
+            finished = _finished_run(client, trial)
+        else:
+            code = 0
+        run = finished or _latest_run(client, trial)
+        if run is not None:
+            storage.set_trial_user_attr(tid, "mlflow_run_id", run.info.run_id)
+            client.set_tag(run.info.run_id, "optuna_trial", str(trial.number))
+        name = trial.user_attrs["name"]
+        if finished is not None:
+            value = finished.data.metrics.get("val/loss", float("nan"))
+            storage.set_trial_state_values(tid, state=TrialState.COMPLETE, values=[value])
+            self.done.append((name, "COMPLETE"))
+            return
+        storage.set_trial_user_attr(tid, "failure", f"exit code {code}")
+        storage.set_trial_state_values(tid, state=TrialState.FAIL)
+        self.done.append((name, "FAIL"))
+        if code != EXIT_NON_FINITE:
+            _retry(self.study, trial, self.workers.max_retries, f"exit code {code}")
+
+
+def _cell_config(trial: FrozenTrial, device: str, cpu_threads: int) -> dict:
+    """The cell's run config plus this slot's speed and tracking settings (neither changes results)."""
+    config = dict(trial.user_attrs["config"])
+    speed = dict(config.get("speed", {}))
+    speed.update(progress_bar=False, devices=1, accelerator="cpu" if device == "cpu" else "gpu")
+    if device == "cpu":
+        speed["threads"] = cpu_threads
+    config["speed"] = speed
+    tracking = dict(config.get("tracking", {}))
+    tracking["tags"] = {**tracking.get("tags", {}), "study": tracking["experiment"],
+                        "cell": trial.user_attrs["cell"], "optuna_trial": str(trial.number)}
+    config["tracking"] = tracking
+    return config
+
+
+def _runs_of(client, trial: FrozenTrial, status: Optional[str] = None):
+    config = trial.user_attrs["config"]
+    exp = client.get_experiment_by_name(config["tracking"]["experiment"])
+    if exp is None:
+        return []
+    filt = f"tags.cell = '{trial.user_attrs['cell']}'"
+    if status:
+        filt += f" and attributes.status = '{status}'"
+    return client.search_runs([exp.experiment_id], filter_string=filt, order_by=["attributes.start_time DESC"])
+
+
+def _finished_run(client, trial: FrozenTrial):
+    runs = _runs_of(client, trial, "FINISHED")
+    return runs[0] if runs else None
+
+
+def _latest_run(client, trial: FrozenTrial):
+    runs = _runs_of(client, trial)
+    return runs[0] if runs else None
+
+
+def work(study_name: str, storage_url: Optional[str] = None, devices: str = "auto", per_device: Optional[int] = None):
+    return Worker(study_name, storage_url, parse_devices(devices), per_device).run()
+
+
+# --- status ----------------------------------------------------------------------------------------
+
+
+def status_rows(study_name: str, storage_url: Optional[str] = None) -> list[dict]:
+    """One row per cell: its latest trial's state, attempts, MLflow run, progress and final loss."""
+    from symattn.config import RunConfig
+    from symattn.tracking import open_store
+
+    storage = open_storage(storage_url)
+    try:
+        study = optuna.load_study(study_name=study_name, storage=storage)
+    except KeyError:
+        raise ValueError(f"no study {study_name!r} in {storage_url or default_storage()}; queue it first") from None
+    latest: dict[str, FrozenTrial] = {}
+    for t in study.get_trials(deepcopy=False):
+        cell = t.user_attrs.get("cell")
+        if cell and (cell not in latest or t.number > latest[cell].number):
+            latest[cell] = t
+    client = open_store(study.user_attrs["mlflow_uri"])
+    rows = []
+    for t in sorted(latest.values(), key=lambda t: t.user_attrs.get("index", 0)):
+        run = _latest_run(client, t)
+        max_steps = RunConfig.model_validate(t.user_attrs["config"]).optim.max_steps
+        step = 0
+        if run is not None:
+            hist = client.get_metric_history(run.info.run_id, "train/tokens")
+            step = max((m.step for m in hist), default=0)
+        rows.append({
+            "cell": t.user_attrs["name"],
+            "group": t.user_attrs["group"],
+            "state": t.state.name,
+            "attempts": t.user_attrs.get("attempt", 1),
+            "run_id": run.info.run_id if run else "",
+            "run_status": run.info.status if run else "",
+            "progress": f"{step}/{max_steps}",
+            "val_loss": run.data.metrics.get("val/loss") if run else None,
+        })
+    return rows
+
+
+def format_status(rows: list[dict]) -> str:
+    head = f"{'cell':<34} {'group':<12} {'state':<9} {'try':>3} {'run':<32} {'status':<9} {'progress':>11} {'val/loss':>9}"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        loss = f"{r['val_loss']:.4f}" if r["val_loss"] is not None else "-"
+        lines.append(
+            f"{r['cell']:<34} {r['group']:<12} {r['state']:<9} {r['attempts']:>3} {r['run_id']:<32} "
+            f"{r['run_status']:<9} {r['progress']:>11} {loss:>9}"
+        )
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r["state"]] = counts.get(r["state"], 0) + 1
+    lines.append(", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items())) or "no cells")
+    return "\n".join(lines)

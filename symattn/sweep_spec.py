@@ -1,0 +1,145 @@
+"""Sweep specs: a base run config and design axes, expanded into cells and validated before anything
+is written. A matched group is the cells that share everything but the attention block."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from symattn.config import RunConfig, apply_overrides, flatten
+
+
+class StoresSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    optuna: Optional[str] = None  # default: <project>/optuna.journal; any Optuna storage URL
+    mlflow: Optional[str] = None  # default: tracking.uri of the base config, else <project>/mlflow.db
+
+
+class WorkersSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    per_device: int = Field(1, ge=1)  # cells run at once on each device
+    heartbeat_seconds: float = Field(10.0, gt=0)
+    grace_seconds: float = Field(60.0, gt=0)  # a cell silent this long is taken as dead and retried
+    max_retries: int = Field(3, ge=0)
+
+
+class SweepSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    description: str = ""
+    base: dict[str, Any] = Field(default_factory=dict)  # a run config (see symattn.config.RunConfig)
+    # Dotted key -> values. `seed` sets both the run seed and data.seed. The cells are the product,
+    # ordered group by group (attention varies fastest), so finished groups are comparable early.
+    axes: dict[str, list[Any]] = Field(default_factory=dict)
+    stores: StoresSpec = Field(default_factory=StoresSpec)
+    workers: WorkersSpec = Field(default_factory=WorkersSpec)
+
+    @field_validator("axes")
+    @classmethod
+    def _axes(cls, axes: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        for key, values in axes.items():
+            if not values:
+                raise ValueError(f"axis {key!r} is empty; give it at least one value or remove it")
+            if len({json.dumps(v, sort_keys=True) for v in values}) != len(values):
+                raise ValueError(f"axis {key!r} repeats a value; each cell must be distinct")
+        return axes
+
+
+@dataclass(frozen=True)
+class Cell:
+    id: str  # stable hash of the cell's result-changing config
+    name: str  # readable: size-variant-lr-seed
+    config: RunConfig
+    index: int  # position in queue order
+
+    @property
+    def group(self) -> str:
+        return self.config.group_id()
+
+
+def _attention_last(axes: dict[str, list[Any]]) -> list[str]:
+    """Axis order for the product: the attention axis varies fastest, so a group's cells are adjacent."""
+    keys = list(axes)
+    attention = [k for k in keys if k == "model.attention" or k.startswith("model.attention.")]
+    return [k for k in keys if k not in attention] + attention
+
+
+def _check_axis_key(key: str) -> None:
+    """Refuse an axis that names no setting of a run config."""
+    if key == "seed":
+        return
+    probe = flatten(RunConfig().to_dict())
+    if key in probe or any(k.startswith(key + ".") for k in probe) or key.startswith(("data.source", "tracking.tags.")):
+        return
+    raise ValueError(f"unknown axis {key!r}: it names no run setting (e.g. model.size, model.attention.kind, optim.lr, seed)")
+
+
+def expand(spec: SweepSpec) -> list[Cell]:
+    """Every cell of the design, validated; raises ValueError naming the first bad one."""
+    for key in spec.axes:
+        _check_axis_key(key)
+    order = _attention_last(spec.axes)
+    cells, seen = [], {}
+    for i, values in enumerate(itertools.product(*(spec.axes[k] for k in order))):
+        d = copy.deepcopy(spec.base)
+        overrides = []
+        for key, value in zip(order, values):
+            if key == "seed":
+                overrides += [f"seed={value}", f"data.seed={value}"]
+            else:
+                overrides.append(f"{key}={json.dumps(value)}")
+        apply_overrides(d, overrides)
+        tracking = d.setdefault("tracking", {})
+        tracking["experiment"] = spec.name
+        if spec.stores.mlflow:
+            tracking["uri"] = spec.stores.mlflow
+        try:
+            cfg = RunConfig.model_validate(d)
+        except ValueError as exc:
+            from symattn.errors import one_line
+
+            raise ValueError(f"cell {dict(zip(order, values))}: {one_line(exc)}") from None
+        cell_id = cfg.config_hash()
+        if cell_id in seen:
+            raise ValueError(f"cells {seen[cell_id]} and {dict(zip(order, values))} are the same run; remove the duplicate")
+        seen[cell_id] = dict(zip(order, values))
+        cells.append(Cell(cell_id, _cell_name(cfg), cfg, i))
+    return cells
+
+
+def _cell_name(cfg: RunConfig) -> str:
+    return f"{cfg.model.size}-{cfg.model.attention.label}-lr{cfg.optim.lr:g}-s{cfg.seed}"
+
+
+def load_spec(path: str | Path) -> SweepSpec:
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"sweep spec {str(p)!r} not found; see experiments/ for examples")
+    try:
+        raw = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f"sweep spec {str(p)!r} is not valid YAML: {' '.join(str(exc).split())}") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"sweep spec {str(p)!r} must be a mapping with name, base and axes")
+    if isinstance(raw.get("base"), str):  # base: path of a run config, relative to the spec
+        base_path = (p.parent / raw["base"]).resolve()
+        if not base_path.is_file():
+            raise FileNotFoundError(f"base config {str(base_path)!r} of sweep spec {str(p)!r} not found")
+        raw["base"] = yaml.safe_load(base_path.read_text()) or {}
+    raw.setdefault("name", p.stem)
+    return SweepSpec.model_validate(raw)
+
+
+def spec_digest(spec: SweepSpec) -> str:
+    return hashlib.sha256(json.dumps(spec.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:12]

@@ -1,0 +1,153 @@
+"""MLflow: store set-up, experiments, run creation and lookup for resume, and what a run records.
+
+Metrics are buffered and written in one batch when a checkpoint is written, so the store never holds
+a step that a resumed run will compute again: a resumed curve has no duplicated or missing steps.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import subprocess
+import time
+from pathlib import Path
+from typing import Optional
+from urllib.parse import urlparse
+
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from symattn.paths import default_tracking_uri, project_root
+
+PACKAGES = ("symattn", "torch", "pytorch-lightning", "mlflow", "optuna", "tokenizers", "numpy")
+_BATCH = 100  # MLflow's limit of params per log_batch call is 100
+
+
+def resolve_uri(uri: Optional[str]) -> str:
+    return uri or default_tracking_uri()
+
+
+def open_store(uri: Optional[str] = None) -> MlflowClient:
+    """A client on the store, created or migrated now (do this once, before starting workers:
+    two processes creating a fresh sqlite store at once crash)."""
+    uri = resolve_uri(uri)
+    parsed = urlparse(uri)
+    if parsed.scheme == "sqlite":
+        path = Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+        if path is not None and path.name and not path.parent.exists():
+            raise ValueError(f"tracking store folder {str(path.parent)!r} does not exist; create it or fix tracking.uri")
+    elif parsed.scheme not in ("http", "https", "file", "databricks", "postgresql", "mysql", "mssql", ""):
+        raise ValueError(f"tracking URI {uri!r} is not one MLflow can use; use sqlite:///path/mlflow.db or http://host:port")
+    client = MlflowClient(tracking_uri=uri)
+    client.search_experiments(max_results=1)  # creates the schema or fails now, not mid-run
+    return client
+
+
+def experiment_id(client: MlflowClient, name: str) -> str:
+    """The experiment's id, created if needed; artifacts of a local sqlite store go to mlartifacts/."""
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        if exp.lifecycle_stage == "deleted":
+            raise ValueError(f"MLflow experiment {name!r} is deleted; restore it or pick another tracking.experiment")
+        return exp.experiment_id
+    location = None
+    if client.tracking_uri.startswith("sqlite:"):
+        location = (project_root() / "mlartifacts" / name).as_uri()
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except MlflowException:  # another worker created it first
+        return client.get_experiment_by_name(name).experiment_id
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=project_root(), capture_output=True, text=True, timeout=5
+        )
+        commit = out.stdout.strip() if out.returncode == 0 else "unknown"
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=project_root(), capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+        return commit + ("-dirty" if dirty and commit != "unknown" else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def package_versions() -> dict[str, str]:
+    out = {}
+    for name in PACKAGES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def find_resumable_run(client: MlflowClient, exp_id: str, config_hash: str) -> Optional[str]:
+    """The newest unfinished run of this exact config in the experiment, if any."""
+    runs = client.search_runs(
+        [exp_id],
+        filter_string=f"tags.config_hash = '{config_hash}' and attributes.status != 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    return runs[0].info.run_id if runs else None
+
+
+class RunTracker:
+    """One MLflow run: buffered metrics written in batches, final status, artifacts."""
+
+    def __init__(self, client: MlflowClient, run_id: str) -> None:
+        self.client, self.run_id = client, run_id
+        self.pending: list[tuple[str, float, int]] = []  # (key, value, step) not yet in the store
+        self.floor: dict[str, int] = {}  # per metric: steps up to here are already in the store
+
+    @classmethod
+    def create(cls, client: MlflowClient, exp_id: str, run_name: Optional[str], tags: dict, params: dict) -> "RunTracker":
+        run = client.create_run(exp_id, run_name=run_name, tags={k: str(v) for k, v in tags.items()})
+        tracker = cls(client, run.info.run_id)
+        items = [Param(k, _param_value(v)) for k, v in params.items()]
+        for i in range(0, len(items), _BATCH):
+            client.log_batch(tracker.run_id, params=items[i : i + _BATCH])
+        return tracker
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        self.pending.extend((k, float(v), step) for k, v in metrics.items() if step > self.floor.get(k, -1))
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        now = int(time.time() * 1000)
+        items = [Metric(k, v, now, s) for k, v, s in self.pending]
+        for i in range(0, len(items), 1000):
+            self.client.log_batch(self.run_id, metrics=items[i : i + 1000])
+        self.pending = []
+
+    def set_resume_floor(self) -> None:
+        """On resume: points at or before the last step the store holds for a metric are dropped.
+        They are recomputed from the checkpoint (identically) and were logged before the stop."""
+        run = self.client.get_run(self.run_id)
+        self.floor = {
+            key: max((m.step for m in self.client.get_metric_history(self.run_id, key)), default=-1)
+            for key in run.data.metrics
+        }
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def set_status(self, status: str) -> None:
+        if status == "RUNNING":
+            self.client.update_run(self.run_id, status="RUNNING")
+        else:
+            self.client.set_terminated(self.run_id, status=status)
+
+    def status(self) -> str:
+        return self.client.get_run(self.run_id).info.status
+
+    def log_artifact(self, path: Path, artifact_path: Optional[str] = None) -> None:
+        self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+
+def _param_value(v) -> str:
+    s = str(v)
+    return s if len(s) <= 6000 else s[:5997] + "..."

@@ -1,0 +1,158 @@
+"""MLM pre-training: the LightningModule, the DataModule over deterministic batches, and `train()`,
+the single-run entry point (one run = one MLflow run; returns the final metrics)."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import math
+import os
+from typing import Iterator, Optional
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, IterableDataset
+
+from symattn.config import RunConfig
+from symattn.diagnostics import attention_stats, weight_stats
+from symattn.model import BertForMaskedLM
+
+NO_DECAY = ("bias", "LayerNorm.weight")  # as BERT: no weight decay on biases and LayerNorm
+
+
+def step_seed(seed: int, micro_step: int, rank: int = 0) -> int:
+    """The seed of dropout at one micro-step: resuming from step s draws what step s drew."""
+    digest = hashlib.sha256(f"dropout:{seed}:{micro_step}:{rank}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def lr_lambda(schedule: str, warmup: int, total: int):
+    """Linear warm-up from 0, then linear or cosine decay to 0 at `total` (or constant)."""
+
+    def factor(step: int) -> float:
+        if warmup and step < warmup:
+            return step / warmup
+        if schedule == "constant":
+            return 1.0
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return 1.0 - progress if schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor
+
+
+class MicroBatches(IterableDataset):
+    """Training batches in micro-step order from `start`: batch k is a pure function of (data seed, k)."""
+
+    def __init__(self, batches, start: int) -> None:
+        self.batches, self.start = batches, start
+
+    def __iter__(self) -> Iterator[dict]:
+        for micro in itertools.count(self.start):
+            batch = self.batches.batch(micro)
+            batch["micro_step"] = torch.tensor(micro)
+            yield batch
+
+
+class PretrainingDataModule(pl.LightningDataModule):
+    def __init__(self, cfg: RunConfig, data) -> None:
+        super().__init__()
+        self.cfg, self.data = cfg, data
+
+    def train_dataloader(self) -> DataLoader:
+        from symattn.data import PretrainingBatches
+
+        t, d = self.trainer, self.cfg.data
+        world, rank = (t.world_size, t.global_rank) if t else (1, 0)
+        # Each device takes its slice of the same global micro-batch.
+        batches = PretrainingBatches(
+            self.data, self.cfg.optim.batch_size * world, d.seed, d.mlm_probability, rank=rank, world_size=world
+        )
+        # Lightning restores a checkpoint's step before asking for data: continue where it stopped.
+        start = t.global_step * self.cfg.optim.accumulate if t else 0
+        return DataLoader(MicroBatches(batches, start), batch_size=None, num_workers=self.cfg.speed.loader_workers)
+
+    def val_dataloader(self) -> DataLoader:
+        from symattn.data import val_batches
+
+        d, bs = self.cfg.data, self.cfg.optim.batch_size
+        fixed = val_batches(self.data, bs, d.seed, d.mlm_probability, limit=self.cfg.eval.batches * bs)
+        return DataLoader(fixed, batch_size=None)
+
+
+class MLMPretraining(pl.LightningModule):
+    def __init__(self, cfg: RunConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.model = BertForMaskedLM(cfg.model, seed=cfg.seed)
+        self.model_forward = torch.compile(self.model) if cfg.speed.compile else self.model
+        self.window_loss = torch.zeros(())  # sum of training losses since the last report
+        self.window_steps = 0
+        self.last_lr = 0.0
+        self.last_grad_norm: Optional[float] = None
+        self.val_metrics: dict[str, float] = {}
+        self._val_sum = self._val_count = None
+
+    # --- training ---
+    def on_train_batch_start(self, batch, batch_idx) -> None:
+        torch.manual_seed(step_seed(self.cfg.seed, int(batch["micro_step"]), self.global_rank))
+
+    def training_step(self, batch, batch_idx):
+        batch = {k: v for k, v in batch.items() if k != "micro_step"}
+        loss = self.model_forward(**batch).loss
+        self.window_loss = self.window_loss.to(loss.device) + loss.detach() / self.cfg.optim.accumulate
+        self.log("loss", loss, prog_bar=True, logger=False)
+        return loss
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        self.window_steps += 1
+        self.last_lr = optimizer.param_groups[0]["lr"]
+        if (self.global_step + 1) % self.cfg.tracking.log_every_n_steps == 0:
+            grads = [p.grad for p in self.parameters() if p.grad is not None]
+            self.last_grad_norm = float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads])))
+
+    def pop_train_window(self) -> float:
+        mean = float(self.window_loss) / max(1, self.window_steps)
+        self.window_loss, self.window_steps = torch.zeros((), device=self.window_loss.device), 0
+        return mean
+
+    def train_window_finite(self) -> bool:
+        return bool(torch.isfinite(self.window_loss))
+
+    # --- validation ---
+    def on_validation_epoch_start(self) -> None:
+        self._val_sum = torch.zeros((), device=self.device, dtype=torch.float64)
+        self._val_count = torch.zeros((), device=self.device, dtype=torch.float64)
+        self.val_metrics = {}
+
+    def validation_step(self, batch, batch_idx):
+        batch = {k: v for k, v in batch.items() if k != "micro_step"}
+        n = (batch["labels"] != -100).sum()
+        if self.cfg.eval.diagnostics and batch_idx == 0:
+            out = self.model(**batch, output_attentions=True)
+            self.val_metrics.update(attention_stats(out.attentions, batch["attention_mask"]))
+        else:
+            out = self.model_forward(**batch)
+        # Token-weighted: the mean over every masked token of the fixed validation set.
+        self._val_sum += out.loss.double() * n
+        self._val_count += n
+
+    def on_validation_epoch_end(self) -> None:
+        total = self.trainer.strategy.reduce(self._val_sum, reduce_op="sum")
+        count = self.trainer.strategy.reduce(self._val_count, reduce_op="sum")
+        self.val_metrics["val/loss"] = float(total / count.clamp(min=1))
+        if self.cfg.eval.diagnostics:
+            self.val_metrics.update(weight_stats([layer.attention.self for layer in self.model.bert.encoder.layer]))
+        self.log("val_loss", self.val_metrics["val/loss"], prog_bar=True, logger=False, sync_dist=False)
+
+    # --- optimisation ---
+    def configure_optimizers(self):
+        o = self.cfg.optim
+        decay, no_decay = [], []
+        for name, p in self.model.named_parameters():
+            (no_decay if name.endswith(NO_DECAY) else decay).append(p)
+        optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=o.lr, betas=o.betas, eps=o.eps,
+        )
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(o.schedule, o.warmup, o.max_steps))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -1,0 +1,160 @@
+"""One tracked pre-training run, against a temporary sqlite MLflow store and a real Lightning Trainer."""
+
+import subprocess
+import sys
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from mlflow.tracking import MlflowClient
+
+from symattn.config import load_config
+from symattn.errors import NonFiniteLoss, RunStopped
+from symattn.run import train
+
+
+def client_of(cfg):
+    return MlflowClient(cfg.tracking.uri)
+
+
+def history(cfg, run_id, key):
+    return [(m.step, m.value) for m in client_of(cfg).get_metric_history(run_id, key)]
+
+
+def test_a_run_logs_exactly_what_it_promises(run_overrides):
+    cfg = load_config(None, run_overrides + ["model.attention.kind=pairwise", "optim.warmup_steps=10"])
+    result = train(cfg)
+    run = client_of(cfg).get_run(result["run_id"])
+    assert run.info.status == "FINISHED" and result["steps"] == 40
+
+    tags = run.data.tags
+    assert tags["attention"] == "pairwise" and tags["scheme"] == "full" and tags["init"] == "normal"
+    assert tags["size"] == "tiny" and tags["seed"] == "0" and tags["kind"] == "pretrain"
+    assert len(tags["group"]) == 12 and len(tags["data_fingerprint"]) >= 12 and tags["git_commit"]
+    assert tags["version.torch"].startswith("2.") and "version.mlflow" in tags
+
+    params = run.data.params
+    assert params["optim.lr"] == "0.001" and params["model.attention.kind"] == "pairwise"
+    assert params["model.vocab_size"] == "200"  # follows the tokenizer
+    assert int(params["params_total"]) > int(params["params_non_embedding"]) > int(params["params_attention"]) > 0
+    assert float(params["flops_per_token"]) > 0
+
+    expected = {"train/loss", "train/lr", "train/tokens", "train/tokens_per_s", "train/grad_norm", "val/loss"}
+    for layer in (0, 1):
+        expected |= {f"diag/layer{layer}/{k}" for k in
+                     ("entropy", "self_mass", "s_symmetry", "s_sv_max", "s_sv_min", "s_effective_rank")}
+    assert set(run.data.metrics) == expected
+    assert [s for s, _ in history(cfg, run.info.run_id, "train/loss")] == list(range(5, 41, 5))
+    assert [s for s, _ in history(cfg, run.info.run_id, "val/loss")] == [20, 40]
+    assert history(cfg, run.info.run_id, "train/tokens")[-1] == (40, 40 * 8 * 32)
+    lrs = [v for _, v in history(cfg, run.info.run_id, "train/lr")]
+    assert lrs[0] < max(lrs) and lrs[-1] < max(lrs)  # warm-up, then decay
+
+    artifacts = {a.path for a in client_of(cfg).list_artifacts(run.info.run_id)}
+    assert {"config.yaml", "diagnostics.json", "model"} <= artifacts
+
+
+def test_vanilla_run_reports_how_symmetric_its_query_key_forms_are(run_overrides):
+    cfg = load_config(None, run_overrides + ["optim.max_steps=20"])
+    result = train(cfg)
+    assert -1.0 <= result["diag/layer0/qk_symmetry"] <= 1.0
+    assert "diag/layer0/s_symmetry" not in result
+
+
+def test_same_config_and_seed_give_the_same_curve(run_overrides):
+    a = train(load_config(None, run_overrides + ["tracking.experiment=a"]))
+    b_cfg = load_config(None, run_overrides + ["tracking.experiment=b"])
+    b = train(b_cfg)
+    assert history(b_cfg, a["run_id"], "train/loss") == history(b_cfg, b["run_id"], "train/loss")
+    assert history(b_cfg, a["run_id"], "val/loss") == history(b_cfg, b["run_id"], "val/loss")
+    c = train(load_config(None, run_overrides + ["tracking.experiment=c", "seed=1"]))
+    assert history(b_cfg, c["run_id"], "train/loss") != history(b_cfg, a["run_id"], "train/loss")
+
+
+class StopAt(pl.Callback):
+    """Presses Ctrl-C once the given optimizer step is done."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_train_batch_end(self, trainer, *args):
+        if trainer.global_step == self.step:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("accumulate", [1, 2])
+def test_resumed_run_continues_the_same_run_step_for_step(run_overrides, accumulate):
+    over = run_overrides + [f"optim.accumulate={accumulate}", "optim.batch_size=4", "checkpoint.every_n_steps=10"]
+    whole = train(load_config(None, over + ["tracking.experiment=whole"]))
+    cfg = load_config(None, over + ["tracking.experiment=parts"])
+    with pytest.raises(RunStopped, match="--resume"):
+        train(cfg, callbacks=[StopAt(25)])
+    run_id = client_of(cfg).search_runs([client_of(cfg).get_experiment_by_name("parts").experiment_id])[0].info.run_id
+    stopped = client_of(cfg).get_run(run_id)
+    assert stopped.info.status == "KILLED" and stopped.data.tags["stopped_at_step"] == "25"
+
+    resumed = train(cfg, resume=True)
+    assert resumed["run_id"] == run_id  # the same MLflow run
+    for key in ("train/loss", "val/loss", "train/lr", "train/tokens"):
+        assert history(cfg, run_id, key) == history(cfg, whole["run_id"], key), key
+    assert client_of(cfg).get_run(run_id).info.status == "FINISHED"
+
+
+def test_resume_without_an_unfinished_run_is_refused(run_overrides):
+    with pytest.raises(ValueError, match="no unfinished run of this config"):
+        train(load_config(None, run_overrides), resume=True)
+
+
+def test_matched_variants_share_initial_weights_and_batches(run_overrides):
+    from symattn.data import prepare_pretraining
+    from symattn.run import resolve_vocab
+    from symattn.train import MLMPretraining, PretrainingDataModule
+
+    modules, first_batches, groups = [], [], set()
+    for kind in ("vanilla", "symmetric", "pairwise"):
+        cfg = load_config(None, run_overrides + [f"model.attention.kind={kind}"])
+        data = prepare_pretraining(cfg.data)
+        cfg = resolve_vocab(cfg, data)
+        modules.append(MLMPretraining(cfg).model.state_dict())
+        first_batches.append(next(iter(PretrainingDataModule(cfg, data).train_dataloader())))
+        groups.add(cfg.group_id())
+    assert len(groups) == 1
+    shared = ("embeddings", "attention.self.query", "attention.self.value", "attention.output", "intermediate",
+              "output.dense", "cls.predictions")
+    for name, value in modules[0].items():
+        if any(s in name for s in shared):
+            for other in modules[1:]:
+                assert torch.equal(other[name], value), name
+    for other in first_batches[1:]:
+        for key in ("input_ids", "labels", "attention_mask"):
+            assert torch.equal(other[key], first_batches[0][key])
+
+
+def test_non_finite_loss_fails_the_run_with_its_reason(run_overrides):
+    cfg = load_config(None, run_overrides + ["optim.lr=1e12", "optim.grad_clip=null", "optim.warmup_steps=0"])
+    with pytest.raises(NonFiniteLoss, match="lower optim.lr"):
+        train(cfg)
+    client = client_of(cfg)
+    run = client.search_runs([client.get_experiment_by_name("test").experiment_id])[0]
+    assert run.info.status == "FAILED"
+    assert "NonFiniteLoss" in run.data.tags["failure_reason"]
+
+
+def symattn(*args):
+    return subprocess.run([sys.executable, "-m", "symattn.cli", *args], capture_output=True, text=True)
+
+
+@pytest.mark.parametrize(
+    "override,words",
+    [
+        ("optim.lrr=1", "optim.lrr: unknown setting"),
+        ("model.attention.kind=banded", "unknown attention 'banded'"),
+        ("data.seq_len=1024", "data.seq_len 1024 exceeds model.max_positions 512"),
+        ("optim.lr", "not of the form key=value"),
+    ],
+)
+def test_bad_override_is_one_line_and_creates_nothing(run_overrides, tmp_path, override, words):
+    out = symattn("train", *[a for o in run_overrides for a in ("--set", o)], "--set", override)
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.strip().count("\n") == 0 and words in out.stderr
+    assert not (tmp_path / "mlflow.db").exists()

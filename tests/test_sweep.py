@@ -1,0 +1,143 @@
+"""Sweeps on real Optuna storage and a real MLflow store: exactly-once queue, workers, retries."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from symattn.sweep import queue, status_rows, work
+from symattn.sweep_spec import expand, load_spec
+
+
+def overrides_to_base(overrides):
+    from symattn.config import apply_overrides
+
+    base = apply_overrides({}, overrides)
+    base["optim"]["max_steps"] = 20
+    base["eval"]["every_n_steps"] = 10
+    base["checkpoint"] = {**base.get("checkpoint", {}), "every_n_steps": 5}
+    base["speed"].pop("threads", None)
+    return base
+
+
+@pytest.fixture
+def spec_path(tmp_path, run_overrides):
+    spec = {
+        "name": "mini-sweep",
+        "base": overrides_to_base(run_overrides),
+        "axes": {"seed": [0, 1], "model.attention.kind": ["vanilla", "symmetric"]},
+        "stores": {"optuna": str(tmp_path / "optuna.journal")},
+        "workers": {"heartbeat_seconds": 1, "grace_seconds": 4},
+    }
+    path = tmp_path / "mini.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def test_cells_come_group_by_group(spec_path):
+    cells = expand(load_spec(spec_path))
+    assert [c.name for c in cells] == ["tiny-vanilla-lr0.001-s0", "tiny-symmetric-lr0.001-s0",
+                                       "tiny-vanilla-lr0.001-s1", "tiny-symmetric-lr0.001-s1"]
+    assert cells[0].group == cells[1].group != cells[2].group == cells[3].group
+    assert cells[2].config.data.seed == 1 and cells[2].config.seed == 1
+
+
+def test_queue_is_idempotent_and_adds_only_missing_cells(spec_path, tmp_path):
+    spec = load_spec(spec_path)
+    first = queue(spec)
+    again = queue(spec)
+    assert (first.added, first.existing) == (4, 0) and (again.added, again.existing) == (0, 4)
+    raw = yaml.safe_load(spec_path.read_text())
+    raw["axes"]["seed"] = [0, 1, 2]
+    spec_path.write_text(yaml.safe_dump(raw))
+    grown = queue(load_spec(spec_path))
+    assert (grown.added, grown.existing) == (2, 4)
+    study = optuna.load_study(study_name="mini-sweep", storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(tmp_path / "optuna.journal"))))
+    assert len(study.trials) == 6 and all(t.state == optuna.trial.TrialState.WAITING for t in study.trials)
+
+
+def finished_runs(tmp_path):
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("mini-sweep")
+    return client, client.search_runs([exp.experiment_id])
+
+
+def test_two_workers_drain_the_queue_exactly_once(spec_path, tmp_path):
+    queue(load_spec(spec_path))
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "symattn.cli", "work", "mini-sweep", "--devices", "cpu",
+           "--storage", str(tmp_path / "optuna.journal")]
+    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=600)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    client, runs = finished_runs(tmp_path)
+    assert len(runs) == 4 and all(r.info.status == "FINISHED" for r in runs)
+    assert len({r.data.tags["cell"] for r in runs}) == 4
+    rows = status_rows("mini-sweep", str(tmp_path / "optuna.journal"))
+    assert [r["state"] for r in rows] == ["COMPLETE"] * 4 and all(r["attempts"] == 1 for r in rows)
+    # the trial and the run name each other
+    for row, run in ((r, client.get_run(r["run_id"])) for r in rows):
+        assert run.data.tags["optuna_trial"].isdigit()
+    # a finished cell is never run again
+    assert work("mini-sweep", str(tmp_path / "optuna.journal"), "cpu") == []
+
+
+@pytest.mark.slow
+def test_a_killed_worker_is_replaced_and_the_sweep_completes_once(spec_path, tmp_path):
+    raw = yaml.safe_load(spec_path.read_text())
+    raw["axes"] = {"model.attention.kind": ["vanilla", "pairwise"]}
+    raw["base"]["optim"]["max_steps"] = 60
+    spec_path.write_text(yaml.safe_dump(raw))
+    queue(load_spec(spec_path))
+    storage = str(tmp_path / "optuna.journal")
+    cmd = [sys.executable, "-m", "symattn.cli", "work", "mini-sweep", "--devices", "cpu", "--storage", storage]
+    worker = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    deadline = time.time() + 300
+    while time.time() < deadline:  # wait until the first cell has a checkpoint and some steps logged
+        exp = client.get_experiment_by_name("mini-sweep")
+        runs = client.search_runs([exp.experiment_id]) if exp else []
+        if runs and any(m.step >= 20 for m in client.get_metric_history(runs[0].info.run_id, "train/loss")):
+            break
+        time.sleep(0.5)
+    worker.send_signal(signal.SIGKILL)
+    worker.wait()
+    time.sleep(5)  # past the grace period: the cell's heartbeat is stale
+    done = work("mini-sweep", storage, "cpu")
+    assert sorted(state for _, state in done) == ["COMPLETE", "COMPLETE"]
+    runs = client.search_runs([client.get_experiment_by_name("mini-sweep").experiment_id])
+    assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs)
+    for r in runs:
+        steps = [m.step for m in client.get_metric_history(r.info.run_id, "train/loss")]
+        assert steps == list(range(5, 61, 5))  # continuous: no step missing or logged twice
+    rows = status_rows("mini-sweep", storage)
+    assert max(r["attempts"] for r in rows) == 2
+
+
+@pytest.mark.parametrize(
+    "change,words",
+    [
+        ({"axes": {"model.colour": ["red"]}}, "unknown axis 'model.colour'"),
+        ({"axes": {"model.attention.kind": ["vanilla", "banded"]}}, "unknown attention 'banded'"),
+        ({"axes": {"seed": []}}, "axis 'seed' is empty"),
+        ({"stores": {"optuna": "redis://localhost/0"}}, "is not understood"),
+        ({"stores": {"optuna": "/no/such/folder/optuna.journal"}}, "does not exist"),
+        ({"stores": {"mlflow": "ftp://example/mlflow"}}, "is not one MLflow can use"),
+    ],
+)
+def test_malformed_spec_is_refused_before_anything_is_written(spec_path, tmp_path, change, words):
+    raw = yaml.safe_load(spec_path.read_text())
+    for key, value in change.items():
+        raw[key] = {**raw.get(key, {}), **value} if key != "axes" else value
+    spec_path.write_text(yaml.safe_dump(raw))
+    out = subprocess.run([sys.executable, "-m", "symattn.cli", "queue", str(spec_path)], capture_output=True, text=True)
+    assert out.returncode == 2 and out.stderr.strip().count("\n") == 0, out.stderr
+    assert words in out.stderr
+    assert not (tmp_path / "optuna.journal").exists() and not (tmp_path / "mlflow.db").exists()
