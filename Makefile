@@ -17,9 +17,10 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(BIN)/pip install --quiet --disable-pip-version-check $(PIP_EXTRA) '$(TORCH)' -e '.[dev]'
 	touch $@
 
+# The CPU demo sweep end to end (queue, work, figures), then the paper's figures from its results.
 demo: install
-	$(BIN)/symattn params --size small
-	$(BIN)/symattn params --size base
+	$(BIN)/symattn run experiments/quick.yaml --devices cpu
+	$(BIN)/symattn figures acl2024
 
 test: install
 	$(BIN)/python -m pytest

@@ -51,6 +51,17 @@ def _symmetric(p: torch.Tensor) -> torch.Tensor:
     return 0.5 * (p + p.transpose(-1, -2))
 
 
+def _times_matrix(q: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """q (B, H, T, d) times s (H, d, d), head by head: `q @ s`, as ONE batched matmul over heads.
+
+    A broadcast `q @ s` copies q into (B*H, T, d) and runs B*H tiny products; here the heads are
+    the batch, and when q is a slice of the fused projection output (rows of stride 3*hidden) the
+    batched matmul reads it in place."""
+    b, h, t, d = q.shape
+    out = torch.bmm(q.transpose(0, 1).reshape(h, b * t, d), s)
+    return out.view(h, b, t, d).transpose(0, 1)
+
+
 class CoefficientScheme:
     def __init__(self, shape: Callable[[int, int], tuple[int, ...]], matrix, apply) -> None:
         self.shape = shape  # (heads, d_h) -> parameter shape
@@ -60,14 +71,14 @@ class CoefficientScheme:
 
 COEFFICIENT_SCHEMES: dict[str, CoefficientScheme] = {
     # One unconstrained d_h x d_h matrix per head: the paper's release.
-    "full": CoefficientScheme(lambda h, d: (h, d, d), _full, lambda q, p: q @ p),
+    "full": CoefficientScheme(lambda h, d: (h, d, d), _full, _times_matrix),
     # One vector per head: S = diag(s); logits stay symmetric.
     "diagonal": CoefficientScheme(
         lambda h, d: (h, d), torch.diag_embed, lambda q, p: q * p[None, :, None, :]
     ),
     # S = (A + A^T) / 2: a symmetric, not necessarily PSD, bilinear form; logits stay symmetric.
     "symmetric": CoefficientScheme(
-        lambda h, d: (h, d, d), _symmetric, lambda q, p: q @ _symmetric(p)
+        lambda h, d: (h, d, d), _symmetric, lambda q, p: _times_matrix(q, _symmetric(p))
     ),
 }
 
@@ -157,12 +168,83 @@ class AttentionConfig(BaseModel):
         return "-".join(parts)
 
 
+# --- dropout -------------------------------------------------------------------------------------
+# Every dropout of the model (embeddings, residual branches, attention probabilities) goes through
+# `dropout`, on the fast path and the math path alike, so both draw the same masks.
+#
+# On the CPU, `F.dropout` draws one double-precision Bernoulli sample per element from the Mersenne
+# Twister (MKL's vectorised generator is used on Intel CPUs only): ~15-25 ns per element, 7% of a
+# mini-size training step on AMD. Here each element takes 32 random bits (two per 64-bit draw of the
+# same seeded generator) and is dropped when they fall below p * 2^32: the same distribution (the
+# drop probability is p rounded to a multiple of 2^-32), several times faster, and the mask is kept
+# as one byte per element for the backward pass. Accelerators keep their fused `F.dropout`.
+
+
+def _drop_mask(shape: torch.Size, p: float, device: torch.device) -> torch.Tensor:
+    """Boolean mask, True with probability p (to a multiple of 2^-32), from the default generator."""
+    n = math.prod(shape)
+    words = torch.empty((n + 1) // 2, dtype=torch.int64, device=device).random_(-(2**63), None)
+    threshold = -(2**31) + round(p * 2**32)
+    return (words.view(torch.int32)[:n] < threshold).view(shape)
+
+
+class _CPUDropout(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, p: float) -> torch.Tensor:
+        drop = _drop_mask(x.shape, p, x.device)
+        ctx.save_for_backward(drop)
+        ctx.scale = 1.0 / (1.0 - p)
+        return x.masked_fill(drop, 0).mul_(ctx.scale)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (drop,) = ctx.saved_tensors
+        return grad.masked_fill(drop, 0).mul_(ctx.scale), None
+
+
+def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
+    """Inverted dropout, as `F.dropout`; on the CPU with the fast mask above."""
+    if not training or p == 0.0:
+        return x
+    if p >= 1.0:
+        return x * 0.0
+    if x.device.type != "cpu":
+        return F.dropout(x, p, True)
+    return _CPUDropout.apply(x, p)
+
+
+class Dropout(nn.Module):
+    """`nn.Dropout` through `dropout`: same interface, no parameters (state dicts are unaffected)."""
+
+    def __init__(self, p: float = 0.5) -> None:
+        super().__init__()
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"dropout probability has to be between 0 and 1, not {p}")
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return dropout(x, self.p, self.training)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
 # --- attention computation ------------------------------------------------------------------------
 
 
 def padding_mask(attention_mask: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
-    """(B, T) with 1 for real tokens -> boolean (B, 1, 1, T) with True where keys may be attended."""
+    """(B, T) with 1 for real tokens -> boolean (B, 1, 1, T) with True where keys may be attended.
+
+    None when there is nothing to mask (no mask, or, on the CPU, a mask of all ones as packed
+    pre-training blocks have): the same result, without masking work. The all-ones check is skipped
+    on accelerators (it would wait for the device) and under torch.compile."""
     if attention_mask is None:
+        return None
+    if (
+        attention_mask.device.type == "cpu"
+        and not torch.compiler.is_compiling()
+        and bool(attention_mask.all())
+    ):
         return None
     return attention_mask.bool()[:, None, None, :]
 
@@ -180,7 +262,43 @@ def attend_math(
     if mask is not None:
         logits = logits.masked_fill(~mask, float("-inf"))
     probs = logits.softmax(dim=-1)
-    return F.dropout(probs, dropout_p, training) @ v, probs
+    return dropout(probs, dropout_p, training) @ v, probs
+
+
+def _attend_dropout_cpu(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optional[torch.Tensor], dropout_p: float
+) -> torch.Tensor:
+    """Attention with dropout on the CPU, where SDPA has no fused kernel for dropout and falls back
+    to a math version with extra passes (q and k scaled apart, a NaN-safe softmax, mask checks).
+
+    Three kernels: scaled logits (+ additive mask) in one batched matmul, softmax, dropout, and the
+    product with the values. Dropout draws its mask exactly as `attend_math` does (same shape, same
+    generator), so in training both paths give the same result up to float rounding."""
+    b, h, t, d = q.shape
+    q3, k3, v3 = (x.reshape(b * h, t, d) for x in (q, k, v))
+    if mask is None:
+        logits = torch.bmm(q3, k3.transpose(1, 2)).mul_(1.0 / math.sqrt(d))
+    else:
+        # finite minimum, not -inf: exp() gives exactly 0 for masked keys, and no NaN on a fully
+        # padded row (softmax of equal values: uniform, as SDPA and HF BERT give)
+        bias = torch.zeros(mask.shape, dtype=q.dtype, device=q.device).masked_fill_(~mask, torch.finfo(q.dtype).min)
+        bias = bias.expand(b, h, 1, t).reshape(b * h, 1, t)
+        logits = torch.baddbmm(bias, q3, k3.transpose(1, 2), alpha=1.0 / math.sqrt(d))
+    probs = dropout(logits.softmax(dim=-1), dropout_p, True)
+    return torch.bmm(probs, v3).view(b, h, t, d)
+
+
+def attend(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: Optional[torch.Tensor],
+    dropout_p: float = 0.0,
+) -> torch.Tensor:
+    """The fast path: context (B, H, T, d) without materialising probabilities for the caller."""
+    if dropout_p > 0.0 and q.device.type == "cpu":
+        return _attend_dropout_cpu(q, k, v, mask, dropout_p)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
 
 
 class SelfAttention(nn.Module):
@@ -188,6 +306,11 @@ class SelfAttention(nn.Module):
 
     Subclasses implement `query_key_value(x)` returning the query side, key side and values, each
     (B, H, T, d_h); the base class does the rest, on the fast or the math path.
+
+    The projections keep HF's names and shapes (`query`, `key`, `value`: separate nn.Linear), but
+    run as ONE matmul: `project(x)` concatenates their weights at call time (a few hundred KB, no
+    stored copy), so the input is read once and the product is one large GEMM instead of two or
+    three small ones; gradients flow back to each Linear's own parameters.
     """
 
     name: ClassVar[str] = ""
@@ -203,7 +326,19 @@ class SelfAttention(nn.Module):
             self.key = nn.Linear(hidden, hidden)
         self.value = nn.Linear(hidden, hidden)
 
+    def projections(self) -> list[nn.Linear]:
+        """The projection layers, in the order `project` returns them."""
+        return [self.query, self.key, self.value] if self.has_key else [self.query, self.value]
+
+    def project(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Each projection of x (B, T, hidden), as (B, T, hidden) views into one fused product."""
+        layers = self.projections()
+        weight = torch.cat([layer.weight for layer in layers])
+        bias = torch.cat([layer.bias for layer in layers])
+        return F.linear(x, weight, bias).chunk(len(layers), dim=-1)
+
     def split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, hidden) -> (B, H, T, d_h): a view, no copy (also of a slice of the fused output)."""
         b, t, _ = x.shape
         return x.view(b, t, self.heads, self.head_dim).transpose(1, 2)
 
@@ -222,7 +357,7 @@ class SelfAttention(nn.Module):
         if math_path:
             ctx, probs = attend_math(q, k, v, mask, dropout_p, self.training)
         else:
-            ctx, probs = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p), None
+            ctx, probs = attend(q, k, v, mask, dropout_p), None
         b, _, t, _ = ctx.shape
         return ctx.transpose(1, 2).reshape(b, t, -1), probs
 
@@ -230,7 +365,7 @@ class SelfAttention(nn.Module):
 @register_attention("vanilla")
 class VanillaAttention(SelfAttention):
     def query_key_value(self, x):
-        return self.split_heads(self.query(x)), self.split_heads(self.key(x)), self.split_heads(self.value(x))
+        return tuple(self.split_heads(y) for y in self.project(x))
 
 
 @register_attention("symmetric")
@@ -240,8 +375,8 @@ class SymmetricAttention(SelfAttention):
     has_key = False
 
     def query_key_value(self, x):
-        q = self.split_heads(self.query(x))
-        return q, q, self.split_heads(self.value(x))
+        q, v = (self.split_heads(y) for y in self.project(x))
+        return q, q, v
 
 
 @register_attention("pairwise")
@@ -269,8 +404,8 @@ class PairwiseAttention(SelfAttention):
         return self.scheme.matrix(self.pairwise_factors)
 
     def query_key_value(self, x):
-        q = self.split_heads(self.query(x))
-        return self.scheme.apply(q, self.pairwise_factors), q, self.split_heads(self.value(x))
+        q, v = (self.split_heads(y) for y in self.project(x))
+        return self.scheme.apply(q, self.pairwise_factors), q, v
 
 
 def build_attention(config: AttentionConfig, hidden: int, heads: int, dropout: float) -> SelfAttention:

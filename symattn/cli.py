@@ -31,10 +31,22 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dry_run(spec) -> int:
+    from symattn.sweep import dry_run
+
+    print(f"{'cell':<36} {'group':<12} {'parameters':>12} {'non-embedding':>14} {'loss after 2 steps':>19}")
+    for r in dry_run(spec):
+        print(f"{r['cell']:<36} {r['group']:<12} {r['total']:>12,} {r['non_embedding']:>14,} {r['loss']:>19.4f}")
+    print("dry run: every cell is valid, builds and trains; nothing was written")
+    return 0
+
+
 def _queue(args: argparse.Namespace) -> int:
     from symattn.sweep import queue
     from symattn.sweep_spec import load_spec
 
+    if args.dry_run:
+        return _dry_run(load_spec(args.spec))
     result = queue(load_spec(args.spec), args.storage)
     print(f"study {result.study}: {result.added} cells added, {result.existing} already queued ({result.storage})")
     return 0
@@ -61,6 +73,8 @@ def _run(args: argparse.Namespace) -> int:
     from symattn.sweep_spec import load_spec
 
     spec = load_spec(args.spec)
+    if args.dry_run:
+        return _dry_run(spec)
     result = queue(spec, args.storage)
     print(f"study {result.study}: {result.added} cells added, {result.existing} already queued")
     work(spec.name, result.storage, args.devices, args.per_device)
@@ -108,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("queue", help="create the stores and study of a sweep spec; enqueue every missing cell once")
     p.add_argument("spec", help="sweep spec YAML (see experiments/)")
     p.add_argument("--storage", help=storage_help)
+    p.add_argument("--dry-run", action="store_true", help="validate every cell, build its model, run 2 steps on random tokens; write nothing")
     p.set_defaults(func=_queue)
 
     def add_worker_args(p):
@@ -129,7 +144,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("spec", help="sweep spec YAML")
     add_worker_args(p)
     p.add_argument("--no-figures", dest="figures", action="store_false", help="skip the figures")
+    p.add_argument("--dry-run", action="store_true", help="validate every cell, build its model, run 2 steps on random tokens; write nothing")
     p.set_defaults(func=_run)
+
+    from analysis.cli import add_parser as add_figures_parser
+
+    add_figures_parser(sub)
     return parser
 
 

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
-from symattn.attention import AttentionConfig, PairwiseAttention, build_attention, padding_mask
+from symattn.attention import AttentionConfig, Dropout, PairwiseAttention, build_attention, padding_mask
 
 # layers / hidden / heads; the FFN is 4x hidden unless set.
 SIZES: dict[str, tuple[int, int, int]] = {
@@ -95,7 +95,7 @@ class BertEmbeddings(nn.Module):
         self.position_embeddings = nn.Embedding(c.max_positions, c.n_hidden)
         self.token_type_embeddings = nn.Embedding(c.type_vocab_size, c.n_hidden)
         self.LayerNorm = nn.LayerNorm(c.n_hidden, eps=c.layer_norm_eps)
-        self.dropout = nn.Dropout(c.dropout)
+        self.dropout = Dropout(c.dropout)
         self.register_buffer("position_ids", torch.arange(c.max_positions)[None], persistent=False)
 
     def forward(self, input_ids: torch.Tensor, token_type_ids: Optional[torch.Tensor]) -> torch.Tensor:
@@ -115,7 +115,7 @@ class BertResidualOutput(nn.Module):
         super().__init__()
         self.dense = nn.Linear(d_in, c.n_hidden)
         self.LayerNorm = nn.LayerNorm(c.n_hidden, eps=c.layer_norm_eps)
-        self.dropout = nn.Dropout(c.dropout)
+        self.dropout = Dropout(c.dropout)
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
         return self.LayerNorm(self.dropout(self.dense(x)) + residual)
@@ -320,7 +320,7 @@ class BertForSequenceClassification(BertPreTrainedModel):
         super().__init__()
         self.config, self.num_labels = config, num_labels
         self.bert = BertModel(config, add_pooling_layer=True)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
         self.classifier = nn.Linear(config.n_hidden, num_labels)
         self.init_weights(seed)
 

@@ -237,6 +237,7 @@ def train(cfg: RunConfig, resume: Union[bool, str, None] = False, callbacks: Opt
         val_check_interval=cfg.eval.every_n_steps * o.accumulate,
         check_val_every_n_epoch=None,
         num_sanity_val_steps=0,
+        use_distributed_sampler=False,  # each device already takes its slice of the global batch
         logger=False,
         enable_checkpointing=False,  # checkpoints are written by RunLifecycle, after the metrics
         enable_progress_bar=cfg.speed.progress_bar,
@@ -247,7 +248,6 @@ def train(cfg: RunConfig, resume: Union[bool, str, None] = False, callbacks: Opt
     datamodule = PretrainingDataModule(cfg, data)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
-        warnings.filterwarnings("ignore", ".*IterableDataset.*__len__.*")
         previous = signal.signal(signal.SIGINT, lifecycle.request_stop)
         try:
             trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)

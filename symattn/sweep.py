@@ -66,12 +66,12 @@ class QueueResult:
 
 def queue(spec: SweepSpec, storage_url: Optional[str] = None) -> QueueResult:
     """Create or migrate both stores once, create the study, enqueue every missing cell once."""
-    from symattn.tracking import experiment_id, open_store
+    from symattn.tracking import check_uri, experiment_id, open_store
 
     cells = expand(spec)  # validates every cell before anything is written
+    mlflow_uri = check_uri(cells[0].config.tracking.uri)
     url = storage_url or spec.stores.optuna or default_storage()
     storage = open_storage(url)
-    mlflow_uri = cells[0].config.tracking.uri
     client = open_store(mlflow_uri)
     experiment_id(client, spec.name)
 
@@ -362,3 +362,36 @@ def format_status(rows: list[dict]) -> str:
         counts[r["state"]] = counts.get(r["state"], 0) + 1
     lines.append(", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items())) or "no cells")
     return "\n".join(lines)
+
+
+# --- dry run ---------------------------------------------------------------------------------------
+
+
+def dry_run(spec: SweepSpec, steps: int = 2, batch_size: int = 2) -> list[dict]:
+    """Check a spec on the CPU without data or stores: every cell's config is validated, its model
+    built, and `steps` optimizer steps run on random tokens at a tiny batch."""
+    import torch
+
+    from symattn.model import BertForMaskedLM, count_parameters
+
+    rows = []
+    for cell in expand(spec):
+        cfg = cell.config
+        model_cfg = cfg.model
+        if "vocab_size" not in model_cfg.model_fields_set and cfg.data.resolved_vocab_size:
+            model_cfg = model_cfg.model_copy(update={"vocab_size": cfg.data.resolved_vocab_size})
+        model = BertForMaskedLM(model_cfg, seed=cfg.seed)
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, eps=cfg.optim.eps)
+        g = torch.Generator().manual_seed(0)
+        losses = []
+        for _ in range(steps):
+            ids = torch.randint(5, model_cfg.vocab_size, (batch_size, cfg.data.seq_len), generator=g)
+            labels = torch.where(torch.rand(ids.shape, generator=g) < cfg.data.mlm_probability, ids, -100)
+            labels[:, 1] = ids[:, 1]  # at least one target per row
+            loss = model(ids, labels=labels).loss
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+            losses.append(loss.detach().item())
+        rows.append({"cell": cell.name, "group": cell.group, **count_parameters(model), "loss": losses[-1]})
+    return rows

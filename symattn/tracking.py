@@ -27,9 +27,8 @@ def resolve_uri(uri: Optional[str]) -> str:
     return uri or default_tracking_uri()
 
 
-def open_store(uri: Optional[str] = None) -> MlflowClient:
-    """A client on the store, created or migrated now (do this once, before starting workers:
-    two processes creating a fresh sqlite store at once crash)."""
+def check_uri(uri: Optional[str] = None) -> str:
+    """Refuse a tracking URI MLflow cannot use, before anything is created."""
     uri = resolve_uri(uri)
     parsed = urlparse(uri)
     if parsed.scheme == "sqlite":
@@ -38,6 +37,13 @@ def open_store(uri: Optional[str] = None) -> MlflowClient:
             raise ValueError(f"tracking store folder {str(path.parent)!r} does not exist; create it or fix tracking.uri")
     elif parsed.scheme not in ("http", "https", "file", "databricks", "postgresql", "mysql", "mssql", ""):
         raise ValueError(f"tracking URI {uri!r} is not one MLflow can use; use sqlite:///path/mlflow.db or http://host:port")
+    return uri
+
+
+def open_store(uri: Optional[str] = None) -> MlflowClient:
+    """A client on the store, created or migrated now (do this once, before starting workers:
+    two processes creating a fresh sqlite store at once crash)."""
+    uri = check_uri(uri)
     client = MlflowClient(tracking_uri=uri)
     client.search_experiments(max_results=1)  # creates the schema or fails now, not mid-run
     return client

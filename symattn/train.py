@@ -4,14 +4,13 @@ the single-run entry point (one run = one MLflow run; returns the final metrics)
 from __future__ import annotations
 
 import hashlib
-import itertools
 import math
 import os
-from typing import Iterator, Optional
+from typing import Optional
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, IterableDataset
+from torch.utils.data import DataLoader, Dataset
 
 from symattn.config import RunConfig
 from symattn.diagnostics import attention_stats, weight_stats
@@ -40,17 +39,20 @@ def lr_lambda(schedule: str, warmup: int, total: int):
     return factor
 
 
-class MicroBatches(IterableDataset):
-    """Training batches in micro-step order from `start`: batch k is a pure function of (data seed, k)."""
+class MicroBatches(Dataset):
+    """Micro-batches `start`..`stop` in order: item i is micro-step start + i, a pure function of
+    (data seed, micro-step). Map-style, so loader workers split the steps instead of repeating them."""
 
-    def __init__(self, batches, start: int) -> None:
-        self.batches, self.start = batches, start
+    def __init__(self, batches, start: int, stop: int) -> None:
+        self.batches, self.start, self.stop = batches, start, stop
 
-    def __iter__(self) -> Iterator[dict]:
-        for micro in itertools.count(self.start):
-            batch = self.batches.batch(micro)
-            batch["micro_step"] = torch.tensor(micro)
-            yield batch
+    def __len__(self) -> int:
+        return max(0, self.stop - self.start)
+
+    def __getitem__(self, i: int) -> dict:
+        batch = self.batches.batch(self.start + i)
+        batch["micro_step"] = torch.tensor(self.start + i)
+        return batch
 
 
 class PretrainingDataModule(pl.LightningDataModule):
@@ -68,8 +70,12 @@ class PretrainingDataModule(pl.LightningDataModule):
             self.data, self.cfg.optim.batch_size * world, d.seed, d.mlm_probability, rank=rank, world_size=world
         )
         # Lightning restores a checkpoint's step before asking for data: continue where it stopped.
-        start = t.global_step * self.cfg.optim.accumulate if t else 0
-        return DataLoader(MicroBatches(batches, start), batch_size=None, num_workers=self.cfg.speed.loader_workers)
+        o = self.cfg.optim
+        start = t.global_step * o.accumulate if t else 0
+        return DataLoader(
+            MicroBatches(batches, start, o.max_steps * o.accumulate), batch_size=None,
+            num_workers=self.cfg.speed.loader_workers, persistent_workers=self.cfg.speed.loader_workers > 0,
+        )
 
     def val_dataloader(self) -> DataLoader:
         from symattn.data import val_batches

@@ -1,8 +1,5 @@
 """One tracked pre-training run, against a temporary sqlite MLflow store and a real Lightning Trainer."""
 
-import subprocess
-import sys
-
 import pytest
 import pytorch_lightning as pl
 import torch
@@ -140,8 +137,12 @@ def test_non_finite_loss_fails_the_run_with_its_reason(run_overrides):
     assert "NonFiniteLoss" in run.data.tags["failure_reason"]
 
 
-def symattn(*args):
-    return subprocess.run([sys.executable, "-m", "symattn.cli", *args], capture_output=True, text=True)
+def symattn(capsys, *args):
+    """The command as a user runs it, in this process (a subprocess would import torch again)."""
+    from symattn.cli import main
+
+    code = main(list(args))
+    return code, capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -153,8 +154,8 @@ def symattn(*args):
         ("optim.lr", "not of the form key=value"),
     ],
 )
-def test_bad_override_is_one_line_and_creates_nothing(run_overrides, tmp_path, override, words):
-    out = symattn("train", *[a for o in run_overrides for a in ("--set", o)], "--set", override)
-    assert out.returncode == 2, out.stderr
-    assert out.stderr.strip().count("\n") == 0 and words in out.stderr
+def test_bad_override_is_one_line_and_creates_nothing(run_overrides, tmp_path, capsys, override, words):
+    code, err = symattn(capsys, "train", *[a for o in run_overrides for a in ("--set", o)], "--set", override)
+    assert code == 2, err
+    assert err.strip().count("\n") == 0 and words in err
     assert not (tmp_path / "mlflow.db").exists()

@@ -132,12 +132,14 @@ def test_a_killed_worker_is_replaced_and_the_sweep_completes_once(spec_path, tmp
         ({"stores": {"mlflow": "ftp://example/mlflow"}}, "is not one MLflow can use"),
     ],
 )
-def test_malformed_spec_is_refused_before_anything_is_written(spec_path, tmp_path, change, words):
+def test_malformed_spec_is_refused_before_anything_is_written(spec_path, tmp_path, capsys, change, words):
+    from symattn.cli import main
+
     raw = yaml.safe_load(spec_path.read_text())
     for key, value in change.items():
         raw[key] = {**raw.get(key, {}), **value} if key != "axes" else value
     spec_path.write_text(yaml.safe_dump(raw))
-    out = subprocess.run([sys.executable, "-m", "symattn.cli", "queue", str(spec_path)], capture_output=True, text=True)
-    assert out.returncode == 2 and out.stderr.strip().count("\n") == 0, out.stderr
-    assert words in out.stderr
+    code, err = main(["queue", str(spec_path)]), capsys.readouterr().err
+    assert code == 2 and err.strip().count("\n") == 0, err
+    assert words in err
     assert not (tmp_path / "optuna.journal").exists() and not (tmp_path / "mlflow.db").exists()

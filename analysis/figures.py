@@ -1,0 +1,235 @@
+"""Figures in one style, drawn from the tidy frames; saved as PNG and PDF.
+
+Figures are `matplotlib.figure.Figure` objects built without pyplot: no global figure state, any
+backend (Agg in scripts, inline in notebooks).
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter, MaxNLocator
+
+from analysis.convergence import describe_definition
+
+STYLE = {
+    "figure.figsize": (6.4, 4.2), "figure.dpi": 100, "savefig.dpi": 200,
+    "font.size": 10, "axes.titlesize": 11, "axes.labelsize": 11, "legend.fontsize": 9,
+    "legend.frameon": False, "axes.spines.top": False, "axes.spines.right": False,
+    "axes.grid": True, "grid.alpha": 0.3, "grid.linewidth": 0.6, "lines.linewidth": 1.6,
+    "pdf.fonttype": 42,   # embed TrueType: text stays text in the PDF
+}
+# The paper's variants keep the paper's colours; other variants take the rest, in order.
+COLORS = {"pairwise": "#3b75af", "symmetric": "#519e3e", "vanilla": "#ef8636"}
+OTHER_COLORS = ["#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c", "#ccb974", "#64b5cd",
+                "#2f4858", "#b07aa1", "#4e9f9f"]
+VARIANT_ORDER = ["vanilla", "symmetric", "pairwise"]
+
+
+def order_variants(variants) -> list[str]:
+    """The paper's variants first (vanilla, symmetric, pairwise), then the others by name."""
+    unique = list(dict.fromkeys(v for v in variants if isinstance(v, str)))
+    return ([v for v in VARIANT_ORDER if v in unique]
+            + sorted(v for v in unique if v not in VARIANT_ORDER))
+
+
+def variant_colors(variants) -> dict[str, str]:
+    others = iter(OTHER_COLORS * 4)
+    return {v: COLORS.get(v) or next(others) for v in order_variants(variants)}
+
+
+def kilo(x, _pos=None) -> str:
+    """Step ticks as the paper writes them: 25K, 200K."""
+    return f"{x / 1000:g}K" if abs(x) >= 1000 else f"{x:g}"
+
+
+@contextmanager
+def style():
+    with matplotlib.rc_context(STYLE):
+        yield
+
+
+def save(fig: Figure, out_dir, name: str) -> list[Path]:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / f"{name}.png", out_dir / f"{name}.pdf"]
+    with style():
+        for path in paths:
+            fig.savefig(path, bbox_inches="tight")
+    return paths
+
+
+def _broken_axes(fig: Figure, segments) -> list:
+    """Side-by-side axes sharing y, one per x segment, with diagonal break marks between them."""
+    widths = [hi - lo for lo, hi in segments]
+    axes = fig.subplots(1, len(segments), sharey=True, width_ratios=widths,
+                        gridspec_kw={"wspace": 0.06}, squeeze=False)[0]
+    marks = dict(marker=[(-1, -1.5), (1, 1.5)], markersize=10, linestyle="none", color="k",
+                 mec="k", mew=1, clip_on=False)
+    for i, (ax, (lo, hi)) in enumerate(zip(axes, segments)):
+        ax.set_xlim(lo, hi)
+        if i > 0:
+            ax.spines.left.set_visible(False)
+            ax.tick_params(left=False)
+            ax.plot([0, 0], [0, 1], transform=ax.transAxes, **marks)
+        if i < len(segments) - 1:
+            ax.spines.right.set_visible(False)
+            ax.plot([1, 1], [0, 1], transform=ax.transAxes, **marks)
+    return list(axes)
+
+
+def loss_curves(curves: pd.DataFrame, runs: pd.DataFrame, metric: str = "val/loss",
+                size: str | None = None, log_steps: bool = False, segments=None,
+                band: str = "minmax", ylim=None, title: str | None = None,
+                ylabel: str = "Evaluation loss", colors: dict | None = None) -> Figure:
+    """One line per variant (mean over its seeds) with a band over seeds (`minmax` or `std`).
+    `segments` [(lo, hi), ...] breaks the step axis, as in the paper's figures; `log_steps` puts
+    steps on a log scale (the plateau and its escape are spread over orders of magnitude)."""
+    meta = runs[["run_id", "variant", "size"]]
+    if size is not None:
+        meta = meta[meta["size"] == size]
+    data = curves[curves["metric"] == metric].merge(meta, on="run_id")
+    colors = colors or variant_colors(data["variant"])
+    with style():
+        fig = Figure(figsize=STYLE["figure.figsize"], layout=None if segments else "constrained")
+        axes = _broken_axes(fig, segments) if segments else [fig.subplots()]
+        for variant in order_variants(data["variant"]):
+            wide = (data[data["variant"] == variant]
+                    .pivot_table(index="step", columns="run_id", values="value"))
+            mean = wide.mean(axis=1)
+            n = wide.shape[1]
+            label = variant if n == 1 else f"{variant} (n={n})"
+            for ax in axes:
+                ax.plot(mean.index, mean.to_numpy(), color=colors[variant], label=label)
+                if n > 1:
+                    low, high = ((wide.min(axis=1), wide.max(axis=1)) if band == "minmax" else
+                                 (mean - wide.std(axis=1), mean + wide.std(axis=1)))
+                    ax.fill_between(mean.index, low.to_numpy(), high.to_numpy(),
+                                    color=colors[variant], alpha=0.2, linewidth=0)
+        for ax in axes:
+            if log_steps:
+                ax.set_xscale("log")
+            ax.xaxis.set_major_formatter(FuncFormatter(kilo))
+            if ylim is not None:
+                ax.set_ylim(*ylim)
+        if segments:
+            fig.supxlabel("Steps")
+            axes[0].set_ylabel(ylabel)
+            axes[-1].legend(loc="upper right")
+        else:
+            axes[0].set_xlabel("Steps")
+            axes[0].set_ylabel(ylabel)
+            axes[0].legend(loc="upper right")
+        if title:
+            fig.suptitle(title)
+    return fig
+
+
+def convergence_plot(table: pd.DataFrame, summary: pd.DataFrame | None = None,
+                     definitions=None, title: str | None = None,
+                     colors: dict | None = None) -> Figure:
+    """Steps to convergence per variant, one panel per definition: a dot per run, the mean and its
+    bootstrap 95% CI over converged runs, and censored runs as open triangles at their bound
+    (pointing right: the true step lies beyond)."""
+    definitions = list(definitions or dict.fromkeys(table["definition"]))
+    variants = order_variants(table["variant"])
+    colors = colors or variant_colors(variants)
+    ncols = min(len(definitions), 3)
+    nrows = -(-len(definitions) // ncols)
+    with style():
+        fig = Figure(figsize=(3.6 * ncols, 0.5 * len(variants) * nrows + 1.4 * nrows),
+                     layout="constrained")
+        axes = fig.subplots(nrows, ncols, squeeze=False, sharey=True).ravel()
+        rng = np.random.default_rng(0)   # fixed jitter: the same figure each time
+        for ax, definition in zip(axes, definitions):
+            part = table[table["definition"] == definition]
+            for y, variant in enumerate(variants):
+                runs = part[part["variant"] == variant]
+                jitter = rng.uniform(-0.12, 0.12, len(runs))
+                done = ~runs["censored"].astype(bool).to_numpy()
+                ax.scatter(runs["step"][done], y + jitter[done], s=18, color=colors[variant],
+                           alpha=0.8, zorder=3)
+                ax.scatter(runs["bound"][~done], y + jitter[~done], s=30, marker=">",
+                           facecolors="none", edgecolors=colors[variant], zorder=3)
+                if summary is not None:
+                    row = summary[(summary["definition"] == definition)
+                                  & (summary["variant"] == variant)]
+                    # A mean of one run would only repeat its dot.
+                    if len(row) and row["n"].iloc[0] - row["n_censored"].iloc[0] > 1:
+                        m, lo, hi = row[["mean", "ci_low", "ci_high"]].iloc[0]
+                        err = None if np.isnan(lo) else [[m - lo], [hi - m]]
+                        ax.errorbar(m, y - 0.3, xerr=err, fmt="D", color="k", ms=4,
+                                    capsize=3, lw=1, zorder=4)
+            ax.set_title(describe_definition(definition))
+            ax.xaxis.set_major_formatter(FuncFormatter(kilo))
+            ax.xaxis.set_major_locator(MaxNLocator(5))
+            ax.set_xlim(left=0)   # from zero, so that ratios of steps read as ratios of lengths
+            ax.set_yticks(range(len(variants)), variants)
+            ax.set_xlabel("Steps")
+        axes[0].set_ylim(len(variants) - 0.4, -0.6)   # first variant on top
+        for ax in axes[len(definitions):]:
+            ax.set_visible(False)
+        keys = [Line2D([], [], ls="none", marker="o", color="0.4", label="run"),
+                Line2D([], [], ls="none", marker=">", mfc="none", color="0.4",
+                       label="not reached (drawn at its last step)")]
+        if summary is not None:
+            keys.insert(1, Line2D([], [], ls="-", marker="D", color="k", ms=4,
+                                  label="mean, bootstrap 95% CI"))
+        fig.legend(handles=keys, loc="outside lower center", ncols=len(keys))
+        if title:
+            fig.suptitle(title)
+    return fig
+
+
+def glue_over_checkpoints(scores: pd.DataFrame, crossings: pd.DataFrame | None = None,
+                          title: str | None = None, reference: str = "pairwise",
+                          fraction: float = 0.95, colors: dict | None = None) -> Figure:
+    """GLUE score of each run's checkpoints, the convergence threshold (`fraction` of the reference
+    variant's final score) and each run's crossing step, as in the paper's figure; runs that never
+    cross say so in the legend."""
+    variants = order_variants(scores["variant"])
+    colors = colors or variant_colors(variants)
+    with style():
+        fig = Figure(figsize=STYLE["figure.figsize"], layout="constrained")
+        ax = fig.subplots()
+        labelled = set()
+        for variant in variants:
+            for run_id, run in scores[scores["variant"] == variant].groupby("pretrain_run_id"):
+                censored = (crossings is not None and
+                            crossings.loc[crossings["pretrain_run_id"] == run_id, "censored"]
+                            .astype(bool).any())
+                label = None
+                if variant not in labelled:
+                    label = variant + (" (threshold not reached)" if censored else "")
+                    labelled.add(variant)
+                run = run.sort_values("checkpoint_step")
+                ax.plot(run["checkpoint_step"], run["score"], color=colors[variant], label=label)
+        if crossings is not None and len(crossings):
+            ymin = scores["score"].min() - 1
+            thresholds = crossings["threshold"].unique()
+            for i, threshold in enumerate(thresholds):
+                # One threshold per matched group; the legend names the rule once.
+                label = (f"{fraction:.0%} of {reference} final ({threshold:.2f})"
+                         if len(thresholds) == 1 else
+                         f"{fraction:.0%} of {reference} final (per matched group)")
+                ax.axhline(threshold, color="#d62728", ls="--", lw=1.2,
+                           label=label if i == 0 else None)
+            for row in crossings[~crossings["censored"].astype(bool)].itertuples():
+                ax.plot([row.step], [row.threshold], "o", color=colors[row.variant], zorder=4)
+                ax.plot([row.step, row.step], [ymin, row.threshold], ":", color=colors[row.variant])
+                ax.annotate(kilo(round(row.step, -2)), (row.step, ymin), xytext=(3, 3),
+                            textcoords="offset points", color=colors[row.variant], fontsize=8)
+            ax.set_ylim(bottom=ymin)
+        ax.xaxis.set_major_formatter(FuncFormatter(kilo))
+        ax.set_xlabel("Steps")
+        ax.set_ylabel("GLUE score")
+        ax.legend(loc="lower right")
+        if title:
+            ax.set_title(title)
+    return fig

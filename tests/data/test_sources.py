@@ -1,0 +1,98 @@
+"""Corpus sources on data the tests write: cleaning, local text, datasets, and bad input."""
+
+import csv
+import io
+
+import pytest
+
+from symattn.data import DataConfig, DataError
+from symattn.data.sources import clean_text, finish, load_corpus, parse_news_articles_csv
+
+
+def corpus(cfg_source, cache):
+    return load_corpus(DataConfig(source=cfg_source).source, cache)
+
+
+def test_clean_text():
+    assert clean_text("  a\u00a0b\u200b \ufffdc\r\n\r\n\r\n d  ") == "a b c\n\nd"
+
+
+def test_finish_drops_empty_and_duplicates():
+    docs, stats = finish(["one", "  ", "two", "one "])
+    assert docs == ["one", "two"] and stats == {"documents": 2, "empty_dropped": 1, "duplicates_dropped": 1}
+
+
+def test_news_csv_articles_and_broken_quotes():
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["article_id", "publish_date", "article_source_link", "title", "subtitle", "text"])
+    w.writerow([1, "2017/2/7", "http://x", "Vote today", "", 'DeVos"?highly contested. "?Yes,"?said Pence.'])
+    w.writerow([2, "2017/2/7", "http://y", "Empty", "sub", "  "])
+    w.writerow([3, "2017/2/8", "http://z", "Title", "Subtitle", "Body text."])
+    docs, stats = parse_news_articles_csv(buf.getvalue().encode())
+    assert docs == ['Vote today\n\nDeVos" highly contested. "Yes," said Pence.', "Title\n\nSubtitle\n\nBody text."]
+    assert stats == {"empty_dropped": 1}
+
+
+def test_folder_is_one_document_per_file(corpus_dir, cache):
+    c = corpus(f"path:{corpus_dir}", cache)
+    assert len(c.documents) == 60 and c.documents[0].startswith("Report number 0:")
+    assert c.identity == corpus(f"path:{corpus_dir}", cache).identity
+    (corpus_dir / "doc000.txt").write_text("changed text", encoding="utf-8")
+    assert c.identity != corpus(f"path:{corpus_dir}", cache).identity
+
+
+def test_single_file_is_split_on_blank_lines(tmp_path, cache):
+    f = tmp_path / "book.txt"
+    f.write_text("First paragraph\nstill first.\n\n\nSecond one.\n \nThird.\n", encoding="utf-8")
+    assert corpus(f"path:{f}", cache).documents == ["First paragraph\nstill first.", "Second one.", "Third."]
+    per_file = {"kind": "path", "path": str(f), "split": "file"}
+    assert len(corpus(per_file, cache).documents) == 1
+
+
+def test_invalid_utf8_is_skipped_and_counted_or_refused(corpus_dir, cache):
+    (corpus_dir / "latin1.txt").write_bytes("un caf\xe9 \xa315".encode("latin-1"))
+    c = corpus(f"path:{corpus_dir}", cache)
+    assert len(c.documents) == 60 and c.stats["invalid_utf8_skipped"] == 1
+    with pytest.raises(DataError, match=r"latin1.txt is not valid UTF-8 \(1 file\(s\) in all\); convert it"):
+        corpus({"kind": "path", "path": str(corpus_dir), "invalid_utf8": "error"}, cache)
+
+
+def test_missing_empty_and_blank_corpora(tmp_path, cache):
+    with pytest.raises(DataError, match="does not exist"):
+        corpus(f"path:{tmp_path / 'nope'}", cache)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="has no files matching"):
+        corpus(f"path:{tmp_path / 'empty'}", cache)
+    (tmp_path / "blank").mkdir()
+    (tmp_path / "blank" / "a.txt").write_text(" \n\n ")
+    with pytest.raises(DataError, match="has no documents"):
+        corpus(f"path:{tmp_path / 'blank'}", cache)
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "a.txt").write_bytes(b"\xff\xfe\xfa")
+    with pytest.raises(DataError, match="has no UTF-8 text"):
+        corpus(f"path:{tmp_path / 'bin'}", cache)
+
+
+def test_sources_combine_and_deduplicate(corpus_dir, tmp_path, cache):
+    extra = tmp_path / "extra.txt"
+    extra.write_text((corpus_dir / "doc001.txt").read_text() + "\n\nA new paragraph.", encoding="utf-8")
+    c = corpus([f"path:{corpus_dir}", f"path:{extra}"], cache)
+    assert len(c.documents) == 61 and c.documents[-1] == "A new paragraph."
+    assert c.stats["duplicates_dropped"] == 1
+
+
+def test_hf_datasets_source_from_local_files(tmp_path, cache):
+    datasets = pytest.importorskip("datasets")
+    rows = [{"text": f"Line {i} of a small wiki.", "id": i} for i in range(20)] + [{"text": "", "id": 99}]
+    ds = datasets.Dataset.from_list(rows)
+    ds.to_json(str(tmp_path / "wiki.jsonl"))
+    spec = {"kind": "hf", "name": "json", "data_files": str(tmp_path / "wiki.jsonl"), "max_docs": 15}
+    c = corpus(spec, cache)
+    assert c.documents == [f"Line {i} of a small wiki." for i in range(15)]
+    ds.save_to_disk(str(tmp_path / "saved"))
+    assert len(corpus({"kind": "hf", "name": str(tmp_path / "saved")}, cache).documents) == 20
+    with pytest.raises(DataError, match="has no column 'body'.*set text_field"):
+        corpus({**spec, "text_field": "body"}, cache)
+    with pytest.raises(DataError, match="cannot load dataset"):
+        corpus({"kind": "hf", "name": "json", "data_files": str(tmp_path / "missing.jsonl")}, cache)
