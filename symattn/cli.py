@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from symattn.errors import RunError, one_line
@@ -25,6 +26,8 @@ def _train(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.set)  # validated completely before anything is created
     result = train(cfg, resume=args.resume)
+    if os.environ.get("LOCAL_RANK", "0") != "0":  # other DDP ranks: rank zero reports
+        return 0
     print(f"run {result['run_id']} {result['status']} after {result['steps']} steps")
     for key in sorted(k for k in result if k.startswith("val/")):
         print(f"  {key} = {result[key]:.4f}")

@@ -161,17 +161,21 @@ def apply_overrides(d: dict, overrides: list[str]) -> dict:
     return d
 
 
+def read_yaml_mapping(path: str | Path, what: str) -> dict:
+    """A YAML file that holds a mapping; `what` names it in errors ("config file", "sweep spec")."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{what} {str(p)!r} not found; check the path")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{what} {str(p)!r} is not valid YAML: {' '.join(str(exc).split())}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{what} {str(p)!r} must hold a mapping of settings")
+    return data
+
+
 def load_config(path: Optional[str | Path] = None, overrides: Optional[list[str]] = None) -> RunConfig:
     """Read YAML (optional), apply dotted overrides, validate. Errors are `ValueError`s."""
-    data: dict = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise FileNotFoundError(f"config file {str(p)!r} not found; give a path to a YAML run config")
-        try:
-            data = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ValueError(f"config file {str(p)!r} is not valid YAML: {' '.join(str(exc).split())}") from None
-        if not isinstance(data, dict):
-            raise ValueError(f"config file {str(p)!r} must hold a mapping of settings")
+    data = read_yaml_mapping(path, "config file") if path is not None else {}
     return RunConfig.model_validate(apply_overrides(data, list(overrides or [])))

@@ -8,6 +8,7 @@ SIGTERM leaves a checkpoint and a KILLED run that `resume` continues.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import tempfile
@@ -37,6 +38,9 @@ from symattn.tracking import (
 from symattn.train import MLMPretraining, PretrainingDataModule
 
 FLUSH_SECONDS = 5.0  # metrics reach the store at least this often, and before every checkpoint
+
+# Lightning's advertisement for a hosted logger is noise in every run's output.
+logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(lambda record: "litlogger" not in record.getMessage())
 
 
 class RunLifecycle(pl.Callback):
@@ -248,6 +252,8 @@ def train(cfg: RunConfig, resume: Union[bool, str, None] = False, callbacks: Opt
     datamodule = PretrainingDataModule(cfg, data)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
+        # Batches are a function of the step: the loader restarts exactly where a checkpoint stopped.
+        warnings.filterwarnings("ignore", ".*your dataloader is not resumable.*")
         previous = signal.signal(signal.SIGINT, lifecycle.request_stop)
         try:
             trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)

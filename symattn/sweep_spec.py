@@ -11,10 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from symattn.config import RunConfig, apply_overrides, flatten
+from symattn.config import RunConfig, apply_overrides, flatten, read_yaml_mapping
 
 
 class StoresSpec(BaseModel):
@@ -124,19 +123,9 @@ def _cell_name(cfg: RunConfig) -> str:
 
 def load_spec(path: str | Path) -> SweepSpec:
     p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"sweep spec {str(p)!r} not found; see experiments/ for examples")
-    try:
-        raw = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ValueError(f"sweep spec {str(p)!r} is not valid YAML: {' '.join(str(exc).split())}") from None
-    if not isinstance(raw, dict):
-        raise ValueError(f"sweep spec {str(p)!r} must be a mapping with name, base and axes")
+    raw = read_yaml_mapping(p, "sweep spec")
     if isinstance(raw.get("base"), str):  # base: path of a run config, relative to the spec
-        base_path = (p.parent / raw["base"]).resolve()
-        if not base_path.is_file():
-            raise FileNotFoundError(f"base config {str(base_path)!r} of sweep spec {str(p)!r} not found")
-        raw["base"] = yaml.safe_load(base_path.read_text()) or {}
+        raw["base"] = read_yaml_mapping(p.parent / raw["base"], "base config")
     raw.setdefault("name", p.stem)
     return SweepSpec.model_validate(raw)
 

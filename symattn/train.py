@@ -148,7 +148,8 @@ class MLMPretraining(pl.LightningModule):
         self.val_metrics["val/loss"] = float(total / count.clamp(min=1))
         if self.cfg.eval.diagnostics:
             self.val_metrics.update(weight_stats([layer.attention.self for layer in self.model.bert.encoder.layer]))
-        self.log("val_loss", self.val_metrics["val/loss"], prog_bar=True, logger=False, sync_dist=False)
+        # Already reduced over devices above.
+        self.log("val_loss", self.val_metrics["val/loss"], prog_bar=True, logger=False, rank_zero_only=True)
 
     # --- optimisation ---
     def configure_optimizers(self):

@@ -159,3 +159,23 @@ def test_bad_override_is_one_line_and_creates_nothing(run_overrides, tmp_path, c
     assert code == 2, err
     assert err.strip().count("\n") == 0 and words in err
     assert not (tmp_path / "mlflow.db").exists()
+
+
+@pytest.mark.slow
+def test_ddp_on_two_cpu_processes_makes_one_run(run_overrides, tmp_path):
+    """Lightning relaunches the command once per device; only rank zero tracks."""
+    import subprocess
+    import sys
+
+    args = [a for o in run_overrides for a in ("--set", o)]
+    args += ["--set", "speed.accelerator=cpu", "--set", "speed.devices=2", "--set", "speed.strategy=ddp",
+             "--set", "optim.max_steps=10", "--set", "eval.every_n_steps=5"]
+    out = subprocess.run([sys.executable, "-m", "symattn.cli", "train", *args], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.count("FINISHED after 10 steps") == 1
+    cfg = load_config(None, run_overrides)
+    client = client_of(cfg)
+    runs = client.search_runs([client.get_experiment_by_name("test").experiment_id])
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    # two devices, each with its slice of the global batch of 2 x 8 sequences
+    assert history(cfg, runs[0].info.run_id, "train/tokens")[-1] == (10, 10 * 2 * 8 * 32)

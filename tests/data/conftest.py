@@ -1,60 +1,6 @@
-"""Small English corpora and an isolated cache, written by the tests themselves."""
-
-import os
-import random
-from pathlib import Path
+"""A small data config on the corpus and cache of tests/conftest.py."""
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def subprocess_env() -> dict:
-    """The environment for a child Python that must import this checkout's symattn."""
-    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
-    return {**os.environ, "PYTHONPATH": path}
-
-_SUBJECTS = ["the council", "a local farmer", "the new minister", "our reporter", "the small company", "a group of students",
-             "the city museum", "the national team", "a young engineer", "the hospital staff", "the river authority"]
-_VERBS = ["announced", "rejected", "reviewed", "celebrated", "questioned", "delayed", "approved", "described", "opened", "measured"]
-_OBJECTS = ["a plan for the harbour", "the annual budget", "new rules on housing", "the results of the election",
-            "a report about rainfall", "the price of bread", "an exhibition of old maps", "the railway timetable",
-            "a study of bird migration", "the school holidays"]
-_TAILS = ["on Monday", "after a long debate", "in the morning", "despite strong protests", "for the third time",
-          "with little warning", "before the winter", "at a crowded meeting", "in a short statement", "last week"]
-
-
-def sentence(rng: random.Random) -> str:
-    s = f"{rng.choice(_SUBJECTS)} {rng.choice(_VERBS)} {rng.choice(_OBJECTS)} {rng.choice(_TAILS)}"
-    if rng.random() < 0.3:
-        s += f", said {rng.choice(['officials', 'witnesses', 'Ms. Rivera', 'Dr. Okafor', 'the mayor'])}"
-    return s[0].upper() + s[1:] + "."
-
-
-def make_documents(n_docs: int, seed: int = 0, sentences: tuple[int, int] = (6, 14)) -> list[str]:
-    rng = random.Random(seed)
-    docs = []
-    for i in range(n_docs):
-        paras = [" ".join(sentence(rng) for _ in range(rng.randint(*sentences))) for _ in range(rng.randint(1, 3))]
-        docs.append(f"Report number {i}: " + "\n".join(paras))
-    return docs
-
-
-@pytest.fixture
-def cache(tmp_path, monkeypatch):
-    path = tmp_path / "cache"
-    monkeypatch.setenv("SYMATTN_CACHE", str(path))
-    return path
-
-
-@pytest.fixture
-def corpus_dir(tmp_path):
-    """A folder of 60 short English news-like reports, one per file."""
-    folder = tmp_path / "corpus"
-    folder.mkdir()
-    for i, doc in enumerate(make_documents(60)):
-        (folder / f"doc{i:03d}.txt").write_text(doc, encoding="utf-8")
-    return folder
 
 
 @pytest.fixture
@@ -62,14 +8,3 @@ def small_cfg(corpus_dir, cache):
     from symattn.data import DataConfig
 
     return DataConfig(source=f"path:{corpus_dir}", vocab_size=300, seq_len=32, val_docs=6, seed=1)
-
-
-@pytest.fixture(scope="session")
-def child_env():
-    return subprocess_env()
-
-
-@pytest.fixture(scope="session")
-def documents():
-    """make_documents, for tests that need text in memory."""
-    return make_documents
