@@ -45,13 +45,13 @@ def _dry_run(spec) -> int:
 
 
 def _queue(args: argparse.Namespace) -> int:
-    from symattn.sweep import queue
+    from symattn.sweep import queue, redact
     from symattn.sweep_spec import load_spec
 
     if args.dry_run:
         return _dry_run(load_spec(args.spec))
     result = queue(load_spec(args.spec), args.storage)
-    print(f"study {result.study}: {result.added} cells added, {result.existing} already queued ({result.storage})")
+    print(f"study {result.study}: {result.added} cells added, {result.existing} already queued ({redact(result.storage)})")
     return 0
 
 

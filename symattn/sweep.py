@@ -40,17 +40,48 @@ def open_storage(url: Optional[str] = None) -> optuna.storages.BaseStorage:
     url = url or default_storage()
     if "://" in url and not url.startswith("journal://"):
         if not url.startswith(("sqlite:", "postgresql", "mysql")):
-            raise ValueError(f"Optuna storage {url!r} is not understood; use a journal file path, sqlite:///, or postgresql://")
+            raise ValueError(f"Optuna storage {redact(url)!r} is not understood; use a journal file path, sqlite:///, or postgresql://")
         try:
-            return optuna.storages.RDBStorage(url, skip_compatibility_check=False)
+            return optuna.storages.RDBStorage(_with_driver(url), skip_compatibility_check=False)
         except Exception as exc:  # unreachable server, bad credentials, missing driver
-            raise ValueError(f"cannot open Optuna storage {url!r}: {' '.join(str(exc).split())[:300]}") from None
+            why = " ".join(str(exc).split())
+            if isinstance(exc, ImportError) and exc.__cause__ is not None:
+                why += f" ({exc.__cause__})"
+            raise ValueError(f"cannot open Optuna storage {redact(url)!r}: {why[:300]}") from None
     path = Path(url.removeprefix("journal://"))
     if not path.parent.is_dir():
         raise ValueError(f"folder of Optuna journal {str(path)!r} does not exist; create it or fix stores.optuna")
     from optuna.storages.journal import JournalFileBackend
 
     return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+
+
+def redact(url: str) -> str:
+    """A storage URL fit for logs: its password replaced by ***."""
+    if "://" not in url:
+        return url
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url.split("://", 1)[0] + "://..."
+
+
+def _with_driver(url: str) -> str:
+    """A bare postgresql:// URL with a driver that is installed: SQLAlchemy 2.1 maps it to psycopg (3),
+    2.0 to psycopg2; either one serves."""
+    import importlib.util
+
+    from sqlalchemy.engine import make_url
+
+    u = make_url(url)
+    if u.drivername != "postgresql":
+        return url
+    for module, driver in (("psycopg", "postgresql+psycopg"), ("psycopg2", "postgresql+psycopg2")):
+        if importlib.util.find_spec(module) is not None:
+            return u.set(drivername=driver).render_as_string(hide_password=False)
+    raise ValueError("no PostgreSQL driver is installed: pip install 'psycopg[binary]' (or psycopg2-binary)")
 
 
 # --- queue -----------------------------------------------------------------------------------------
@@ -186,7 +217,7 @@ class Worker:
         try:
             self.study = optuna.load_study(study_name=study_name, storage=self.storage)
         except KeyError:
-            raise ValueError(f"no study {study_name!r} in {self.storage_url}; queue it first with `symattn queue SPEC`") from None
+            raise ValueError(f"no study {study_name!r} in {redact(self.storage_url)}; queue it first with `symattn queue SPEC`") from None
         spec = SweepSpec.model_validate(self.study.user_attrs["spec"])
         self.workers = spec.workers
         per_device = per_device or spec.workers.per_device
@@ -320,7 +351,7 @@ def status_rows(study_name: str, storage_url: Optional[str] = None) -> list[dict
     try:
         study = optuna.load_study(study_name=study_name, storage=storage)
     except KeyError:
-        raise ValueError(f"no study {study_name!r} in {storage_url or default_storage()}; queue it first") from None
+        raise ValueError(f"no study {study_name!r} in {redact(storage_url or default_storage())}; queue it first") from None
     latest: dict[str, FrozenTrial] = {}
     for t in study.get_trials(deepcopy=False):
         cell = t.user_attrs.get("cell")
