@@ -137,6 +137,11 @@ class RunLifecycle(pl.Callback):
                 self.tracker.set_status("KILLED")
             return
         self._flush()
+        if type(exception).__name__ == "TrialPruned":  # a search trial stopped by its pruner
+            if self.tracker is not None:
+                self.tracker.set_tags({"pruned_at_step": trainer.global_step})
+                self.tracker.set_status("KILLED")
+            return
         if self.tracker is not None:
             self.tracker.set_tags({"failure_reason": f"{type(exception).__name__}: {one_line(exception)}"[:5000]})
             self.tracker.set_status("FAILED")

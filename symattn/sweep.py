@@ -8,6 +8,7 @@ run from its last checkpoint. The Optuna trial and the MLflow run name each othe
 
 from __future__ import annotations
 
+import json
 import logging
 import multiprocessing as mp
 import os
@@ -29,6 +30,7 @@ from symattn.sweep_spec import SweepSpec, expand, spec_digest
 log = logging.getLogger("symattn.sweep")
 
 EXIT_NON_FINITE = 3  # a deterministic failure: retrying would fail the same way
+EXIT_PRUNED = 4  # a search trial stopped by its pruner
 
 
 def default_storage() -> str:
@@ -111,6 +113,8 @@ def queue(spec: SweepSpec, storage_url: Optional[str] = None) -> QueueResult:
     study.set_user_attr("spec", spec.model_dump(mode="json"))
     study.set_user_attr("spec_digest", spec_digest(spec))
     study.set_user_attr("mlflow_uri", client.tracking_uri)
+    if spec.search is not None:
+        return _queue_searches(spec, cells, study, storage, url)
     present = {t.user_attrs.get("cell") for t in study.get_trials(deepcopy=False)}
     added = 0
     for cell in cells:
@@ -125,6 +129,98 @@ def queue(spec: SweepSpec, storage_url: Optional[str] = None) -> QueueResult:
         )
         added += 1
     return QueueResult(spec.name, added, len(cells) - added, url)
+
+
+def _cell_attrs(cell_config: dict, name: str, group: str, index: int) -> dict:
+    from symattn.config import RunConfig
+
+    cfg = RunConfig.model_validate(cell_config)
+    return {"cell": cfg.config_hash(), "name": name, "group": group, "index": index, "attempt": 1, "config": cell_config}
+
+
+# --- search: one Optuna study per cell, proposing values of one setting ---------------------------
+
+
+def search_study_name(spec_name: str, cell) -> str:
+    return f"{spec_name}.search.{cell.id}"
+
+
+def _queue_searches(spec: SweepSpec, cells, study: optuna.Study, storage, url: str) -> QueueResult:
+    searches = dict(study.user_attrs.get("searches", {}))
+    added = 0
+    for cell in cells:
+        name = search_study_name(spec.name, cell)
+        if name in searches:
+            continue
+        optuna.create_study(study_name=name, storage=storage, direction="minimize", load_if_exists=True)
+        searches[name] = {"name": cell.name, "group": cell.group, "index": cell.index,
+                          "config": cell.config.model_dump(mode="json", exclude_unset=True)}
+        added += 1
+    study.set_user_attr("searches", searches)
+    return QueueResult(spec.name, added, len(cells) - added, url)
+
+
+def load_search(storage, name: str, search) -> optuna.Study:
+    """A search study with its pruner (Optuna keeps none in the storage; the sampler is set per ask)."""
+    pruner = (
+        optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0, n_min_trials=1)
+        if search.pruner == "median" else optuna.pruners.NopPruner()
+    )
+    return optuna.load_study(study_name=name, storage=storage, pruner=pruner)
+
+
+def _ask(study: optuna.Study, search, base: dict, index: int) -> FrozenTrial:
+    """A new trial of a search study: its proposed value, written into the cell's config."""
+    from symattn.config import RunConfig, apply_overrides
+
+    # The sampler lives only in this process: seed it by the trials so far, so each proposal is new
+    # and a search replays the same proposals.
+    study.sampler = optuna.samplers.TPESampler(
+        seed=search.seed * 100_003 + len(study.trials), n_startup_trials=min(4, search.trials)
+    )
+    trial = study.ask()
+    value = trial.suggest_float(search.param, search.low, search.high, log=search.log)
+    config = apply_overrides(json.loads(json.dumps(base)), [f"{search.param}={value!r}"])
+    cfg = RunConfig.model_validate(config)
+    label = f"{cfg.model.size}-{cfg.model.attention.label}-{search.param.rsplit('.', 1)[-1]}{value:.3g}-s{cfg.seed}"
+    for key, v in _cell_attrs(config, label, cfg.group_id(), index).items():
+        study._storage.set_trial_user_attr(trial._trial_id, key, v)
+    study._storage.set_trial_system_attr(trial._trial_id, "heartbeat", time.time())
+    return study._storage.get_trial(trial._trial_id)
+
+
+def _search_counts(study: optuna.Study) -> int:
+    """Trials that count towards the budget: all but failures that were retried."""
+    return sum(1 for t in study.get_trials(deepcopy=False) if not t.user_attrs.get("retried"))
+
+
+class PruneOnValidation:
+    """Lightning callback for a search trial: report validation loss, stop the run when pruned."""
+
+    def __init__(self, storage_url: str, study_name: str, trial_id: int, search: dict) -> None:
+        self.storage_url, self.study_name, self.trial_id, self.search = storage_url, study_name, trial_id, search
+
+    def callback(self):
+        import pytorch_lightning as pl
+
+        from symattn.sweep_spec import SearchSpec
+
+        outer, search = self, SearchSpec.model_validate(self.search)
+        study = load_search(open_storage(self.storage_url), self.study_name, search)
+
+        class _Prune(pl.Callback):
+            evals = 0
+
+            def on_validation_end(self, trainer, pl_module) -> None:
+                if trainer.sanity_checking or "val/loss" not in pl_module.val_metrics:
+                    return
+                trial = optuna.trial.Trial(study, outer.trial_id)
+                trial.report(pl_module.val_metrics["val/loss"], trainer.global_step)
+                self.evals += 1
+                if self.evals > search.warmup_evals and trial.should_prune():
+                    raise optuna.TrialPruned(f"pruned at step {trainer.global_step}")
+
+        return _Prune()
 
 
 # --- work ------------------------------------------------------------------------------------------
@@ -164,7 +260,8 @@ def _retry(study: optuna.Study, trial: FrozenTrial, max_retries: int, why: str) 
         return
     attrs = {**trial.user_attrs, "attempt": attempt + 1, "retry_of": trial.number}
     attrs.pop("mlflow_run_id", None)
-    study.enqueue_trial({}, user_attrs=attrs)
+    study._storage.set_trial_user_attr(trial._trial_id, "retried", True)
+    study.enqueue_trial(trial.params, user_attrs=attrs)
 
 
 def reclaim_stale(study: optuna.Study, grace_seconds: float, max_retries: int) -> int:
@@ -184,7 +281,7 @@ def reclaim_stale(study: optuna.Study, grace_seconds: float, max_retries: int) -
     return n
 
 
-def _cell_main(config: dict, device: str, threads: int) -> None:
+def _cell_main(config: dict, device: str, threads: int, prune: Optional[PruneOnValidation] = None) -> None:
     """Body of a cell's child process: pin the device, train (resuming the cell's run if any)."""
     if sys.platform == "linux":  # die with the worker, so a killed worker never leaves a run behind
         import ctypes
@@ -199,7 +296,9 @@ def _cell_main(config: dict, device: str, threads: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the worker decides; it sends SIGTERM to stop a cell
     cfg = RunConfig.model_validate(config)
     try:
-        train(cfg, resume="auto")
+        train(cfg, resume="auto", callbacks=[prune.callback()] if prune else None)
+    except optuna.TrialPruned:
+        sys.exit(EXIT_PRUNED)
     except NonFiniteLoss as exc:
         print(f"cell failed: {exc}", file=sys.stderr)
         sys.exit(EXIT_NON_FINITE)
@@ -219,7 +318,7 @@ class Worker:
         except KeyError:
             raise ValueError(f"no study {study_name!r} in {redact(self.storage_url)}; queue it first with `symattn queue SPEC`") from None
         spec = SweepSpec.model_validate(self.study.user_attrs["spec"])
-        self.workers = spec.workers
+        self.workers, self.search = spec.workers, spec.search
         per_device = per_device or spec.workers.per_device
         self.slots = [(d, k) for d in devices for k in range(per_device)]
         cpu_slots = sum(1 for d, _ in self.slots if d == "cpu")
@@ -257,11 +356,33 @@ class Worker:
         while not self.stopping.is_set():
             reclaim_stale(self.study, self.workers.grace_seconds, self.workers.max_retries)
             trial = _pop_waiting(self.study)
-            if trial is None:
+            if trial is not None:
+                self._run_cell(ctx, self.study, trial, device)
+                continue
+            job = self._next_search_trial()
+            if job is None:
                 return
-            self._run_cell(ctx, trial, device)
+            study, trial = job
+            prune = PruneOnValidation(self.storage_url, study.study_name, trial._trial_id,
+                                      self.search.model_dump(mode="json"))
+            self._run_cell(ctx, study, trial, device, prune)
 
-    def _run_cell(self, ctx, trial: FrozenTrial, device: str) -> None:
+    def _next_search_trial(self):
+        """A retry or a new proposal from the first search study with budget left, else None."""
+        if self.search is None:
+            return None
+        for name, attrs in self.study.user_attrs.get("searches", {}).items():
+            study = load_search(self.storage, name, self.search)
+            reclaim_stale(study, self.workers.grace_seconds, self.workers.max_retries)
+            trial = _pop_waiting(study)
+            if trial is not None:
+                return study, trial
+            with self.lock:  # slots of this worker do not overshoot the budget together
+                if _search_counts(study) < self.search.trials:
+                    return study, _ask(study, self.search, attrs["config"], attrs["index"])
+        return None
+
+    def _run_cell(self, ctx, study: optuna.Study, trial: FrozenTrial, device: str, prune=None) -> None:
         from symattn.tracking import open_store
 
         storage, tid = self.storage, trial._trial_id
@@ -269,7 +390,7 @@ class Worker:
         client = open_store(self.mlflow_uri)
         finished = _finished_run(client, trial)
         if finished is None:
-            p = ctx.Process(target=_cell_main, args=(config, device, self.cpu_threads), name=trial.user_attrs["name"])
+            p = ctx.Process(target=_cell_main, args=(config, device, self.cpu_threads, prune), name=trial.user_attrs["name"])
             with self.lock:
                 p.start()
                 self.children.add(p)
@@ -292,11 +413,15 @@ class Worker:
             storage.set_trial_state_values(tid, state=TrialState.COMPLETE, values=[value])
             self.done.append((name, "COMPLETE"))
             return
+        if code == EXIT_PRUNED:
+            storage.set_trial_state_values(tid, state=TrialState.PRUNED)
+            self.done.append((name, "PRUNED"))
+            return
         storage.set_trial_user_attr(tid, "failure", f"exit code {code}")
         storage.set_trial_state_values(tid, state=TrialState.FAIL)
         self.done.append((name, "FAIL"))
         if code != EXIT_NON_FINITE:
-            _retry(self.study, trial, self.workers.max_retries, f"exit code {code}")
+            _retry(study, trial, self.workers.max_retries, f"exit code {code}")
 
 
 def _cell_config(trial: FrozenTrial, device: str, cpu_threads: int) -> dict:
@@ -352,8 +477,11 @@ def status_rows(study_name: str, storage_url: Optional[str] = None) -> list[dict
         study = optuna.load_study(study_name=study_name, storage=storage)
     except KeyError:
         raise ValueError(f"no study {study_name!r} in {redact(storage_url or default_storage())}; queue it first") from None
+    trials = list(study.get_trials(deepcopy=False))
+    for name in study.user_attrs.get("searches", {}):
+        trials += optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
     latest: dict[str, FrozenTrial] = {}
-    for t in study.get_trials(deepcopy=False):
+    for t in trials:  # the newest attempt of each cell
         cell = t.user_attrs.get("cell")
         if cell and (cell not in latest or t.number > latest[cell].number):
             latest[cell] = t

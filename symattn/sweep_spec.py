@@ -9,9 +9,9 @@ import itertools
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from symattn.config import RunConfig, apply_overrides, flatten, read_yaml_mapping
 
@@ -32,6 +32,33 @@ class WorkersSpec(BaseModel):
     max_retries: int = Field(3, ge=0)
 
 
+class SearchSpec(BaseModel):
+    """A search per cell over one numeric setting (e.g. the learning rate of each variant, for a fair
+    comparison): Optuna TPE proposes values, runs are pruned on validation loss."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    param: str = "optim.lr"
+    low: float
+    high: float
+    log: bool = True
+    trials: int = Field(8, ge=1)  # per cell
+    pruner: Literal["median", "none"] = "median"
+    warmup_evals: int = Field(2, ge=0)  # evaluations before a run may be pruned
+    seed: int = 0  # of the TPE sampler
+
+    @model_validator(mode="after")
+    def _check(self) -> "SearchSpec":
+        if not self.low < self.high:
+            raise ValueError(f"search range low {self.low} must be below high {self.high}")
+        if self.log and self.low <= 0:
+            raise ValueError(f"a log-scale search needs low > 0 (got {self.low}); set log: false or raise low")
+        _check_axis_key(self.param)
+        if not isinstance(flatten(RunConfig().to_dict()).get(self.param), (int, float)):
+            raise ValueError(f"search param {self.param!r} is not a numeric run setting (e.g. optim.lr)")
+        return self
+
+
 class SweepSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -43,6 +70,13 @@ class SweepSpec(BaseModel):
     axes: dict[str, list[Any]] = Field(default_factory=dict)
     stores: StoresSpec = Field(default_factory=StoresSpec)
     workers: WorkersSpec = Field(default_factory=WorkersSpec)
+    search: Optional[SearchSpec] = None
+
+    @model_validator(mode="after")
+    def _search_not_an_axis(self) -> "SweepSpec":
+        if self.search is not None and self.search.param in self.axes:
+            raise ValueError(f"{self.search.param!r} is both an axis and the search param; keep one")
+        return self
 
     @field_validator("axes")
     @classmethod

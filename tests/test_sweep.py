@@ -143,3 +143,35 @@ def test_malformed_spec_is_refused_before_anything_is_written(spec_path, tmp_pat
     assert code == 2 and err.strip().count("\n") == 0, err
     assert words in err
     assert not (tmp_path / "optuna.journal").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+def test_a_search_proposes_learning_rates_per_variant_and_tracks_each_trial(spec_path, tmp_path):
+    raw = yaml.safe_load(spec_path.read_text())
+    raw["axes"] = {"model.attention.kind": ["vanilla", "symmetric"]}
+    raw["search"] = {"param": "optim.lr", "low": 1e-4, "high": 1e-2, "trials": 2, "pruner": "median", "warmup_evals": 0}
+    spec_path.write_text(yaml.safe_dump(raw))
+    storage = str(tmp_path / "optuna.journal")
+    first = queue(load_spec(spec_path))
+    assert (first.added, queue(load_spec(spec_path)).added) == (2, 0)  # one search per variant, once
+
+    done = work("mini-sweep", storage, "cpu")
+    assert len(done) == 4 and {state for _, state in done} <= {"COMPLETE", "PRUNED"}
+    rows = status_rows("mini-sweep", storage)
+    assert len(rows) == 4 and len({r["cell"] for r in rows}) == 4
+    client, runs = finished_runs(tmp_path)
+    lrs = {(r.data.tags["attention"], r.data.params["optim.lr"]) for r in runs}
+    assert len(lrs) == 4 and {a for a, _ in lrs} == {"vanilla", "symmetric"}
+    assert all(1e-4 <= float(lr) <= 1e-2 for _, lr in lrs)
+    for r in runs:  # a pruned run is KILLED with the step it stopped at, never FAILED
+        assert r.info.status in ("FINISHED", "KILLED")
+        assert (r.info.status == "KILLED") == ("pruned_at_step" in r.data.tags)
+    assert work("mini-sweep", storage, "cpu") == []  # the budget is spent
+
+
+def test_search_param_that_is_also_an_axis_is_refused(spec_path):
+    raw = yaml.safe_load(spec_path.read_text())
+    raw["axes"]["optim.lr"] = [1e-3, 2e-3]
+    raw["search"] = {"param": "optim.lr", "low": 1e-4, "high": 1e-2}
+    spec_path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ValueError, match="both an axis and the search param"):
+        load_spec(spec_path)
