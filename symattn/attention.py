@@ -176,8 +176,8 @@ class AttentionConfig(BaseModel):
 # Twister (MKL's vectorised generator is used on Intel CPUs only): ~15-25 ns per element, 7% of a
 # mini-size training step on AMD. Here each element takes 32 random bits (two per 64-bit draw of the
 # same seeded generator) and is dropped when they fall below p * 2^32: the same distribution (the
-# drop probability is p rounded to a multiple of 2^-32), several times faster, and the mask is kept
-# as one byte per element for the backward pass. Accelerators keep their fused `F.dropout`.
+# drop probability is p rounded to a multiple of 2^-32), several times faster. Accelerators keep
+# their fused `F.dropout`.
 
 
 def _drop_mask(shape: torch.Size, p: float, device: torch.device) -> torch.Tensor:
@@ -192,14 +192,15 @@ class _CPUDropout(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, p: float) -> torch.Tensor:
         drop = _drop_mask(x.shape, p, x.device)
-        ctx.save_for_backward(drop)
-        ctx.scale = 1.0 / (1.0 - p)
-        return x.masked_fill(drop, 0).mul_(ctx.scale)
+        # 0 or 1/(1-p) in x's dtype: forward and backward are then one vectorised multiply each
+        mask = torch.where(drop, x.new_zeros(()), x.new_full((), 1.0 / (1.0 - p)))
+        ctx.save_for_backward(mask)
+        return x * mask
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        (drop,) = ctx.saved_tensors
-        return grad.masked_fill(drop, 0).mul_(ctx.scale), None
+        (mask,) = ctx.saved_tensors
+        return grad * mask, None
 
 
 def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
@@ -271,8 +272,8 @@ def _attend_dropout_cpu(
     """Attention with dropout on the CPU, where SDPA has no fused kernel for dropout and falls back
     to a math version with extra passes (q and k scaled apart, a NaN-safe softmax, mask checks).
 
-    Three kernels: scaled logits (+ additive mask) in one batched matmul, softmax, dropout, and the
-    product with the values. Dropout draws its mask exactly as `attend_math` does (same shape, same
+    Scaled logits (+ additive mask) in one batched matmul, softmax, dropout, and the product with
+    the values. Dropout draws its mask exactly as `attend_math` does (same shape, same
     generator), so in training both paths give the same result up to float rounding."""
     b, h, t, d = q.shape
     q3, k3, v3 = (x.reshape(b * h, t, d) for x in (q, k, v))

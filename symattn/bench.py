@@ -18,6 +18,7 @@ elsewhere, no padding), the same for every model.
 from __future__ import annotations
 
 import argparse
+import sys
 import csv
 import math
 import platform
@@ -39,7 +40,7 @@ MASK_TOKEN_ID = 4  # [MASK] among the special tokens [PAD] [UNK] [CLS] [SEP] [MA
 
 COLUMNS = [
     "model", "attention", "precision", "size", "layers", "hidden", "heads", "vocab", "batch", "seq_len",
-    "device", "threads", "compile", "steps", "tokens_per_s", "vs_hf", "step_ms_median", "step_ms_spread",
+    "device", "threads", "compile", "clock", "steps", "tokens_per_s", "vs_hf", "step_ms_median", "step_ms_spread",
     "step_ms_min", "peak_mem_mib", "state_mib", "gflop_per_step", "matmul_peak_gflops", "mfu",
 ]
 
@@ -63,6 +64,8 @@ class BenchSpec:
     flush_denormal: bool = True
     retain_memory: bool = True
     seed: int = 0
+    clock: str = "wall"  # or "cpu": process CPU time, steadier on a shared machine (see README)
+    peak_size: Optional[int] = None  # n of the n x n matmul MFU is measured against (1024 CPU, 8192 GPU)
     mlm_fraction: float = 0.15
 
     def check(self) -> None:
@@ -77,6 +80,10 @@ class BenchSpec:
         for name in ("batch", "seq_len", "rounds", "steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name.replace('_', '-')} must be at least 1")
+        if self.clock not in ("wall", "cpu"):
+            raise ValueError(f"unknown clock {self.clock!r}; choose wall or cpu")
+        if self.clock == "cpu" and self.device != "cpu":
+            raise ValueError("--clock cpu measures CPU time; use it with --device cpu")
         if self.warmup < 0:
             raise ValueError("warmup must be 0 or more")
         if not 0 < self.mlm_fraction <= 1:
@@ -162,7 +169,7 @@ def make_optimizer(model: nn.Module, device: torch.device) -> torch.optim.Optimi
 
 def make_step(model: nn.Module, opt: torch.optim.Optimizer, batch: dict, precision: str, device: torch.device,
               compiled: Optional[nn.Module] = None) -> Callable[[], float]:
-    """One full training step; returns nothing useful but the loss (a float, read after timing)."""
+    """One full training step (forward, loss, backward, grad-norm clip 1.0, AdamW); returns the loss."""
     fwd = compiled if compiled is not None else model
     dtype = PRECISIONS[precision]
     params = [p for p in model.parameters() if p.requires_grad]
@@ -194,6 +201,7 @@ def run_bench(spec: BenchSpec, extra: Optional[list[Contender]] = None, log: Cal
     """Measure; returns one row (dict over COLUMNS) per model and precision."""
     spec.check()
     device = torch.device(spec.device)
+    clock = time.process_time if spec.clock == "cpu" else time.perf_counter
     settings = {"threads": None}
     if device.type == "cpu":
         settings = apply_speed_settings(spec.threads, spec.flush_denormal, spec.retain_memory)
@@ -219,16 +227,16 @@ def run_bench(spec: BenchSpec, extra: Optional[list[Contender]] = None, log: Cal
     peaks = {p: [] for p in spec.precisions}
     for i in range(spec.rounds):
         for p in spec.precisions:
-            peaks[p].append(matmul_peak(PRECISIONS[p], device))
+            peaks[p].append(matmul_peak(PRECISIONS[p], device, spec.peak_size, clock=clock))
             order = racers[i % len(racers):] + racers[: i % len(racers)]  # rotate: no fixed position
             for r in order:
                 ts = []
                 for _ in range(spec.steps):
                     synchronize(device)
-                    t = time.perf_counter()
+                    t = clock()
                     r.steps[p]()
                     synchronize(device)
-                    ts.append(time.perf_counter() - t)
+                    ts.append(clock() - t)
                 times[(r.name, p)] += ts
                 per_round[(r.name, p)].append(statistics.median(ts))
         log(f"  round {i + 1}/{spec.rounds}: " + ", ".join(
@@ -252,7 +260,8 @@ def run_bench(spec: BenchSpec, extra: Optional[list[Contender]] = None, log: Cal
                 "model": r.name, "attention": r.attention, "precision": p, "size": spec.size,
                 "layers": c0.n_layers, "hidden": c0.n_hidden, "heads": c0.n_heads, "vocab": spec.vocab,
                 "batch": spec.batch, "seq_len": spec.seq_len, "device": device.type,
-                "threads": settings["threads"], "compile": spec.compile, "steps": len(times[key]),
+                "threads": settings["threads"], "compile": spec.compile, "clock": spec.clock,
+                "steps": len(times[key]),
                 "tokens_per_s": tokens / med, "vs_hf": vs_hf, "step_ms_median": med * 1e3,
                 "step_ms_spread": spr * 1e3, "step_ms_min": min(times[key]) * 1e3,
                 "peak_mem_mib": peak_mem / 2**20, "state_mib": state / 2**20,
@@ -314,10 +323,12 @@ def _bench(args: argparse.Namespace) -> int:
         variants=_names(args.variants), precisions=_names(args.precision), hf=not args.no_hf,
         rounds=args.rounds, steps=args.steps, warmup=args.warmup, device=args.device,
         threads=args.threads, compile=args.compile, memory=not args.no_memory, seed=args.seed,
+        clock=args.clock, peak_size=args.peak_size,
         flush_denormal=not args.no_flush_denormal, retain_memory=not args.no_retain_memory,
     )
     rows = run_bench(spec)
-    print(f"\n{spec.size}, batch {spec.batch} x {spec.seq_len}, vocab {spec.vocab:,}; {machine()}")
+    print(f"\n{spec.size}, batch {spec.batch} x {spec.seq_len}, vocab {spec.vocab:,}, {spec.clock} clock, "
+          f"threads {rows[0]['threads'] if rows else '-'}; {machine()}")
     print(format_table(rows))
     if args.csv:
         write_csv(rows, Path(args.csv))
@@ -345,6 +356,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=2, help="untimed steps per model first (default: 2)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's, one per core)")
+    p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                   help="wall: elapsed time (default); cpu: process CPU time, steadier on a shared machine")
+    p.add_argument("--peak-size", type=int, default=None, help="n of the n x n matmul peak (default: 1024 CPU, 8192 GPU)")
     p.add_argument("--compile", action="store_true", help="torch.compile every model (HF too)")
     p.add_argument("--no-memory", action="store_true", help="skip the profiled step that measures peak memory")
     p.add_argument("--no-flush-denormal", action="store_true", help="leave denormal floats on (to measure that setting)")
@@ -353,3 +367,21 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--csv", default="bench.csv", help="CSV file to write ('' for none; default: bench.csv)")
     p.set_defaults(func=_bench)
     return p
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """`python -m symattn.bench ...`: the same command without the `symattn` entry point."""
+    parser = argparse.ArgumentParser(prog="python -m symattn.bench")
+    add_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["bench", *(argv if argv is not None else sys.argv[1:])])
+    try:
+        return args.func(args)
+    except ValueError as exc:
+        from symattn.errors import one_line
+
+        print(f"symattn bench: error: {one_line(exc)}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -151,8 +151,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_run)
 
     from analysis.cli import add_parser as add_figures_parser
+    from symattn.bench import add_parser as add_bench_parser
 
     add_figures_parser(sub)
+    add_bench_parser(sub)
     return parser
 
 

@@ -145,3 +145,106 @@ def test_bad_attention_config_is_refused(kwargs, words):
 
 def test_registry_lists_the_three_variants():
     assert list(ATTENTIONS) == ["vanilla", "symmetric", "pairwise"]
+
+
+# --- the fast path against the plain one ---------------------------------------------------------
+
+from symattn.attention import Dropout, attend, dropout  # noqa: E402
+
+
+def plain_query_key_value(att, x):
+    """The unfused computation: one Linear per projection, broadcast q @ S."""
+    q = att.split_heads(att.query(x))
+    v = att.split_heads(att.value(x))
+    if att.name == "vanilla":
+        return q, att.split_heads(att.key(x)), v
+    if att.name == "symmetric":
+        return q, q, v
+    return q @ att.coefficient_matrix(), q, v
+
+
+@pytest.mark.parametrize("kind,scheme,init", MATRIX)
+def test_fused_projection_equals_separate_linears(kind, scheme, init):
+    att = make(kind, scheme, init)
+    x, _ = inputs(False)
+    for got, expected in zip(att.query_key_value(x), plain_query_key_value(att, x)):
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kind,scheme", [("vanilla", None), ("symmetric", None), ("pairwise", "full"), ("pairwise", "diagonal")])
+def test_fused_projection_gradients_reach_each_linear(kind, scheme):
+    att, ref = make(kind, scheme), make(kind, scheme)
+    x, mask = inputs(True)
+    att(x, padding_mask(mask))[0].square().sum().backward()
+    q, k, v = plain_query_key_value(ref, x)
+    ctx, _ = attend_math(q, k, v, padding_mask(mask))
+    ctx.transpose(1, 2).reshape(3, 7, HIDDEN).square().sum().backward()
+    for (name, p), (_, p_ref) in zip(att.named_parameters(), ref.named_parameters()):
+        torch.testing.assert_close(p.grad, p_ref.grad, atol=1e-5, rtol=1e-4, msg=name)
+
+
+@pytest.mark.parametrize("padded", [False, True])
+@pytest.mark.parametrize("kind,scheme", [("vanilla", None), ("symmetric", None), ("pairwise", "full")])
+def test_fast_and_math_paths_agree_in_training_with_dropout(kind, scheme, padded):
+    """Same seed, dropout on: the CPU fast path draws the same dropout mask as the math path."""
+    torch.manual_seed(0)
+    att = build_attention(AttentionConfig(kind=kind, scheme=scheme), HIDDEN, HEADS, dropout=0.3).train()
+    x, mask = inputs(padded)
+    m = padding_mask(mask)
+    torch.manual_seed(5)
+    fast, _ = att(x, m)
+    torch.manual_seed(5)
+    slow, _ = att(x, m, math_path=True)
+    torch.testing.assert_close(fast, slow, atol=1e-5, rtol=1e-5)
+    torch.manual_seed(6)
+    assert not torch.allclose(att(x, m)[0], fast)  # a different mask
+
+
+def test_all_ones_mask_is_dropped_and_gives_the_same_result():
+    att = make("pairwise")
+    x, _ = inputs(False)
+    ones = torch.ones(3, 7, dtype=torch.long)
+    assert padding_mask(ones) is None
+    explicit = ones.bool()[:, None, None, :]
+    torch.testing.assert_close(att(x, None)[0], att(x, explicit)[0], atol=1e-6, rtol=1e-6)
+
+
+def test_fully_padded_row_stays_finite_on_the_training_path():
+    q = k = v = torch.randn(2, HEADS, 5, D)
+    mask = torch.ones(2, 5, dtype=torch.long)
+    mask[1] = 0
+    out = attend(q, k, v, padding_mask(mask), dropout_p=0.1)
+    assert torch.isfinite(out).all()
+
+
+def test_coefficients_as_one_batched_matmul_equal_broadcast():
+    pair = make("pairwise")
+    s = pair.pairwise_factors.detach()
+    q = torch.randn(3, HEADS, 7, D)  # contiguous
+    torch.testing.assert_close(pair.scheme.apply(q, s), q @ s, atol=1e-5, rtol=1e-5)
+    strided = torch.randn(3, 7, 3 * HIDDEN)[..., :HIDDEN].view(3, 7, HEADS, D).transpose(1, 2)
+    torch.testing.assert_close(pair.scheme.apply(strided, s), strided @ s, atol=1e-5, rtol=1e-5)
+
+
+def test_dropout_keeps_the_right_fraction_scales_and_routes_gradients():
+    x = torch.ones(200_000, requires_grad=True)
+    torch.manual_seed(0)
+    y = dropout(x, 0.1, True)
+    kept = y != 0
+    assert abs(kept.float().mean().item() - 0.9) < 0.005
+    torch.testing.assert_close(y[kept], torch.full_like(y[kept], 1 / 0.9))
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, kept.float() / 0.9)
+    torch.manual_seed(0)
+    assert torch.equal(dropout(x, 0.1, True) != 0, kept)  # seeded: reproducible
+    assert dropout(x, 0.1, False) is x and dropout(x, 0.0, True) is x
+    assert dropout(x, 1.0, True).abs().sum() == 0
+
+
+def test_dropout_module_follows_train_and_eval():
+    d = Dropout(0.5)
+    x = torch.ones(1000)
+    assert (d.eval()(x) == x).all()
+    assert (d.train()(x) == 0).any()
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        Dropout(1.5)

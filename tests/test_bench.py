@@ -1,0 +1,87 @@
+"""`symattn bench` on a tiny configuration: the table, the CSV, positive numbers (no timed assertions)."""
+
+import argparse
+import csv
+import math
+
+import pytest
+import torch
+
+from symattn import bench
+from symattn.speed import set_flush_denormal
+
+
+@pytest.fixture
+def restore_threads():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+    set_flush_denormal(False)
+
+
+def tiny_spec(**kw):
+    base = dict(size="tiny", batch=2, seq_len=16, vocab=300, rounds=2, steps=1, warmup=1, threads=1, peak_size=128)
+    return bench.BenchSpec(**{**base, **kw})
+
+
+def test_synthetic_batch_masks_fifteen_percent_and_labels_only_them():
+    b = bench.synthetic_batch(4, 40, 1000, seed=0)
+    labelled = b["labels"] != -100
+    assert labelled.sum(1).tolist() == [6, 6, 6, 6]
+    assert (b["input_ids"][labelled] == bench.MASK_TOKEN_ID).all()
+    assert (b["attention_mask"] == 1).all()
+    assert torch.equal(b["labels"], bench.synthetic_batch(4, 40, 1000, seed=0)["labels"])
+
+
+def test_bench_rows_table_and_csv(tmp_path, restore_threads):
+    pytest.importorskip("transformers")
+    rows = bench.run_bench(tiny_spec(variants=("pairwise",)), log=lambda _: None)
+    assert [(r["model"], r["precision"]) for r in rows] == [
+        (m, p) for p in ("fp32", "bf16") for m in ("hf-bert", "pairwise")
+    ]
+    for r in rows:
+        assert set(r) == set(bench.COLUMNS)
+        for key in ("tokens_per_s", "vs_hf", "step_ms_median", "peak_mem_mib", "state_mib",
+                    "gflop_per_step", "matmul_peak_gflops", "mfu"):
+            assert r[key] > 0 and math.isfinite(r[key]), key
+        assert r["peak_mem_mib"] > r["state_mib"]
+    assert rows[0]["vs_hf"] == 1.0
+    # HF computes the decoder on every position, ours on the masked ones only
+    assert rows[0]["gflop_per_step"] > rows[1]["gflop_per_step"]
+    table = bench.format_table(rows)
+    assert "tokens/s" in table and "MFU" in table and "hf-bert" in table
+    path = tmp_path / "out" / "bench.csv"
+    bench.write_csv(rows, path)
+    with open(path) as f:
+        read = list(csv.DictReader(f))
+    assert list(read[0]) == bench.COLUMNS and len(read) == 4
+    assert float(read[1]["tokens_per_s"]) > 0
+
+
+def test_bench_command_parses_and_runs(tmp_path, capsys, restore_threads):
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="command")
+    bench.add_parser(sub)
+    out = tmp_path / "b.csv"
+    args = parser.parse_args(["bench", "--size", "tiny", "--batch", "2", "--seq-len", "8", "--vocab", "200",
+                              "--variants", "symmetric", "--precision", "fp32", "--no-hf", "--rounds", "1",
+                              "--steps", "1", "--warmup", "0", "--threads", "1", "--no-memory", "--csv", str(out)])
+    assert args.func(args) == 0
+    text = capsys.readouterr().out
+    assert "symmetric" in text and "| model" in text and out.exists()
+
+
+@pytest.mark.parametrize(
+    "kw,words",
+    [
+        ({"variants": ("linear",)}, "unknown attention 'linear'"),
+        ({"precisions": ("fp8",)}, "unknown precision"),
+        ({"size": "huge"}, "unknown model size"),
+        ({"batch": 0}, "batch must be at least 1"),
+        ({"seq_len": 1024}, "exceeds the 512 position"),
+        ({"variants": (), "hf": False}, "nothing to measure"),
+    ],
+)
+def test_bad_bench_settings_are_refused(kw, words):
+    with pytest.raises(ValueError, match=words):
+        tiny_spec(**kw).check()
