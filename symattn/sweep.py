@@ -191,7 +191,9 @@ def _ask(study: optuna.Study, search, base: dict, index: int) -> FrozenTrial:
 
 def _search_counts(study: optuna.Study) -> int:
     """Trials that count towards the budget: all but failures that were retried."""
-    return sum(1 for t in study.get_trials(deepcopy=False) if not t.user_attrs.get("retried"))
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.user_attrs["retry_of"] for t in trials if "retry_of" in t.user_attrs}
+    return sum(1 for t in trials if t.number not in retried)
 
 
 class PruneOnValidation:
@@ -258,9 +260,9 @@ def _retry(study: optuna.Study, trial: FrozenTrial, max_retries: int, why: str) 
     if attempt > max_retries:
         log.warning("cell %s failed %d times (%s); not retried", trial.user_attrs.get("name"), attempt, why)
         return
-    attrs = {**trial.user_attrs, "attempt": attempt + 1, "retry_of": trial.number}
+    # A finished trial takes no more attributes: the copy records what it retries and why.
+    attrs = {**trial.user_attrs, "attempt": attempt + 1, "retry_of": trial.number, "retry_reason": why}
     attrs.pop("mlflow_run_id", None)
-    study._storage.set_trial_user_attr(trial._trial_id, "retried", True)
     study.enqueue_trial(trial.params, user_attrs=attrs)
 
 
@@ -273,8 +275,7 @@ def reclaim_stale(study: optuna.Study, grace_seconds: float, max_retries: int) -
             continue
         try:
             if storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
-                storage.set_trial_user_attr(trial._trial_id, "failure", "worker stopped sending heartbeats")
-                _retry(study, trial, max_retries, "worker lost")
+                _retry(study, trial, max_retries, "worker stopped sending heartbeats")
                 n += 1
         except UpdateFinishedTrialError:
             pass
@@ -396,18 +397,29 @@ class Worker:
                 self.children.add(p)
             while p.is_alive():
                 p.join(timeout=self.workers.heartbeat_seconds)
-                storage.set_trial_system_attr(tid, "heartbeat", time.time())
+                try:
+                    storage.set_trial_system_attr(tid, "heartbeat", time.time())
+                except UpdateFinishedTrialError:  # reclaimed: stop here, the retry resumes the run
+                    os.kill(p.pid, signal.SIGTERM)
+                    p.join()
             with self.lock:
                 self.children.discard(p)
             code = p.exitcode
             finished = _finished_run(client, trial)
         else:
             code = 0
+        try:
+            self._record(study, trial, client, finished, code)
+        except UpdateFinishedTrialError:
+            # Reclaimed meanwhile (heartbeats came too late): its retry finds the FINISHED run.
+            log.warning("cell %s was reclaimed by another worker; its retry will pick up the run", trial.user_attrs["name"])
+
+    def _record(self, study: optuna.Study, trial: FrozenTrial, client, finished, code) -> None:
+        storage, tid, name = self.storage, trial._trial_id, trial.user_attrs["name"]
         run = finished or _latest_run(client, trial)
         if run is not None:
             storage.set_trial_user_attr(tid, "mlflow_run_id", run.info.run_id)
             client.set_tag(run.info.run_id, "optuna_trial", str(trial.number))
-        name = trial.user_attrs["name"]
         if finished is not None:
             value = finished.data.metrics.get("val/loss", float("nan"))
             storage.set_trial_state_values(tid, state=TrialState.COMPLETE, values=[value])

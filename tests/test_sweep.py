@@ -33,7 +33,7 @@ def spec_path(tmp_path, run_overrides):
         "base": overrides_to_base(run_overrides),
         "axes": {"seed": [0, 1], "model.attention.kind": ["vanilla", "symmetric"]},
         "stores": {"optuna": str(tmp_path / "optuna.journal")},
-        "workers": {"heartbeat_seconds": 1, "grace_seconds": 4},
+        "workers": {"heartbeat_seconds": 1, "grace_seconds": 10},
     }
     path = tmp_path / "mini.yaml"
     path.write_text(yaml.safe_dump(spec))
@@ -109,7 +109,7 @@ def test_a_killed_worker_is_replaced_and_the_sweep_completes_once(spec_path, tmp
         time.sleep(0.5)
     worker.send_signal(signal.SIGKILL)
     worker.wait()
-    time.sleep(5)  # past the grace period: the cell's heartbeat is stale
+    time.sleep(11)  # past the grace period: the cell's heartbeat is stale
     done = work("mini-sweep", storage, "cpu")
     assert sorted(state for _, state in done) == ["COMPLETE", "COMPLETE"]
     runs = client.search_runs([client.get_experiment_by_name("mini-sweep").experiment_id])
