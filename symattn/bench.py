@@ -285,21 +285,25 @@ def format_table(rows: list[dict]) -> str:
             "-" if math.isnan(r["peak_mem_mib"]) else f"{r['peak_mem_mib']:,.0f}",
             f"{r['gflop_per_step']:,.1f}", f"{r['matmul_peak_gflops']:,.0f}", f"{100 * r['mfu']:.0f}%",
         ])
+    return markdown_table(head, body, text_columns=2)
+
+
+def markdown_table(head: list[str], body: list[list[str]], text_columns: int = 1) -> str:
+    """A Markdown table, the first `text_columns` columns left-aligned, numbers right-aligned."""
     widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(head)]
-    line = lambda cells: "| " + " | ".join(c.rjust(w) if i > 1 else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))) + " |"
+    line = lambda cells: "| " + " | ".join(
+        c.rjust(w) if i >= text_columns else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))) + " |"
     sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
     return "\n".join([line(head), sep, *(line(b) for b in body)])
 
 
-def write_csv(rows: list[dict], path: Path) -> None:
+def write_csv(rows: list[dict], path: Path, columns: list[str] = COLUMNS) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=COLUMNS)
+        w = csv.DictWriter(f, fieldnames=columns)
         w.writeheader()
         for r in rows:
-            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items() if k in COLUMNS})
-
-
+            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items() if k in columns})
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:
@@ -318,6 +322,23 @@ def _names(text: str) -> tuple[str, ...]:
 
 
 def _bench(args: argparse.Namespace) -> int:
+    overhead_spec = None
+    if args.overhead:
+        from symattn.cell_overhead import check_steps
+        from symattn.sweep_spec import load_spec
+
+        overhead_spec = load_spec(args.overhead)  # bad input is refused before any timing
+        check_steps(args.overhead_steps)
+    elif args.overhead_only:
+        raise ValueError("--overhead-only needs --overhead SPEC, e.g. --overhead experiments/quick.yaml")
+    if not args.overhead_only:
+        _step_bench(args)
+    if overhead_spec is not None:
+        _overhead_bench(args, overhead_spec)
+    return 0
+
+
+def _step_bench(args: argparse.Namespace) -> None:
     spec = BenchSpec(
         size=args.size, batch=args.batch, seq_len=args.seq_len, vocab=args.vocab,
         variants=_names(args.variants), precisions=_names(args.precision), hf=not args.no_hf,
@@ -333,7 +354,19 @@ def _bench(args: argparse.Namespace) -> int:
     if args.csv:
         write_csv(rows, Path(args.csv))
         print(f"wrote {args.csv}")
-    return 0
+
+
+def _overhead_bench(args: argparse.Namespace, spec) -> None:
+    from symattn import cell_overhead
+
+    rows = cell_overhead.measure(spec, steps=args.overhead_steps, devices="cpu" if args.device == "cpu" else "auto")
+    print(f"\nsweep cells of {args.overhead}, {args.overhead_steps} steps each, first matched group; {machine()}")
+    print(cell_overhead.format_table(rows))
+    if args.csv:
+        path = Path(args.csv)
+        path = path.with_name(f"{path.stem}-overhead{path.suffix or '.csv'}")
+        write_csv(rows, path, cell_overhead.COLUMNS)
+        print(f"wrote {path}")
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -364,23 +397,22 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--no-flush-denormal", action="store_true", help="leave denormal floats on (to measure that setting)")
     p.add_argument("--no-retain-memory", action="store_true", help="let freed memory go back to the OS (to measure that setting)")
     p.add_argument("--seed", type=int, default=0, help="seed of the batch and the models (default: 0)")
-    p.add_argument("--csv", default="bench.csv", help="CSV file to write ('' for none; default: bench.csv)")
+    p.add_argument("--csv", default="bench.csv",
+                   help="CSV file to write ('' for none; default: bench.csv); the overhead rows go to NAME-overhead.csv")
+    p.add_argument("--overhead", metavar="SPEC", default=None,
+                   help="also run the first matched group of this sweep spec through a real worker, shortened, and "
+                        "report each cell's start-up (launch and worker start to first step) and tracking share")
+    p.add_argument("--overhead-steps", type=int, default=200, help="steps per cell of the overhead sweep (default: 200)")
+    p.add_argument("--overhead-only", action="store_true", help="skip the step benchmark; only the overhead sweep")
     p.set_defaults(func=_bench)
     return p
 
 
 def main(argv: Optional[list[str]] = None) -> int:
     """`python -m symattn.bench ...`: the same command without the `symattn` entry point."""
-    parser = argparse.ArgumentParser(prog="python -m symattn.bench")
-    add_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["bench", *(argv if argv is not None else sys.argv[1:])])
-    try:
-        return args.func(args)
-    except ValueError as exc:
-        from symattn.errors import one_line
+    from symattn.cli import main as cli_main
 
-        print(f"symattn bench: error: {one_line(exc)}", file=sys.stderr)
-        return 2
+    return cli_main(["bench", *(argv if argv is not None else sys.argv[1:])])
 
 
 if __name__ == "__main__":

@@ -56,6 +56,9 @@ def _queue(args: argparse.Namespace) -> int:
 
 
 def _work(args: argparse.Namespace) -> int:
+    from symattn.cell_server import context
+
+    context()  # the cells' server imports torch and co. while this process does the same
     from symattn.sweep import work
 
     done = work(args.study, args.storage, args.devices, args.per_device)
@@ -72,6 +75,10 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if not args.dry_run:
+        from symattn.cell_server import context
+
+        context()  # the cells' server loads their imports while this process loads its own
     from symattn.sweep import format_status, queue, status_rows, work
     from symattn.sweep_spec import load_spec
 

@@ -17,6 +17,7 @@ import warnings
 from pathlib import Path
 from typing import Optional, Union
 
+import psutil
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities.exceptions import SIGTERMException
@@ -44,11 +45,21 @@ logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(lambda reco
 
 
 class RunLifecycle(pl.Callback):
-    """Reports training metrics, writes checkpoints, and records how the run ended."""
+    """Reports training metrics, writes checkpoints, and records how the run ended.
 
-    def __init__(self, cfg: RunConfig, tracker: Optional[RunTracker], ckpt_path: Path, tokens_per_step: int) -> None:
+    It also reports what the run cost besides training: `time/startup_s`, seconds from `started_at`
+    (the process start, or when a sweep worker launched the cell) to the first step, and
+    `time/tracking_share`, the fraction of the training loop's wall time spent in tracking calls.
+    """
+
+    def __init__(self, cfg: RunConfig, tracker: Optional[RunTracker], ckpt_path: Path, tokens_per_step: int,
+                 started_at: float) -> None:
         self.cfg, self.tracker, self.ckpt_path = cfg, tracker, ckpt_path
         self.tokens_per_step = tokens_per_step
+        self.started_at = started_at
+        self.first_batch = True
+        self.fit_start = 0.0
+        self.tracking_start = 0.0
         self.last_step = -1
         self.last_flush = time.monotonic()
         self.window_start = time.perf_counter()
@@ -77,10 +88,19 @@ class RunLifecycle(pl.Callback):
     def on_train_start(self, trainer, pl_module) -> None:
         self.last_step = trainer.global_step
         self.window_first_step = trainer.global_step
-        self.window_start = time.perf_counter()
+        self.window_start = self.fit_start = time.perf_counter()
+        self.tracking_start = self.tracker.seconds if self.tracker is not None else 0.0
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self.at_boundary = False
+        if self.first_batch:
+            self.first_batch = False
+            self._log(trainer.global_step, {"time/startup_s": time.time() - self.started_at})
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if self.tracker is not None:
+            share = (self.tracker.seconds - self.tracking_start) / max(time.perf_counter() - self.fit_start, 1e-9)
+            self._log(trainer.global_step, {"time/tracking_share": share})
 
     def on_train_batch_end(self, trainer, pl_module: MLMPretraining, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
@@ -192,12 +212,17 @@ def run_params(cfg: RunConfig, counts: dict[str, int]) -> dict:
     return params
 
 
-def train(cfg: RunConfig, resume: Union[bool, str, None] = False, callbacks: Optional[list] = None) -> dict:
+def train(cfg: RunConfig, resume: Union[bool, str, None] = False, callbacks: Optional[list] = None,
+          started_at: Optional[float] = None) -> dict:
     """Run (or continue) one MLM pre-training run. `resume`: False starts a new run; True continues
     the newest unfinished run of this exact config; "auto" continues one if there is one; a run id
-    continues that run. `callbacks`: extra Lightning callbacks. Returns the final metrics with
-    `run_id`, `steps` and `status`."""
+    continues that run. `callbacks`: extra Lightning callbacks. `started_at`: the Unix time the
+    run's start-up cost is counted from (default: when this process started). Returns the final
+    metrics with `run_id`, `steps` and `status`."""
     from symattn.data import prepare_pretraining
+
+    if started_at is None:
+        started_at = psutil.Process().create_time()
 
     apply_speed_settings(threads=cfg.speed.threads, flush_denormal=cfg.speed.flush_denormal)
     data = prepare_pretraining(cfg.data)
@@ -234,7 +259,7 @@ def train(cfg: RunConfig, resume: Union[bool, str, None] = False, callbacks: Opt
 
     o = cfg.optim
     world = _world_size(cfg)
-    lifecycle = RunLifecycle(cfg, tracker, ckpt_path, o.batch_size * o.accumulate * cfg.data.seq_len * world)
+    lifecycle = RunLifecycle(cfg, tracker, ckpt_path, o.batch_size * o.accumulate * cfg.data.seq_len * world, started_at)
     trainer = pl.Trainer(
         max_steps=o.max_steps,
         accumulate_grad_batches=o.accumulate,

@@ -21,12 +21,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import math
 import os
 import platform
 import statistics
+import sys
 import time
 from typing import Optional
 
@@ -169,6 +171,20 @@ def spread(values: list[float]) -> tuple[float, float]:
     return statistics.median(values), (q[-1] - q[0]) / 2
 
 
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """File descriptor 2 points at /dev/null inside the block (native code writes there directly)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def _profiled_peak_bytes(fn) -> int:
     """Peak bytes allocated on the CPU while `fn` runs, above what was allocated before.
 
@@ -179,14 +195,14 @@ def _profiled_peak_bytes(fn) -> int:
 
     from torch.profiler import ProfilerActivity, profile
 
-    os.environ.setdefault("KINETO_LOG_LEVEL", "3")  # no profiler chatter on stderr
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "trace.json")
-        prof.export_chrome_trace(path)
-        with open(path) as f:
-            events = json.load(f)["traceEvents"]
+    with _native_stderr_silenced():  # the profiler's C++ side prints stage lines on every use
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            fn()
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "trace.json")
+            prof.export_chrome_trace(path)
+            with open(path) as f:
+                events = json.load(f)["traceEvents"]
     totals = [
         e["args"].get("Total Allocated", 0)
         for e in events

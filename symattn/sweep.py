@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import multiprocessing as mp
 import os
 import signal
 import sys
@@ -282,8 +281,10 @@ def reclaim_stale(study: optuna.Study, grace_seconds: float, max_retries: int) -
     return n
 
 
-def _cell_main(config: dict, device: str, threads: int, prune: Optional[PruneOnValidation] = None) -> None:
-    """Body of a cell's child process: pin the device, train (resuming the cell's run if any)."""
+def _cell_main(config: dict, device: str, threads: int, prune: Optional[PruneOnValidation] = None,
+               launched_at: Optional[float] = None) -> None:
+    """Body of a cell's child process: pin the device, train (resuming the cell's run if any).
+    `launched_at`: when the worker started the cell, which the run's start-up cost counts from."""
     if sys.platform == "linux":  # die with the worker, so a killed worker never leaves a run behind
         import ctypes
 
@@ -297,7 +298,7 @@ def _cell_main(config: dict, device: str, threads: int, prune: Optional[PruneOnV
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the worker decides; it sends SIGTERM to stop a cell
     cfg = RunConfig.model_validate(config)
     try:
-        train(cfg, resume="auto", callbacks=[prune.callback()] if prune else None)
+        train(cfg, resume="auto", callbacks=[prune.callback()] if prune else None, started_at=launched_at)
     except optuna.TrialPruned:
         sys.exit(EXIT_PRUNED)
     except NonFiniteLoss as exc:
@@ -331,8 +332,9 @@ class Worker:
         self.done: list[tuple[str, str]] = []  # (cell name, final state)
 
     def run(self) -> list[tuple[str, str]]:
-        ctx = mp.get_context("forkserver")
-        ctx.set_forkserver_preload(["symattn.run"])  # imports paid once, not per cell
+        from symattn.cell_server import context
+
+        ctx = context()  # cells fork from a server that has their imports loaded
         previous = {s: signal.signal(s, self._stop) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             threads = [threading.Thread(target=self._slot, args=(ctx, d), daemon=True) for d, _ in self.slots]
@@ -391,7 +393,8 @@ class Worker:
         client = open_store(self.mlflow_uri)
         finished = _finished_run(client, trial)
         if finished is None:
-            p = ctx.Process(target=_cell_main, args=(config, device, self.cpu_threads, prune), name=trial.user_attrs["name"])
+            p = ctx.Process(target=_cell_main, args=(config, device, self.cpu_threads, prune, time.time()),
+                            name=trial.user_attrs["name"])
             with self.lock:
                 p.start()
                 self.children.add(p)
@@ -445,6 +448,7 @@ def _cell_config(trial: FrozenTrial, device: str, cpu_threads: int) -> dict:
         speed["threads"] = cpu_threads
     config["speed"] = speed
     tracking = dict(config.get("tracking", {}))
+    tracking.setdefault("run_name", trial.user_attrs["name"])  # the cell's readable name in the MLflow UI
     tracking["tags"] = {**tracking.get("tags", {}), "study": tracking["experiment"],
                         "cell": trial.user_attrs["cell"], "optuna_trial": str(trial.number)}
     config["tracking"] = tracking

@@ -101,10 +101,15 @@ class Cell:
         return self.config.group_id()
 
 
+def is_attention_axis(key: str) -> bool:
+    """Whether the axis varies the attention block, i.e. the cells of a matched group."""
+    return key == "model.attention" or key.startswith("model.attention.")
+
+
 def _attention_last(axes: dict[str, list[Any]]) -> list[str]:
     """Axis order for the product: the attention axis varies fastest, so a group's cells are adjacent."""
     keys = list(axes)
-    attention = [k for k in keys if k == "model.attention" or k.startswith("model.attention.")]
+    attention = [k for k in keys if is_attention_axis(k)]
     return [k for k in keys if k not in attention] + attention
 
 

@@ -2,6 +2,7 @@
 
 Metrics are buffered and written in one batch when a checkpoint is written, so the store never holds
 a step that a resumed run will compute again: a resumed curve has no duplicated or missing steps.
+Each point keeps the time it was logged, not the time it was written, so MLflow's time axes are true.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import importlib.metadata
 import subprocess
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 from urllib.parse import urlparse
@@ -101,12 +103,22 @@ def find_resumable_run(client: MlflowClient, exp_id: str, config_hash: str) -> O
 
 
 class RunTracker:
-    """One MLflow run: buffered metrics written in batches, final status, artifacts."""
+    """One MLflow run: buffered metrics written in batches, final status, artifacts. `seconds` is
+    the time spent in its calls so far, which is what tracking costs the training loop."""
 
     def __init__(self, client: MlflowClient, run_id: str) -> None:
         self.client, self.run_id = client, run_id
-        self.pending: list[tuple[str, float, int]] = []  # (key, value, step) not yet in the store
+        self.pending: list[Metric] = []  # not yet in the store
         self.floor: dict[str, int] = {}  # per metric: steps up to here are already in the store
+        self.seconds = 0.0
+
+    @contextmanager
+    def _timed(self):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds += time.perf_counter() - start
 
     @classmethod
     def create(cls, client: MlflowClient, exp_id: str, run_name: Optional[str], tags: dict, params: dict) -> "RunTracker":
@@ -118,16 +130,17 @@ class RunTracker:
         return tracker
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
-        self.pending.extend((k, float(v), step) for k, v in metrics.items() if step > self.floor.get(k, -1))
+        with self._timed():
+            now = int(time.time() * 1000)
+            self.pending.extend(Metric(k, float(v), now, step) for k, v in metrics.items() if step > self.floor.get(k, -1))
 
     def flush(self) -> None:
         if not self.pending:
             return
-        now = int(time.time() * 1000)
-        items = [Metric(k, v, now, s) for k, v, s in self.pending]
-        for i in range(0, len(items), 1000):
-            self.client.log_batch(self.run_id, metrics=items[i : i + 1000])
-        self.pending = []
+        with self._timed():
+            for i in range(0, len(self.pending), 1000):
+                self.client.log_batch(self.run_id, metrics=self.pending[i : i + 1000])
+            self.pending = []
 
     def set_resume_floor(self) -> None:
         """On resume: points at or before the last step the store holds for a metric are dropped.
@@ -139,13 +152,15 @@ class RunTracker:
         }
 
     def set_tags(self, tags: dict[str, str]) -> None:
-        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        with self._timed():
+            self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
     def set_status(self, status: str) -> None:
-        if status == "RUNNING":
-            self.client.update_run(self.run_id, status="RUNNING")
-        else:
-            self.client.set_terminated(self.run_id, status=status)
+        with self._timed():
+            if status == "RUNNING":
+                self.client.update_run(self.run_id, status="RUNNING")
+            else:
+                self.client.set_terminated(self.run_id, status=status)
 
     def status(self) -> str:
         return self.client.get_run(self.run_id).info.status

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+import yaml
 
 from symattn import bench
 from symattn.speed import set_flush_denormal
@@ -85,3 +86,41 @@ def test_bench_command_parses_and_runs(tmp_path, capsys, restore_threads):
 def test_bad_bench_settings_are_refused(kw, words):
     with pytest.raises(ValueError, match=words):
         tiny_spec(**kw).check()
+
+
+def test_overhead_sweep_reports_start_up_and_tracking_of_each_cell(tmp_path, run_overrides, capsys):
+    """`symattn bench --overhead SPEC --overhead-only`: a real worker runs the spec's first matched group."""
+    from symattn.config import apply_overrides
+
+    base = apply_overrides({}, run_overrides)
+    spec = {"name": "tiny-demo", "base": base, "workers": {"per_device": 2},
+            "axes": {"seed": [3, 4], "model.attention.kind": ["vanilla", "pairwise"]},
+            "stores": {"mlflow": f"sqlite:///{tmp_path / 'never.db'}"}}
+    path = tmp_path / "tiny-demo.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    parser = argparse.ArgumentParser()
+    bench.add_parser(parser.add_subparsers(dest="command"))
+    out = tmp_path / "b.csv"
+    args = parser.parse_args(["bench", "--overhead", str(path), "--overhead-only", "--overhead-steps", "12",
+                              "--csv", str(out)])
+    assert args.func(args) == 0
+    with open(tmp_path / "b-overhead.csv") as f:
+        rows = list(csv.DictReader(f))
+    # the first seed's group only: one cell per variant, each 12 steps, named as in the sweep
+    assert sorted(r["variant"] for r in rows) == ["pairwise", "vanilla"]
+    assert all(r["steps"] == "12" and r["cell"].endswith("-s3") for r in rows)
+    for r in rows:
+        launch, worker = float(r["launch_to_first_step_s"]), float(r["worker_to_first_step_s"])
+        assert 0 < launch < worker  # a cell is launched after its worker started
+        assert 0 < float(r["tracking_share"]) < 1 and float(r["step_ms"]) > 0
+    assert [r["slot_order"] for r in rows] == ["1", "2"]
+    assert "worker start" in capsys.readouterr().out
+    assert not (tmp_path / "never.db").exists()  # the spec's own stores are not touched
+
+
+def test_overhead_only_without_a_spec_is_refused():
+    parser = argparse.ArgumentParser()
+    bench.add_parser(parser.add_subparsers(dest="command"))
+    with pytest.raises(ValueError, match="--overhead-only needs --overhead SPEC"):
+        args = parser.parse_args(["bench", "--overhead-only"])
+        args.func(args)

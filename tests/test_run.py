@@ -1,5 +1,8 @@
 """One tracked pre-training run, against a temporary sqlite MLflow store and a real Lightning Trainer."""
 
+import time
+
+import psutil
 import pytest
 import pytorch_lightning as pl
 import torch
@@ -36,7 +39,8 @@ def test_a_run_logs_exactly_what_it_promises(run_overrides):
     assert int(params["params_total"]) > int(params["params_non_embedding"]) > int(params["params_attention"]) > 0
     assert float(params["flops_per_token"]) > 0
 
-    expected = {"train/loss", "train/lr", "train/tokens", "train/tokens_per_s", "train/grad_norm", "val/loss"}
+    expected = {"train/loss", "train/lr", "train/tokens", "train/tokens_per_s", "train/grad_norm", "val/loss",
+                "time/startup_s", "time/tracking_share"}
     for layer in (0, 1):
         expected |= {f"diag/layer{layer}/{k}" for k in
                      ("entropy", "self_mass", "s_symmetry", "s_sv_max", "s_sv_min", "s_effective_rank")}
@@ -46,6 +50,15 @@ def test_a_run_logs_exactly_what_it_promises(run_overrides):
     assert history(cfg, run.info.run_id, "train/tokens")[-1] == (40, 40 * 8 * 32)
     lrs = [v for _, v in history(cfg, run.info.run_id, "train/lr")]
     assert lrs[0] < max(lrs) and lrs[-1] < max(lrs)  # warm-up, then decay
+
+    # Start-up counts from this (test) process's start; tracking is a small share of the loop.
+    [(step, startup)] = history(cfg, run.info.run_id, "time/startup_s")
+    assert step == 0 and 0 < startup < time.time() - psutil.Process().create_time()
+    [(step, share)] = history(cfg, run.info.run_id, "time/tracking_share")
+    assert step == 40 and 0 < share < 0.5
+    # Points carry the time they were logged, not the time of the batch write.
+    stamps = [m.timestamp for m in client_of(cfg).get_metric_history(run.info.run_id, "train/loss")]
+    assert stamps == sorted(stamps) and stamps[-1] > stamps[0]
 
     artifacts = {a.path for a in client_of(cfg).list_artifacts(run.info.run_id)}
     assert {"config.yaml", "diagnostics.json", "model"} <= artifacts
@@ -95,6 +108,8 @@ def test_resumed_run_continues_the_same_run_step_for_step(run_overrides, accumul
     for key in ("train/loss", "val/loss", "train/lr", "train/tokens"):
         assert history(cfg, run_id, key) == history(cfg, whole["run_id"], key), key
     assert client_of(cfg).get_run(run_id).info.status == "FINISHED"
+    # Each start pays its own start-up: from scratch, and from the checkpoint written at the stop.
+    assert [s for s, _ in history(cfg, run_id, "time/startup_s")] == [0, 25]
 
 
 def test_resume_without_an_unfinished_run_is_refused(run_overrides):

@@ -74,6 +74,7 @@ def test_two_workers_drain_the_queue_exactly_once(spec_path, tmp_path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "symattn.cli", "work", "mini-sweep", "--devices", "cpu",
            "--storage", str(tmp_path / "optuna.journal")]
+    started = time.time()
     procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
     outs = [p.communicate(timeout=600)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), outs
@@ -82,9 +83,12 @@ def test_two_workers_drain_the_queue_exactly_once(spec_path, tmp_path):
     assert len({r.data.tags["cell"] for r in runs}) == 4
     rows = status_rows("mini-sweep", str(tmp_path / "optuna.journal"))
     assert [r["state"] for r in rows] == ["COMPLETE"] * 4 and all(r["attempts"] == 1 for r in rows)
-    # the trial and the run name each other
+    # the trial and the run name each other; the run carries the cell's readable name
     for row, run in ((r, client.get_run(r["run_id"])) for r in rows):
-        assert run.data.tags["optuna_trial"].isdigit()
+        assert run.data.tags["optuna_trial"].isdigit() and run.info.run_name == row["cell"]
+        # start-up counts from the cell's launch by the worker, which came after the worker started
+        [startup] = client.get_metric_history(run.info.run_id, "time/startup_s")
+        assert 0 < startup.value < time.time() - started
     # a finished cell is never run again
     assert work("mini-sweep", str(tmp_path / "optuna.journal"), "cpu") == []
 
@@ -175,3 +179,23 @@ def test_search_param_that_is_also_an_axis_is_refused(spec_path):
     spec_path.write_text(yaml.safe_dump(raw))
     with pytest.raises(ValueError, match="both an axis and the search param"):
         load_spec(spec_path)
+
+
+def _preloaded(modules, out):
+    import sys
+
+    out.put([m in sys.modules for m in modules])
+
+
+def test_cells_fork_from_a_server_with_their_imports_loaded():
+    """The forkserver ignores a preload that fails to import: check what a forked cell really has."""
+    from symattn.cell_server import context
+
+    ctx = context()
+    out = ctx.Queue()
+    modules = ["torch", "pytorch_lightning", "mlflow.store.tracking.sqlalchemy_store", "symattn.run", "symattn.data"]
+    p = ctx.Process(target=_preloaded, args=(modules, out))
+    p.start()
+    loaded = out.get(timeout=120)
+    p.join()
+    assert dict(zip(modules, loaded)) == dict.fromkeys(modules, True)

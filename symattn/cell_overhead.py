@@ -1,0 +1,109 @@
+"""What a sweep cell costs besides its training steps, measured on a real sweep.
+
+The first matched group of a sweep spec (every attention variant; the first value of every other
+axis), shortened to a few hundred steps, runs through a real `symattn work` process on stores in a
+temporary folder, so the project's stores are untouched. Each run records its own costs anyway
+(see `symattn.run.RunLifecycle`); this reads them back:
+
+- start-up: from the worker's launch of the cell to its first step (`time/startup_s`), and from
+  the worker process's start to that step, which adds the worker's own imports and its forkserver;
+- tracking: the share of the training loop's wall time spent in MLflow calls (`time/tracking_share`),
+  and what that is per step.
+
+The corpus is prepared (or found in the cache) before the clock starts: a sweep prepares it once.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+from symattn.config import apply_overrides
+from symattn.errors import RunError
+from symattn.sweep_spec import SweepSpec, StoresSpec, expand, is_attention_axis
+
+COLUMNS = ["cell", "variant", "slot_order", "launch_to_first_step_s", "worker_to_first_step_s", "step_ms",
+           "tracking_share", "tracking_ms_per_step", "steps", "threads"]
+
+
+def first_group(spec: SweepSpec, steps: int, folder: Path) -> SweepSpec:
+    """The spec's first matched group, `steps` long, with both stores in `folder`."""
+    axes = {k: (v if is_attention_axis(k) else v[:1]) for k, v in spec.axes.items()}
+    base = apply_overrides(copy.deepcopy(spec.base), [f"optim.max_steps={steps}"])
+    stores = StoresSpec(optuna=str(folder / "optuna.journal"), mlflow=f"sqlite:///{folder / 'mlflow.db'}")
+    return spec.model_copy(update={"name": f"{spec.name}-overhead", "axes": axes, "base": base,
+                                   "search": None, "stores": stores})
+
+
+def check_steps(steps: int) -> None:
+    if steps < 1:
+        raise ValueError(f"--overhead-steps must be at least 1 (got {steps})")
+
+
+def measure(spec: SweepSpec, steps: int = 200, devices: str = "cpu", log: Callable[[str], None] = print) -> list[dict]:
+    """One row per cell of the spec's first group, in the order the cells reached their first step."""
+    from mlflow.tracking import MlflowClient
+
+    from symattn.data import prepare_pretraining
+    from symattn.sweep import queue
+
+    check_steps(steps)
+    with tempfile.TemporaryDirectory(prefix="symattn-overhead-") as tmp:
+        short = first_group(spec, steps, Path(tmp))
+        cells = expand(short)
+        log(f"overhead: preparing the corpus of {spec.name} (once, as a sweep does)")
+        prepare_pretraining(cells[0].config.data)
+        queue(short)
+        # SYMATTN_HOME keeps the worker's checkpoints and artifacts in the temporary folder too.
+        env = {**os.environ, "SYMATTN_HOME": tmp, "PYTHONUNBUFFERED": "1"}
+        cmd = [sys.executable, "-m", "symattn.cli", "work", short.name, "--devices", devices]
+        log(f"overhead: {len(cells)} cells x {steps} steps through `symattn work` ({spec.workers.per_device} per device)")
+        worker_start = time.time()
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        if done.returncode != 0:
+            tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
+            raise RunError(f"the overhead sweep's worker exited with {done.returncode}: {tail[0]}")
+        client = MlflowClient(short.stores.mlflow)
+        exp = client.get_experiment_by_name(short.name)
+        rows = [_row(client, run, worker_start) for run in client.search_runs([exp.experiment_id])]
+    rows.sort(key=lambda r: r["worker_to_first_step_s"])
+    for i, r in enumerate(rows, 1):
+        r["slot_order"] = i
+    return rows
+
+
+def _row(client, run, worker_start: float) -> dict:
+    run_id, params = run.info.run_id, run.data.params
+    [startup] = client.get_metric_history(run_id, "time/startup_s")
+    [share] = client.get_metric_history(run_id, "time/tracking_share")
+    speeds = [m.value for m in client.get_metric_history(run_id, "train/tokens_per_s")]
+    tokens_per_step = int(params["optim.batch_size"]) * int(params["optim.accumulate"]) * int(params["data.seq_len"])
+    step_ms = 1000 * tokens_per_step / statistics.median(speeds)
+    return {
+        "cell": run.info.run_name,
+        "variant": run.data.tags["variant"],
+        "slot_order": 0,
+        "launch_to_first_step_s": startup.value,
+        "worker_to_first_step_s": startup.timestamp / 1000 - worker_start,
+        "step_ms": step_ms,
+        "tracking_share": share.value,
+        "tracking_ms_per_step": share.value * step_ms,
+        "steps": int(params["optim.max_steps"]),
+        "threads": params.get("speed.threads", ""),
+    }
+
+
+def format_table(rows: list[dict]) -> str:
+    from symattn.bench import markdown_table
+
+    head = ["cell", "launch → 1st step s", "worker start → 1st step s", "step ms", "tracking", "tracking ms/step"]
+    body = [[r["cell"], f"{r['launch_to_first_step_s']:.2f}", f"{r['worker_to_first_step_s']:.2f}",
+             f"{r['step_ms']:.1f}", f"{100 * r['tracking_share']:.2f}%", f"{r['tracking_ms_per_step']:.2f}"] for r in rows]
+    return markdown_table(head, body)
