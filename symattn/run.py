@@ -42,6 +42,8 @@ FLUSH_SECONDS = 5.0  # metrics reach the store at least this often, and before e
 
 # Lightning's advertisement for a hosted logger is noise in every run's output.
 logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(lambda record: "litlogger" not in record.getMessage())
+# Lightning's own use of a torch API that newer torch deprecates; nothing a user can act on.
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 
 
 class RunLifecycle(pl.Callback):
@@ -81,7 +83,7 @@ class RunLifecycle(pl.Callback):
     def save_checkpoint(self, trainer: pl.Trainer) -> None:
         self._flush()  # metrics first: a resumed run drops the steps the store already holds
         tmp = self.ckpt_path.with_suffix(".tmp")
-        trainer.save_checkpoint(tmp)
+        trainer.save_checkpoint(tmp, weights_only=False)  # full state: optimizer, loops, scheduler
         if trainer.is_global_zero:
             os.replace(tmp, self.ckpt_path)  # atomic: a kill never leaves a half-written checkpoint
 

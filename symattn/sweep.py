@@ -282,13 +282,17 @@ def reclaim_stale(study: optuna.Study, grace_seconds: float, max_retries: int) -
 
 
 def _cell_main(config: dict, device: str, threads: int, prune: Optional[PruneOnValidation] = None,
-               launched_at: Optional[float] = None) -> None:
+               launched_at: Optional[float] = None, environ: Optional[dict] = None) -> None:
     """Body of a cell's child process: pin the device, train (resuming the cell's run if any).
-    `launched_at`: when the worker started the cell, which the run's start-up cost counts from."""
+    `launched_at`: when the worker started the cell, which the run's start-up cost counts from.
+    `environ`: the worker's environment at launch (the cell server's own dates from its start)."""
     if sys.platform == "linux":  # die with the worker, so a killed worker never leaves a run behind
         import ctypes
 
         ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if environ is not None:
+        os.environ.clear()
+        os.environ.update(environ)
     if device != "cpu":
         os.environ["CUDA_VISIBLE_DEVICES"] = device
     from symattn.config import RunConfig
@@ -393,8 +397,8 @@ class Worker:
         client = open_store(self.mlflow_uri)
         finished = _finished_run(client, trial)
         if finished is None:
-            p = ctx.Process(target=_cell_main, args=(config, device, self.cpu_threads, prune, time.time()),
-                            name=trial.user_attrs["name"])
+            p = ctx.Process(target=_cell_main, name=trial.user_attrs["name"],
+                            args=(config, device, self.cpu_threads, prune, time.time(), dict(os.environ)))
             with self.lock:
                 p.start()
                 self.children.add(p)

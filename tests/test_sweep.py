@@ -199,3 +199,18 @@ def test_cells_fork_from_a_server_with_their_imports_loaded():
     loaded = out.get(timeout=120)
     p.join()
     assert dict(zip(modules, loaded)) == dict.fromkeys(modules, True)
+
+
+def test_cells_see_the_workers_environment_at_launch_not_the_servers(spec_path, tmp_path, monkeypatch):
+    """The cell server keeps the environment it started with; a cell must get the worker's current one."""
+    from symattn.cell_server import context
+
+    context()
+    late = tmp_path / "late-cache"
+    monkeypatch.setenv("SYMATTN_CACHE", str(late))  # where the cell builds the corpus
+    raw = yaml.safe_load(spec_path.read_text())
+    raw["axes"] = {"model.attention.kind": ["vanilla"]}
+    spec_path.write_text(yaml.safe_dump(raw))
+    queue(load_spec(spec_path))
+    assert work("mini-sweep", str(tmp_path / "optuna.journal"), "cpu") == [("tiny-vanilla-lr0.001-s0", "COMPLETE")]
+    assert any(late.rglob("*")), "the cell built its corpus elsewhere"
