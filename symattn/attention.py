@@ -203,13 +203,20 @@ class _CPUDropout(torch.autograd.Function):
         return grad * mask, None
 
 
+def has_fused_dropout(x: torch.Tensor) -> bool:
+    """Whether `F.dropout` and SDPA's dropout run as fused kernels on x's device (accelerators);
+    on the CPU they do not, and the routes in this module take over. Tests switch this to run the
+    accelerator routes on the CPU."""
+    return x.device.type != "cpu"
+
+
 def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
     """Inverted dropout, as `F.dropout`; on the CPU with the fast mask above."""
     if not training or p == 0.0:
         return x
     if p >= 1.0:
         return x * 0.0
-    if x.device.type != "cpu":
+    if has_fused_dropout(x):
         return F.dropout(x, p, True)
     return _CPUDropout.apply(x, p)
 
@@ -297,7 +304,7 @@ def attend(
     dropout_p: float = 0.0,
 ) -> torch.Tensor:
     """The fast path: context (B, H, T, d) without materialising probabilities for the caller."""
-    if dropout_p > 0.0 and q.device.type == "cpu":
+    if dropout_p > 0.0 and not has_fused_dropout(q):
         return _attend_dropout_cpu(q, k, v, mask, dropout_p)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
 

@@ -81,8 +81,9 @@ def measure(spec: SweepSpec, steps: int = 200, devices: str = "cpu", log: Callab
 
 def _row(client, run, worker_start: float) -> dict:
     run_id, params = run.info.run_id, run.data.params
-    [startup] = client.get_metric_history(run_id, "time/startup_s")
-    [share] = client.get_metric_history(run_id, "time/tracking_share")
+    # A retried cell records a start-up per start: its first is the one the sweep paid first.
+    startup = min(client.get_metric_history(run_id, "time/startup_s"), key=lambda m: m.step)
+    share = max(client.get_metric_history(run_id, "time/tracking_share"), key=lambda m: m.step)
     speeds = [m.value for m in client.get_metric_history(run_id, "train/tokens_per_s")]
     tokens_per_step = int(params["optim.batch_size"]) * int(params["optim.accumulate"]) * int(params["data.seq_len"])
     step_ms = 1000 * tokens_per_step / statistics.median(speeds)

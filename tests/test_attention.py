@@ -248,3 +248,39 @@ def test_dropout_module_follows_train_and_eval():
     assert (d.train()(x) == 0).any()
     with pytest.raises(ValueError, match="between 0 and 1"):
         Dropout(1.5)
+
+
+@pytest.fixture(params=["cpu route", "accelerator route"])
+def dropout_route(request, monkeypatch):
+    """Runs a test on the CPU's own dropout routes and on the fused ones accelerators take
+    (F.dropout, SDPA with dropout), which also run on the CPU, only slower."""
+    import symattn.attention as attention
+
+    accelerator = request.param == "accelerator route"
+    monkeypatch.setattr(attention, "has_fused_dropout", lambda x: accelerator)
+    return request.param
+
+
+@pytest.mark.parametrize("padded", [False, True])
+def test_attention_dropout_is_unbiased_and_trains_on_either_route(dropout_route, padded):
+    torch.manual_seed(0)
+    att = build_attention(AttentionConfig(kind="pairwise"), HIDDEN, HEADS, dropout=0.3)
+    x, mask = inputs(padded)
+    m = padding_mask(mask)
+    with torch.no_grad():
+        expected = att.eval()(x, m)[0]
+        att.train()
+        draws = torch.stack([att(x, m)[0] for _ in range(2000)])
+    assert not torch.allclose(draws[0], draws[1])  # dropout is on
+    # dropout keeps the expectation: the mean over draws approaches the output without dropout
+    torch.testing.assert_close(draws.mean(0), expected, atol=0.08, rtol=0.0)  # unscaled: off by 0.4
+    out, _ = att(x, m)
+    out.square().sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in att.parameters())
+
+
+def test_dropout_keeps_the_fraction_and_scale_on_either_route(dropout_route):
+    y = dropout(torch.ones(200_000), 0.1, True)
+    kept = y != 0
+    assert abs(kept.float().mean().item() - 0.9) < 0.005
+    torch.testing.assert_close(y[kept], torch.full_like(y[kept], 1 / 0.9))
