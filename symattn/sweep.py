@@ -293,6 +293,7 @@ def _cell_main(config: dict, device: str, threads: int, prune: Optional[PruneOnV
     if environ is not None:
         os.environ.clear()
         os.environ.update(environ)
+    logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)  # the worker reports each cell in a line
     if device != "cpu":
         os.environ["CUDA_VISIBLE_DEVICES"] = device
     from symattn.config import RunConfig
@@ -310,6 +311,11 @@ def _cell_main(config: dict, device: str, threads: int, prune: Optional[PruneOnV
         sys.exit(EXIT_NON_FINITE)
     except RunStopped:
         sys.exit(143)
+
+
+def _say(message: str) -> None:
+    """A line on the worker's output per cell event."""
+    print(f"{time.strftime('%H:%M:%S')} {message}", flush=True)
 
 
 class Worker:
@@ -392,12 +398,15 @@ class Worker:
     def _run_cell(self, ctx, study: optuna.Study, trial: FrozenTrial, device: str, prune=None) -> None:
         from symattn.tracking import open_store
 
-        storage, tid = self.storage, trial._trial_id
+        storage, tid, name = self.storage, trial._trial_id, trial.user_attrs["name"]
         config = _cell_config(trial, device, self.cpu_threads)
         client = open_store(self.mlflow_uri)
         finished = _finished_run(client, trial)
+        started = time.monotonic()
         if finished is None:
-            p = ctx.Process(target=_cell_main, name=trial.user_attrs["name"],
+            attempt = trial.user_attrs.get("attempt", 1)
+            _say(f"{name}: started on {device}" + (f", attempt {attempt}" if attempt > 1 else ""))
+            p = ctx.Process(target=_cell_main, name=name,
                             args=(config, device, self.cpu_threads, prune, time.time(), dict(os.environ)))
             with self.lock:
                 p.start()
@@ -415,13 +424,22 @@ class Worker:
             finished = _finished_run(client, trial)
         else:
             code = 0
+            _say(f"{name}: its MLflow run {finished.info.run_id} is already FINISHED")
         try:
-            self._record(study, trial, client, finished, code)
+            state = self._record(study, trial, client, finished, code)
         except UpdateFinishedTrialError:
             # Reclaimed meanwhile (heartbeats came too late): its retry finds the FINISHED run.
-            log.warning("cell %s was reclaimed by another worker; its retry will pick up the run", trial.user_attrs["name"])
+            log.warning("cell %s was reclaimed by another worker; its retry will pick up the run", name)
+            return
+        minutes = f"{(time.monotonic() - started) / 60:.1f} min"
+        if state == "COMPLETE":
+            loss = finished.data.metrics.get("val/loss", float("nan"))
+            _say(f"{name}: COMPLETE, val/loss {loss:.4f}, {minutes}")
+        else:
+            _say(f"{name}: {state}" + ("" if state == "PRUNED" else f" (exit code {code})") + f", {minutes}")
 
-    def _record(self, study: optuna.Study, trial: FrozenTrial, client, finished, code) -> None:
+    def _record(self, study: optuna.Study, trial: FrozenTrial, client, finished, code) -> str:
+        """Sets the trial's state from the run and the child's exit code; returns the state."""
         storage, tid, name = self.storage, trial._trial_id, trial.user_attrs["name"]
         run = finished or _latest_run(client, trial)
         if run is not None:
@@ -431,16 +449,17 @@ class Worker:
             value = finished.data.metrics.get("val/loss", float("nan"))
             storage.set_trial_state_values(tid, state=TrialState.COMPLETE, values=[value])
             self.done.append((name, "COMPLETE"))
-            return
+            return "COMPLETE"
         if code == EXIT_PRUNED:
             storage.set_trial_state_values(tid, state=TrialState.PRUNED)
             self.done.append((name, "PRUNED"))
-            return
+            return "PRUNED"
         storage.set_trial_user_attr(tid, "failure", f"exit code {code}")
         storage.set_trial_state_values(tid, state=TrialState.FAIL)
         self.done.append((name, "FAIL"))
         if code != EXIT_NON_FINITE:
             _retry(study, trial, self.workers.max_retries, f"exit code {code}")
+        return "FAIL"
 
 
 def _cell_config(trial: FrozenTrial, device: str, cpu_threads: int) -> dict:

@@ -89,6 +89,11 @@ def test_two_workers_drain_the_queue_exactly_once(spec_path, tmp_path):
         # start-up counts from the cell's launch by the worker, which came after the worker started
         [startup] = client.get_metric_history(run.info.run_id, "time/startup_s")
         assert 0 < startup.value < time.time() - started
+    # the workers say a line when each cell starts and ends; Lightning's banners stay out
+    said = "".join(outs)
+    for row in rows:
+        assert f"{row['cell']}: started on cpu" in said and f"{row['cell']}: COMPLETE, val/loss" in said
+    assert "GPU available" not in said
     # a finished cell is never run again
     assert work("mini-sweep", str(tmp_path / "optuna.journal"), "cpu") == []
 
