@@ -304,6 +304,8 @@ def write_csv(rows: list[dict], path: Path, columns: list[str] = COLUMNS) -> Non
         w.writeheader()
         for r in rows:
             w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items() if k in columns})
+
+
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:
@@ -324,11 +326,11 @@ def _names(text: str) -> tuple[str, ...]:
 def _bench(args: argparse.Namespace) -> int:
     overhead_spec = None
     if args.overhead:
-        from symattn.cell_overhead import check_steps
+        from symattn.cell_overhead import check
         from symattn.sweep_spec import load_spec
 
         overhead_spec = load_spec(args.overhead)  # bad input is refused before any timing
-        check_steps(args.overhead_steps)
+        check(overhead_spec, args.overhead_steps)
     elif args.overhead_only:
         raise ValueError("--overhead-only needs --overhead SPEC, e.g. --overhead experiments/quick.yaml")
     if not args.overhead_only:

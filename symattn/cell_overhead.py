@@ -7,8 +7,7 @@ temporary folder, so the project's stores are untouched. Each run records its ow
 
 - start-up: from the worker's launch of the cell to its first step (`time/startup_s`), and from
   the worker process's start to that step, which adds the worker's own imports and its forkserver;
-- tracking: the share of the training loop's wall time spent in MLflow calls (`time/tracking_share`),
-  and what that is per step.
+- tracking: the share of the training loop's wall time spent in MLflow calls (`time/tracking_share`).
 
 The corpus is prepared (or found in the cache) before the clock starts: a sweep prepares it once.
 """
@@ -16,6 +15,7 @@ The corpus is prepared (or found in the cache) before the clock starts: a sweep 
 from __future__ import annotations
 
 import copy
+import json
 import os
 import statistics
 import subprocess
@@ -30,46 +30,55 @@ from symattn.errors import RunError
 from symattn.sweep_spec import SweepSpec, StoresSpec, expand, is_attention_axis
 
 COLUMNS = ["cell", "variant", "slot_order", "launch_to_first_step_s", "worker_to_first_step_s", "step_ms",
-           "tracking_share", "tracking_ms_per_step", "steps", "threads"]
+           "tracking_share", "steps", "threads"]
 
 
 def first_group(spec: SweepSpec, steps: int, folder: Path) -> SweepSpec:
-    """The spec's first matched group, `steps` long, with both stores in `folder`."""
-    axes = {k: (v if is_attention_axis(k) else v[:1]) for k, v in spec.axes.items()}
-    base = apply_overrides(copy.deepcopy(spec.base), [f"optim.max_steps={steps}"])
+    """The spec's first matched group, `steps` long, with its stores and checkpoints in `folder`."""
+    axes = {k: (v if is_attention_axis(k) else v[:1]) for k, v in spec.axes.items() if k != "optim.max_steps"}
+    base = apply_overrides(copy.deepcopy(spec.base), [f"optim.max_steps={steps}",
+                                                       f"checkpoint.dir={json.dumps(str(folder / 'checkpoints'))}"])
     stores = StoresSpec(optuna=str(folder / "optuna.journal"), mlflow=f"sqlite:///{folder / 'mlflow.db'}")
     return spec.model_copy(update={"name": f"{spec.name}-overhead", "axes": axes, "base": base,
                                    "search": None, "stores": stores})
 
 
-def check_steps(steps: int) -> None:
+def check(spec: SweepSpec, steps: int) -> None:
+    """Refuse a step count that cannot give the figures, before anything runs."""
     if steps < 1:
         raise ValueError(f"--overhead-steps must be at least 1 (got {steps})")
+    every = expand(first_group(spec, steps, Path(tempfile.gettempdir())))[0].config.tracking.log_every_n_steps
+    if steps < every:
+        raise ValueError(f"--overhead-steps {steps} is below the spec's tracking.log_every_n_steps ({every}), "
+                         f"so no step time would be logged; give at least {every}")
 
 
 def measure(spec: SweepSpec, steps: int = 200, devices: str = "cpu", log: Callable[[str], None] = print) -> list[dict]:
-    """One row per cell of the spec's first group, in the order the cells reached their first step."""
+    """One row per cell of the spec's first group, in the order the cells reached their first step.
+    The worker's own lines (a cell started, a cell ended) pass through as progress."""
     from mlflow.tracking import MlflowClient
 
     from symattn.data import prepare_pretraining
-    from symattn.sweep import queue
+    from symattn.sweep import queue, status_rows
 
-    check_steps(steps)
-    with tempfile.TemporaryDirectory(prefix="symattn-overhead-") as tmp:
+    check(spec, steps)
+    with tempfile.TemporaryDirectory(prefix="symattn-overhead-", ignore_cleanup_errors=True) as tmp:
         short = first_group(spec, steps, Path(tmp))
         cells = expand(short)
         log(f"overhead: preparing the corpus of {spec.name} (once, as a sweep does)")
         prepare_pretraining(cells[0].config.data)
         queue(short)
-        # SYMATTN_HOME keeps the worker's checkpoints and artifacts in the temporary folder too.
-        env = {**os.environ, "SYMATTN_HOME": tmp, "PYTHONUNBUFFERED": "1"}
-        cmd = [sys.executable, "-m", "symattn.cli", "work", short.name, "--devices", devices]
+        cmd = [sys.executable, "-m", "symattn.cli", "work", short.name, "--devices", devices,
+               "--storage", short.stores.optuna]
         log(f"overhead: {len(cells)} cells x {steps} steps through `symattn work` ({spec.workers.per_device} per device)")
+        sys.stdout.flush()
         worker_start = time.time()
-        done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        done = subprocess.run(cmd, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stderr=subprocess.PIPE, text=True)
         if done.returncode != 0:
-            tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
-            raise RunError(f"the overhead sweep's worker exited with {done.returncode}: {tail[0]}")
+            failed = [r["cell"] for r in status_rows(short.name, short.stores.optuna) if r["state"] != "COMPLETE"]
+            tail = done.stderr.strip().splitlines()[-1:] or ["no error output"]
+            raise RunError(f"the overhead sweep's worker exited with {done.returncode}; cells not complete: "
+                           f"{', '.join(failed) or 'none'}; last error line: {tail[0]}")
         client = MlflowClient(short.stores.mlflow)
         exp = client.get_experiment_by_name(short.name)
         rows = [_row(client, run, worker_start) for run in client.search_runs([exp.experiment_id])]
@@ -95,7 +104,6 @@ def _row(client, run, worker_start: float) -> dict:
         "worker_to_first_step_s": startup.timestamp / 1000 - worker_start,
         "step_ms": step_ms,
         "tracking_share": share.value,
-        "tracking_ms_per_step": share.value * step_ms,
         "steps": int(params["optim.max_steps"]),
         "threads": params.get("speed.threads", ""),
     }
@@ -104,7 +112,7 @@ def _row(client, run, worker_start: float) -> dict:
 def format_table(rows: list[dict]) -> str:
     from symattn.bench import markdown_table
 
-    head = ["cell", "launch → 1st step s", "worker start → 1st step s", "step ms", "tracking", "tracking ms/step"]
+    head = ["cell", "launch → 1st step s", "worker start → 1st step s", "step ms", "tracking"]
     body = [[r["cell"], f"{r['launch_to_first_step_s']:.2f}", f"{r['worker_to_first_step_s']:.2f}",
-             f"{r['step_ms']:.1f}", f"{100 * r['tracking_share']:.2f}%", f"{r['tracking_ms_per_step']:.2f}"] for r in rows]
+             f"{r['step_ms']:.1f}", f"{100 * r['tracking_share']:.2f}%"] for r in rows]
     return markdown_table(head, body)

@@ -4,6 +4,9 @@ It starts once per worker, as early as possible, and imports what every cell nee
 Lightning, MLflow's SQL store, the data layer: about 15 s on a small CPU) while the worker sets
 itself up. Each cell then forks from it with all of that loaded and starts training in about a
 second. This module stays light to import, so that the server starts before the worker's own imports.
+
+The server keeps the environment it started with; each cell gets the worker's environment at its
+launch (symattn.sweep), except what the server's imports already read (OMP_*, TORCH_LOGS, ...).
 """
 
 from __future__ import annotations

@@ -24,8 +24,10 @@ def _train(args: argparse.Namespace) -> int:
     from symattn.config import load_config
     from symattn.run import train
 
+    import psutil
+
     cfg = load_config(args.config, args.set)  # validated completely before anything is created
-    result = train(cfg, resume=args.resume)
+    result = train(cfg, resume=args.resume, started_at=psutil.Process().create_time())  # imports count
     if os.environ.get("LOCAL_RANK", "0") != "0":  # other DDP ranks: rank zero reports
         return 0
     print(f"run {result['run_id']} {result['status']} after {result['steps']} steps")
@@ -56,9 +58,6 @@ def _queue(args: argparse.Namespace) -> int:
 
 
 def _work(args: argparse.Namespace) -> int:
-    from symattn.cell_server import context
-
-    context()  # the cells' server imports torch and co. while this process does the same
     from symattn.sweep import work
 
     done = work(args.study, args.storage, args.devices, args.per_device)
@@ -75,10 +74,6 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    if not args.dry_run:
-        from symattn.cell_server import context
-
-        context()  # the cells' server loads their imports while this process loads its own
     from symattn.sweep import format_status, queue, status_rows, work
     from symattn.sweep_spec import load_spec
 
@@ -165,7 +160,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _starts_cells(argv: list[str]) -> bool:
+    return argv[:1] in (["work"], ["run"]) and not {"--dry-run", "-h", "--help"} & set(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if _starts_cells(argv):
+        from symattn.cell_server import context
+
+        context()  # before anything else: the cells' server imports torch and co. while this process does
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -17,7 +17,6 @@ import warnings
 from pathlib import Path
 from typing import Optional, Union
 
-import psutil
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities.exceptions import SIGTERMException
@@ -50,7 +49,7 @@ class RunLifecycle(pl.Callback):
     """Reports training metrics, writes checkpoints, and records how the run ended.
 
     It also reports what the run cost besides training: `time/startup_s`, seconds from `started_at`
-    (the process start, or when a sweep worker launched the cell) to the first step, and
+    (the process start for `symattn train`, a sweep cell's launch by its worker) to the first step, and
     `time/tracking_share`, the fraction of the training loop's wall time spent in tracking calls.
     """
 
@@ -219,12 +218,12 @@ def train(cfg: RunConfig, resume: Union[bool, str, None] = False, callbacks: Opt
     """Run (or continue) one MLM pre-training run. `resume`: False starts a new run; True continues
     the newest unfinished run of this exact config; "auto" continues one if there is one; a run id
     continues that run. `callbacks`: extra Lightning callbacks. `started_at`: the Unix time the
-    run's start-up cost is counted from (default: when this process started). Returns the final
-    metrics with `run_id`, `steps` and `status`."""
+    run's start-up cost is counted from (default: now; `symattn train` passes its process start).
+    Returns the final metrics with `run_id`, `steps` and `status`."""
     from symattn.data import prepare_pretraining
 
     if started_at is None:
-        started_at = psutil.Process().create_time()
+        started_at = time.time()
 
     apply_speed_settings(threads=cfg.speed.threads, flush_denormal=cfg.speed.flush_denormal)
     data = prepare_pretraining(cfg.data)

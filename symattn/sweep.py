@@ -286,10 +286,12 @@ def _cell_main(config: dict, device: str, threads: int, prune: Optional[PruneOnV
     """Body of a cell's child process: pin the device, train (resuming the cell's run if any).
     `launched_at`: when the worker started the cell, which the run's start-up cost counts from.
     `environ`: the worker's environment at launch (the cell server's own dates from its start)."""
-    if sys.platform == "linux":  # die with the worker, so a killed worker never leaves a run behind
+    # Die with the cell server, which exits when its worker does: a killed worker leaves no run behind.
+    if sys.platform == "linux":
         import ctypes
 
         ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the server ignores it; Lightning handles it here
     if environ is not None:
         os.environ.clear()
         os.environ.update(environ)

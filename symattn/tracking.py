@@ -23,6 +23,9 @@ from symattn.paths import default_tracking_uri, project_root
 
 PACKAGES = ("symattn", "torch", "pytorch-lightning", "mlflow", "optuna", "tokenizers", "numpy")
 _BATCH = 100  # MLflow's limit of params per log_batch call is 100
+# Metrics of one start of a run (its start-up, its tracking cost), not of the training state: a
+# resume does not recompute them, so they are kept even at steps the store already holds.
+PER_START = "time/"
 
 
 def resolve_uri(uri: Optional[str]) -> str:
@@ -52,15 +55,17 @@ def open_store(uri: Optional[str] = None) -> MlflowClient:
 
 
 def experiment_id(client: MlflowClient, name: str) -> str:
-    """The experiment's id, created if needed; artifacts of a local sqlite store go to mlartifacts/."""
+    """The experiment's id, created if needed. A sqlite store keeps its artifacts beside it, in
+    mlartifacts/ next to the database file (the default store: at the project root)."""
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         if exp.lifecycle_stage == "deleted":
             raise ValueError(f"MLflow experiment {name!r} is deleted; restore it or pick another tracking.experiment")
         return exp.experiment_id
     location = None
-    if client.tracking_uri.startswith("sqlite:"):
-        location = (project_root() / "mlartifacts" / name).as_uri()
+    if client.tracking_uri.startswith("sqlite:///"):
+        db = Path(client.tracking_uri.removeprefix("sqlite:///"))
+        location = (db.resolve().parent / "mlartifacts" / name).as_uri()
     try:
         return client.create_experiment(name, artifact_location=location)
     except MlflowException:  # another worker created it first
@@ -132,7 +137,8 @@ class RunTracker:
     def log(self, step: int, metrics: dict[str, float]) -> None:
         with self._timed():
             now = int(time.time() * 1000)
-            self.pending.extend(Metric(k, float(v), now, step) for k, v in metrics.items() if step > self.floor.get(k, -1))
+            self.pending.extend(Metric(k, float(v), now, step) for k, v in metrics.items()
+                                if step > self.floor.get(k, -1) or k.startswith(PER_START))
 
     def flush(self) -> None:
         if not self.pending:

@@ -115,7 +115,23 @@ def test_overhead_sweep_reports_start_up_and_tracking_of_each_cell(tmp_path, run
         assert 0 < float(r["tracking_share"]) < 1 and float(r["step_ms"]) > 0
     assert [r["slot_order"] for r in rows] == ["1", "2"]
     assert "worker start" in capsys.readouterr().out
-    assert not (tmp_path / "never.db").exists()  # the spec's own stores are not touched
+    # neither the spec's own stores nor the project's artifacts and checkpoints are touched
+    assert not (tmp_path / "never.db").exists()
+    from symattn.paths import project_root
+
+    assert not (project_root() / "mlartifacts" / "tiny-demo-overhead").exists()
+    assert not any((tmp_path / "checkpoints").glob("tiny-demo-overhead*"))
+
+
+def test_overhead_steps_below_the_logging_interval_are_refused(tmp_path, run_overrides):
+    from symattn.cell_overhead import check
+    from symattn.config import apply_overrides
+    from symattn.sweep_spec import SweepSpec
+
+    spec = SweepSpec(name="s", base=apply_overrides({}, run_overrides), axes={"model.attention.kind": ["vanilla"]})
+    with pytest.raises(ValueError, match="below the spec's tracking.log_every_n_steps \\(5\\)"):
+        check(spec, 4)
+    check(spec, 5)
 
 
 def test_overhead_only_without_a_spec_is_refused():

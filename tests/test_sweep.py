@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import optuna
 import pytest
@@ -128,6 +129,33 @@ def test_a_killed_worker_is_replaced_and_the_sweep_completes_once(spec_path, tmp
         assert steps == list(range(5, 61, 5))  # continuous: no step missing or logged twice
     rows = status_rows("mini-sweep", storage)
     assert max(r["attempts"] for r in rows) == 2
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_whole_process_group_stops_cells_cleanly(spec_path, tmp_path):
+    """As `timeout` or a service manager stops a worker: every process of the group gets SIGTERM.
+    The cell server must outlive its cells, so that each writes its checkpoint and ends KILLED."""
+    raw = yaml.safe_load(spec_path.read_text())
+    raw["axes"] = {"model.attention.kind": ["vanilla"]}
+    raw["base"]["optim"]["max_steps"] = 400
+    spec_path.write_text(yaml.safe_dump(raw))
+    queue(load_spec(spec_path))
+    cmd = [sys.executable, "-m", "symattn.cli", "work", "mini-sweep", "--devices", "cpu",
+           "--storage", str(tmp_path / "optuna.journal")]
+    worker = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    deadline = time.time() + 300
+    while time.time() < deadline:  # until the cell has trained a while
+        exp = client.get_experiment_by_name("mini-sweep")
+        runs = client.search_runs([exp.experiment_id]) if exp else []
+        if runs and any(m.step >= 20 for m in client.get_metric_history(runs[0].info.run_id, "train/loss")):
+            break
+        time.sleep(0.5)
+    os.killpg(worker.pid, signal.SIGTERM)
+    worker.wait(timeout=120)
+    [run] = client.search_runs([client.get_experiment_by_name("mini-sweep").experiment_id])
+    assert run.info.status == "KILLED" and int(run.data.tags["stopped_at_step"]) >= 20
+    assert (Path(run.data.tags["checkpoint"])).is_file()
 
 
 @pytest.mark.parametrize(
