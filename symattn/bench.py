@@ -18,11 +18,11 @@ elsewhere, no padding), the same for every model.
 from __future__ import annotations
 
 import argparse
-import sys
 import csv
 import math
 import platform
 import statistics
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path

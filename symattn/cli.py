@@ -21,10 +21,10 @@ def _params(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
+    import psutil
+
     from symattn.config import load_config
     from symattn.run import train
-
-    import psutil
 
     cfg = load_config(args.config, args.set)  # validated completely before anything is created
     result = train(cfg, resume=args.resume, started_at=psutil.Process().create_time())  # imports count

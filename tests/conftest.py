@@ -10,6 +10,19 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture
+def restore_speed_settings():
+    """Puts back torch's thread count and the denormal flag a test changed."""
+    import torch
+
+    from symattn.speed import set_flush_denormal
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+    set_flush_denormal(False)
+
+
 @pytest.fixture(scope="session")
 def child_env() -> dict:
     """The environment for a child Python that must import this checkout's symattn."""

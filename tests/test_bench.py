@@ -9,15 +9,6 @@ import torch
 import yaml
 
 from symattn import bench
-from symattn.speed import set_flush_denormal
-
-
-@pytest.fixture
-def restore_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-    set_flush_denormal(False)
 
 
 def tiny_spec(**kw):
@@ -34,7 +25,7 @@ def test_synthetic_batch_masks_fifteen_percent_and_labels_only_them():
     assert torch.equal(b["labels"], bench.synthetic_batch(4, 40, 1000, seed=0)["labels"])
 
 
-def test_bench_rows_table_and_csv(tmp_path, restore_threads):
+def test_bench_rows_table_and_csv(tmp_path, restore_speed_settings):
     pytest.importorskip("transformers")
     rows = bench.run_bench(tiny_spec(variants=("pairwise",)), log=lambda _: None)
     assert [(r["model"], r["precision"]) for r in rows] == [
@@ -59,7 +50,7 @@ def test_bench_rows_table_and_csv(tmp_path, restore_threads):
     assert float(read[1]["tokens_per_s"]) > 0
 
 
-def test_bench_command_parses_and_runs(tmp_path, capsys, restore_threads):
+def test_bench_command_parses_and_runs(tmp_path, capsys, restore_speed_settings):
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="command")
     bench.add_parser(sub)

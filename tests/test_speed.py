@@ -15,15 +15,7 @@ from symattn.speed import (
 )
 
 
-@pytest.fixture
-def restore_settings():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-    set_flush_denormal(False)
-
-
-def test_flush_denormal_reaches_every_thread(restore_settings):
+def test_flush_denormal_reaches_every_thread(restore_speed_settings):
     """torch.set_flush_denormal alone sets the flag in the calling thread only; ours in all of them."""
     torch.set_num_threads(2)
     (torch.ones(1 << 18) * 2).sum()  # the OpenMP pool exists before the flag is set
@@ -35,7 +27,7 @@ def test_flush_denormal_reaches_every_thread(restore_settings):
     assert not denormals_flushed()
 
 
-def test_flushing_denormals_does_not_change_normal_results(restore_settings):
+def test_flushing_denormals_does_not_change_normal_results(restore_speed_settings):
     g = torch.Generator().manual_seed(0)
     a, b = torch.randn(64, 64, generator=g), torch.randn(64, 64, generator=g)
     expected = (a @ b).softmax(-1)
@@ -43,7 +35,7 @@ def test_flushing_denormals_does_not_change_normal_results(restore_settings):
     assert torch.equal((a @ b).softmax(-1), expected)
 
 
-def test_apply_speed_settings_reports_what_is_in_force(restore_settings):
+def test_apply_speed_settings_reports_what_is_in_force(restore_speed_settings):
     state = apply_speed_settings(threads=1)
     assert state["threads"] == 1 == torch.get_num_threads()
     assert state["flush_denormal"] is True
@@ -56,7 +48,7 @@ def test_apply_speed_settings_reports_what_is_in_force(restore_settings):
         apply_speed_settings(threads=0)
 
 
-def test_model_output_is_unchanged_by_the_speed_settings(restore_settings):
+def test_model_output_is_unchanged_by_the_speed_settings(restore_speed_settings):
     from symattn.attention import AttentionConfig
     from symattn.model import BertForMaskedLM, ModelConfig
 
