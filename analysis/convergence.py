@@ -1,8 +1,12 @@
 """Steps to convergence under several definitions, each a function of one curve.
 
-Every definition returns a `Convergence`: the (interpolated) step at which the criterion was met,
-or a censored observation when it never was. A censored run has no step, only a lower bound (its
-last evaluated step); reporting that bound as if it were the step would bias every comparison.
+Every definition returns a `Convergence`: the (interpolated) step at which the criterion was met
+when that step is known exactly, else what is known of it: not reached (after the last
+evaluation), at or before the first evaluation, or provisional (crossed too near the end to be
+confirmed). Reporting any of these as if it were an exact step would bias every comparison.
+
+The headline definition is the escape from the data's context-free floor L* (`plateau_escape`):
+one level for every run of a data set, computed from the data, not read off each curve.
 """
 
 from __future__ import annotations
@@ -17,28 +21,67 @@ import pandas as pd
 from analysis.frames import curve
 
 
+# How a run's step relates to the criterion: the interval the true step lies in differs.
+REACHED = "reached"              # crossed and stayed across for `patience` evaluations: exact
+NOT_REACHED = "not reached"      # never crossed: the step lies after the last evaluation
+AT_OR_BEFORE = "at or before"    # already across at the first evaluation: at or before it
+PROVISIONAL = "provisional"      # crossed in the last `patience - 1` evaluations: not yet confirmed
+
+
 @dataclass(frozen=True)
 class Convergence:
-    step: float                 # NaN when censored
-    bound: float                # last evaluated step: a lower bound on the step when censored
+    """When a curve met a criterion, with what is known about it.
+
+    `step` is the crossing (interpolated), the first evaluation for `AT_OR_BEFORE`, NaN when not
+    reached. `low` and `high` bound the true step: equal when exact, (last evaluation, inf) when
+    not reached, (0, first evaluation) when at or before it, (crossing, inf) when provisional.
+    Only an exact step may be averaged, put into a ratio or a test as a number; the others can
+    still decide which of two runs was faster.
+    """
+
+    step: float
+    bound: float                # last evaluated step
     target: float = math.nan    # the value the curve had to cross
+    status: str = REACHED
+    low: float = math.nan
+    high: float = math.nan
 
     @property
     def censored(self) -> bool:
-        return math.isnan(self.step)
+        """Not an exact step (not reached, at or before the first evaluation, or provisional)."""
+        return self.status != REACHED
 
     @classmethod
     def reached(cls, step, last, target=math.nan) -> "Convergence":
-        return cls(float(step), float(last), float(target))
+        return cls(float(step), float(last), float(target), REACHED, float(step), float(step))
 
     @classmethod
     def not_reached(cls, last, target=math.nan) -> "Convergence":
-        return cls(math.nan, float(last), float(target))
+        return cls(math.nan, float(last), float(target), NOT_REACHED, float(last), math.inf)
+
+    @classmethod
+    def at_or_before(cls, first, last, target=math.nan) -> "Convergence":
+        return cls(float(first), float(last), float(target), AT_OR_BEFORE, 0.0, float(first))
+
+    @classmethod
+    def provisional(cls, step, last, target=math.nan, low=None) -> "Convergence":
+        return cls(float(step), float(last), float(target), PROVISIONAL,
+                   float(step if low is None else low), math.inf)
 
     def __str__(self) -> str:
-        if self.censored:
-            return f"not reached (>{self.bound:,.0f})"
-        return f"{self.step:,.0f}"
+        return step_text(self.step, self.bound, self.status)
+
+
+def step_text(step, bound=math.nan, status: str = REACHED) -> str:
+    """`32,799`; `not reached (>200,000)`; `≤ 100 (across at the first evaluation)`;
+    `5,430 (provisional)`: never a bound printed as if it were a step."""
+    if status == NOT_REACHED or (status == REACHED and (step is None or np.isnan(step))):
+        return "not reached" if bound is None or np.isnan(bound) else f"not reached (>{bound:,.0f})"
+    if status == AT_OR_BEFORE:
+        return f"\u2264 {step:,.0f} (across at the first evaluation)"
+    if status == PROVISIONAL:
+        return f"{step:,.0f} (provisional)"
+    return f"{step:,.0f}"
 
 
 def _clean(steps, values) -> tuple[np.ndarray, np.ndarray]:
@@ -65,24 +108,32 @@ def smooth(values, window: int | None = None, method: str = "median") -> np.ndar
 def threshold_crossing(steps, values, threshold: float, direction: str = "down",
                        window: int | None = None, patience: int = 1) -> Convergence:
     """First step at which the curve crosses `threshold` (downwards for a loss, `direction="up"`
-    for a score), linearly interpolated between the two evaluations around that first crossing.
+    for a score) and stays across for `patience` evaluations, linearly interpolated between the two
+    evaluations around that crossing.
 
-    `window` smooths the curve first (centred rolling median). `patience` asks the curve to stay
-    across for that many evaluations (or until its end) so that one noisy dip does not count.
-    A curve already across at its first evaluation crosses there (at or before that step).
+    `window` smooths the curve first (centred rolling median). A crossing needs its full
+    `patience` window: one in the last `patience - 1` evaluations is `PROVISIONAL` (the true step is
+    at or after it). A curve already across at its first evaluation is `AT_OR_BEFORE` that
+    evaluation, not an exact step.
     """
     if direction not in ("down", "up"):
         raise ValueError(f"direction must be 'down' or 'up', not {direction!r}")
+    if patience < 1:
+        raise ValueError(f"patience must be at least 1 evaluation, not {patience}")
     steps, values = _clean(steps, values)
     y = smooth(values, window)
     across = y <= threshold if direction == "down" else y >= threshold
     for i in np.flatnonzero(across):
-        if across[i:i + patience].all():
-            if i == 0:
-                return Convergence.reached(steps[0], steps[-1], threshold)
-            s0, s1, y0, y1 = steps[i - 1], steps[i], y[i - 1], y[i]
-            return Convergence.reached(s0 + (threshold - y0) * (s1 - s0) / (y1 - y0),
-                                       steps[-1], threshold)
+        if not across[i:i + patience].all():
+            continue
+        confirmed = i + patience <= len(steps)
+        if i == 0:
+            return (Convergence.at_or_before(steps[0], steps[-1], threshold) if confirmed else
+                    Convergence.provisional(steps[0], steps[-1], threshold, low=0.0))
+        s0, s1, y0, y1 = steps[i - 1], steps[i], y[i - 1], y[i]
+        step = s0 + (threshold - y0) * (s1 - s0) / (y1 - y0)
+        return (Convergence.reached(step, steps[-1], threshold) if confirmed else
+                Convergence.provisional(step, steps[-1], threshold))
     return Convergence.not_reached(steps[-1], threshold)
 
 
@@ -117,18 +168,24 @@ def plateau_level(steps, loss, window: int = 5, grid: float = 0.05, span: float 
     return float(yg[flattest])
 
 
-def plateau_escape(steps, loss, margin: float = 0.5, level: float | None = None,
-                   window: int = 5, patience: int = 3) -> Convergence:
-    """Step at which the loss leaves its early plateau: first falls `margin` below the plateau level
-    (smoothed, and staying below for `patience` evaluations). `level` defaults to `plateau_level`;
-    pass a common level (e.g. the unigram entropy of the data) to compare runs on one footing.
-    Censored when the curve never leaves its plateau, or shows none (no flat stretch before its
-    steepest descent)."""
-    steps, loss = _clean(steps, loss)
-    level = plateau_level(steps, loss, window) if level is None else level
-    if math.isnan(level):
-        return Convergence.not_reached(steps[-1])
-    return threshold_crossing(steps, loss, level - margin, "down", window, patience)
+def plateau_escape(steps, loss, floor, margin: float = 0.25, window: int = 5,
+                   patience: int = 3) -> Convergence:
+    """Step at which the loss leaves the early MLM plateau: first falls `margin` below `floor` and
+    stays below for `patience` evaluations (smoothed; see `threshold_crossing`).
+
+    `floor` is one level for every run of a data set: the data's context-free loss L*
+    (`symattn.data.floor`, logged by every run as `data.context_free_loss`), so a run that only
+    reaches the plateau never counts as escaped, and one that goes straight through it does.
+    `floor="curve"` uses the curve's own plateau (`plateau_level`) instead: only for data whose
+    floor is unknown, since each curve then answers to a different level."""
+    if isinstance(floor, str):
+        if floor != "curve":
+            raise ValueError(f"floor must be a loss level or 'curve', not {floor!r}")
+        steps, loss = _clean(steps, loss)
+        floor = plateau_level(steps, loss, window)
+        if math.isnan(floor):
+            return Convergence.not_reached(steps[-1])
+    return threshold_crossing(steps, loss, float(floor) - margin, "down", window, patience)
 
 
 def baseline_target(steps, loss, fraction: float = 1.0, tail: int = 5) -> float:
@@ -148,10 +205,19 @@ def steps_to_target(steps, loss, target: float, window: int | None = None,
 
 # ---------------------------------------------------------------- over a set of runs
 
+MARGINS = (0.25, 0.5)   # below the floor; the first is the headline definition
+
+
+def escape_definition(margin: float) -> str:
+    return f"escape_{margin:g}"
+
+
 def describe_definition(name: str) -> str:
     """A title for a definition id of `convergence_table` / `report.crossings_as_convergence`."""
+    if match := re.fullmatch(r"escape_([\d.]+)", name):
+        return f"escape: L* \u2212 {match[1]}"
     if name == "plateau_escape":
-        return "plateau escape"
+        return "plateau escape (each curve's own level)"
     if name == "baseline_final":
         return "baseline's final loss"
     if match := re.fullmatch(r"baseline_([\d.]+)pct", name):
@@ -164,24 +230,30 @@ def describe_definition(name: str) -> str:
 
 
 RESULT_COLUMNS = ["run_id", "size", "variant", "seed", "group", "definition", "step", "bound",
-                  "censored", "target"]
+                  "censored", "status", "low", "high", "target"]
 
 
 def _row(run, definition: str, result: Convergence) -> dict:
     return {"run_id": run.run_id, "size": run.size, "variant": run.variant, "seed": run.seed,
             "group": run.group, "definition": definition, "step": result.step,
-            "bound": result.bound, "censored": result.censored, "target": result.target}
+            "bound": result.bound, "censored": result.censored, "status": result.status,
+            "low": result.low, "high": result.high, "target": result.target}
 
 
-def convergence_table(curves: pd.DataFrame, runs: pd.DataFrame, metric: str = "val/loss",
-                      baseline: str = "vanilla", margin: float = 0.5, plateau: float | None = None,
+def convergence_table(curves: pd.DataFrame, runs: pd.DataFrame, floors=None,
+                      metric: str = "val/loss", baseline: str = "vanilla", margins=MARGINS,
                       thresholds=(), fractions=(1.0, 0.9), window: int = 5,
                       patience: int = 3) -> pd.DataFrame:
     """Steps to convergence of every run under every loss-based definition, one row per run x
-    definition: `plateau_escape`, `loss<=T` for each threshold T, and `baseline_final` /
-    `baseline_<p>pct` (the matched baseline run's final loss, or p% of its improvement). The
-    baseline is the `baseline` variant of the same matched group; groups without one are skipped
-    for those definitions."""
+    definition: `escape_<m>` for each margin m (the loss falls m below its data's floor L*, see
+    `plateau_escape`), `loss<=T` for each threshold T, and `baseline_final` / `baseline_<p>pct`
+    (the matched baseline run's final loss, or p% of its improvement).
+
+    `floors` maps run id to the floor of the run's data (a dict or Series; "curve" asks for each
+    curve's own plateau level); runs without one get no escape rows. The baseline is the
+    `baseline` variant of the same matched group; groups without one are skipped for those
+    definitions."""
+    floors = {} if floors is None else dict(floors)
     rows = []
     columns = ["run_id", "size", "variant", "seed", "group"]
     table = runs[columns].astype(object).where(runs[columns].notna(), None)
@@ -189,8 +261,11 @@ def convergence_table(curves: pd.DataFrame, runs: pd.DataFrame, metric: str = "v
         steps, loss = curve(curves, run.run_id, metric)
         if len(steps) == 0:
             continue
-        rows.append(_row(run, "plateau_escape",
-                         plateau_escape(steps, loss, margin, plateau, window, patience)))
+        floor = floors.get(run.run_id)
+        if floor is not None and not (isinstance(floor, float) and math.isnan(floor)):
+            for margin in margins:
+                rows.append(_row(run, escape_definition(margin),
+                                 plateau_escape(steps, loss, floor, margin, window, patience)))
         for threshold in thresholds:
             rows.append(_row(run, f"loss<={threshold:g}",
                              steps_to_target(steps, loss, threshold, window, patience)))
@@ -212,7 +287,8 @@ def glue_crossings(scores: pd.DataFrame, reference: str = "pairwise", fraction: 
     """The paper's measure: per pre-training run, the first checkpoint step at which its GLUE score
     crosses `fraction` of the final score of the `reference` variant of its matched group,
     interpolated between checkpoints. `scores` has one row per run x checkpoint (`glue.
-    scores_over_checkpoints`). Columns: run and group keys, threshold, step, bound, censored."""
+    scores_over_checkpoints`). Columns: run and group keys, threshold, step, bound, censored,
+    status, low, high."""
     rows = []
     for group, part in scores.groupby("group", sort=False, dropna=False):
         ref = part[part["variant"] == reference].sort_values("checkpoint_step")
@@ -225,6 +301,8 @@ def glue_crossings(scores: pd.DataFrame, reference: str = "pairwise", fraction: 
             rows.append({"pretrain_run_id": run_id, "size": first["size"],
                          "variant": first["variant"], "seed": first["seed"], "group": group,
                          "threshold": threshold, "step": result.step, "bound": result.bound,
-                         "censored": result.censored})
+                         "censored": result.censored, "status": result.status,
+                         "low": result.low, "high": result.high})
     return pd.DataFrame(rows, columns=["pretrain_run_id", "size", "variant", "seed", "group",
-                                       "threshold", "step", "bound", "censored"])
+                                       "threshold", "step", "bound", "censored", "status", "low",
+                                       "high"])

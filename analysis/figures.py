@@ -87,15 +87,19 @@ def _broken_axes(fig: Figure, segments) -> list:
 def loss_curves(curves: pd.DataFrame, runs: pd.DataFrame, metric: str = "val/loss",
                 size: str | None = None, log_steps: bool = False, segments=None,
                 band: str = "minmax", ylim=None, title: str | None = None,
-                ylabel: str = "Evaluation loss", colors: dict | None = None) -> Figure:
+                ylabel: str = "Evaluation loss", colors: dict | None = None,
+                floors=(), margin: float | None = None) -> Figure:
     """One line per variant (mean over its seeds) with a band over seeds (`minmax` or `std`).
     `segments` [(lo, hi), ...] breaks the step axis, as in the paper's figures; `log_steps` puts
-    steps on a log scale (the plateau and its escape are spread over orders of magnitude)."""
+    steps on a log scale (the plateau and its escape are spread over orders of magnitude).
+    `floors`: the context-free loss L* of the runs' data (one line each), with the escape level
+    L* - `margin` when given. The legend says what each line and band is."""
     meta = runs[["run_id", "variant", "size"]]
     if size is not None:
         meta = meta[meta["size"] == size]
     data = curves[curves["metric"] == metric].merge(meta, on="run_id")
     colors = colors or variant_colors(data["variant"])
+    bands = {"minmax": "min\u2013max", "std": "\u00b11 std"}
     with style():
         fig = Figure(figsize=STYLE["figure.figsize"], layout=None if segments else "constrained")
         axes = _broken_axes(fig, segments) if segments else [fig.subplots()]
@@ -104,7 +108,8 @@ def loss_curves(curves: pd.DataFrame, runs: pd.DataFrame, metric: str = "val/los
                     .pivot_table(index="step", columns="run_id", values="value"))
             mean = wide.mean(axis=1)
             n = wide.shape[1]
-            label = variant if n == 1 else f"{variant} (n={n})"
+            label = (f"{variant} (1 run)" if n == 1 else
+                     f"{variant}: mean of {n} runs, band {bands[band]}")
             for ax in axes:
                 ax.plot(mean.index, mean.to_numpy(), color=colors[variant], label=label)
                 if n > 1:
@@ -112,6 +117,14 @@ def loss_curves(curves: pd.DataFrame, runs: pd.DataFrame, metric: str = "val/los
                                  (mean - wide.std(axis=1), mean + wide.std(axis=1)))
                     ax.fill_between(mean.index, low.to_numpy(), high.to_numpy(),
                                     color=colors[variant], alpha=0.2, linewidth=0)
+        for i, floor in enumerate(sorted(set(floors))):
+            for ax in axes:
+                ax.axhline(floor, color="0.25", ls="--", lw=1.0,
+                           label=f"context-free floor L* = {floor:.2f}" if ax is axes[-1] else None)
+                if margin:
+                    ax.axhline(floor - margin, color="0.25", ls=":", lw=1.0,
+                               label=(f"escape level L* \u2212 {margin:g}"
+                                      if ax is axes[-1] and i == 0 else None))
         for ax in axes:
             if log_steps:
                 ax.set_xscale("log")
@@ -120,30 +133,41 @@ def loss_curves(curves: pd.DataFrame, runs: pd.DataFrame, metric: str = "val/los
                 ax.set_ylim(*ylim)
         if segments:
             fig.supxlabel("Steps")
-            axes[0].set_ylabel(ylabel)
-            axes[-1].legend(loc="upper right")
         else:
             axes[0].set_xlabel("Steps")
-            axes[0].set_ylabel(ylabel)
-            axes[0].legend(loc="upper right")
+        axes[0].set_ylabel(ylabel)
+        axes[-1].legend(loc="upper right")
         if title:
             fig.suptitle(title)
     return fig
 
 
+# How each kind of inexact observation is drawn (see `convergence` statuses).
+_INEXACT_MARKS = {
+    "not reached": (">", "not reached (drawn at its last evaluation)", "bound"),
+    "at or before": ("<", "at or before its first evaluation (drawn there)", "step"),
+    "provisional": ("s", "provisional: crossed in the last evaluations", "step"),
+}
+
+
 def convergence_plot(table: pd.DataFrame, summary: pd.DataFrame | None = None,
                      definitions=None, title: str | None = None,
                      colors: dict | None = None) -> Figure:
-    """Steps to convergence per variant, one panel per definition: a dot per run, the mean and its
-    bootstrap 95% CI over converged runs, and censored runs as open triangles at their bound
-    (pointing right: the true step lies beyond)."""
+    """Steps to convergence per variant, one panel per definition: a dot per run with an exact
+    step; open markers for runs known only by an interval (not reached: `>` at the last
+    evaluation; at or before the first evaluation: `<`; provisional: a square); and, where
+    `summary` has one, the mean of the exact runs with its interval (method and n in the legend)."""
     definitions = list(definitions or dict.fromkeys(table["definition"]))
     variants = order_variants(table["variant"])
     colors = colors or variant_colors(variants)
+    status = table["status"] if "status" in table else table["censored"].map(
+        {True: "not reached", False: "reached"})
+    table = table.assign(_status=status)
     ncols = min(len(definitions), 3)
     nrows = -(-len(definitions) // ncols)
+    drawn_marks, drawn_intervals = set(), set()
     with style():
-        fig = Figure(figsize=(3.6 * ncols, 0.5 * len(variants) * nrows + 1.4 * nrows),
+        fig = Figure(figsize=(3.6 * ncols, 0.5 * len(variants) * nrows + 1.6 * nrows),
                      layout="constrained")
         axes = fig.subplots(nrows, ncols, squeeze=False, sharey=True).ravel()
         rng = np.random.default_rng(0)   # fixed jitter: the same figure each time
@@ -152,20 +176,26 @@ def convergence_plot(table: pd.DataFrame, summary: pd.DataFrame | None = None,
             for y, variant in enumerate(variants):
                 runs = part[part["variant"] == variant]
                 jitter = rng.uniform(-0.12, 0.12, len(runs))
-                done = ~runs["censored"].astype(bool).to_numpy()
-                ax.scatter(runs["step"][done], y + jitter[done], s=18, color=colors[variant],
+                exact = (runs["_status"] == "reached").to_numpy()
+                ax.scatter(runs["step"][exact], y + jitter[exact], s=18, color=colors[variant],
                            alpha=0.8, zorder=3)
-                ax.scatter(runs["bound"][~done], y + jitter[~done], s=30, marker=">",
-                           facecolors="none", edgecolors=colors[variant], zorder=3)
+                drawn_marks.update(["reached"] if exact.any() else [])
+                for kind, (marker, _, column) in _INEXACT_MARKS.items():
+                    these = (runs["_status"] == kind).to_numpy()
+                    if these.any():
+                        ax.scatter(runs[column][these], y + jitter[these], s=30, marker=marker,
+                                   facecolors="none", edgecolors=colors[variant], zorder=3)
+                        drawn_marks.add(kind)
                 if summary is not None:
                     row = summary[(summary["definition"] == definition)
                                   & (summary["variant"] == variant)]
                     # A mean of one run would only repeat its dot.
-                    if len(row) and row["n"].iloc[0] - row["n_censored"].iloc[0] > 1:
-                        m, lo, hi = row[["mean", "ci_low", "ci_high"]].iloc[0]
-                        err = None if np.isnan(lo) else [[m - lo], [hi - m]]
-                        ax.errorbar(m, y - 0.3, xerr=err, fmt="D", color="k", ms=4,
-                                    capsize=3, lw=1, zorder=4)
+                    if len(row) and row["n_exact"].iloc[0] > 1:
+                        m, lo, hi, method = row[["mean", "ci_low", "ci_high", "ci_method"]].iloc[0]
+                        drawn = not np.isnan(lo)
+                        ax.errorbar(m, y - 0.3, xerr=[[m - lo], [hi - m]] if drawn else None,
+                                    fmt="D", color="k", ms=4, capsize=3, lw=1, zorder=4)
+                        drawn_intervals.add(method if drawn else "")
             ax.set_title(describe_definition(definition))
             ax.xaxis.set_major_formatter(FuncFormatter(kilo))
             ax.xaxis.set_major_locator(MaxNLocator(5))
@@ -175,13 +205,23 @@ def convergence_plot(table: pd.DataFrame, summary: pd.DataFrame | None = None,
         axes[0].set_ylim(len(variants) - 0.4, -0.6)   # first variant on top
         for ax in axes[len(definitions):]:
             ax.set_visible(False)
-        keys = [Line2D([], [], ls="none", marker="o", color="0.4", label="run"),
-                Line2D([], [], ls="none", marker=">", mfc="none", color="0.4",
-                       label="not reached (drawn at its last step)")]
-        if summary is not None:
-            keys.insert(1, Line2D([], [], ls="-", marker="D", color="k", ms=4,
-                                  label="mean, bootstrap 95% CI"))
-        fig.legend(handles=keys, loc="outside lower center", ncols=len(keys))
+        keys = []
+        if "reached" in drawn_marks:
+            keys.append(Line2D([], [], ls="none", marker="o", color="0.4", label="run (exact step)"))
+        for kind, (marker, label, _) in _INEXACT_MARKS.items():
+            if kind in drawn_marks:
+                keys.append(Line2D([], [], ls="none", marker=marker, mfc="none", color="0.4",
+                                   label=label))
+        methods = sorted(m for m in drawn_intervals if m)
+        if methods:
+            names = {"t": "t-interval (n < 10)", "bootstrap": "percentile bootstrap (n \u2265 10)"}
+            keys.append(Line2D([], [], ls="-", marker="D", color="k", ms=4,
+                               label="mean of exact runs, 95% " + " or ".join(
+                                   names[m] for m in methods)))
+        if "" in drawn_intervals:
+            keys.append(Line2D([], [], ls="none", marker="D", color="k", ms=4,
+                               label="mean of exact runs"))
+        fig.legend(handles=keys, loc="outside lower center", ncols=min(len(keys), 2))
         if title:
             fig.suptitle(title)
     return fig

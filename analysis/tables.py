@@ -9,6 +9,8 @@ import numpy as np
 import pandas as pd
 
 from analysis import glue as glue_mod
+from analysis import stats
+from analysis.convergence import step_text
 from analysis.figures import order_variants
 
 
@@ -49,14 +51,6 @@ def mean_std(mean, std, digits: int = 2) -> str:
     if std is None or pd.isna(std):
         return f"{mean:,.{digits}f}"
     return f"{mean:,.{digits}f} ± {std:,.{digits}f}"
-
-
-def step_text(step, bound=None, censored=False) -> str:
-    """A step as `32,799`; a censored one as `not reached (>200,000)`, never as its bound."""
-    if censored or step is None or pd.isna(step):
-        return f"not reached (>{bound:,.0f})" if bound is not None and not pd.isna(bound) \
-            else "not reached"
-    return f"{step:,.0f}"
 
 
 def _sorted(frame: pd.DataFrame, keys=("size",)) -> pd.DataFrame:
@@ -106,25 +100,34 @@ def params_table(runs: pd.DataFrame, baseline: str = "vanilla") -> pd.DataFrame:
 
 def convergence_formatted(summary: pd.DataFrame, paired: pd.DataFrame | None = None
                           ) -> pd.DataFrame:
-    """`stats.summarize` (and `stats.paired_vs_baseline`) as a readable table."""
+    """`stats.summarize` (and `stats.paired_vs_baseline`) as a readable table: every interval and
+    p-value with its method and n, or the reason there is none."""
     rows = []
     for r in summary.itertuples(index=False):
+        inexact = [f"{n} {what}" for n, what in ((r.n_not_reached, "not reached"),
+                                                  (r.n_at_or_before, "at or before 1st eval"),
+                                                  (r.n_provisional, "provisional")) if n]
         row = {"size": getattr(r, "size", ""), "definition": r.definition, "variant": r.variant,
-               "reached": f"{r.n - r.n_censored}/{r.n}",
-               "mean ± std": mean_std(r.mean, r.std, 0) if not pd.isna(r.mean) else "not reached",
-               "95% CI": "" if pd.isna(r.ci_low) else f"[{r.ci_low:,.0f}, {r.ci_high:,.0f}]",
-               "median": "not reached" if pd.isna(r.median) else f"{r.median:,.0f}"}
+               "exact": f"{r.n_exact}/{r.n}" + (f" ({', '.join(inexact)})" if inexact else ""),
+               "mean ± std of exact": (mean_std(r.mean, r.std, 0) if not pd.isna(r.mean)
+                                       else "none exact"),
+               f"{stats.LEVEL:.0%} interval of the mean": (
+                   stats.interval_text(r.ci_low, r.ci_high, r.ci_method, r.ci_n)
+                   if r.n_exact else ""),
+               "median": "not determined" if pd.isna(r.median) else f"{r.median:,.0f}"}
         if paired is not None and len(paired):
             match = paired[(paired["definition"] == r.definition) & (paired["variant"] == r.variant)
                            & ((paired["size"] == row["size"]) if "size" in paired else True)]
             if len(match):
                 p = match.iloc[0]
-                ratio = "" if pd.isna(p["ratio"]) else f"{p['ratio']:.2f}"
-                if ratio and not pd.isna(p["ratio_ci_low"]):
-                    ratio += f" [{p['ratio_ci_low']:.2f}, {p['ratio_ci_high']:.2f}]"
-                row["ratio vs " + p["baseline"]] = ratio
-                row["faster/slower"] = f"{p['n_faster']}/{p['n_slower']}"
-                row["wilcoxon p"] = "" if pd.isna(p["wilcoxon_p"]) else f"{p['wilcoxon_p']:.3g}"
+                ratio = "" if pd.isna(p["ratio"]) else f"{p['ratio']:.2f} " + stats.interval_text(
+                    p["ratio_ci_low"], p["ratio_ci_high"], p["ratio_ci_method"],
+                    int(p["ratio_ci_n"]), "{:.2f}")
+                row[f"ratio vs {p['baseline']}, {stats.LEVEL:.0%} interval"] = ratio
+                row["faster/slower/undecided"] = (f"{p['n_faster']}/{p['n_slower']}/"
+                                                  f"{p['n_undecided']}")
+                row["sign test p"] = stats.p_text(p["sign_p"], int(p["sign_n"]))
+                row["wilcoxon p"] = stats.p_text(p["wilcoxon_p"], int(p["wilcoxon_n"]))
         rows.append(row)
     return _sorted(pd.DataFrame(rows), keys=("size", "definition")).fillna("")
 
@@ -132,6 +135,6 @@ def convergence_formatted(summary: pd.DataFrame, paired: pd.DataFrame | None = N
 def crossings_formatted(crossings: pd.DataFrame) -> pd.DataFrame:
     out = crossings[["size", "variant", "seed"]].copy()
     out["threshold"] = crossings["threshold"].map(lambda t: f"{t:.2f}")
-    out["step"] = [step_text(s, b, c) for s, b, c in
-                   zip(crossings["step"], crossings["bound"], crossings["censored"])]
+    out["step"] = [step_text(s, b, st) for s, b, st in
+                   zip(crossings["step"], crossings["bound"], crossings["status"])]
     return _sorted(out)

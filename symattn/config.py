@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from symattn.data.config import DataConfig
 from symattn.model import ModelConfig
@@ -49,10 +50,37 @@ class OptimConfig(_Block):
         return self
 
 
+_FLOOR_LEVEL = re.compile(r"^\s*L\*\s*(?:([+-])\s*(\d+(?:\.\d*)?|\.\d+))?\s*$")
+
+
+class StopBelow(_Block):
+    """End a run once its validation loss has stayed below `level` for `evaluations` evaluations in
+    a row (FINISHED, tag `stopped_early_at`), so that a cell that has escaped frees its core.
+    `level` is a loss, or relative to the data's context-free floor: "L* - 0.75"."""
+
+    level: Union[float, str]
+    evaluations: int = Field(3, gt=0)
+
+    @field_validator("level")
+    @classmethod
+    def _level(cls, v):
+        if isinstance(v, str) and not _FLOOR_LEVEL.match(v):
+            raise ValueError(f"stop_below level {v!r} is neither a loss nor 'L* - <margin>' (e.g. 'L* - 0.75')")
+        return v
+
+    def resolve(self, floor: float) -> float:
+        """The loss level, given the data's floor L*."""
+        if not isinstance(self.level, str):
+            return float(self.level)
+        sign, number = _FLOOR_LEVEL.match(self.level).groups()
+        return floor + (0.0 if number is None else float(number) * (-1 if sign == "-" else 1))
+
+
 class EvalConfig(_Block):
     every_n_steps: int = Field(100, gt=0)
     batches: int = Field(8, gt=0)  # validation batches of optim.batch_size, with fixed masks
     diagnostics: bool = True  # attention entropy, self-attention mass, coefficient spectra
+    stop_below: Optional[StopBelow] = None  # early stop once escaped (off by default)
 
 
 class SpeedConfig(_Block):

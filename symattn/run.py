@@ -19,6 +19,7 @@ from typing import Optional, Union
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from symattn.config import RunConfig, flatten
@@ -54,8 +55,10 @@ class RunLifecycle(pl.Callback):
     """
 
     def __init__(self, cfg: RunConfig, tracker: Optional[RunTracker], ckpt_path: Path, tokens_per_step: int,
-                 started_at: float) -> None:
+                 started_at: float, stop_level: Optional[float] = None) -> None:
         self.cfg, self.tracker, self.ckpt_path = cfg, tracker, ckpt_path
+        self.stop_level = stop_level  # eval.stop_below's loss level, resolved against the data's floor
+        self.evals_below = 0  # consecutive evaluations below it (kept in checkpoints)
         self.tokens_per_step = tokens_per_step
         self.started_at = started_at
         self.first_batch = True
@@ -143,8 +146,22 @@ class RunLifecycle(pl.Callback):
 
     def on_validation_end(self, trainer, pl_module: MLMPretraining) -> None:
         self.excluded_seconds += time.perf_counter() - self.val_start
-        if not trainer.sanity_checking:
-            self._log(trainer.global_step, pl_module.val_metrics)
+        if trainer.sanity_checking:
+            return
+        self._log(trainer.global_step, pl_module.val_metrics)
+        if self.stop_level is not None and trainer.state.fn == TrainerFn.FITTING:
+            below = pl_module.val_metrics["val/loss"] < self.stop_level
+            self.evals_below = self.evals_below + 1 if below else 0
+            if self.evals_below >= self.cfg.eval.stop_below.evaluations:
+                trainer.should_stop = True
+                if self.tracker is not None:
+                    self.tracker.set_tags({"stopped_early_at": trainer.global_step})
+
+    def state_dict(self) -> dict:
+        return {"evals_below": self.evals_below}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.evals_below = state_dict.get("evals_below", 0)
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         if isinstance(exception, (KeyboardInterrupt, SIGTERMException)):
@@ -206,9 +223,12 @@ def run_tags(cfg: RunConfig, data_fingerprint: str) -> dict[str, str]:
     }
 
 
-def run_params(cfg: RunConfig, counts: dict[str, int]) -> dict:
+def run_params(cfg: RunConfig, counts: dict[str, int], floor: Optional[dict] = None) -> dict:
+    """The flattened config, parameter counts and FLOPs, and the data's context-free floor
+    (`data.context_free_loss`, `data.unigram_entropy`: the level the escape is measured from)."""
     params = flatten(cfg.to_dict())
     params.update({f"params_{k}": v for k, v in counts.items()})
+    params.update({f"data.{k}": v for k, v in (floor or {}).items()})
     params["flops_per_token"] = flops_per_token(cfg.model, cfg.data.seq_len, cfg.data.mlm_probability)
     return params
 
@@ -241,7 +261,8 @@ def train(cfg: RunConfig, resume: Union[bool, str, None] = False, callbacks: Opt
         run_id = _pick_run(client, exp_id, cfg, resume)
         if run_id is None:
             tracker = RunTracker.create(
-                client, exp_id, cfg.tracking.run_name, run_tags(cfg, data.fingerprint), run_params(cfg, counts)
+                client, exp_id, cfg.tracking.run_name, run_tags(cfg, data.fingerprint),
+                run_params(cfg, counts, data.floor),
             )
             run_id = tracker.run_id
         else:
@@ -260,7 +281,9 @@ def train(cfg: RunConfig, resume: Union[bool, str, None] = False, callbacks: Opt
 
     o = cfg.optim
     world = _world_size(cfg)
-    lifecycle = RunLifecycle(cfg, tracker, ckpt_path, o.batch_size * o.accumulate * cfg.data.seq_len * world, started_at)
+    stop = cfg.eval.stop_below
+    lifecycle = RunLifecycle(cfg, tracker, ckpt_path, o.batch_size * o.accumulate * cfg.data.seq_len * world, started_at,
+                             stop.resolve(data.floor["context_free_loss"]) if stop else None)
     trainer = pl.Trainer(
         max_steps=o.max_steps,
         accumulate_grad_batches=o.accumulate,

@@ -39,6 +39,13 @@ def test_a_run_logs_exactly_what_it_promises(run_overrides, tmp_path):
     assert params["model.vocab_size"] == "200"  # follows the tokenizer
     assert int(params["params_total"]) > int(params["params_non_embedding"]) > int(params["params_attention"]) > 0
     assert float(params["flops_per_token"]) > 0
+    # The data's context-free floor, as the data layer computes it, is a param of the run.
+    from symattn.data import prepare_pretraining
+
+    floor = prepare_pretraining(cfg.data).floor
+    assert float(params["data.context_free_loss"]) == pytest.approx(floor["context_free_loss"])
+    assert float(params["data.unigram_entropy"]) == pytest.approx(floor["unigram_entropy"])
+    assert float(params["data.context_free_loss"]) < float(params["data.unigram_entropy"])
 
     expected = {"train/loss", "train/lr", "train/tokens", "train/tokens_per_s", "train/grad_norm", "val/loss",
                 "time/startup_s", "time/tracking_share"}
@@ -85,6 +92,36 @@ def test_same_config_and_seed_give_the_same_curve(run_overrides):
     assert history(b_cfg, c["run_id"], "train/loss") != history(b_cfg, a["run_id"], "train/loss")
 
 
+def test_a_constant_schedule_after_warm_up_does_not_depend_on_the_budget(run_overrides):
+    """Escape timing must not move with max_steps: with warmup_steps and a constant schedule, two
+    budgets give the same curve up to the shorter one; with a decaying schedule they do not."""
+    def curves(schedule, steps):
+        cfg = load_config(None, run_overrides + [f"optim.schedule={schedule}", "optim.warmup_steps=10",
+                                                 f"optim.max_steps={steps}", "eval.every_n_steps=10",
+                                                 f"tracking.experiment={schedule}-{steps}"])
+        run_id = train(cfg)["run_id"]
+        return {key: [(s, v) for s, v in history(cfg, run_id, key) if s <= 20]
+                for key in ("train/loss", "train/lr", "val/loss")}
+
+    assert curves("constant", 20) == curves("constant", 40)
+    assert curves("linear", 20)["train/lr"] != curves("linear", 40)["train/lr"]
+
+
+def test_stop_below_ends_a_run_that_stayed_below_the_level(run_overrides):
+    over = run_overrides + ["eval.every_n_steps=10", "optim.max_steps=60"]
+    cfg = load_config(None, over + ['eval.stop_below={level: "L* + 100", evaluations: 3}'])
+    result = train(cfg)
+    run = client_of(cfg).get_run(result["run_id"])
+    assert result["steps"] == 30 and run.info.status == "FINISHED"
+    assert run.data.tags["stopped_early_at"] == "30"
+    assert [s for s, _ in history(cfg, result["run_id"], "val/loss")] == [10, 20, 30]
+    # A level never reached changes nothing.
+    never = load_config(None, over + ["eval.stop_below={level: 0.01}", "tracking.experiment=never"])
+    result = train(never)
+    assert result["steps"] == 60
+    assert "stopped_early_at" not in client_of(never).get_run(result["run_id"]).data.tags
+
+
 class StopAt(pl.Callback):
     """Presses Ctrl-C once the given optimizer step is done."""
 
@@ -114,6 +151,16 @@ def test_resumed_run_continues_the_same_run_step_for_step(run_overrides, accumul
     assert client_of(cfg).get_run(run_id).info.status == "FINISHED"
     # Each start pays its own start-up: from scratch, and from the checkpoint written at the stop.
     assert [s for s, _ in history(cfg, run_id, "time/startup_s")] == [0, 25]
+
+
+def test_a_resumed_run_keeps_its_count_of_evaluations_below_the_stop_level(run_overrides):
+    over = run_overrides + ["eval.every_n_steps=10", "optim.max_steps=60", "checkpoint.every_n_steps=10",
+                            'eval.stop_below={level: "L* + 100", evaluations: 3}']
+    cfg = load_config(None, over)
+    with pytest.raises(RunStopped):
+        train(cfg, callbacks=[StopAt(15)])   # one evaluation below the level so far
+    resumed = train(cfg, resume=True)
+    assert resumed["steps"] == 30   # not 40: the evaluation at step 10 still counts
 
 
 def test_resume_without_an_unfinished_run_is_refused(run_overrides):

@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from symattn.data.errors import DataError
+from symattn.data.floor import MASK_SHARE, RANDOM_SHARE
 from symattn.data.pretraining import PretrainingData
 from symattn.data.tokenizer import SpecialIds
 
@@ -31,6 +32,7 @@ _TRAIN, _VAL, _ORDER = 0x7A1, 0x7A2, 0x7A3  # independent random streams
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _C1, _C2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
 _POS = np.uint64(0xD6E8FEB86659FD93)
+_RANDOM_END = round(MASK_SHARE + RANDOM_SHARE, 12)  # 0.9 exactly, as the masks were always drawn
 
 
 def _mix(x: np.ndarray) -> np.ndarray:
@@ -66,7 +68,7 @@ def mask_tokens(
     vocab_size: int, mlm_probability: float = 0.15,
 ) -> tuple[np.ndarray, np.ndarray]:
     """BERT masking of [B, T] ids: each non-special token is chosen with `mlm_probability`; of those
-    80% become [MASK], 10% a random non-special token, 10% stay. Returns (input_ids, labels) as int64,
+    80% become [MASK], 10% a random non-special token, 10% stay (`symattn.data.floor` shares). Returns (input_ids, labels) as int64,
     labels IGNORE_INDEX where not chosen. A block with no token chosen gets its most likely one, so no
     batch is ever without a target."""
     ids = np.asarray(ids, dtype=np.int64)
@@ -82,8 +84,8 @@ def mask_tokens(
         pick[np.flatnonzero(none), first[none]] = True
     labels = np.where(pick, ids, IGNORE_INDEX)
     inputs = ids.copy()
-    inputs[pick & (u_kind < 0.8)] = special.mask
-    rand = pick & (u_kind >= 0.8) & (u_kind < 0.9)
+    inputs[pick & (u_kind < MASK_SHARE)] = special.mask
+    rand = pick & (u_kind >= MASK_SHARE) & (u_kind < _RANDOM_END)
     candidates = np.setdiff1d(np.arange(vocab_size, dtype=np.int64), np.asarray(special.all))
     inputs[rand] = candidates[(u_token[rand] * len(candidates)).astype(np.int64)]
     return inputs, labels

@@ -22,6 +22,7 @@ from tokenizers import Tokenizer
 from symattn.data.cache import atomic_dir, build_lock, resolve_cache_dir, sha256_file, stable_hash, write_json_atomic
 from symattn.data.config import BERT_UNCASED, WORDPIECE, DataConfig, RegistrySource
 from symattn.data.errors import DataError
+from symattn.data.floor import FLOOR_KEYS, data_floor
 from symattn.data.packing import pack_blocks, token_stream
 from symattn.data.sources import Corpus, describe, load_corpus, registry_identity
 from symattn.data.tokenizer import (
@@ -59,6 +60,12 @@ class PretrainingData:
     @property
     def val_path(self) -> Path:
         return self.path / "val.npy"
+
+    @property
+    def floor(self) -> dict:
+        """The data's context-free floor (`symattn.data.floor`): `context_free_loss` (L*) and
+        `unigram_entropy`, in nats."""
+        return {key: self.stats[key] for key in FLOOR_KEYS}
 
     def check_model(self, vocab_size: int, max_positions: int) -> None:
         """Refuse a model whose vocabulary or positions do not fit this data."""
@@ -135,7 +142,10 @@ def load_prepared(fingerprint: str, cache_dir: Union[str, Path, None] = None, ve
         got = _fingerprint(tokenizer, train, val)
         if got != fingerprint:
             raise DataError(f"data cache entry {entry} is corrupt (tokens hash to {got[:12]}); delete the folder to rebuild it")
-    return PretrainingData(train, val, tokenizer, SpecialIds.of(tokenizer), fingerprint, entry, meta)
+    special = SpecialIds.of(tokenizer)
+    if not all(key in meta for key in FLOOR_KEYS):  # an entry built before the floor was recorded
+        meta.update(data_floor(train, val, tokenizer.get_vocab_size(with_added_tokens=True), special.all))
+    return PretrainingData(train, val, tokenizer, special, fingerprint, entry, meta)
 
 
 # --- internals ---------------------------------------------------------------------------------
@@ -215,6 +225,7 @@ def _build(cfg: DataConfig, cache: Path, corpus: Corpus) -> str:
             "corpus_identity": corpus.identity, "vocab_size": tokenizer.get_vocab_size(with_added_tokens=True),
             "seq_len": cfg.seq_len, "special_ids": special.as_dict(),
             "tokenize_seconds": round(t2 - t1, 3), "tokenizer_seconds": round(t1 - t0, 3),
+            **data_floor(train, val, tokenizer.get_vocab_size(with_added_tokens=True), special.all),
         }
         for name, (blocks, tokens, dropped, docs, unk) in splits.items():
             meta.update({

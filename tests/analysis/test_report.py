@@ -58,11 +58,15 @@ def test_runs_report_through_the_cli(tmp_path, capsys, store, known):
     for name in ("loss_tiny", "loss_tiny_log", "convergence_tiny", "glue_over_checkpoints"):
         _figure_ok(tmp_path, name)
     summary = pd.read_csv(tmp_path / "convergence_summary.csv")
-    escape = summary[summary["definition"] == "plateau_escape"].set_index("variant")
-    assert escape.loc["vanilla", "mean"] == pytest.approx(950)
+    escape = summary[summary["definition"] == "escape_0.25"].set_index("variant")
+    assert escape.loc["vanilla", "mean"] == pytest.approx(925)
     assert escape.loc["symmetric", "n_censored"] == 1
     assert "10 pre-training runs used" in text and "1 failed" in text
-    assert "loss<=4" in text and "plateau_escape" in text
+    assert "loss<=4" in text and "escape_0.25" in text and "escape_0.5" in text
+    assert "Context-free floor L* = 6.000 nats (10 runs)" in text
+    # Three pairs: no p-value is printed, and every interval says its method and n.
+    assert "n too small for p < 0.05 (n=3)" in text
+    assert "(t-interval, n=3)" in text and "95% interval of the mean" in text
     assert "80.50 ± 0.71" in text and "not reached (>2,000)" in text
     assert (tmp_path / "glue_tiny.md").exists() and (tmp_path / "params.csv").exists()
 
@@ -71,5 +75,5 @@ def test_markdown_tables():
     frame = pd.DataFrame({"a": ["x|y", None], "b": [1.23456, float("nan")]})
     assert tables.to_markdown(frame) == "| a | b |\n|---|---|\n| x\\|y | 1.23 |\n|  |  |\n"
     assert tables.mean_std(79.3626, 0.3688) == "79.36 ± 0.37"
-    assert tables.step_text(float("nan"), 200_000, True) == "not reached (>200,000)"
+    assert tables.step_text(float("nan"), 200_000, "not reached") == "not reached (>200,000)"
     assert tables.step_text(32_799.4) == "32,799"
