@@ -92,8 +92,8 @@ def loss_curves(curves: pd.DataFrame, runs: pd.DataFrame, metric: str = "val/los
     """One line per variant (mean over its seeds) with a band over seeds (`minmax` or `std`).
     `segments` [(lo, hi), ...] breaks the step axis, as in the paper's figures; `log_steps` puts
     steps on a log scale (the plateau and its escape are spread over orders of magnitude).
-    `floors`: the context-free loss L* of the runs' data (one line each), with the escape level
-    L* - `margin` when given. The legend says what each line and band is."""
+    `floors`: the context-free floor the runs' escape is measured from (one line each), with the
+    escape level floor - `margin` when given. The legend says what each line and band is."""
     meta = runs[["run_id", "variant", "size"]]
     if size is not None:
         meta = meta[meta["size"] == size]
@@ -120,10 +120,10 @@ def loss_curves(curves: pd.DataFrame, runs: pd.DataFrame, metric: str = "val/los
         for i, floor in enumerate(sorted(set(floors))):
             for ax in axes:
                 ax.axhline(floor, color="0.25", ls="--", lw=1.0,
-                           label=f"context-free floor L* = {floor:.2f}" if ax is axes[-1] else None)
+                           label=f"context-free floor = {floor:.2f}" if ax is axes[-1] else None)
                 if margin:
                     ax.axhline(floor - margin, color="0.25", ls=":", lw=1.0,
-                               label=(f"escape level L* \u2212 {margin:g}"
+                               label=(f"escape level: floor \u2212 {margin:g}"
                                       if ax is axes[-1] and i == 0 else None))
         for ax in axes:
             if log_steps:
@@ -230,26 +230,28 @@ def convergence_plot(table: pd.DataFrame, summary: pd.DataFrame | None = None,
 def glue_over_checkpoints(scores: pd.DataFrame, crossings: pd.DataFrame | None = None,
                           title: str | None = None, reference: str = "pairwise",
                           fraction: float = 0.95, colors: dict | None = None) -> Figure:
-    """GLUE score of each run's checkpoints, the convergence threshold (`fraction` of the reference
-    variant's final score) and each run's crossing step, as in the paper's figure; runs that never
-    cross say so in the legend."""
+    """GLUE score of each run's checkpoints (one line per pre-training run, a marker at each real
+    checkpoint), the convergence threshold (`fraction` of the reference variant's final score)
+    and each run's crossing step, as in the paper's figure; the legend says how many runs of a
+    variant never cross."""
     variants = order_variants(scores["variant"])
     colors = colors or variant_colors(variants)
     with style():
         fig = Figure(figsize=STYLE["figure.figsize"], layout="constrained")
         ax = fig.subplots()
-        labelled = set()
         for variant in variants:
-            for run_id, run in scores[scores["variant"] == variant].groupby("pretrain_run_id"):
-                censored = (crossings is not None and
-                            crossings.loc[crossings["pretrain_run_id"] == run_id, "censored"]
-                            .astype(bool).any())
-                label = None
-                if variant not in labelled:
-                    label = variant + (" (threshold not reached)" if censored else "")
-                    labelled.add(variant)
+            runs = list(scores[scores["variant"] == variant].groupby("pretrain_run_id"))
+            never = 0 if crossings is None else int(crossings.loc[
+                crossings["pretrain_run_id"].isin([r for r, _ in runs]), "status"]
+                .eq("not reached").sum())
+            label = variant + ("" if len(runs) == 1 else f" ({len(runs)} runs)")
+            if never:
+                label += (" (threshold not reached)" if never == len(runs) == 1
+                          else f" ({never} not reaching the threshold)")
+            for i, (_, run) in enumerate(runs):
                 run = run.sort_values("checkpoint_step")
-                ax.plot(run["checkpoint_step"], run["score"], color=colors[variant], label=label)
+                ax.plot(run["checkpoint_step"], run["score"], color=colors[variant], marker=".",
+                        ms=4, label=label if i == 0 else None)
         if crossings is not None and len(crossings):
             ymin = scores["score"].min() - 1
             thresholds = crossings["threshold"].unique()
@@ -260,8 +262,11 @@ def glue_over_checkpoints(scores: pd.DataFrame, crossings: pd.DataFrame | None =
                          f"{fraction:.0%} of {reference} final (per matched group)")
                 ax.axhline(threshold, color="#d62728", ls="--", lw=1.2,
                            label=label if i == 0 else None)
-            for row in crossings[~crossings["censored"].astype(bool)].itertuples():
-                ax.plot([row.step], [row.threshold], "o", color=colors[row.variant], zorder=4)
+            exact = crossings[crossings["status"] == "reached"]
+            for i, row in enumerate(exact.itertuples()):
+                ax.plot([row.step], [row.threshold], "o", color=colors[row.variant], zorder=4,
+                        label="first crossing, interpolated between checkpoints"
+                        if i == 0 else None)
                 ax.plot([row.step, row.step], [ymin, row.threshold], ":", color=colors[row.variant])
                 ax.annotate(kilo(round(row.step, -2)), (row.step, ymin), xytext=(3, 3),
                             textcoords="offset points", color=colors[row.variant], fontsize=8)

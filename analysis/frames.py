@@ -373,6 +373,30 @@ def one_run_per_cell(runs: pd.DataFrame, states=None) -> pd.DataFrame:
     return kept.drop(columns=["_cell", "_rank"]).sort_index().reset_index(drop=True)
 
 
+# Run params that change results (symattn.config), minus what a matched group or a seed varies and
+# what follows from other settings; a design's settings are the values of these that differ.
+_RESULT_PARAMS = ("param.model.", "param.data.", "param.optim.", "param.eval.")
+_NOT_A_SETTING = ("param.model.attention.", "param.data.seed", "param.model.vocab_size",
+                  "param.data.context_free_loss", "param.data.unigram_entropy",
+                  "param.data.val_context_free_loss")
+
+
+def setting_labels(runs: pd.DataFrame) -> pd.Series:
+    """Per run, the design setting it belongs to besides its attention variant and seed, as
+    `key=value` pairs of the settings that differ between the runs (e.g. `lr=0.002,
+    init_std=0.049`); "" for every run when they all share one setting. Runs of different
+    settings must never be pooled as one variant."""
+    columns = [c for c in runs.columns if c.startswith(_RESULT_PARAMS) and not c.startswith(
+        _NOT_A_SETTING)]
+    varying = [c for c in columns if runs[c].astype(str).nunique(dropna=False) > 1]
+    names = {c: c.rsplit(".", 1)[-1] for c in varying}
+    if len(set(names.values())) < len(names):   # same last part in two blocks: keep the block
+        names = {c: c[len("param."):] for c in varying}
+    labels = [", ".join(f"{names[c]}={v}" for c, v in zip(varying, row)) for row in
+              runs[varying].astype(str).itertuples(index=False)] if varying else [""] * len(runs)
+    return pd.Series(labels, index=runs.index, name="setting")
+
+
 def curve(curves: pd.DataFrame, run_id: str, metric: str = "val/loss") -> tuple:
     """(steps, values) of one run's metric, sorted by step."""
     one = curves[(curves["run_id"] == run_id) & (curves["metric"] == metric)].sort_values("step")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from analysis import convergence, figures, frames, glue, stats, tables
@@ -76,31 +77,42 @@ def _glue_section(frames_: frames.Frames, out: Path, colors: dict, written: list
     return text, crossings
 
 
-FLOOR_PARAM = "param.data.context_free_loss"
+DATA_FLOOR = "param.data.context_free_loss"        # L*: the data's context-free floor
+VAL_FLOOR = "param.data.val_context_free_loss"     # the same for the run's validation targets
 
 
 def data_floors(runs: pd.DataFrame) -> pd.Series:
-    """Each run's context-free floor L*, as it logged it; for a run made before runs logged it,
-    read from its data cache entry (by the run's data fingerprint) where that is still there."""
-    floors = (pd.to_numeric(runs[FLOOR_PARAM], errors="coerce") if FLOOR_PARAM in runs
-              else pd.Series(float("nan"), index=runs.index))
-    floors.index = runs["run_id"]
-    missing = floors.isna().to_numpy() & runs["data_fingerprint"].notna().to_numpy()
-    if missing.any():
-        try:
-            from symattn.data import DataError, load_prepared
-        except ImportError:   # analysis used without the training package
-            return floors
-        cache = runs.get("param.data.cache_dir", pd.Series(None, index=runs.index))
-        for i in missing.nonzero()[0]:
-            directory = cache.iloc[i] if isinstance(cache.iloc[i], str) and cache.iloc[i] not in (
-                "", "None") else None
-            try:
-                entry = load_prepared(runs["data_fingerprint"].iloc[i], directory)
-            except DataError:
-                continue
-            floors.iloc[i] = entry.floor["context_free_loss"]
+    """The level each run's escape is measured from: the context-free loss of its own validation
+    targets, as it logged it (runs of one data set and evaluation size share it). For a run made
+    before runs logged it, it is computed again from the run's data cache entry (by its data
+    fingerprint) where that is still there."""
+    column = runs[VAL_FLOOR] if VAL_FLOOR in runs else pd.Series(float("nan"), index=runs.index)
+    floors = pd.Series(pd.to_numeric(column, errors="coerce").to_numpy(), index=runs["run_id"])
+    for i in np.flatnonzero(floors.isna().to_numpy() & runs["data_fingerprint"].notna().to_numpy()):
+        floors.iloc[i] = _floor_from_cache(runs.iloc[i])
     return floors
+
+
+def _floor_from_cache(run: pd.Series) -> float:
+    try:
+        from symattn.data import DataError, load_prepared, val_batches
+    except ImportError:   # analysis used without the training package
+        return float("nan")
+
+    def param(key, default, cast):
+        value = run.get(f"param.{key}")
+        return default if value is None or pd.isna(value) or value in ("", "None") else cast(value)
+
+    try:
+        data = load_prepared(run["data_fingerprint"], param("data.cache_dir", None, str))
+    except DataError:
+        return float("nan")
+    batch = param("optim.batch_size", 32, int)
+    # Such runs drew their validation masks with their own data seed.
+    batches = val_batches(data, batch, param("data.seed", 0, int),
+                          param("data.mlm_probability", 0.15, float),
+                          limit=param("eval.batches", 8, int) * batch)
+    return data.evaluated_floor(batches)
 
 
 def curve_floors(curves: pd.DataFrame, runs: pd.DataFrame) -> pd.Series:
@@ -117,18 +129,25 @@ def curve_floors(curves: pd.DataFrame, runs: pd.DataFrame) -> pd.Series:
 
 def _convergence_section(conv: pd.DataFrame, out: Path, colors: dict, written: list,
                          baseline: str = "vanilla", level_note: str = "") -> str:
+    """Tables and figures of steps to convergence; a grid's settings (a `setting` column) are
+    summarised, compared and drawn apart, never pooled."""
     if conv.empty:
         return ""
-    summary = stats.summarize(conv)
-    paired = stats.paired_vs_baseline(conv, baseline=baseline)
+    keys = ["size", "setting"] if "setting" in conv else ["size"]
+    summary = stats.summarize(conv, by=(*keys, "definition", "variant"))
+    paired = stats.paired_vs_baseline(conv, baseline=baseline, by=(*keys, "definition"))
     formatted = tables.convergence_formatted(summary, paired)
     written += tables.write_table(conv, out, "convergence_runs")
     written += tables.write_table(summary, out, "convergence_summary", formatted)
     written += tables.write_table(paired, out, "convergence_paired")
-    for size, part in conv.groupby("size", sort=False):
-        fig = figures.convergence_plot(part, summary[summary["size"] == size],
-                                       title=f"Steps to convergence ({size})", colors=colors)
-        written += figures.save(fig, out, f"convergence_{size}")
+    parts = list(conv.groupby(keys, sort=False))
+    for i, (key, part) in enumerate(parts):
+        size, setting = (key[0], key[1] if len(keys) > 1 else "")
+        mine = summary[(summary[keys] == pd.Series(dict(zip(keys, key)))).all(axis=1)]
+        fig = figures.convergence_plot(part, mine, colors=colors, title=f"Steps to convergence "
+                                       f"({size})" + (f"\n{setting}" if setting else ""))
+        written += figures.save(fig, out, f"convergence_{size}"
+                                + (f"_{i + 1}" if len(keys) > 1 else ""))
     return ("Steps to convergence (a mean is over runs with an exact step; ratio = geometric mean "
             f"over matched pairs with exact steps vs {baseline}; sign test over decided pairs):\n"
             + level_note + tables.to_markdown(formatted))
@@ -187,14 +206,24 @@ def runs_report(name: str, tracking_uri: str | None = None, out_dir=None, thresh
     colors = figures.variant_colors(runs["variant"])
     written: list[Path] = []
     floors = data_floors(runs)
-    sizes = runs.set_index("run_id")["size"]
+    # Runs in the order they started: the design's order, as the sweep queued it.
+    runs = runs.sort_values("start_time", kind="stable").reset_index(drop=True)
+    runs = runs.assign(setting=frames.setting_labels(runs).to_numpy())
+    settings = list(dict.fromkeys(runs["setting"]))
     for size in runs["size"].dropna().unique():
-        for log_steps in (False, True):
-            fig = figures.loss_curves(data.curves, runs, size=size, log_steps=log_steps,
-                                      title=f"{name}: {size}", colors=colors,
-                                      floors=floors[sizes == size].dropna().unique(),
-                                      margin=convergence.MARGINS[0])
-            written += figures.save(fig, out, f"loss_{size}" + ("_log" if log_steps else ""))
+        for k, setting in enumerate(settings):
+            these = runs[(runs["size"] == size) & (runs["setting"] == setting)]
+            if these.empty:
+                continue
+            suffix = f"_{k + 1}" if len(settings) > 1 else ""
+            title = f"{name}: {size}" + (f"\n{setting}" if setting else "")
+            for log_steps in (False, True):
+                fig = figures.loss_curves(data.curves, these, size=size, log_steps=log_steps,
+                                          title=title, colors=colors,
+                                          floors=floors[these["run_id"]].dropna().unique(),
+                                          margin=convergence.MARGINS[0])
+                written += figures.save(fig, out, f"loss_{size}{suffix}"
+                                        + ("_log" if log_steps else ""))
     written += tables.write_table(tables.params_table(runs), out, "params")
     glue_text, crossings = _glue_section(data, out, colors, written,
                                          title=lambda size: f"{name}: {size}")
@@ -202,13 +231,25 @@ def runs_report(name: str, tracking_uri: str | None = None, out_dir=None, thresh
                                          thresholds=thresholds)
     if len(crossings):
         conv = pd.concat([conv, crossings_as_convergence(crossings)], ignore_index=True)
+    if len(settings) > 1:
+        conv["setting"] = conv["run_id"].map(runs.set_index("run_id")["setting"])
+        settings_text = "".join(f"  setting {k + 1}: {s}\n" for k, s in enumerate(settings))
+    else:
+        settings_text = ""
     unknown = int(floors.isna().sum())
-    note = "".join(f"Context-free floor L* = {floor:.3f} nats ({n} runs).\n" for floor, n in
-                   floors.dropna().round(3).value_counts(sort=False).items())
+    data_floor = (pd.to_numeric(runs[DATA_FLOOR], errors="coerce").dropna().round(3).unique()
+                  if DATA_FLOOR in runs else [])
+    note = ("Escape levels are relative to the context-free loss of the runs' validation targets: "
+            + ", ".join(f"{floor:.3f} nats ({n} runs)" for floor, n in
+                        floors.dropna().round(3).value_counts(sort=False).items())
+            + (f" (the data's expected floor L*: {', '.join(f'{f:.3f}' for f in data_floor)})"
+               if len(data_floor) else "") + ".\n")
     if unknown:
         note += (f"{unknown} runs have no recorded floor and their data cache entry is gone: "
                  "no escape step for them.\n")
     conv_text = _convergence_section(conv, out, colors, written, baseline, note)
     state_text = ", ".join(f"{n} {s.lower()}" for s, n in states.items())
+    design = (f"{len(settings)} settings, each drawn and compared on its own (figure suffix _k):\n"
+              + settings_text + "\n") if settings_text else ""
     return (f"{name}: {len(runs)} pre-training runs used ({state_text} in the store) -> {out}\n\n"
-            f"{conv_text}\n{glue_text}\n{len(written)} files written.\n")
+            f"{design}{conv_text}\n{glue_text}\n{len(written)} files written.\n")

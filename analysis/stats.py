@@ -138,6 +138,8 @@ def paired_vs_baseline(table: pd.DataFrame, baseline: str = "vanilla", value: st
         for variant, runs in part[part["variant"] != baseline].groupby("variant", sort=False):
             pairs = runs.drop_duplicates(match_on).set_index(match_on).join(
                 base[[value, "_exact", "_low", "_high"]], how="inner", rsuffix="_base")
+            if pairs.empty:   # no matched baseline run: nothing to compare
+                continue
             v, b = pairs[value].astype(float), pairs[f"{value}_base"].astype(float)
             both = pairs["_exact"] & pairs["_exact_base"]
             faster = (both & (v < b)) | (~both & (pairs["_high"] <= pairs["_low_base"]))

@@ -92,6 +92,8 @@ def params_table(runs: pd.DataFrame, baseline: str = "vanilla") -> pd.DataFrame:
     counts = [c for c in ["params_total", "params_non_embedding", "params_attention",
                           "flops_per_token"] if c in runs and runs[c].notna().any()]
     table = (runs.groupby(["size", "variant"], sort=False)[counts].first().reset_index())
+    if "params_total" not in table:   # runs that logged no counts
+        return _sorted(table)
     base = table[table["variant"] == baseline].set_index("size")["params_total"]
     table["change_vs_" + baseline + "_pct"] = (
         (table["params_total"] / table["size"].map(base) - 1) * 100).round(2)
@@ -107,7 +109,9 @@ def convergence_formatted(summary: pd.DataFrame, paired: pd.DataFrame | None = N
         inexact = [f"{n} {what}" for n, what in ((r.n_not_reached, "not reached"),
                                                   (r.n_at_or_before, "at or before 1st eval"),
                                                   (r.n_provisional, "provisional")) if n]
-        row = {"size": getattr(r, "size", ""), "definition": r.definition, "variant": r.variant,
+        row = {"size": getattr(r, "size", ""), **({"setting": r.setting} if "setting" in
+                                                    summary else {}),
+               "definition": r.definition, "variant": r.variant,
                "exact": f"{r.n_exact}/{r.n}" + (f" ({', '.join(inexact)})" if inexact else ""),
                "mean ± std of exact": (mean_std(r.mean, r.std, 0) if not pd.isna(r.mean)
                                        else "none exact"),
@@ -117,7 +121,8 @@ def convergence_formatted(summary: pd.DataFrame, paired: pd.DataFrame | None = N
                "median": "not determined" if pd.isna(r.median) else f"{r.median:,.0f}"}
         if paired is not None and len(paired):
             match = paired[(paired["definition"] == r.definition) & (paired["variant"] == r.variant)
-                           & ((paired["size"] == row["size"]) if "size" in paired else True)]
+                           & ((paired["size"] == row["size"]) if "size" in paired else True)
+                           & ((paired["setting"] == r.setting) if "setting" in paired else True)]
             if len(match):
                 p = match.iloc[0]
                 ratio = "" if pd.isna(p["ratio"]) else f"{p['ratio']:.2f} " + stats.interval_text(
@@ -129,7 +134,7 @@ def convergence_formatted(summary: pd.DataFrame, paired: pd.DataFrame | None = N
                 row["sign test p"] = stats.p_text(p["sign_p"], int(p["sign_n"]))
                 row["wilcoxon p"] = stats.p_text(p["wilcoxon_p"], int(p["wilcoxon_n"]))
         rows.append(row)
-    return _sorted(pd.DataFrame(rows), keys=("size", "definition")).fillna("")
+    return _sorted(pd.DataFrame(rows), keys=("size", "setting", "definition")).fillna("")
 
 
 def crossings_formatted(crossings: pd.DataFrame) -> pd.DataFrame:

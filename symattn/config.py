@@ -56,7 +56,8 @@ _FLOOR_LEVEL = re.compile(r"^\s*L\*\s*(?:([+-])\s*(\d+(?:\.\d*)?|\.\d+))?\s*$")
 class StopBelow(_Block):
     """End a run once its validation loss has stayed below `level` for `evaluations` evaluations in
     a row (FINISHED, tag `stopped_early_at`), so that a cell that has escaped frees its core.
-    `level` is a loss, or relative to the data's context-free floor: "L* - 0.75"."""
+    `level` is a loss, or relative to the context-free floor of the run's validation targets (the
+    level its escape is measured from, `data.val_context_free_loss`): "L* - 0.75"."""
 
     level: Union[float, str]
     evaluations: int = Field(3, gt=0)

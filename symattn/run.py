@@ -36,7 +36,7 @@ from symattn.tracking import (
     open_store,
     package_versions,
 )
-from symattn.train import MLMPretraining, PretrainingDataModule
+from symattn.train import MLMPretraining, PretrainingDataModule, validation_batches
 
 FLUSH_SECONDS = 5.0  # metrics reach the store at least this often, and before every checkpoint
 
@@ -224,8 +224,9 @@ def run_tags(cfg: RunConfig, data_fingerprint: str) -> dict[str, str]:
 
 
 def run_params(cfg: RunConfig, counts: dict[str, int], floor: Optional[dict] = None) -> dict:
-    """The flattened config, parameter counts and FLOPs, and the data's context-free floor
-    (`data.context_free_loss`, `data.unigram_entropy`: the level the escape is measured from)."""
+    """The flattened config, parameter counts and FLOPs, and the data's context-free floor:
+    `data.context_free_loss` (L*), `data.unigram_entropy`, and `data.val_context_free_loss`, the
+    context-free loss of the run's own validation targets, which its escape is measured from."""
     params = flatten(cfg.to_dict())
     params.update({f"params_{k}": v for k, v in counts.items()})
     params.update({f"data.{k}": v for k, v in (floor or {}).items()})
@@ -251,6 +252,8 @@ def train(cfg: RunConfig, resume: Union[bool, str, None] = False, callbacks: Opt
     data.check_model(cfg.model.vocab_size, cfg.model.max_positions)
     rank_zero = _is_rank_zero()
 
+    # The floor of what this run is measured on: its escape and early stop are relative to it.
+    floor = {**data.floor, "val_context_free_loss": round(data.evaluated_floor(validation_batches(cfg, data)), 6)}
     module = MLMPretraining(cfg)
     counts = count_parameters(module.model)
     tracker, ckpt_path, resume_from = None, None, None
@@ -262,7 +265,7 @@ def train(cfg: RunConfig, resume: Union[bool, str, None] = False, callbacks: Opt
         if run_id is None:
             tracker = RunTracker.create(
                 client, exp_id, cfg.tracking.run_name, run_tags(cfg, data.fingerprint),
-                run_params(cfg, counts, data.floor),
+                run_params(cfg, counts, floor),
             )
             run_id = tracker.run_id
         else:
@@ -283,7 +286,7 @@ def train(cfg: RunConfig, resume: Union[bool, str, None] = False, callbacks: Opt
     world = _world_size(cfg)
     stop = cfg.eval.stop_below
     lifecycle = RunLifecycle(cfg, tracker, ckpt_path, o.batch_size * o.accumulate * cfg.data.seq_len * world, started_at,
-                             stop.resolve(data.floor["context_free_loss"]) if stop else None)
+                             stop.resolve(floor["val_context_free_loss"]) if stop else None)
     trainer = pl.Trainer(
         max_steps=o.max_steps,
         accumulate_grad_batches=o.accumulate,

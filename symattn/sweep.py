@@ -436,7 +436,9 @@ class Worker:
         minutes = f"{(time.monotonic() - started) / 60:.1f} min"
         if state == "COMPLETE":
             loss = finished.data.metrics.get("val/loss", float("nan"))
-            _say(f"{name}: COMPLETE, val/loss {loss:.4f}, {minutes}")
+            stopped = finished.data.tags.get("stopped_early_at")
+            early = f", stopped early at step {int(stopped):,}" if stopped else ""
+            _say(f"{name}: COMPLETE, val/loss {loss:.4f}{early}, {minutes}")
         else:
             _say(f"{name}: {state}" + ("" if state == "PRUNED" else f" (exit code {code})") + f", {minutes}")
 

@@ -55,6 +55,15 @@ class MicroBatches(Dataset):
         return batch
 
 
+def validation_batches(cfg: RunConfig, data) -> list[dict]:
+    """The run's fixed validation batches: the first `eval.batches` batches of validation blocks,
+    with the masks every run of the data set is measured on."""
+    from symattn.data import val_batches
+
+    bs = cfg.optim.batch_size
+    return val_batches(data, bs, mlm_probability=cfg.data.mlm_probability, limit=cfg.eval.batches * bs)
+
+
 class PretrainingDataModule(pl.LightningDataModule):
     def __init__(self, cfg: RunConfig, data) -> None:
         super().__init__()
@@ -78,11 +87,7 @@ class PretrainingDataModule(pl.LightningDataModule):
         )
 
     def val_dataloader(self) -> DataLoader:
-        from symattn.data import val_batches
-
-        d, bs = self.cfg.data, self.cfg.optim.batch_size
-        fixed = val_batches(self.data, bs, d.seed, d.mlm_probability, limit=self.cfg.eval.batches * bs)
-        return DataLoader(fixed, batch_size=None)
+        return DataLoader(validation_batches(self.cfg, self.data), batch_size=None)
 
 
 class MLMPretraining(pl.LightningModule):

@@ -42,10 +42,17 @@ def test_a_run_logs_exactly_what_it_promises(run_overrides, tmp_path):
     # The data's context-free floor, as the data layer computes it, is a param of the run.
     from symattn.data import prepare_pretraining
 
-    floor = prepare_pretraining(cfg.data).floor
+    from symattn.run import resolve_vocab
+    from symattn.train import validation_batches
+
+    data = prepare_pretraining(cfg.data)
+    floor = data.floor
     assert float(params["data.context_free_loss"]) == pytest.approx(floor["context_free_loss"])
     assert float(params["data.unigram_entropy"]) == pytest.approx(floor["unigram_entropy"])
     assert float(params["data.context_free_loss"]) < float(params["data.unigram_entropy"])
+    # ... and the same for the run's own validation targets, which its escape is measured from
+    own = data.evaluated_floor(validation_batches(resolve_vocab(cfg, data), data))
+    assert float(params["data.val_context_free_loss"]) == pytest.approx(own, abs=1e-6)
 
     expected = {"train/loss", "train/lr", "train/tokens", "train/tokens_per_s", "train/grad_norm", "val/loss",
                 "time/startup_s", "time/tracking_share"}

@@ -49,6 +49,16 @@ def test_cells_come_group_by_group(spec_path):
     assert cells[2].config.data.seed == 1 and cells[2].config.seed == 1
 
 
+def test_cells_of_a_grid_are_named_by_every_axis(spec_path):
+    raw = yaml.safe_load(spec_path.read_text())
+    raw["axes"] = {"model.init_std": [0.02, 0.049], "optim.eps": [1e-8],
+                   "model.attention.kind": ["vanilla"]}
+    spec_path.write_text(yaml.safe_dump(raw))
+    names = [c.name for c in expand(load_spec(spec_path))]
+    assert names == ["tiny-vanilla-lr0.001-s0-init_std0.02-eps1e-08",
+                     "tiny-vanilla-lr0.001-s0-init_std0.049-eps1e-08"]
+
+
 def test_queue_is_idempotent_and_adds_only_missing_cells(spec_path, tmp_path):
     spec = load_spec(spec_path)
     first = queue(spec)

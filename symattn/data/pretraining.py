@@ -22,7 +22,7 @@ from tokenizers import Tokenizer
 from symattn.data.cache import atomic_dir, build_lock, resolve_cache_dir, sha256_file, stable_hash, write_json_atomic
 from symattn.data.config import BERT_UNCASED, WORDPIECE, DataConfig, RegistrySource
 from symattn.data.errors import DataError
-from symattn.data.floor import FLOOR_KEYS, data_floor
+from symattn.data.floor import FLOOR_KEYS, data_floor, evaluated_floor, token_counts
 from symattn.data.packing import pack_blocks, token_stream
 from symattn.data.sources import Corpus, describe, load_corpus, registry_identity
 from symattn.data.tokenizer import (
@@ -66,6 +66,17 @@ class PretrainingData:
         """The data's context-free floor (`symattn.data.floor`): `context_free_loss` (L*) and
         `unigram_entropy`, in nats."""
         return {key: self.stats[key] for key in FLOOR_KEYS}
+
+    def evaluated_floor(self, batches) -> float:
+        """The context-free loss of the targets of these (validation) batches, in nats."""
+        from symattn.data.masking import IGNORE_INDEX
+
+        labels = np.concatenate([b["labels"].numpy().ravel() for b in batches])
+        shown = np.concatenate([b["input_ids"].numpy().ravel() for b in batches])
+        chosen = labels != IGNORE_INDEX
+        counts = token_counts(self.train, self.vocab_size, self.special_ids.all)
+        return evaluated_floor(labels[chosen], shown[chosen], counts, self.special_ids.all,
+                               self.special_ids.mask)
 
     def check_model(self, vocab_size: int, max_positions: int) -> None:
         """Refuse a model whose vocabulary or positions do not fit this data."""

@@ -109,3 +109,50 @@ def test_paper_frames():
     assert set(data.glue_checkpoints["size"]) == {"base"}
     assert data.glue_checkpoints["checkpoint_step"].nunique() == 18
     assert isinstance(data.glue, pd.DataFrame) and list(data.glue.columns) == frames.GLUE_COLUMNS
+
+
+def test_setting_labels_name_what_differs_besides_attention_and_seed():
+    runs = pd.DataFrame({
+        "run_id": list("abcdef"),
+        "param.model.attention.kind": ["vanilla", "pairwise"] * 3,
+        "param.seed": [0, 0, 1, 1, 0, 0],
+        "param.data.seed": [0, 0, 1, 1, 0, 0],
+        "param.optim.lr": [0.002] * 4 + [0.005] * 2,
+        "param.model.init_std": [0.02] * 6,
+        "param.data.context_free_loss": [5.5] * 6,
+        "param.speed.threads": [1, 2, 1, 2, 1, 2],   # never changes results: not a setting
+    })
+    labels = frames.setting_labels(runs)
+    assert list(labels) == ["lr=0.002"] * 4 + ["lr=0.005"] * 2
+    assert set(frames.setting_labels(runs.iloc[:4])) == {""}
+
+
+def test_a_grid_is_reported_per_setting_never_pooled(tmp_path):
+    from mlflow.entities import Metric, Param
+    from mlflow.tracking import MlflowClient
+
+    from analysis import report
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("grid", artifact_location=(tmp_path / "a").as_uri())
+    for lr, escape in ((0.002, 600), (0.005, 300)):
+        for seed in (0, 1):
+            run = client.create_run(experiment, tags={
+                "kind": "pretrain", "attention": "vanilla", "variant": "vanilla", "size": "tiny",
+                "seed": str(seed), "group": f"g{lr}-{seed}"})
+            steps = range(100, 1501, 100)
+            client.log_batch(run.info.run_id, params=[
+                Param("optim.lr", str(lr)), Param("seed", str(seed)),
+                Param("data.val_context_free_loss", "6.0")],
+                metrics=[Metric("val/loss", 6.0 if s <= escape else 6.0 - (s - escape) / 100,
+                                0, s) for s in steps])
+            client.set_terminated(run.info.run_id)
+    text = report.runs_report("grid", uri, tmp_path / "out")
+    summary = pd.read_csv(tmp_path / "out" / "convergence_summary.csv")
+    escape = summary[summary["definition"] == "escape_0.25"].set_index("setting")
+    assert escape.loc["lr=0.002", "mean"] == pytest.approx(625)
+    assert escape.loc["lr=0.005", "mean"] == pytest.approx(325)
+    assert escape["n"].tolist() == [2, 2]
+    assert "setting 1: lr=0.002" in text and "setting 2: lr=0.005" in text
+    assert (tmp_path / "out" / "loss_tiny_2.png").exists()

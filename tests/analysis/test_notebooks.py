@@ -55,7 +55,8 @@ def test_demo_notebook(monkeypatch, tmp_path, store, known):
                                                 "SYMATTN_EXPERIMENT": known.EXPERIMENT,
                                                 "SYMATTN_FIGURES_DIR": str(tmp_path)})
     text, images = _outputs(notebook)
-    assert "plateau_escape" in text and "pairwise-diagonal-identity" in text
+    assert "escape_0.25" in text and "pairwise-diagonal-identity" in text
+    assert "n too small for p < 0.05" in text
     assert "diag/layer0/entropy" in text
     assert images >= 5
     assert (tmp_path / "convergence_tiny.png").exists()

@@ -63,7 +63,7 @@ def test_runs_report_through_the_cli(tmp_path, capsys, store, known):
     assert escape.loc["symmetric", "n_censored"] == 1
     assert "10 pre-training runs used" in text and "1 failed" in text
     assert "loss<=4" in text and "escape_0.25" in text and "escape_0.5" in text
-    assert "Context-free floor L* = 6.000 nats (10 runs)" in text
+    assert "validation targets: 6.000 nats (10 runs) (the data's expected floor L*: 6.050)" in text
     # Three pairs: no p-value is printed, and every interval says its method and n.
     assert "n too small for p < 0.05 (n=3)" in text
     assert "(t-interval, n=3)" in text and "95% interval of the mean" in text

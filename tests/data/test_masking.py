@@ -101,6 +101,10 @@ def test_validation_masks_depend_on_the_seed_only(data):
     assert torch.equal(cat(v8, "labels"), cat(v3, "labels"))
     assert not torch.equal(cat(v8, "labels"), cat(val_batches(data, 8, seed=2), "labels"))
     assert len(val_batches(data, 2, seed=1, limit=3)) == 2
+    # Runs are measured on the masks of VAL_MASK_SEED, whatever their own seed.
+    assert torch.equal(cat(val_batches(data, 8), "labels"), cat(val_batches(data, 8, seed=0), "labels"))
+    assert torch.equal(cat(PretrainingBatches(data, 8, seed=5).val_batches(), "labels"),
+                       cat(val_batches(data, 8), "labels"))
 
 
 def test_every_block_has_a_target(data):
@@ -131,4 +135,4 @@ PINNED_ORDER = [2, 7, 0, 4, 3, 5, 1, 6]
 def test_from_config_and_validation_method(data, small_cfg):
     b = PretrainingBatches.from_config(data, small_cfg, batch_size=8)
     assert (b.seed, b.mlm_probability) == (small_cfg.seed, small_cfg.mlm_probability)
-    assert same(b.val_batches(4)[0], val_batches(data, 4, seed=small_cfg.seed)[0])
+    assert same(b.val_batches(4)[0], val_batches(data, 4)[0])
