@@ -215,7 +215,7 @@ def escape_definition(margin: float) -> str:
 def describe_definition(name: str) -> str:
     """A title for a definition id of `convergence_table` / `report.crossings_as_convergence`."""
     if match := re.fullmatch(r"escape_([\d.]+)", name):
-        return f"escape: L* \u2212 {match[1]}"
+        return f"escape: floor \u2212 {match[1]}"
     if name == "plateau_escape":
         return "plateau escape (each curve's own level)"
     if name == "baseline_final":

@@ -59,9 +59,12 @@ def save(fig: Figure, out_dir, name: str) -> list[Path]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / f"{name}.png", out_dir / f"{name}.pdf"]
+    # Legends kept out of the layout (beside the plot) still belong in the saved image.
+    legends = [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
     with style():
         for path in paths:
-            fig.savefig(path, bbox_inches="tight")
+            fig.savefig(path, bbox_inches="tight",
+                        bbox_extra_artists=[*fig.get_default_bbox_extra_artists(), *legends])
     return paths
 
 
@@ -88,12 +91,15 @@ def loss_curves(curves: pd.DataFrame, runs: pd.DataFrame, metric: str = "val/los
                 size: str | None = None, log_steps: bool = False, segments=None,
                 band: str = "minmax", ylim=None, title: str | None = None,
                 ylabel: str = "Evaluation loss", colors: dict | None = None,
-                floors=(), margin: float | None = None) -> Figure:
+                floors=(), margin: float | None = None, expected_floors=(),
+                floor_label: str = "context-free floor of the validation targets") -> Figure:
     """One line per variant (mean over its seeds) with a band over seeds (`minmax` or `std`).
     `segments` [(lo, hi), ...] breaks the step axis, as in the paper's figures; `log_steps` puts
     steps on a log scale (the plateau and its escape are spread over orders of magnitude).
-    `floors`: the context-free floor the runs' escape is measured from (one line each), with the
-    escape level floor - `margin` when given. The legend says what each line and band is."""
+    `floors`: the context-free floor the runs' escape is measured from (the loss of a model that
+    ignores context on their validation targets; one line each), with the escape level floor -
+    `margin` when given (`floor_label` names the floor where it is not that); `expected_floors`: the data's L* (its expectation over masks), drawn
+    lighter. The legend says what each line and band is."""
     meta = runs[["run_id", "variant", "size"]]
     if size is not None:
         meta = meta[meta["size"] == size]
@@ -103,28 +109,47 @@ def loss_curves(curves: pd.DataFrame, runs: pd.DataFrame, metric: str = "val/los
     with style():
         fig = Figure(figsize=STYLE["figure.figsize"], layout=None if segments else "constrained")
         axes = _broken_axes(fig, segments) if segments else [fig.subplots()]
+        ran_on = False
         for variant in order_variants(data["variant"]):
             wide = (data[data["variant"] == variant]
                     .pivot_table(index="step", columns="run_id", values="value"))
-            mean = wide.mean(axis=1)
+            # A mean over fewer runs than the variant has (one stopped early, or was killed) jumps
+            # where a run ends: the mean and band stop at the last step every run reached, and the
+            # runs that went on are drawn on their own, thin.
+            last_common = wide.apply(pd.Series.last_valid_index).min()
+            common = wide.loc[:last_common].interpolate(limit_area="inside")
+            mean = common.mean(axis=1)
             n = wide.shape[1]
             label = (f"{variant} (1 run)" if n == 1 else
                      f"{variant}: mean of {n} runs, band {bands[band]}")
+            beyond = wide.loc[last_common:].dropna(axis=1, thresh=2)
+            ran_on = ran_on or (n > 1 and beyond.shape[1] > 0)
             for ax in axes:
                 ax.plot(mean.index, mean.to_numpy(), color=colors[variant], label=label)
                 if n > 1:
-                    low, high = ((wide.min(axis=1), wide.max(axis=1)) if band == "minmax" else
-                                 (mean - wide.std(axis=1), mean + wide.std(axis=1)))
+                    low, high = ((common.min(axis=1), common.max(axis=1)) if band == "minmax" else
+                                 (mean - common.std(axis=1), mean + common.std(axis=1)))
                     ax.fill_between(mean.index, low.to_numpy(), high.to_numpy(),
                                     color=colors[variant], alpha=0.2, linewidth=0)
-        for i, floor in enumerate(sorted(set(floors))):
+                    for run in beyond:
+                        run_curve = beyond[run].dropna()
+                        ax.plot(run_curve.index, run_curve.to_numpy(), color=colors[variant],
+                                lw=0.8, alpha=0.7)
+        if ran_on:
+            axes[-1].plot([], [], color="0.4", lw=0.8, label="thin: a run past its variant's shortest")
+        for floor in sorted(set(expected_floors)):
             for ax in axes:
+                ax.axhline(floor, color="0.6", ls="-.", lw=0.9,
+                           label=f"L* of the data = {floor:.2f}" if ax is axes[-1] else None)
+        floors = sorted(set(floors))
+        for i, floor in enumerate(floors):
+            for ax in axes:
+                labelled = ax is axes[-1] and i == 0
                 ax.axhline(floor, color="0.25", ls="--", lw=1.0,
-                           label=f"context-free floor = {floor:.2f}" if ax is axes[-1] else None)
+                           label=(f"{floor_label} = " + ", ".join(f"{f:.2f}" for f in floors)) if labelled else None)
                 if margin:
                     ax.axhline(floor - margin, color="0.25", ls=":", lw=1.0,
-                               label=(f"escape level: floor \u2212 {margin:g}"
-                                      if ax is axes[-1] and i == 0 else None))
+                               label=f"escape level: {margin:g} below it" if labelled else None)
         for ax in axes:
             if log_steps:
                 ax.set_xscale("log")
@@ -136,7 +161,10 @@ def loss_curves(curves: pd.DataFrame, runs: pd.DataFrame, metric: str = "val/los
         else:
             axes[0].set_xlabel("Steps")
         axes[0].set_ylabel(ylabel)
-        axes[-1].legend(loc="upper right")
+        # Beside the plot: inside, a legend this long hides the plateau or the escape.
+        # Out of the layout, so the axes keep their size; the saved image (tight) grows instead.
+        axes[-1].legend(loc="upper left", bbox_to_anchor=(1.02, 1),
+                        borderaxespad=0).set_in_layout(False)
         if title:
             fig.suptitle(title)
     return fig

@@ -93,6 +93,13 @@ def data_floors(runs: pd.DataFrame) -> pd.Series:
     return floors
 
 
+def expected_floors(runs: pd.DataFrame) -> list[float]:
+    """The data's L* of these runs, as they logged it (runs made before it was logged: none)."""
+    if DATA_FLOOR not in runs:
+        return []
+    return sorted(pd.to_numeric(runs[DATA_FLOOR], errors="coerce").dropna().unique())
+
+
 def _floor_from_cache(run: pd.Series) -> float:
     try:
         from symattn.data import DataError, load_prepared, val_batches
@@ -162,15 +169,17 @@ def paper_report(out_dir=None) -> str:
     written: list[Path] = []
     glue_text, crossings = _glue_section(data, out, colors, written,
                                          title=lambda size: f"BERT-{size}")
+    floors = curve_floors(data.curves, data.runs)
     for size in ("base", "small"):
+        marks = dict(floors=floors[data.runs.loc[data.runs["size"] == size, "run_id"]].unique(),
+                     margin=convergence.MARGINS[0], colors=colors, title=f"BERT-{size}",
+                     floor_label="plateau level (median of the runs' own)")
         fig = figures.loss_curves(data.curves, data.runs, size=size, segments=PAPER_SEGMENTS,
-                                  ylim=(0, 8), title=f"BERT-{size}", colors=colors)
+                                  ylim=(0, 8), **marks)
         written += figures.save(fig, out, f"loss_{size}")
-        fig = figures.loss_curves(data.curves, data.runs, size=size, log_steps=True,
-                                  title=f"BERT-{size}", colors=colors)
+        fig = figures.loss_curves(data.curves, data.runs, size=size, log_steps=True, **marks)
         written += figures.save(fig, out, f"loss_{size}_log")
     written += tables.write_table(tables.params_table(data.runs), out, "params")
-    floors = curve_floors(data.curves, data.runs)
     conv = convergence.convergence_table(data.curves, data.runs, floors,
                                          thresholds=PAPER_LOSS_THRESHOLDS)
     conv = pd.concat([conv, crossings_as_convergence(crossings)], ignore_index=True)
@@ -221,7 +230,8 @@ def runs_report(name: str, tracking_uri: str | None = None, out_dir=None, thresh
                 fig = figures.loss_curves(data.curves, these, size=size, log_steps=log_steps,
                                           title=title, colors=colors,
                                           floors=floors[these["run_id"]].dropna().unique(),
-                                          margin=convergence.MARGINS[0])
+                                          margin=convergence.MARGINS[0],
+                                          expected_floors=expected_floors(these))
                 written += figures.save(fig, out, f"loss_{size}{suffix}"
                                         + ("_log" if log_steps else ""))
     written += tables.write_table(tables.params_table(runs), out, "params")
@@ -237,8 +247,7 @@ def runs_report(name: str, tracking_uri: str | None = None, out_dir=None, thresh
     else:
         settings_text = ""
     unknown = int(floors.isna().sum())
-    data_floor = (pd.to_numeric(runs[DATA_FLOOR], errors="coerce").dropna().round(3).unique()
-                  if DATA_FLOOR in runs else [])
+    data_floor = expected_floors(runs)
     note = ("Escape levels are relative to the context-free loss of the runs' validation targets: "
             + ", ".join(f"{floor:.3f} nats ({n} runs)" for floor, n in
                         floors.dropna().round(3).value_counts(sort=False).items())

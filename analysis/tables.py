@@ -125,9 +125,10 @@ def convergence_formatted(summary: pd.DataFrame, paired: pd.DataFrame | None = N
                            & ((paired["setting"] == r.setting) if "setting" in paired else True)]
             if len(match):
                 p = match.iloc[0]
-                ratio = "" if pd.isna(p["ratio"]) else f"{p['ratio']:.2f} " + stats.interval_text(
-                    p["ratio_ci_low"], p["ratio_ci_high"], p["ratio_ci_method"],
-                    int(p["ratio_ci_n"]), "{:.2f}")
+                ratio = "" if pd.isna(p["ratio"]) else f"{p['ratio']:.2f} " + (
+                    stats.interval_text(p["ratio_ci_low"], p["ratio_ci_high"],
+                                        p["ratio_ci_method"], int(p["ratio_ci_n"]), "{:.2f}")
+                    if p["ratio_ci_method"] else f"(n={int(p['ratio_ci_n'])}, no interval)")
                 row[f"ratio vs {p['baseline']}, {stats.LEVEL:.0%} interval"] = ratio
                 row["faster/slower/undecided"] = (f"{p['n_faster']}/{p['n_slower']}/"
                                                   f"{p['n_undecided']}")

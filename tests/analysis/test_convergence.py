@@ -219,7 +219,7 @@ def test_glue_crossings_per_matched_group():
 
 
 def test_describe_definition():
-    assert cv.describe_definition("escape_0.25") == "escape: L* \u2212 0.25"
+    assert cv.describe_definition("escape_0.25") == "escape: floor \u2212 0.25"
     assert cv.describe_definition("baseline_90pct") == "90% of baseline's improvement"
     assert cv.describe_definition("loss<=3") == "loss \u2264 3"
     assert cv.describe_definition("glue>=95%_pairwise") == "GLUE \u2265 95% of pairwise's final"
