@@ -98,8 +98,9 @@ def loss_curves(curves: pd.DataFrame, runs: pd.DataFrame, metric: str = "val/los
     steps on a log scale (the plateau and its escape are spread over orders of magnitude).
     `floors`: the context-free floor the runs' escape is measured from (the loss of a model that
     ignores context on their validation targets; one line each), with the escape level floor -
-    `margin` when given (`floor_label` names the floor where it is not that); `expected_floors`: the data's L* (its expectation over masks), drawn
-    lighter. The legend says what each line and band is."""
+    `margin` when given (`floor_label` names the floor where it is not that); `expected_floors`:
+    the data's L* (its expectation over masks), drawn lighter. The legend, beside the plot, says
+    what each line and band is; a variant's mean stops where its shortest run stops."""
     meta = runs[["run_id", "variant", "size"]]
     if size is not None:
         meta = meta[meta["size"] == size]
@@ -136,7 +137,8 @@ def loss_curves(curves: pd.DataFrame, runs: pd.DataFrame, metric: str = "val/los
                         ax.plot(run_curve.index, run_curve.to_numpy(), color=colors[variant],
                                 lw=0.8, alpha=0.7)
         if ran_on:
-            axes[-1].plot([], [], color="0.4", lw=0.8, label="thin: a run past its variant's shortest")
+            axes[-1].plot([], [], color="0.4", lw=0.8,
+                          label="thin: a run past its variant's shortest")
         for floor in sorted(set(expected_floors)):
             for ax in axes:
                 ax.axhline(floor, color="0.6", ls="-.", lw=0.9,
@@ -146,7 +148,8 @@ def loss_curves(curves: pd.DataFrame, runs: pd.DataFrame, metric: str = "val/los
             for ax in axes:
                 labelled = ax is axes[-1] and i == 0
                 ax.axhline(floor, color="0.25", ls="--", lw=1.0,
-                           label=(f"{floor_label} = " + ", ".join(f"{f:.2f}" for f in floors)) if labelled else None)
+                           label=(f"{floor_label} = " + ", ".join(f"{f:.2f}" for f in floors)
+                                  if labelled else None))
                 if margin:
                     ax.axhline(floor - margin, color="0.25", ls=":", lw=1.0,
                                label=f"escape level: {margin:g} below it" if labelled else None)
@@ -227,7 +230,9 @@ def convergence_plot(table: pd.DataFrame, summary: pd.DataFrame | None = None,
             ax.set_title(describe_definition(definition))
             ax.xaxis.set_major_formatter(FuncFormatter(kilo))
             ax.xaxis.set_major_locator(MaxNLocator(5))
-            ax.set_xlim(left=0)   # from zero, so that ratios of steps read as ratios of lengths
+            # From zero, so that ratios of steps read as ratios of lengths; room on the right for
+            # markers at the last evaluation.
+            ax.set_xlim(0, max(ax.dataLim.x1, 1) * 1.06)
             ax.set_yticks(range(len(variants)), variants)
             ax.set_xlabel("Steps")
         axes[0].set_ylim(len(variants) - 0.4, -0.6)   # first variant on top

@@ -68,23 +68,40 @@ def _observations(table: pd.DataFrame, value: str) -> pd.DataFrame:
     return table.assign(_exact=exact, _low=low.astype(float), _high=high.astype(float))
 
 
-def censored_median(low, high) -> float:
-    """Median of values known only as intervals [low, high] (equal when exact): the median when
-    every placement of the inexact values inside their intervals gives the same one, else NaN
-    (not determined, e.g. when half the runs never converged)."""
+def median_bounds(low, high) -> tuple[float, float]:
+    """Bounds of the median of values known only as intervals [low, high] (equal when exact): the
+    medians of the lower and of the upper ends (NaN, NaN with no value)."""
     low, high = np.asarray(low, dtype=float), np.asarray(high, dtype=float)
     if len(low) == 0:
-        return math.nan
-    lower, upper = np.median(low), np.median(high)
-    return float(lower) if lower == upper else math.nan
+        return math.nan, math.nan
+    return float(np.median(low)), float(np.median(high))
+
+
+def censored_median(low, high) -> float:
+    """The median when every placement of the inexact values inside their intervals gives the same
+    one, else NaN (not determined, e.g. when half the runs never converged)."""
+    lower, upper = median_bounds(low, high)
+    return lower if lower == upper else math.nan
+
+
+def median_text(lower: float, upper: float, fmt: str = "{:,.0f}") -> str:
+    """A median, or what its bounds say of it: "> 3,000" when the middle runs never got there."""
+    if math.isnan(lower):
+        return ""
+    if lower == upper:
+        return fmt.format(lower)
+    if math.isinf(upper):
+        return "> " + fmt.format(lower)
+    return ("≤ " + fmt.format(upper) if lower <= 0 else
+            f"between {fmt.format(lower)} and {fmt.format(upper)}")
 
 
 def summarize(table: pd.DataFrame, value: str = "step", by=("size", "definition", "variant"),
               level: float = LEVEL) -> pd.DataFrame:
     """Per group of `by`: n runs, how many are exact (`n_exact`) and how many are not
     (`n_censored`: never reached, at or before the first evaluation, provisional); over exact runs
-    the mean, std and an interval of the mean with its method; and the median where the inexact
-    runs cannot move it."""
+    the mean, std and an interval of the mean with its method; the median where the inexact
+    runs cannot move it, and its bounds (`median_low`, `median_high`) where they can."""
     rows = []
     by = [c for c in by if c in table]
     data = _observations(table, value)
@@ -100,7 +117,9 @@ def summarize(table: pd.DataFrame, value: str = "step", by=("size", "definition"
                      "mean": float(done.mean()) if len(done) else math.nan,
                      "std": float(done.std(ddof=1)) if len(done) > 1 else math.nan,
                      "ci_low": low, "ci_high": high, "ci_method": method, "ci_n": len(done),
-                     "median": censored_median(part["_low"], part["_high"])})
+                     "median": censored_median(part["_low"], part["_high"]),
+                     **dict(zip(("median_low", "median_high"),
+                                median_bounds(part["_low"], part["_high"])))})
     return pd.DataFrame(rows)
 
 

@@ -118,7 +118,7 @@ def convergence_formatted(summary: pd.DataFrame, paired: pd.DataFrame | None = N
                f"{stats.LEVEL:.0%} interval of the mean": (
                    stats.interval_text(r.ci_low, r.ci_high, r.ci_method, r.ci_n)
                    if r.n_exact else ""),
-               "median": "not determined" if pd.isna(r.median) else f"{r.median:,.0f}"}
+               "median": stats.median_text(r.median_low, r.median_high)}
         if paired is not None and len(paired):
             match = paired[(paired["definition"] == r.definition) & (paired["variant"] == r.variant)
                            & ((paired["size"] == row["size"]) if "size" in paired else True)

@@ -52,6 +52,16 @@ def test_censored_median():
     assert math.isnan(stats.censored_median([1, 4, 6], [1, inf, 6]))     # provisional at 4
 
 
+def test_median_text_says_what_the_bounds_say():
+    inf = math.inf
+    assert stats.median_text(*stats.median_bounds([3000], [inf])) == "> 3,000"    # never reached
+    assert stats.median_text(*stats.median_bounds([1, 9], [1, inf])) == "> 5"
+    assert stats.median_text(*stats.median_bounds([0, 0, 6], [300, 400, 6])) == "\u2264 300"
+    assert stats.median_text(*stats.median_bounds([1, 4, 6], [1, 5, 6])) == "between 4 and 5"
+    assert stats.median_text(*stats.median_bounds([2422], [2422])) == "2,422"
+    assert stats.median_text(*stats.median_bounds([], [])) == ""
+
+
 def _table():
     # Matched groups a-d; variant x is faster than vanilla except where censored.
     return pd.DataFrame({
