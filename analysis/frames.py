@@ -43,7 +43,7 @@ GLUE_METRICS = {"accuracy", "accuracy_mm", "f1", "matthews_correlation", "pearso
                 "combined_score"}
 INT_COLUMNS = ["seed", "checkpoint_step", "finetune_seed"]
 
-# Parameter counts of BertForMaskedLM as published with the paper (PAPER.md).
+# Parameter counts of BertForMaskedLM as published with the paper (Courtois et al., ACL Findings 2024).
 PAPER_PARAMS = {
     ("base", "vanilla"): 109_514_298, ("base", "symmetric"): 102_427_194,
     ("base", "pairwise"): 103_017_018,

@@ -327,7 +327,7 @@ def _bench(args: argparse.Namespace) -> int:
     overhead_spec = None
     if args.overhead:
         from symattn.cell_overhead import check
-        from symattn.sweep_spec import load_spec
+        from symattn.sweep.spec import load_spec
 
         overhead_spec = load_spec(args.overhead)  # bad input is refused before any timing
         check(overhead_spec, args.overhead_steps)

@@ -27,7 +27,7 @@ from typing import Callable
 
 from symattn.config import apply_overrides
 from symattn.errors import RunError
-from symattn.sweep_spec import SweepSpec, StoresSpec, expand, is_attention_axis
+from symattn.sweep.spec import SweepSpec, StoresSpec, expand, is_attention_axis
 
 COLUMNS = ["cell", "variant", "slot_order", "launch_to_first_step_s", "worker_to_first_step_s", "step_ms",
            "tracking_share", "steps", "threads"]
@@ -59,7 +59,8 @@ def measure(spec: SweepSpec, steps: int = 200, devices: str = "cpu", log: Callab
     from mlflow.tracking import MlflowClient
 
     from symattn.data import prepare_pretraining
-    from symattn.sweep import queue, status_rows
+    from symattn.sweep.queue import queue
+    from symattn.sweep.status import status_rows
 
     check(spec, steps)
     with tempfile.TemporaryDirectory(prefix="symattn-overhead-", ignore_cleanup_errors=True) as tmp:
@@ -67,7 +68,7 @@ def measure(spec: SweepSpec, steps: int = 200, devices: str = "cpu", log: Callab
         cells = expand(short)
         log(f"overhead: preparing the corpus of {spec.name} (once, as a sweep does)")
         prepare_pretraining(cells[0].config.data)
-        queue(short)
+        queue(short, cells=cells)
         cmd = [sys.executable, "-m", "symattn.cli", "work", short.name, "--devices", devices,
                "--storage", short.stores.optuna]
         log(f"overhead: {len(cells)} cells x {steps} steps through `symattn work` ({spec.workers.per_device} per device)")

@@ -36,29 +36,39 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _dry_run(spec) -> int:
-    from symattn.sweep import dry_run
+def _dry_run(cells) -> int:
+    from symattn.sweep.dry_run import dry_run
 
     print(f"{'cell':<36} {'group':<12} {'parameters':>12} {'non-embedding':>14} {'loss after 2 steps':>19}")
-    for r in dry_run(spec):
+    for r in dry_run(cells):
         print(f"{r['cell']:<36} {r['group']:<12} {r['total']:>12,} {r['non_embedding']:>14,} {r['loss']:>19.4f}")
     print("dry run: every cell is valid, builds and trains; nothing was written")
     return 0
 
 
-def _queue(args: argparse.Namespace) -> int:
-    from symattn.sweep import queue, redact
-    from symattn.sweep_spec import load_spec
+def _expanded(path: str):
+    """The spec and its cells, validated: a spec is expanded once per command."""
+    from symattn.sweep.spec import expand, load_spec
 
+    spec = load_spec(path)
+    return spec, expand(spec)
+
+
+def _queue(args: argparse.Namespace) -> int:
+    from symattn.sweep.storage import redact
+
+    spec, cells = _expanded(args.spec)
     if args.dry_run:
-        return _dry_run(load_spec(args.spec))
-    result = queue(load_spec(args.spec), args.storage)
+        return _dry_run(cells)
+    from symattn.sweep.queue import queue
+
+    result = queue(spec, args.storage, cells)
     print(f"study {result.study}: {result.added} cells added, {result.existing} already queued ({redact(result.storage)})")
     return 0
 
 
 def _work(args: argparse.Namespace) -> int:
-    from symattn.sweep import work
+    from symattn.sweep.worker import work
 
     done = work(args.study, args.storage, args.devices, args.per_device)
     failed = [name for name, state in done if state != "COMPLETE"]
@@ -67,20 +77,22 @@ def _work(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from symattn.sweep import format_status, status_rows
+    from symattn.sweep.status import format_status, status_rows
 
     print(format_status(status_rows(args.study, args.storage)))
     return 0
 
 
 def _run(args: argparse.Namespace) -> int:
-    from symattn.sweep import format_status, queue, status_rows, work
-    from symattn.sweep_spec import load_spec
-
-    spec = load_spec(args.spec)
+    spec, cells = _expanded(args.spec)
     if args.dry_run:
-        return _dry_run(spec)
-    result = queue(spec, args.storage)
+        return _dry_run(cells)
+    from symattn.sweep.queue import queue
+    from symattn.sweep.status import format_status, status_rows
+    from symattn.sweep.worker import work
+    from symattn.tracking import resolve_uri
+
+    result = queue(spec, args.storage, cells)
     print(f"study {result.study}: {result.added} cells added, {result.existing} already queued")
     work(spec.name, result.storage, args.devices, args.per_device)
     rows = status_rows(spec.name, result.storage)
@@ -88,16 +100,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.figures:
         from analysis.report import runs_report
 
-        print(runs_report(spec.name, _tracking_uri(spec)))
+        print(runs_report(spec.name, resolve_uri(cells[0].config.tracking.uri)))
     return 0 if all(r["state"] == "COMPLETE" for r in rows) else 1
-
-
-def _tracking_uri(spec) -> str:
-    from symattn.sweep_spec import expand
-
-    from symattn.tracking import resolve_uri
-
-    return resolve_uri(expand(spec)[0].config.tracking.uri)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -167,7 +171,7 @@ def _starts_cells(argv: list[str]) -> bool:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if _starts_cells(argv):
-        from symattn.cell_server import context
+        from symattn.sweep.cell_server import context
 
         context()  # before anything else: the cells' server imports torch and co. while this process does
     parser = build_parser()

@@ -117,7 +117,7 @@ def test_overhead_sweep_reports_start_up_and_tracking_of_each_cell(tmp_path, run
 def test_overhead_steps_below_the_logging_interval_are_refused(tmp_path, run_overrides):
     from symattn.cell_overhead import check
     from symattn.config import apply_overrides
-    from symattn.sweep_spec import SweepSpec
+    from symattn.sweep.spec import SweepSpec
 
     spec = SweepSpec(name="s", base=apply_overrides({}, run_overrides), axes={"model.attention.kind": ["vanilla"]})
     with pytest.raises(ValueError, match="below the spec's tracking.log_every_n_steps \\(5\\)"):

@@ -12,8 +12,10 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from symattn.sweep import queue, status_rows, work
-from symattn.sweep_spec import expand, load_spec
+from symattn.sweep.queue import queue
+from symattn.sweep.status import status_rows
+from symattn.sweep.worker import work
+from symattn.sweep.spec import expand, load_spec
 
 
 def overrides_to_base(overrides):
@@ -232,7 +234,7 @@ def _preloaded(modules, out):
 
 def test_cells_fork_from_a_server_with_their_imports_loaded():
     """The forkserver ignores a preload that fails to import: check what a forked cell really has."""
-    from symattn.cell_server import context
+    from symattn.sweep.cell_server import context
 
     ctx = context()
     out = ctx.Queue()
@@ -246,7 +248,7 @@ def test_cells_fork_from_a_server_with_their_imports_loaded():
 
 def test_cells_see_the_workers_environment_at_launch_not_the_servers(spec_path, tmp_path, monkeypatch):
     """The cell server keeps the environment it started with; a cell must get the worker's current one."""
-    from symattn.cell_server import context
+    from symattn.sweep.cell_server import context
 
     context()
     late = tmp_path / "late-cache"

@@ -27,8 +27,9 @@ import yaml
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from symattn.sweep import queue, status_rows
-from symattn.sweep_spec import load_spec
+from symattn.sweep.queue import queue
+from symattn.sweep.status import status_rows
+from symattn.sweep.spec import load_spec
 
 STUDY = "pg-sweep"
 USER = "symattn"

@@ -152,16 +152,17 @@ def expand(spec: SweepSpec) -> list[Cell]:
         if cell_id in seen:
             raise ValueError(f"cells {seen[cell_id]} and {dict(zip(order, values))} are the same run; remove the duplicate")
         seen[cell_id] = dict(zip(order, values))
-        cells.append(Cell(cell_id, _cell_name(cfg, dict(zip(order, values))), cfg, i))
+        cells.append(Cell(cell_id, cell_name(cfg, dict(zip(order, values))), cfg, i))
     return cells
 
 
 _NAMED = ("seed", "model.size", "optim.lr")  # always in a cell's name, with the attention label
 
 
-def _cell_name(cfg: RunConfig, axes: dict[str, Any]) -> str:
-    """size-variant-lr-seed, then every other axis of the design as `<last key part><value>`
-    (e.g. `-init_std0.049`), so that the cells of a grid keep distinct, readable names."""
+def cell_name(cfg: RunConfig, axes: dict[str, Any]) -> str:
+    """The one name of a cell (and of its MLflow run): size-variant-lr-seed, then every other axis
+    of the design as `<last key part><value>` (e.g. `-init_std0.049`), so that the cells of a grid
+    keep distinct, readable names."""
     extra = "".join(f"-{key.rsplit('.', 1)[-1]}{_short(value)}" for key, value in axes.items()
                     if key not in _NAMED and not is_attention_axis(key))
     return f"{cfg.model.size}-{cfg.model.attention.label}-lr{cfg.optim.lr:g}-s{cfg.seed}{extra}"

@@ -1,0 +1,80 @@
+"""Every call into Optuna's private API, in one place (written against Optuna 5, which
+`pyproject.toml` pins). A queue needs what Optuna's public API does not give: a waiting trial
+taken by exactly one worker, attributes written to a trial another process runs, a trial failed
+on another process's behalf. Storages give all three atomically; the study and trial objects hide
+the storage and the trial's id behind underscores."""
+
+from __future__ import annotations
+
+import time
+from typing import Iterator, Optional
+
+import optuna
+from optuna.exceptions import UpdateFinishedTrialError
+from optuna.trial import FrozenTrial, TrialState
+
+
+def trial_id(trial: FrozenTrial | optuna.trial.Trial) -> int:
+    """A trial's id in its storage (its `number` counts within the study)."""
+    return trial._trial_id
+
+
+def storage_of(study: optuna.Study) -> optuna.storages.BaseStorage:
+    return study._storage
+
+
+def beat(storage, tid: int) -> None:
+    """Record that the trial's worker is alive; raises UpdateFinishedTrialError once it was failed
+    (reclaimed) by another worker."""
+    storage.set_trial_system_attr(tid, "heartbeat", time.time())
+
+
+def last_beat(trial: FrozenTrial) -> float:
+    return trial.system_attrs.get("heartbeat") or trial.datetime_start.timestamp()
+
+
+def pop_waiting(study: optuna.Study) -> Optional[FrozenTrial]:
+    """Take the first waiting trial; the storage hands each trial to exactly one caller."""
+    storage = study._storage
+    for trial in storage.get_all_trials(study._study_id, deepcopy=False, states=(TrialState.WAITING,)):
+        try:
+            if storage.set_trial_state_values(trial._trial_id, state=TrialState.RUNNING):
+                beat(storage, trial._trial_id)
+                return storage.get_trial(trial._trial_id)
+        except UpdateFinishedTrialError:
+            continue
+    return None
+
+
+def fail_stale(study: optuna.Study, grace_seconds: float) -> Iterator[FrozenTrial]:
+    """Fail the running trials whose heartbeat is older than `grace_seconds`; yields each one this
+    caller failed (another worker may fail it first)."""
+    storage, now = study._storage, time.time()
+    for trial in storage.get_all_trials(study._study_id, deepcopy=False, states=(TrialState.RUNNING,)):
+        if now - last_beat(trial) < grace_seconds:
+            continue
+        try:
+            if storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
+                yield trial
+        except UpdateFinishedTrialError:
+            pass
+
+
+def set_user_attrs(storage, tid: int, attrs: dict) -> None:
+    for key, value in attrs.items():
+        storage.set_trial_user_attr(tid, key, value)
+
+
+def finish(storage, tid: int, state: TrialState, value: Optional[float] = None) -> None:
+    """End a trial that another process ran."""
+    storage.set_trial_state_values(tid, state=state, values=None if value is None else [value])
+
+
+def live_trial(study: optuna.Study, tid: int) -> optuna.trial.Trial:
+    """The running trial `tid` as a `Trial` (to report to and ask its pruner) in a process other
+    than the one that asked for it."""
+    return optuna.trial.Trial(study, tid)
+
+
+def reload(storage, tid: int) -> FrozenTrial:
+    return storage.get_trial(tid)

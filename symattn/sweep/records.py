@@ -1,0 +1,57 @@
+"""What a cell's Optuna trial records, and how a trial and its MLflow run find each other.
+
+A trial's user attributes: `cell` (the config hash), `name`, `group`, `index` (queue order),
+`attempt`, `config` (the run config, as set by the spec), and once it has a run `mlflow_run_id`;
+a retry adds `retry_of` and `retry_reason`, a failure `failure`. Its run carries the tags `study`,
+`cell` and `optuna_trial`.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from optuna.trial import FrozenTrial
+
+from symattn.config import RunConfig
+
+
+def cell_attrs(config: RunConfig, name: str, index: int) -> dict:
+    """A new cell's trial attributes."""
+    return {"cell": config.config_hash(), "name": name, "group": config.group_id(), "index": index,
+            "attempt": 1, "config": config.model_dump(mode="json", exclude_unset=True)}
+
+
+def cell_config(trial: FrozenTrial, device: str, cpu_threads: int) -> RunConfig:
+    """The cell's run config with this slot's speed and tracking settings (neither changes results)."""
+    cfg = RunConfig.model_validate(trial.user_attrs["config"])
+    speed = {"progress_bar": False, "devices": 1, "accelerator": "cpu" if device == "cpu" else "gpu"}
+    if device == "cpu":
+        speed["threads"] = cpu_threads
+    tracking = {"tags": {**cfg.tracking.tags, "study": cfg.tracking.experiment,
+                         "cell": trial.user_attrs["cell"], "optuna_trial": str(trial.number)}}
+    if cfg.tracking.run_name is None:
+        tracking["run_name"] = trial.user_attrs["name"]  # the cell's readable name in the MLflow UI
+    return cfg.model_copy(update={"speed": cfg.speed.model_copy(update=speed),
+                                  "tracking": cfg.tracking.model_copy(update=tracking)})
+
+
+def runs_of(client, trial: FrozenTrial, status: Optional[str] = None) -> list:
+    """The MLflow runs of a trial's cell (every attempt's, newest first)."""
+    exp = client.get_experiment_by_name(trial.user_attrs["config"]["tracking"]["experiment"])
+    if exp is None:
+        return []
+    filt = f"tags.cell = '{trial.user_attrs['cell']}'"
+    if status:
+        filt += f" and attributes.status = '{status}'"
+    return client.search_runs([exp.experiment_id], filter_string=filt,
+                              order_by=["attributes.start_time DESC"])
+
+
+def finished_run(client, trial: FrozenTrial):
+    runs = runs_of(client, trial, "FINISHED")
+    return runs[0] if runs else None
+
+
+def latest_run(client, trial: FrozenTrial):
+    runs = runs_of(client, trial)
+    return runs[0] if runs else None

@@ -1,0 +1,246 @@
+"""A worker: slots pinned to devices, each pulling cells until the queue is empty. Each cell trains
+in a child process forked from the cell server; the slot sends its heartbeats, reclaims cells whose
+worker died, records the outcome on the trial and retries what may succeed on a second try."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from typing import Optional
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from symattn.config import RunConfig
+from symattn.sweep import optuna_internals as internals
+from symattn.sweep.records import cell_config, finished_run, latest_run
+from symattn.sweep.search import PruneOnValidation, ask, budget_used, load_search
+from symattn.sweep.spec import SweepSpec
+from symattn.sweep.storage import default_storage, load_study, open_storage
+
+log = logging.getLogger("symattn.sweep")
+
+EXIT_NON_FINITE = 3  # a deterministic failure: retrying would fail the same way
+EXIT_PRUNED = 4  # a search trial stopped by its pruner
+
+
+def parse_devices(devices: str) -> list[str]:
+    """'cpu', 'auto', or GPU indices '0,1'."""
+    if devices == "auto":
+        import torch
+
+        return [str(i) for i in range(torch.cuda.device_count())] or ["cpu"]
+    if devices == "cpu":
+        return ["cpu"]
+    parts = [d.strip() for d in devices.split(",") if d.strip()]
+    if not parts or not all(p.isdigit() for p in parts):
+        raise ValueError(f"--devices {devices!r} must be cpu, auto, or GPU indices such as 0,1")
+    return parts
+
+
+def _retry(study: optuna.Study, trial: FrozenTrial, max_retries: int, why: str) -> None:
+    attempt = int(trial.user_attrs.get("attempt", 1))
+    if attempt > max_retries:
+        log.warning("cell %s failed %d times (%s); not retried", trial.user_attrs.get("name"), attempt, why)
+        return
+    # A finished trial takes no more attributes: the copy records what it retries and why.
+    attrs = {**trial.user_attrs, "attempt": attempt + 1, "retry_of": trial.number, "retry_reason": why}
+    attrs.pop("mlflow_run_id", None)
+    study.enqueue_trial(trial.params, user_attrs=attrs)
+
+
+def reclaim_stale(study: optuna.Study, grace_seconds: float, max_retries: int) -> int:
+    """Fail running cells whose worker stopped sending heartbeats, and enqueue their retries."""
+    n = 0
+    for trial in internals.fail_stale(study, grace_seconds):
+        _retry(study, trial, max_retries, "worker stopped sending heartbeats")
+        n += 1
+    return n
+
+
+def _cell_main(config: RunConfig, device: str, prune: Optional[PruneOnValidation] = None,
+               launched_at: Optional[float] = None, environ: Optional[dict] = None) -> None:
+    """Body of a cell's child process: pin the device, train (resuming the cell's run if any).
+    `launched_at`: when the worker started the cell, which the run's start-up cost counts from.
+    `environ`: the worker's environment at launch (the cell server's own dates from its start)."""
+    # Die with the cell server, which exits when its worker does: a killed worker leaves no run behind.
+    if sys.platform == "linux":
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the server ignores it; Lightning handles it here
+    if environ is not None:
+        os.environ.clear()
+        os.environ.update(environ)
+    logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)  # the worker reports each cell in a line
+    if device != "cpu":
+        os.environ["CUDA_VISIBLE_DEVICES"] = device
+    from symattn.errors import NonFiniteLoss, RunStopped
+    from symattn.run import train
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the worker decides; it sends SIGTERM to stop a cell
+    try:
+        train(config, resume="auto", callbacks=[prune.callback()] if prune else None, started_at=launched_at)
+    except optuna.TrialPruned:
+        sys.exit(EXIT_PRUNED)
+    except NonFiniteLoss as exc:
+        print(f"cell failed: {exc}", file=sys.stderr)
+        sys.exit(EXIT_NON_FINITE)
+    except RunStopped:
+        sys.exit(143)
+
+
+def _say(message: str) -> None:
+    """A line on the worker's output per cell event."""
+    print(f"{time.strftime('%H:%M:%S')} {message}", flush=True)
+
+
+class Worker:
+    """Slots pinned to devices, each pulling cells until the queue is empty."""
+
+    def __init__(self, study_name: str, storage_url: Optional[str], devices: list[str], per_device: Optional[int]) -> None:
+        self.storage_url = storage_url or default_storage()
+        self.storage = open_storage(self.storage_url)
+        self.study = load_study(study_name, self.storage, self.storage_url)
+        spec = SweepSpec.model_validate(self.study.user_attrs["spec"])
+        self.workers, self.search = spec.workers, spec.search
+        per_device = per_device or spec.workers.per_device
+        self.slots = [(d, k) for d in devices for k in range(per_device)]
+        cpu_slots = sum(1 for d, _ in self.slots if d == "cpu")
+        self.cpu_threads = max(1, (os.cpu_count() or 1) // max(1, cpu_slots))
+        self.mlflow_uri = self.study.user_attrs["mlflow_uri"]
+        self.stopping = threading.Event()
+        self.children: set = set()
+        self.lock = threading.Lock()
+        self.done: list[tuple[str, str]] = []  # (cell name, final state)
+
+    def run(self) -> list[tuple[str, str]]:
+        from symattn.sweep.cell_server import context
+
+        ctx = context()  # cells fork from a server that has their imports loaded
+        previous = {s: signal.signal(s, self._stop) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            threads = [threading.Thread(target=self._slot, args=(ctx, d), daemon=True) for d, _ in self.slots]
+            for t in threads:
+                t.start()
+            while any(t.is_alive() for t in threads):
+                for t in threads:
+                    t.join(timeout=0.5)
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+        return self.done
+
+    def _stop(self, signum, frame) -> None:
+        self.stopping.set()
+        with self.lock:
+            for p in self.children:
+                if p.is_alive():
+                    os.kill(p.pid, signal.SIGTERM)  # the run writes a checkpoint and ends KILLED
+
+    def _slot(self, ctx, device: str) -> None:
+        while not self.stopping.is_set():
+            reclaim_stale(self.study, self.workers.grace_seconds, self.workers.max_retries)
+            trial = internals.pop_waiting(self.study)
+            if trial is not None:
+                self._run_cell(ctx, self.study, trial, device)
+                continue
+            job = self._next_search_trial()
+            if job is None:
+                return
+            study, trial = job
+            prune = PruneOnValidation(self.storage_url, study.study_name, internals.trial_id(trial),
+                                      self.search.model_dump(mode="json"))
+            self._run_cell(ctx, study, trial, device, prune)
+
+    def _next_search_trial(self):
+        """A retry or a new proposal from the first search study with budget left, else None."""
+        if self.search is None:
+            return None
+        for name, attrs in self.study.user_attrs.get("searches", {}).items():
+            study = load_search(self.storage, name, self.search)
+            reclaim_stale(study, self.workers.grace_seconds, self.workers.max_retries)
+            trial = internals.pop_waiting(study)
+            if trial is not None:
+                return study, trial
+            with self.lock:  # slots of this worker do not overshoot the budget together
+                if budget_used(study) < self.search.trials:
+                    return study, ask(study, self.search, attrs["config"], attrs["index"])
+        return None
+
+    def _run_cell(self, ctx, study: optuna.Study, trial: FrozenTrial, device: str, prune=None) -> None:
+        from symattn.tracking import open_store
+
+        tid, name = internals.trial_id(trial), trial.user_attrs["name"]
+        config = cell_config(trial, device, self.cpu_threads)
+        client = open_store(self.mlflow_uri)
+        finished = finished_run(client, trial)
+        started = time.monotonic()
+        if finished is None:
+            attempt = trial.user_attrs.get("attempt", 1)
+            _say(f"{name}: started on {device}" + (f", attempt {attempt}" if attempt > 1 else ""))
+            p = ctx.Process(target=_cell_main, name=name,
+                            args=(config, device, prune, time.time(), dict(os.environ)))
+            with self.lock:
+                p.start()
+                self.children.add(p)
+            while p.is_alive():
+                p.join(timeout=self.workers.heartbeat_seconds)
+                try:
+                    internals.beat(self.storage, tid)
+                except internals.UpdateFinishedTrialError:  # reclaimed: stop here, the retry resumes the run
+                    os.kill(p.pid, signal.SIGTERM)
+                    p.join()
+            with self.lock:
+                self.children.discard(p)
+            code = p.exitcode
+            finished = finished_run(client, trial)
+        else:
+            code = 0
+            _say(f"{name}: its MLflow run {finished.info.run_id} is already FINISHED")
+        try:
+            state = self._record(study, trial, client, finished, code)
+        except internals.UpdateFinishedTrialError:
+            # Reclaimed meanwhile (heartbeats came too late): its retry finds the FINISHED run.
+            log.warning("cell %s was reclaimed by another worker; its retry will pick up the run", name)
+            return
+        minutes = f"{(time.monotonic() - started) / 60:.1f} min"
+        if state == "COMPLETE":
+            loss = finished.data.metrics.get("val/loss", float("nan"))
+            stopped = finished.data.tags.get("stopped_early_at")
+            early = f", stopped early at step {int(stopped):,}" if stopped else ""
+            _say(f"{name}: COMPLETE, val/loss {loss:.4f}{early}, {minutes}")
+        else:
+            _say(f"{name}: {state}" + ("" if state == "PRUNED" else f" (exit code {code})") + f", {minutes}")
+
+    def _record(self, study: optuna.Study, trial: FrozenTrial, client, finished, code) -> str:
+        """Sets the trial's state from the run and the child's exit code; returns the state."""
+        storage, tid, name = self.storage, internals.trial_id(trial), trial.user_attrs["name"]
+        run = finished or latest_run(client, trial)
+        if run is not None:
+            internals.set_user_attrs(storage, tid, {"mlflow_run_id": run.info.run_id})
+            client.set_tag(run.info.run_id, "optuna_trial", str(trial.number))
+        if finished is not None:
+            internals.finish(storage, tid, TrialState.COMPLETE,
+                             finished.data.metrics.get("val/loss", float("nan")))
+            state = "COMPLETE"
+        elif code == EXIT_PRUNED:
+            internals.finish(storage, tid, TrialState.PRUNED)
+            state = "PRUNED"
+        else:
+            internals.set_user_attrs(storage, tid, {"failure": f"exit code {code}"})
+            internals.finish(storage, tid, TrialState.FAIL)
+            state = "FAIL"
+            if code != EXIT_NON_FINITE:
+                _retry(study, trial, self.workers.max_retries, f"exit code {code}")
+        self.done.append((name, state))
+        return state
+
+
+def work(study_name: str, storage_url: Optional[str] = None, devices: str = "auto",
+         per_device: Optional[int] = None) -> list[tuple[str, str]]:
+    return Worker(study_name, storage_url, parse_devices(devices), per_device).run()
