@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import fnmatch
 import math
-import os
 import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -21,13 +20,13 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.paths import REFERENCE_DIR
+from symattn.paths import default_tracking_uri
+from symattn.variants import COEFFICIENT_INITS, COEFFICIENT_SCHEMES, variant_label
 
 PAPER_NAME = "acl2024"
-DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 
 # The paper's pairwise coefficients: one full d_h x d_h matrix per head, initialised with torch.randn.
-DEFAULT_SCHEME = "full"
-DEFAULT_INIT = "normal"
+DEFAULT_SCHEME, DEFAULT_INIT = COEFFICIENT_SCHEMES[0], COEFFICIENT_INITS[0]
 
 TAG_COLUMNS = ["kind", "study", "size", "attention", "scheme", "init", "seed", "group",
                "data_fingerprint", "git_commit",
@@ -66,17 +65,6 @@ class Frames:
 def _missing(value) -> bool:
     return (value is None or (isinstance(value, float) and math.isnan(value))
             or str(value).strip().lower() in {"", "none", "nan", "null", "<na>"})
-
-
-def variant_label(attention, scheme=None, init=None) -> str:
-    """Plot label of a variant: the attention name, plus `-<scheme>` (and `-<init>`) where they
-    differ from the paper's pairwise default (full S, normal init), so ablation cells stay apart."""
-    label = str(attention)
-    if not _missing(scheme) and scheme != DEFAULT_SCHEME:
-        label += f"-{scheme}"
-    if not _missing(init) and init != DEFAULT_INIT:
-        label += f"-{init}"
-    return label
 
 
 def _number(text):
@@ -185,14 +173,7 @@ def paper_frames() -> Frames:
 def resolve_tracking_uri(tracking_uri: str | None = None) -> str:
     """The given URI, else the training code's default ($MLFLOW_TRACKING_URI, else the project's
     local store `mlflow.db`)."""
-    uri = tracking_uri
-    if not uri:
-        try:
-            from symattn.paths import default_tracking_uri
-        except ImportError:   # analysis used without the training package
-            uri = os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
-        else:
-            uri = default_tracking_uri()
+    uri = tracking_uri or default_tracking_uri()
     if uri.startswith("sqlite:///"):
         path = Path(uri[len("sqlite:///"):])
         # Reading must never create (and migrate) an empty store as a side effect.

@@ -10,8 +10,9 @@ Pairwise attention is computed as vanilla attention on (Q S, Q, V), so the fast 
 `scaled_dot_product_attention` with no custom kernel. The math path materialises the attention
 probabilities (for tests and diagnostics) and must agree with the fast path.
 
-Adding a variant = one `SelfAttention` subclass decorated with `@register_attention("name")`.
-Adding a coefficient scheme or initialisation = one entry in `COEFFICIENT_SCHEMES` or `COEFFICIENT_INITS`.
+Adding a variant = one `Variant` in `symattn.variants` and one `SelfAttention` subclass here,
+decorated with `@register_attention("name")`. Adding a coefficient scheme or initialisation = its
+name in `symattn.variants` and one entry in `COEFFICIENT_SCHEMES` or `COEFFICIENT_INITS` here.
 """
 
 from __future__ import annotations
@@ -21,17 +22,21 @@ from typing import Callable, ClassVar, Optional
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, model_validator
 from torch import nn
+
+from symattn import variants
+from symattn.model_config import AttentionConfig
 
 ATTENTIONS: dict[str, type["SelfAttention"]] = {}
 
 
 def register_attention(name: str):
-    """Class decorator: make a `SelfAttention` subclass available under `name`."""
+    """Class decorator: the computation of the variant `name` (declared in `symattn.variants`,
+    which says whether it has a key projection and coefficients)."""
 
     def add(cls: type[SelfAttention]) -> type[SelfAttention]:
-        cls.name = name
+        cls.variant = variants.VARIANTS[name]
+        cls.name, cls.has_key, cls.has_coefficients = name, cls.variant.has_key, cls.variant.has_coefficients
         ATTENTIONS[name] = cls
         return cls
 
@@ -106,66 +111,6 @@ COEFFICIENT_INITS: dict[str, Callable[[torch.Tensor, Optional[torch.Generator]],
     "scaled": _init_scaled,
     "identity": _init_identity,
 }
-
-
-class AttentionConfig(BaseModel):
-    """Which attention every layer uses. `scheme` and `init` apply to variants with coefficients."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    kind: str = "vanilla"
-    scheme: Optional[str] = None
-    init: Optional[str] = None
-
-    @model_validator(mode="after")
-    def _check(self) -> "AttentionConfig":
-        if self.kind not in ATTENTIONS:
-            raise ValueError(
-                f"unknown attention {self.kind!r}; choose one of {', '.join(ATTENTIONS)}"
-            )
-        cls = ATTENTIONS[self.kind]
-        if not cls.has_coefficients:
-            for field in ("scheme", "init"):
-                if getattr(self, field) not in (None, "none"):
-                    raise ValueError(
-                        f"attention {self.kind!r} has no coefficients, so {field}="
-                        f"{getattr(self, field)!r} does not apply; remove it or use pairwise"
-                    )
-            return self
-        if self.scheme is not None and self.scheme not in COEFFICIENT_SCHEMES:
-            raise ValueError(
-                f"unknown coefficient scheme {self.scheme!r}; choose one of "
-                f"{', '.join(COEFFICIENT_SCHEMES)}"
-            )
-        if self.init is not None and self.init not in COEFFICIENT_INITS:
-            raise ValueError(
-                f"unknown coefficient init {self.init!r}; choose one of {', '.join(COEFFICIENT_INITS)}"
-            )
-        return self
-
-    @property
-    def resolved_scheme(self) -> str:
-        """The coefficient scheme in force ('none' for variants without coefficients)."""
-        if not ATTENTIONS[self.kind].has_coefficients:
-            return "none"
-        return self.scheme or "full"
-
-    @property
-    def resolved_init(self) -> str:
-        if not ATTENTIONS[self.kind].has_coefficients:
-            return "none"
-        return self.init or "normal"
-
-    @property
-    def label(self) -> str:
-        """Short name for tables and plots: the variant, plus scheme/init when not the paper's."""
-        parts = [self.kind]
-        if ATTENTIONS[self.kind].has_coefficients:
-            if self.resolved_scheme != "full":
-                parts.append(self.resolved_scheme)
-            if self.resolved_init != "normal":
-                parts.append(self.resolved_init)
-        return "-".join(parts)
 
 
 # --- dropout -------------------------------------------------------------------------------------
@@ -321,6 +266,7 @@ class SelfAttention(nn.Module):
     three small ones; gradients flow back to each Linear's own parameters.
     """
 
+    variant: ClassVar[variants.Variant]  # set by `register_attention`, with the three below
     name: ClassVar[str] = ""
     has_coefficients: ClassVar[bool] = False
     has_key: ClassVar[bool] = True
@@ -380,8 +326,6 @@ class VanillaAttention(SelfAttention):
 class SymmetricAttention(SelfAttention):
     """K := Q: one biased projection serves as queries and keys, so logits are a PSD form."""
 
-    has_key = False
-
     def query_key_value(self, x):
         q, v = (self.split_heads(y) for y in self.project(x))
         return q, q, v
@@ -390,9 +334,6 @@ class SymmetricAttention(SelfAttention):
 @register_attention("pairwise")
 class PairwiseAttention(SelfAttention):
     """K := Q with a learned bilinear form S_h per head: logits Q_h S_h Q_h^T / sqrt(d_h)."""
-
-    has_key = False
-    has_coefficients = True
 
     def __init__(self, hidden: int, heads: int, dropout: float, config: AttentionConfig) -> None:
         super().__init__(hidden, heads, dropout, config)
@@ -414,6 +355,11 @@ class PairwiseAttention(SelfAttention):
     def query_key_value(self, x):
         q, v = (self.split_heads(y) for y in self.project(x))
         return self.scheme.apply(q, self.pairwise_factors), q, v
+
+
+if set(ATTENTIONS) != set(variants.VARIANTS) or (
+        tuple(COEFFICIENT_SCHEMES), tuple(COEFFICIENT_INITS)) != (variants.COEFFICIENT_SCHEMES, variants.COEFFICIENT_INITS):
+    raise ImportError("symattn.attention and symattn.variants name different variants or coefficient options")
 
 
 def build_attention(config: AttentionConfig, hidden: int, heads: int, dropout: float) -> SelfAttention:

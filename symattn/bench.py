@@ -22,7 +22,6 @@ import csv
 import math
 import platform
 import statistics
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -323,7 +322,8 @@ def _names(text: str) -> tuple[str, ...]:
     return tuple(x.strip() for x in text.split(",") if x.strip())
 
 
-def _bench(args: argparse.Namespace) -> int:
+def command(args: argparse.Namespace) -> int:
+    """`symattn bench` (its arguments: `symattn.cli`)."""
     overhead_spec = None
     if args.overhead:
         from symattn.cell_overhead import check
@@ -344,7 +344,7 @@ def _step_bench(args: argparse.Namespace) -> None:
     spec = BenchSpec(
         size=args.size, batch=args.batch, seq_len=args.seq_len, vocab=args.vocab,
         variants=_names(args.variants), precisions=_names(args.precision), hf=not args.no_hf,
-        rounds=args.rounds, steps=args.steps, warmup=args.warmup, device=args.device,
+        rounds=args.rounds, steps=args.steps, warmup=args.warmup, device=_device(args.device),
         threads=args.threads, compile=args.compile, memory=not args.no_memory, seed=args.seed,
         clock=args.clock, peak_size=args.peak_size,
         flush_denormal=not args.no_flush_denormal, retain_memory=not args.no_retain_memory,
@@ -361,7 +361,7 @@ def _step_bench(args: argparse.Namespace) -> None:
 def _overhead_bench(args: argparse.Namespace, spec) -> None:
     from symattn import cell_overhead
 
-    rows = cell_overhead.measure(spec, steps=args.overhead_steps, devices="cpu" if args.device == "cpu" else "auto")
+    rows = cell_overhead.measure(spec, steps=args.overhead_steps, devices="cpu" if _device(args.device) == "cpu" else "auto")
     print(f"\nsweep cells of {args.overhead}, {args.overhead_steps} steps each, first matched group; {machine()}")
     print(cell_overhead.format_table(rows))
     if args.csv:
@@ -371,51 +371,6 @@ def _overhead_bench(args: argparse.Namespace, spec) -> None:
         print(f"wrote {path}")
 
 
-def add_parser(subparsers) -> argparse.ArgumentParser:
-    """Register `symattn bench` on an argparse subparsers object; sets `func`."""
-    p = subparsers.add_parser(
-        "bench",
-        help="training-step speed of every variant beside HF BertForMaskedLM",
-        description="Times full training steps (forward, backward, AdamW) of each attention variant and of "
-        "HF BertForMaskedLM of the same configuration, interleaved; prints a table and writes CSV.",
-    )
-    p.add_argument("--size", default="mini", help=f"model size preset: {', '.join(SIZES)} (default: mini)")
-    p.add_argument("--batch", type=int, default=32, help="sequences per step (default: 32)")
-    p.add_argument("--seq-len", type=int, default=128, help="tokens per sequence (default: 128)")
-    p.add_argument("--vocab", type=int, default=30522, help="vocabulary size (default: 30522)")
-    p.add_argument("--variants", default="vanilla,symmetric,pairwise", help="comma-separated attention variants")
-    p.add_argument("--precision", default="fp32,bf16", help="comma-separated: fp32, bf16 (autocast)")
-    p.add_argument("--no-hf", action="store_true", help="leave out HF BertForMaskedLM")
-    p.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default: 5)")
-    p.add_argument("--steps", type=int, default=2, help="timed steps per model per round (default: 2)")
-    p.add_argument("--warmup", type=int, default=2, help="untimed steps per model first (default: 2)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's, one per core)")
-    p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
-                   help="wall: elapsed time (default); cpu: process CPU time, steadier on a shared machine")
-    p.add_argument("--peak-size", type=int, default=None, help="n of the n x n matmul peak (default: 1024 CPU, 8192 GPU)")
-    p.add_argument("--compile", action="store_true", help="torch.compile every model (HF too)")
-    p.add_argument("--no-memory", action="store_true", help="skip the profiled step that measures peak memory")
-    p.add_argument("--no-flush-denormal", action="store_true", help="leave denormal floats on (to measure that setting)")
-    p.add_argument("--no-retain-memory", action="store_true", help="let freed memory go back to the OS (to measure that setting)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the batch and the models (default: 0)")
-    p.add_argument("--csv", default="bench.csv",
-                   help="CSV file to write ('' for none; default: bench.csv); the overhead rows go to NAME-overhead.csv")
-    p.add_argument("--overhead", metavar="SPEC", default=None,
-                   help="also run the first matched group of this sweep spec through a real worker, shortened, and "
-                        "report each cell's start-up (launch and worker start to first step) and tracking share")
-    p.add_argument("--overhead-steps", type=int, default=200, help="steps per cell of the overhead sweep (default: 200)")
-    p.add_argument("--overhead-only", action="store_true", help="skip the step benchmark; only the overhead sweep")
-    p.set_defaults(func=_bench)
-    return p
-
-
-def main(argv: Optional[list[str]] = None) -> int:
-    """`python -m symattn.bench ...`: the same command without the `symattn` entry point."""
-    from symattn.cli import main as cli_main
-
-    return cli_main(["bench", *(argv if argv is not None else sys.argv[1:])])
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+def _device(name: str) -> str:
+    """`auto`: cuda when torch sees a GPU, else cpu."""
+    return ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name

@@ -69,7 +69,7 @@ def measure(spec: SweepSpec, steps: int = 200, devices: str = "cpu", log: Callab
         log(f"overhead: preparing the corpus of {spec.name} (once, as a sweep does)")
         prepare_pretraining(cells[0].config.data)
         queue(short, cells=cells)
-        cmd = [sys.executable, "-m", "symattn.cli", "work", short.name, "--devices", devices,
+        cmd = [sys.executable, "-m", "symattn", "work", short.name, "--devices", devices,
                "--storage", short.stores.optuna]
         log(f"overhead: {len(cells)} cells x {steps} steps through `symattn work` ({spec.workers.per_device} per device)")
         sys.stdout.flush()

@@ -7,10 +7,10 @@ import os
 import sys
 
 from symattn.errors import RunError, one_line
+from symattn.model_config import SIZES
 
 
 def _params(args: argparse.Namespace) -> int:
-    from symattn.model import SIZES
     from symattn.params_table import format_rows, parameter_rows
 
     sizes = list(SIZES) if args.size == "all" else [args.size]
@@ -20,13 +20,29 @@ def _params(args: argparse.Namespace) -> int:
     return 0
 
 
+def _config_and_overrides(items: list[str], flagged: list[str]) -> tuple[str | None, list[str]]:
+    """`symattn train [CONFIG] [key=value ...] [--set key=value ...]`: the config path (the one item
+    without "="), and the overrides in the order given (bare ones first)."""
+    paths = [item for item in items if "=" not in item]
+    if len(paths) > 1:
+        raise ValueError(f"more than one config file given ({', '.join(paths)}); give one, and overrides as key=value")
+    return (paths[0] if paths else None), [item for item in items if "=" in item] + list(flagged)
+
+
 def _train(args: argparse.Namespace) -> int:
+    from symattn.config import load_config
+
+    path, overrides = _config_and_overrides(args.items, args.set)
+    if isinstance(args.resume, str) and "=" in args.resume:
+        raise ValueError(f"--resume {args.resume!r} is not a run id; put overrides before --resume")
+    cfg = load_config(path, overrides)  # validated completely before anything is created
+    if args.print_config:
+        print(cfg.to_yaml(), end="")
+        return 0
     import psutil
 
-    from symattn.config import load_config
     from symattn.run import train
 
-    cfg = load_config(args.config, args.set)  # validated completely before anything is created
     result = train(cfg, resume=args.resume, started_at=psutil.Process().create_time())  # imports count
     if os.environ.get("LOCAL_RANK", "0") != "0":  # other DDP ranks: rank zero reports
         return 0
@@ -46,18 +62,19 @@ def _dry_run(cells) -> int:
     return 0
 
 
-def _expanded(path: str):
-    """The spec and its cells, validated: a spec is expanded once per command."""
+def _expanded(path: str, overrides: list[str]):
+    """The spec (`overrides` applied to its base config) and its cells, validated: a spec is
+    expanded once per command."""
     from symattn.sweep.spec import expand, load_spec
 
-    spec = load_spec(path)
+    spec = load_spec(path, overrides)
     return spec, expand(spec)
 
 
 def _queue(args: argparse.Namespace) -> int:
     from symattn.sweep.storage import redact
 
-    spec, cells = _expanded(args.spec)
+    spec, cells = _expanded(args.spec, args.set)
     if args.dry_run:
         return _dry_run(cells)
     from symattn.sweep.queue import queue
@@ -84,7 +101,7 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    spec, cells = _expanded(args.spec)
+    spec, cells = _expanded(args.spec, args.set)
     if args.dry_run:
         return _dry_run(cells)
     from symattn.sweep.queue import queue
@@ -104,12 +121,59 @@ def _run(args: argparse.Namespace) -> int:
     return 0 if all(r["state"] == "COMPLETE" for r in rows) else 1
 
 
+def _add_bench_parser(sub) -> None:
+    p = sub.add_parser(
+        "bench",
+        help="training-step speed of every variant beside HF BertForMaskedLM",
+        description="Times full training steps (forward, backward, AdamW) of each attention variant and of "
+        "HF BertForMaskedLM of the same configuration, interleaved; prints a table and writes CSV.",
+    )
+    p.add_argument("--size", default="mini", help=f"model size preset: {', '.join(SIZES)} (default: mini)")
+    p.add_argument("--batch", type=int, default=32, help="sequences per step (default: 32)")
+    p.add_argument("--seq-len", type=int, default=128, help="tokens per sequence (default: 128)")
+    p.add_argument("--vocab", type=int, default=30522, help="vocabulary size (default: 30522)")
+    p.add_argument("--variants", default="vanilla,symmetric,pairwise", help="comma-separated attention variants")
+    p.add_argument("--precision", default="fp32,bf16", help="comma-separated: fp32, bf16 (autocast)")
+    p.add_argument("--no-hf", action="store_true", help="leave out HF BertForMaskedLM")
+    p.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default: 5)")
+    p.add_argument("--steps", type=int, default=2, help="timed steps per model per round (default: 2)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps per model first (default: 2)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, or auto: cuda when there is a GPU (default)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's, one per core)")
+    p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                   help="wall: elapsed time (default); cpu: process CPU time, steadier on a shared machine")
+    p.add_argument("--peak-size", type=int, default=None, help="n of the n x n matmul peak (default: 1024 CPU, 8192 GPU)")
+    p.add_argument("--compile", action="store_true", help="torch.compile every model (HF too)")
+    p.add_argument("--no-memory", action="store_true", help="skip the profiled step that measures peak memory")
+    p.add_argument("--no-flush-denormal", action="store_true", help="leave denormal floats on (to measure that setting)")
+    p.add_argument("--no-retain-memory", action="store_true", help="let freed memory go back to the OS (to measure that setting)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the batch and the models (default: 0)")
+    p.add_argument("--csv", default="bench.csv",
+                   help="CSV file to write ('' for none; default: bench.csv); the overhead rows go to NAME-overhead.csv")
+    p.add_argument("--overhead", metavar="SPEC", default=None,
+                   help="also run the first matched group of this sweep spec through a real worker, shortened, and "
+                        "report each cell's start-up (launch and worker start to first step) and tracking share")
+    p.add_argument("--overhead-steps", type=int, default=200, help="steps per cell of the overhead sweep (default: 200)")
+    p.add_argument("--overhead-only", action="store_true", help="skip the step benchmark; only the overhead sweep")
+    p.set_defaults(func=_bench)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from symattn.bench import command
+
+    return command(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="symattn",
         description="Controlled ablations of symmetric dot-product attention in BERT-style models.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add_set(p, what: str) -> None:
+        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help=f"dotted override of {what}, e.g. optim.lr=3e-4 (repeatable)")
 
     p = sub.add_parser("params", help="parameter counts of every variant and coefficient scheme")
     p.add_argument("--size", default="base", help="model size preset, or 'all' (default: base)")
@@ -119,17 +183,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_params)
 
     p = sub.add_parser("train", help="one tracked MLM pre-training run")
-    p.add_argument("config", nargs="?", help="YAML run config (defaults apply to what it leaves out)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="dotted override, e.g. optim.lr=3e-4 (repeatable)")
+    p.add_argument("items", nargs="*", metavar="[CONFIG] [KEY=VALUE ...]",
+                   help="YAML run config (defaults apply to what it leaves out), and dotted overrides, "
+                        "e.g. optim.lr=3e-4")
+    add_set(p, "the run config")
     p.add_argument(
         "--resume", nargs="?", const=True, default=False, metavar="RUN_ID",
         help="continue the newest unfinished run of this config, or the given run, from its last checkpoint",
     )
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.set_defaults(func=_train)
 
     storage_help = "Optuna storage: a journal file or sqlite:/// / postgresql:// URL (default: optuna.journal)"
     p = sub.add_parser("queue", help="create the stores and study of a sweep spec; enqueue every missing cell once")
     p.add_argument("spec", help="sweep spec YAML (see experiments/)")
+    add_set(p, "the spec's base config")
     p.add_argument("--storage", help=storage_help)
     p.add_argument("--dry-run", action="store_true", help="validate every cell, build its model, run 2 steps on random tokens; write nothing")
     p.set_defaults(func=_queue)
@@ -151,16 +219,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="queue a sweep spec, work it on the local devices, then draw its figures")
     p.add_argument("spec", help="sweep spec YAML")
+    add_set(p, "the spec's base config")
     add_worker_args(p)
     p.add_argument("--no-figures", dest="figures", action="store_false", help="skip the figures")
     p.add_argument("--dry-run", action="store_true", help="validate every cell, build its model, run 2 steps on random tokens; write nothing")
     p.set_defaults(func=_run)
 
     from analysis.cli import add_parser as add_figures_parser
-    from symattn.bench import add_parser as add_bench_parser
 
     add_figures_parser(sub)
-    add_bench_parser(sub)
+    _add_bench_parser(sub)
     return parser
 
 
@@ -188,6 +256,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"symattn {args.command}: interrupted", file=sys.stderr)
         return 130
 
-
-if __name__ == "__main__":
-    sys.exit(main())

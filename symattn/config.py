@@ -19,7 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from symattn.data.config import DataConfig
-from symattn.model import ModelConfig
+from symattn.model_config import ModelConfig
 
 
 class _Block(BaseModel):
@@ -121,6 +121,20 @@ class RunConfig(_Block):
     speed: SpeedConfig = Field(default_factory=SpeedConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _data_seed_follows_seed(cls, values: Any) -> Any:
+        """`data.seed` (data order and masks) defaults to `seed`: a run of another seed is another
+        draw of everything random, unless the config sets `data.seed` itself."""
+        if not isinstance(values, dict) or "seed" not in values:
+            return values
+        data = values.get("data")
+        if data is None or isinstance(data, dict) and "seed" not in data:
+            return {**values, "data": {**(data or {}), "seed": values["seed"]}}
+        if isinstance(data, DataConfig) and "seed" not in data.model_fields_set:
+            return {**values, "data": data.model_copy(update={"seed": values["seed"]})}
+        return values
 
     @model_validator(mode="after")
     def _check(self) -> "RunConfig":

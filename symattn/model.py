@@ -14,75 +14,12 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
-from symattn.attention import AttentionConfig, Dropout, PairwiseAttention, build_attention, padding_mask
+from symattn.attention import Dropout, build_attention, padding_mask
+from symattn.model_config import NUM_SPECIAL_TOKENS, SIZES, AttentionConfig, ModelConfig  # noqa: F401  re-exported
 
-# layers / hidden / heads; the FFN is 4x hidden unless set.
-SIZES: dict[str, tuple[int, int, int]] = {
-    "tiny": (2, 128, 2),
-    "mini": (4, 256, 4),
-    "small": (4, 512, 8),  # the paper's small
-    "medium": (8, 512, 8),
-    "base": (12, 768, 12),  # the paper's base
-}
-NUM_SPECIAL_TOKENS = 5  # [PAD] [UNK] [CLS] [SEP] [MASK]
 IGNORE_INDEX = -100  # label of positions the MLM loss skips
-
-
-class ModelConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    size: str = "tiny"
-    attention: AttentionConfig = Field(default_factory=AttentionConfig)
-    vocab_size: int = Field(30522, gt=0)
-    max_positions: int = Field(512, gt=0)
-    type_vocab_size: int = Field(2, gt=0)
-    # Explicit overrides of the size preset (e.g. a parameter-matched control).
-    layers: Optional[int] = Field(None, gt=0)
-    hidden: Optional[int] = Field(None, gt=0)
-    heads: Optional[int] = Field(None, gt=0)
-    intermediate: Optional[int] = Field(None, gt=0)
-    dropout: float = Field(0.1, ge=0.0, lt=1.0)
-    attention_dropout: float = Field(0.1, ge=0.0, lt=1.0)
-    layer_norm_eps: float = Field(1e-12, gt=0.0)
-    init_std: float = Field(0.02, gt=0.0)
-    pad_token_id: int = Field(0, ge=0)
-
-    @model_validator(mode="after")
-    def _check(self) -> "ModelConfig":
-        if self.size not in SIZES:
-            raise ValueError(f"unknown model size {self.size!r}; choose one of {', '.join(SIZES)}")
-        if self.n_hidden % self.n_heads:
-            raise ValueError(
-                f"{self.n_heads} heads do not divide hidden size {self.n_hidden}; "
-                "pick a head count that divides it"
-            )
-        if self.vocab_size < NUM_SPECIAL_TOKENS:
-            raise ValueError(
-                f"vocab_size {self.vocab_size} is smaller than the {NUM_SPECIAL_TOKENS} special tokens "
-                "([PAD] [UNK] [CLS] [SEP] [MASK]); use the tokenizer's vocabulary size"
-            )
-        if self.pad_token_id >= self.vocab_size:
-            raise ValueError(f"pad_token_id {self.pad_token_id} is outside the vocabulary ({self.vocab_size})")
-        return self
-
-    @property
-    def n_layers(self) -> int:
-        return self.layers or SIZES[self.size][0]
-
-    @property
-    def n_hidden(self) -> int:
-        return self.hidden or SIZES[self.size][1]
-
-    @property
-    def n_heads(self) -> int:
-        return self.heads or SIZES[self.size][2]
-
-    @property
-    def n_intermediate(self) -> int:
-        return self.intermediate or 4 * self.n_hidden
 
 
 # --- modules, named as in HF BERT ----------------------------------------------------------------
@@ -265,7 +202,7 @@ class BertPreTrainedModel(nn.Module):
                     continue
                 gen = _generator(seed, f"{mod_name}.{p_name}")
                 with torch.no_grad():
-                    if isinstance(module, PairwiseAttention) and p_name == "pairwise_factors":
+                    if p_name == "pairwise_factors":   # a variant with coefficients: its own init
                         module.reset_coefficients(gen)
                     elif isinstance(module, nn.LayerNorm):
                         p.fill_(1.0 if p_name == "weight" else 0.0)
@@ -370,7 +307,7 @@ def flops_per_token(c: ModelConfig, seq_len: int, mlm_fraction: float = 0.15, tr
     The MLM head runs on the masked fraction only, as the model computes it.
     """
     h, d, heads = c.n_hidden, c.n_hidden // c.n_heads, c.n_heads
-    n_proj = 3 if c.attention.kind == "vanilla" else 2
+    n_proj = 3 if c.attention.variant.has_key else 2
     coef = {"none": 0, "diagonal": h}.get(c.attention.resolved_scheme, 2 * heads * d * d)
     per_layer = (
         2 * h * h * n_proj  # q, (k), v projections

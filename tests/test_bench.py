@@ -1,6 +1,5 @@
 """`symattn bench` on a tiny configuration: the table, the CSV, positive numbers (no timed assertions)."""
 
-import argparse
 import csv
 import math
 
@@ -9,6 +8,7 @@ import torch
 import yaml
 
 from symattn import bench
+from symattn.cli import build_parser
 
 
 def tiny_spec(**kw):
@@ -51,9 +51,7 @@ def test_bench_rows_table_and_csv(tmp_path, restore_speed_settings):
 
 
 def test_bench_command_parses_and_runs(tmp_path, capsys, restore_speed_settings):
-    parser = argparse.ArgumentParser()
-    sub = parser.add_subparsers(dest="command")
-    bench.add_parser(sub)
+    parser = build_parser()
     out = tmp_path / "b.csv"
     args = parser.parse_args(["bench", "--size", "tiny", "--batch", "2", "--seq-len", "8", "--vocab", "200",
                               "--variants", "symmetric", "--precision", "fp32", "--no-hf", "--rounds", "1",
@@ -89,8 +87,7 @@ def test_overhead_sweep_reports_start_up_and_tracking_of_each_cell(tmp_path, run
             "stores": {"mlflow": f"sqlite:///{tmp_path / 'never.db'}"}}
     path = tmp_path / "tiny-demo.yaml"
     path.write_text(yaml.safe_dump(spec))
-    parser = argparse.ArgumentParser()
-    bench.add_parser(parser.add_subparsers(dest="command"))
+    parser = build_parser()
     out = tmp_path / "b.csv"
     args = parser.parse_args(["bench", "--overhead", str(path), "--overhead-only", "--overhead-steps", "12",
                               "--csv", str(out)])
@@ -126,8 +123,7 @@ def test_overhead_steps_below_the_logging_interval_are_refused(tmp_path, run_ove
 
 
 def test_overhead_only_without_a_spec_is_refused():
-    parser = argparse.ArgumentParser()
-    bench.add_parser(parser.add_subparsers(dest="command"))
+    parser = build_parser()
     with pytest.raises(ValueError, match="--overhead-only needs --overhead SPEC"):
         args = parser.parse_args(["bench", "--overhead-only"])
         args.func(args)

@@ -243,7 +243,7 @@ def test_ddp_on_two_cpu_processes_makes_one_run(run_overrides, tmp_path):
     args = [a for o in run_overrides for a in ("--set", o)]
     args += ["--set", "speed.accelerator=cpu", "--set", "speed.devices=2", "--set", "speed.strategy=ddp",
              "--set", "optim.max_steps=10", "--set", "eval.every_n_steps=5"]
-    out = subprocess.run([sys.executable, "-m", "symattn.cli", "train", *args], capture_output=True, text=True, timeout=600)
+    out = subprocess.run([sys.executable, "-m", "symattn", "train", *args], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.count("FINISHED after 10 steps") == 1
     cfg = load_config(None, run_overrides)

@@ -196,7 +196,7 @@ def _spec(tmp_path: Path, run_overrides: list[str]) -> Path:
 
 
 def _cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "symattn.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "symattn", *args], capture_output=True, text=True,
                           timeout=timeout, env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
@@ -214,7 +214,7 @@ def test_two_workers_drain_one_study_on_postgresql(postgres, tmp_path, run_overr
     again = queue(load_spec(spec), url)
     assert (again.added, again.existing) == (0, 2)
 
-    cmd = [sys.executable, "-m", "symattn.cli", "work", STUDY, "--storage", url, "--devices", "cpu"]
+    cmd = [sys.executable, "-m", "symattn", "work", STUDY, "--storage", url, "--devices", "cpu"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
              for _ in range(2)]  # both at once, on the same study

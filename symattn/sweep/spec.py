@@ -9,7 +9,7 @@ import itertools
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -65,8 +65,9 @@ class SweepSpec(BaseModel):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     description: str = ""
     base: dict[str, Any] = Field(default_factory=dict)  # a run config (see symattn.config.RunConfig)
-    # Dotted key -> values. `seed` sets both the run seed and data.seed. The cells are the product,
-    # ordered group by group (attention varies fastest), so finished groups are comparable early.
+    # Dotted key -> values. `seed` sets the run seed, and data.seed with it (as in any run config,
+    # unless the base sets data.seed). The cells are the product, ordered group by group (attention
+    # varies fastest), so finished groups are comparable early.
     axes: dict[str, list[Any]] = Field(default_factory=dict)
     stores: StoresSpec = Field(default_factory=StoresSpec)
     workers: WorkersSpec = Field(default_factory=WorkersSpec)
@@ -133,10 +134,7 @@ def expand(spec: SweepSpec) -> list[Cell]:
         d = copy.deepcopy(spec.base)
         overrides = []
         for key, value in zip(order, values):
-            if key == "seed":
-                overrides += [f"seed={value}", f"data.seed={value}"]
-            else:
-                overrides.append(f"{key}={json.dumps(value)}")
+            overrides.append(f"{key}={json.dumps(value)}")
         apply_overrides(d, overrides)
         tracking = d.setdefault("tracking", {})
         tracking["experiment"] = spec.name
@@ -176,11 +174,17 @@ def _short(value: Any) -> str:
     return str(value)
 
 
-def load_spec(path: str | Path) -> SweepSpec:
+def load_spec(path: str | Path, overrides: Sequence[str] = ()) -> SweepSpec:
+    """A spec from YAML; `overrides` (`key=value`, as `symattn train` takes) change its base config."""
     p = Path(path)
     raw = read_yaml_mapping(p, "sweep spec")
     if isinstance(raw.get("base"), str):  # base: path of a run config, relative to the spec
         raw["base"] = read_yaml_mapping(p.parent / raw["base"], "base config")
+    if overrides:
+        base = raw.get("base")
+        if not isinstance(base, dict):
+            raise ValueError(f"sweep spec {str(p)!r}: base must be a mapping or the path of a run config")
+        raw["base"] = apply_overrides(copy.deepcopy(base), list(overrides))
     raw.setdefault("name", p.stem)
     return SweepSpec.model_validate(raw)
 

@@ -14,10 +14,10 @@ from symattn.sweep.storage import load_study, open_storage
 
 def status_rows(study_name: str, storage_url: Optional[str] = None) -> list[dict]:
     """One row per cell: its latest trial's state, attempts, MLflow run, progress and final loss."""
-    from symattn.tracking import open_store
-
     storage = open_storage(storage_url)
     study = load_study(study_name, storage, storage_url)
+    from symattn.tracking import open_store  # MLflow: once there is a study to look up
+
     trials = list(study.get_trials(deepcopy=False))
     for name in study.user_attrs.get("searches", {}):
         trials += optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)

@@ -1,0 +1,122 @@
+"""What a model is, without torch: the size presets, the attention block and the model's config.
+`symattn.model` builds the modules from these; configs and specs validate without importing it."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from symattn.variants import COEFFICIENT_INITS, COEFFICIENT_SCHEMES, Variant, variant, variant_label
+
+# layers / hidden / heads; the FFN is 4x hidden unless set.
+SIZES: dict[str, tuple[int, int, int]] = {
+    "tiny": (2, 128, 2),
+    "mini": (4, 256, 4),
+    "small": (4, 512, 8),  # the paper's small
+    "medium": (8, 512, 8),
+    "base": (12, 768, 12),  # the paper's base
+}
+NUM_SPECIAL_TOKENS = 5  # [PAD] [UNK] [CLS] [SEP] [MASK]
+
+
+class AttentionConfig(BaseModel):
+    """Which attention every layer uses. `scheme` and `init` apply to variants with coefficients."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: str = "vanilla"
+    scheme: Optional[str] = None
+    init: Optional[str] = None
+
+    @model_validator(mode="after")
+    def _check(self) -> "AttentionConfig":
+        if not variant(self.kind).has_coefficients:
+            for field in ("scheme", "init"):
+                if getattr(self, field) not in (None, "none"):
+                    raise ValueError(
+                        f"attention {self.kind!r} has no coefficients, so {field}="
+                        f"{getattr(self, field)!r} does not apply; remove it or use pairwise"
+                    )
+            return self
+        if self.scheme is not None and self.scheme not in COEFFICIENT_SCHEMES:
+            raise ValueError(
+                f"unknown coefficient scheme {self.scheme!r}; choose one of {', '.join(COEFFICIENT_SCHEMES)}"
+            )
+        if self.init is not None and self.init not in COEFFICIENT_INITS:
+            raise ValueError(
+                f"unknown coefficient init {self.init!r}; choose one of {', '.join(COEFFICIENT_INITS)}"
+            )
+        return self
+
+    @property
+    def variant(self) -> Variant:
+        return variant(self.kind)
+
+    @property
+    def resolved_scheme(self) -> str:
+        """The coefficient scheme in force ('none' for variants without coefficients)."""
+        return (self.scheme or COEFFICIENT_SCHEMES[0]) if self.variant.has_coefficients else "none"
+
+    @property
+    def resolved_init(self) -> str:
+        return (self.init or COEFFICIENT_INITS[0]) if self.variant.has_coefficients else "none"
+
+    @property
+    def label(self) -> str:
+        """Short name for tables and plots (`symattn.variants.variant_label`)."""
+        return variant_label(self.kind, self.resolved_scheme, self.resolved_init)
+
+
+class ModelConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    size: str = "tiny"
+    attention: AttentionConfig = Field(default_factory=AttentionConfig)
+    vocab_size: int = Field(30522, gt=0)
+    max_positions: int = Field(512, gt=0)
+    type_vocab_size: int = Field(2, gt=0)
+    # Explicit overrides of the size preset (e.g. a parameter-matched control).
+    layers: Optional[int] = Field(None, gt=0)
+    hidden: Optional[int] = Field(None, gt=0)
+    heads: Optional[int] = Field(None, gt=0)
+    intermediate: Optional[int] = Field(None, gt=0)
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    attention_dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    layer_norm_eps: float = Field(1e-12, gt=0.0)
+    init_std: float = Field(0.02, gt=0.0)
+    pad_token_id: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> "ModelConfig":
+        if self.size not in SIZES:
+            raise ValueError(f"unknown model size {self.size!r}; choose one of {', '.join(SIZES)}")
+        if self.n_hidden % self.n_heads:
+            raise ValueError(
+                f"{self.n_heads} heads do not divide hidden size {self.n_hidden}; "
+                "pick a head count that divides it"
+            )
+        if self.vocab_size < NUM_SPECIAL_TOKENS:
+            raise ValueError(
+                f"vocab_size {self.vocab_size} is smaller than the {NUM_SPECIAL_TOKENS} special tokens "
+                "([PAD] [UNK] [CLS] [SEP] [MASK]); use the tokenizer's vocabulary size"
+            )
+        if self.pad_token_id >= self.vocab_size:
+            raise ValueError(f"pad_token_id {self.pad_token_id} is outside the vocabulary ({self.vocab_size})")
+        return self
+
+    @property
+    def n_layers(self) -> int:
+        return self.layers or SIZES[self.size][0]
+
+    @property
+    def n_hidden(self) -> int:
+        return self.hidden or SIZES[self.size][1]
+
+    @property
+    def n_heads(self) -> int:
+        return self.heads or SIZES[self.size][2]
+
+    @property
+    def n_intermediate(self) -> int:
+        return self.intermediate or 4 * self.n_hidden
