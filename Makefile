@@ -23,6 +23,7 @@ demo: install
 	$(BIN)/symattn figures acl2024
 
 test: install
+	$(BIN)/ruff format --check --quiet . && $(BIN)/ruff check --quiet .
 	$(BIN)/python -m pytest
 
 # Longer tests and those that reach the package registry; CI runs them after `make test`.

@@ -8,6 +8,6 @@ One data path for both: runs (from MLflow, or the paper's CSVs) become tidy pand
 Submodules are imported on demand so that `import analysis` stays cheap (no MLflow, no pyplot).
 """
 
-from analysis.paths import FIGURES_DIR, PACKAGE_DIR, REFERENCE_DIR
+from analysis.paths import PACKAGE_DIR, REFERENCE_DIR
 
-__all__ = ["PACKAGE_DIR", "REFERENCE_DIR", "FIGURES_DIR"]
+__all__ = ["PACKAGE_DIR", "REFERENCE_DIR"]

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.frames import curve
+from symattn import keys
 
 
 # How a run's step relates to the criterion: the interval the true step lies in differs.
@@ -241,7 +242,7 @@ def _row(run, definition: str, result: Convergence) -> dict:
 
 
 def convergence_table(curves: pd.DataFrame, runs: pd.DataFrame, floors=None,
-                      metric: str = "val/loss", baseline: str = "vanilla", margins=MARGINS,
+                      metric: str = keys.VAL_LOSS, baseline: str = "vanilla", margins=MARGINS,
                       thresholds=(), fractions=(1.0, 0.9), window: int = 5,
                       patience: int = 3) -> pd.DataFrame:
     """Steps to convergence of every run under every loss-based definition, one row per run x

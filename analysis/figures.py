@@ -17,6 +17,8 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from analysis.convergence import describe_definition
+from symattn import keys
+from symattn.variants import VARIANTS
 
 STYLE = {
     "figure.figsize": (6.4, 4.2), "figure.dpi": 100, "savefig.dpi": 200,
@@ -29,7 +31,7 @@ STYLE = {
 COLORS = {"pairwise": "#3b75af", "symmetric": "#519e3e", "vanilla": "#ef8636"}
 OTHER_COLORS = ["#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c", "#ccb974", "#64b5cd",
                 "#2f4858", "#b07aa1", "#4e9f9f"]
-VARIANT_ORDER = ["vanilla", "symmetric", "pairwise"]
+VARIANT_ORDER = list(VARIANTS)   # the registry's order: vanilla, symmetric, pairwise, ...
 
 
 def order_variants(variants) -> list[str]:
@@ -87,7 +89,7 @@ def _broken_axes(fig: Figure, segments) -> list:
     return list(axes)
 
 
-def loss_curves(curves: pd.DataFrame, runs: pd.DataFrame, metric: str = "val/loss",
+def loss_curves(curves: pd.DataFrame, runs: pd.DataFrame, metric: str = keys.VAL_LOSS,
                 size: str | None = None, log_steps: bool = False, segments=None,
                 band: str = "minmax", ylim=None, title: str | None = None,
                 ylabel: str = "Evaluation loss", colors: dict | None = None,

@@ -20,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.paths import REFERENCE_DIR
+from symattn import keys
 from symattn.paths import default_tracking_uri
 from symattn.variants import COEFFICIENT_INITS, COEFFICIENT_SCHEMES, variant_label
 
@@ -28,11 +29,12 @@ PAPER_NAME = "acl2024"
 # The paper's pairwise coefficients: one full d_h x d_h matrix per head, initialised with torch.randn.
 DEFAULT_SCHEME, DEFAULT_INIT = COEFFICIENT_SCHEMES[0], COEFFICIENT_INITS[0]
 
-TAG_COLUMNS = ["kind", "study", "size", "attention", "scheme", "init", "seed", "group",
-               "data_fingerprint", "git_commit",
-               "pretrain_run_id", "checkpoint_step", "task", "finetune_seed"]
-COUNT_COLUMNS = ["params_total", "params_non_embedding", "params_attention", "flops_per_token"]
-RUN_COLUMNS = (["run_id", "experiment_id", "run_name", "state", "start_time", "end_time", "variant"]
+# Tags and params read from every run (names: `symattn.keys`).
+TAG_COLUMNS = [keys.KIND, keys.STUDY, keys.SIZE, keys.ATTENTION, keys.SCHEME, keys.INIT, keys.SEED,
+               keys.GROUP, keys.DATA_FINGERPRINT, keys.GIT_COMMIT,
+               keys.PRETRAIN_RUN_ID, keys.CHECKPOINT_STEP, keys.TASK, keys.FINETUNE_SEED]
+COUNT_COLUMNS = [*keys.PARAM_COUNTS, keys.FLOPS_PER_TOKEN]
+RUN_COLUMNS = (["run_id", "experiment_id", "run_name", "state", "start_time", "end_time", keys.VARIANT]
                + TAG_COLUMNS + COUNT_COLUMNS)
 CURVE_COLUMNS = ["run_id", "metric", "step", "value"]
 GLUE_COLUMNS = ["pretrain_run_id", "size", "variant", "seed", "group", "checkpoint_step",
@@ -40,7 +42,7 @@ GLUE_COLUMNS = ["pretrain_run_id", "size", "variant", "seed", "group", "checkpoi
 # Metric names as the HF GLUE script writes them, without their `eval_` / `eval/` prefix.
 GLUE_METRICS = {"accuracy", "accuracy_mm", "f1", "matthews_correlation", "pearson", "spearmanr",
                 "combined_score"}
-INT_COLUMNS = ["seed", "checkpoint_step", "finetune_seed"]
+INT_COLUMNS = [keys.SEED, keys.CHECKPOINT_STEP, keys.FINETUNE_SEED]
 
 # Parameter counts of BertForMaskedLM as published with the paper (Courtois et al., ACL Findings 2024).
 PAPER_PARAMS = {
@@ -106,7 +108,7 @@ def paper_runs(sizes=("base", "small")) -> pd.DataFrame:
             pairwise = variant == "pairwise"
             rows.append({
                 "run_id": _paper_run_id(size, variant), "experiment_id": PAPER_NAME,
-                "run_name": f"bert_{size}_{variant}", "state": "FINISHED", "kind": "pretrain",
+                "run_name": f"bert_{size}_{variant}", "state": "FINISHED", "kind": keys.PRETRAIN,
                 "study": PAPER_NAME, "size": size, "attention": variant,
                 "scheme": DEFAULT_SCHEME if pairwise else "none",
                 "init": DEFAULT_INIT if pairwise else "none",
@@ -136,7 +138,7 @@ def paper_curves(sizes=("base", "small"), reference_dir: Path = REFERENCE_DIR) -
             if match:
                 parts.append(pd.DataFrame({
                     "run_id": _paper_run_id(match["size"], match["variant"]),
-                    "metric": "val/loss", "step": steps.to_numpy(),
+                    "metric": keys.VAL_LOSS, "step": steps.to_numpy(),
                     "value": raw.loc[keep, column].astype(float).to_numpy()}))
     curves = pd.concat(parts, ignore_index=True)
     curves["step"] = curves["step"].astype("int64")
@@ -214,7 +216,7 @@ def search_runs(mlflow_client, name: str | None = None, tags: dict | None = None
         ids = [by_name[name]]
     else:
         ids = list(by_name.values())
-        filters["study"] = name
+        filters[keys.STUDY] = name
     if not ids:
         return []
     query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in filters.items())
@@ -236,10 +238,10 @@ def runs_frame(runs: list) -> pd.DataFrame:
                "end_time": pd.to_datetime(run.info.end_time, unit="ms", utc=True)
                if run.info.end_time else pd.NaT}
         row.update({tag: tags.get(tag) for tag in TAG_COLUMNS})
-        row["kind"] = row["kind"] or "pretrain"
+        row[keys.KIND] = row[keys.KIND] or keys.PRETRAIN
         # The training code tags its own label; runs without one get the same rule here.
-        row["variant"] = tags.get("variant") or variant_label(row["attention"], row["scheme"],
-                                                             row["init"])
+        row[keys.VARIANT] = tags.get(keys.VARIANT) or variant_label(row[keys.ATTENTION], row[keys.SCHEME],
+                                                                   row[keys.INIT])
         row.update({count: _number(params[count]) for count in COUNT_COLUMNS if count in params})
         row.update({f"param.{k}": _number(v) for k, v in params.items() if k not in COUNT_COLUMNS})
         rows.append(row)
@@ -252,7 +254,7 @@ def _matches(key: str, patterns) -> bool:
     return any(fnmatch.fnmatchcase(key, p) for p in patterns)
 
 
-def metrics_frame(mlflow_client, runs: list, metrics=("val/loss",), max_workers: int | None = None
+def metrics_frame(mlflow_client, runs: list, metrics=(keys.VAL_LOSS,), max_workers: int | None = None
                   ) -> pd.DataFrame:
     """Full histories of the metrics matching `metrics` (glob patterns, e.g. `diag/*`)."""
     patterns = [metrics] if isinstance(metrics, str) else list(metrics)
@@ -288,19 +290,19 @@ def glue_frame(finetune_runs: list, pretrain: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for run in finetune_runs:
         tags = run.data.tags
-        parent = tags.get("pretrain_run_id")
+        parent = tags.get(keys.PRETRAIN_RUN_ID)
         # Attributes come from the pre-training run; the run's own tags stand in if it is absent.
         source = attrs.loc[parent] if parent in attrs.index else {
-            "size": tags.get("size"), "seed": tags.get("seed"), "group": tags.get("group"),
-            "variant": tags.get("variant") or variant_label(tags.get("attention"),
-                                                            tags.get("scheme"), tags.get("init"))}
+            "size": tags.get(keys.SIZE), "seed": tags.get(keys.SEED), "group": tags.get(keys.GROUP),
+            "variant": tags.get(keys.VARIANT) or variant_label(tags.get(keys.ATTENTION),
+                                                                tags.get(keys.SCHEME), tags.get(keys.INIT))}
         for key, value in run.data.metrics.items():
             metric = canonical_metric(key)
             if key.startswith(("eval/", "eval_")) and metric in GLUE_METRICS:
                 rows.append({"pretrain_run_id": parent, "size": source["size"],
                              "variant": source["variant"], "seed": source["seed"],
-                             "group": source["group"], "checkpoint_step": tags.get("checkpoint_step"),
-                             "finetune_seed": tags.get("finetune_seed"), "task": tags.get("task"),
+                             "group": source["group"], "checkpoint_step": tags.get(keys.CHECKPOINT_STEP),
+                             "finetune_seed": tags.get(keys.FINETUNE_SEED), "task": tags.get(keys.TASK),
                              "metric": metric, "value": float(value)})
     return _to_ints(pd.DataFrame(rows, columns=GLUE_COLUMNS))
 
@@ -314,7 +316,7 @@ def final_checkpoints(glue: pd.DataFrame) -> pd.DataFrame:
     return glue[keep.astype(bool)].reset_index(drop=True)
 
 
-def load_runs(name: str | None, tracking_uri: str | None = None, metrics=("val/loss",),
+def load_runs(name: str | None, tracking_uri: str | None = None, metrics=(keys.VAL_LOSS,),
               tags: dict | None = None) -> Frames:
     """Frames of the runs of an experiment or study `name` (see `search_runs`)."""
     mlflow_client = client(tracking_uri)
@@ -322,7 +324,7 @@ def load_runs(name: str | None, tracking_uri: str | None = None, metrics=("val/l
     runs = runs_frame(found)
     if runs.empty:
         return Frames(runs=runs, curves=pd.DataFrame(columns=CURVE_COLUMNS), source=name or "")
-    pretrain_ids = set(runs.loc[runs["kind"] != "finetune", "run_id"])
+    pretrain_ids = set(runs.loc[runs[keys.KIND] != keys.FINETUNE, "run_id"])
     pretrain_runs = [r for r in found if r.info.run_id in pretrain_ids]
     finetune_runs = [r for r in found if r.info.run_id not in pretrain_ids]
     pretrain = runs[runs["run_id"].isin(pretrain_ids)].reset_index(drop=True)
@@ -358,8 +360,7 @@ def one_run_per_cell(runs: pd.DataFrame, states=None) -> pd.DataFrame:
 # what follows from other settings; a design's settings are the values of these that differ.
 _RESULT_PARAMS = ("param.model.", "param.data.", "param.optim.", "param.eval.")
 _NOT_A_SETTING = ("param.model.attention.", "param.data.seed", "param.model.vocab_size",
-                  "param.data.context_free_loss", "param.data.unigram_entropy",
-                  "param.data.val_context_free_loss")
+                  *(f"param.{key}" for key in (keys.DATA_FLOOR, keys.UNIGRAM_ENTROPY, keys.VAL_FLOOR)))
 
 
 def setting_labels(runs: pd.DataFrame) -> pd.Series:
@@ -378,7 +379,7 @@ def setting_labels(runs: pd.DataFrame) -> pd.Series:
     return pd.Series(labels, index=runs.index, name="setting")
 
 
-def curve(curves: pd.DataFrame, run_id: str, metric: str = "val/loss") -> tuple:
+def curve(curves: pd.DataFrame, run_id: str, metric: str = keys.VAL_LOSS) -> tuple:
     """(steps, values) of one run's metric, sorted by step."""
     one = curves[(curves["run_id"] == run_id) & (curves["metric"] == metric)].sort_values("step")
     return one["step"].to_numpy(dtype=float), one["value"].to_numpy(dtype=float)

@@ -1,29 +1,16 @@
-"""The paper's GLUE aggregation, on the tidy GLUE frame (`analysis.frames.GLUE_COLUMNS`).
-
-Per task: CoLA Matthews correlation; MRPC and QQP mean of accuracy and F1; STS-B mean of Pearson
-and Spearman; MNLI matched and mismatched accuracy as two columns; the others accuracy. The "GLUE
-score" is the unweighted mean of the nine columns other than WNLI (so MNLI counts twice), in
-percent. Tables give mean and standard deviation (ddof=1) over fine-tuning seeds.
+"""The paper's GLUE aggregation (defined once, in `symattn.data.metrics`), on the tidy GLUE frame
+(`analysis.frames.GLUE_COLUMNS`): every table column and the GLUE score in percent. Tables give
+mean and standard deviation (ddof=1) over fine-tuning seeds.
 """
 
 from __future__ import annotations
 
 import pandas as pd
 
-# Table column -> (task, metrics averaged), in GLUE's usual order.
-COLUMNS = {
-    "cola": ("cola", ("matthews_correlation",)),
-    "sst2": ("sst2", ("accuracy",)),
-    "mrpc": ("mrpc", ("accuracy", "f1")),
-    "stsb": ("stsb", ("pearson", "spearmanr")),
-    "qqp": ("qqp", ("accuracy", "f1")),
-    "mnli-m": ("mnli", ("accuracy",)),
-    "mnli-mm": ("mnli", ("accuracy_mm",)),
-    "qnli": ("qnli", ("accuracy",)),
-    "rte": ("rte", ("accuracy",)),
-    "wnli": ("wnli", ("accuracy",)),
-}
-SCORE_COLUMNS = [c for c in COLUMNS if c != "wnli"]   # WNLI is left out of the score
+from symattn.data.metrics import GLUE_COLUMNS as COLUMNS  # the paper's table: column -> (task, metrics)
+from symattn.data.metrics import GLUE_SCORE_KEYS
+
+SCORE_COLUMNS = list(GLUE_SCORE_KEYS)  # WNLI is left out of the score
 SCORE = "score"
 RUN_KEYS = ["pretrain_run_id", "size", "variant", "seed", "group", "checkpoint_step"]
 

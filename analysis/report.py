@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 
 from analysis import convergence, figures, frames, glue, stats, tables
-from analysis.paths import FIGURES_DIR
+from symattn import keys
+from symattn.paths import project_root
 
 PAPER_SEGMENTS = [(0, 65_000), (185_000, 200_000)]   # the paper's broken step axis
 PAPER_LOSS_THRESHOLDS = (3.0,)
@@ -23,14 +24,7 @@ PAPER_LOSS_THRESHOLDS = (3.0,)
 def default_out_dir(name: str) -> Path:
     """`analysis/figures/<name>/` of the project (the checkout, or $SYMATTN_HOME, else the current
     folder), never inside an installed package."""
-    try:
-        from symattn.paths import project_root
-    except ImportError:   # analysis used without the training package
-        root = FIGURES_DIR.parents[1] if (FIGURES_DIR.parents[1] / "pyproject.toml").is_file() \
-            else Path.cwd()
-    else:
-        root = project_root()
-    return root / "analysis" / "figures" / re.sub(r"[^\w.-]+", "_", name)
+    return project_root() / "analysis" / "figures" / re.sub(r"[^\w.-]+", "_", name)
 
 
 def crossings_as_convergence(crossings: pd.DataFrame, fraction: float = 0.95,
@@ -77,8 +71,8 @@ def _glue_section(frames_: frames.Frames, out: Path, colors: dict, written: list
     return text, crossings
 
 
-DATA_FLOOR = "param.data.context_free_loss"        # L*: the data's context-free floor
-VAL_FLOOR = "param.data.val_context_free_loss"     # the same for the run's validation targets
+DATA_FLOOR = f"param.{keys.DATA_FLOOR}"   # L*: the data's context-free floor
+VAL_FLOOR = f"param.{keys.VAL_FLOOR}"     # the same for the run's validation targets
 
 
 def data_floors(runs: pd.DataFrame) -> pd.Series:
@@ -88,7 +82,7 @@ def data_floors(runs: pd.DataFrame) -> pd.Series:
     fingerprint) where that is still there."""
     column = runs[VAL_FLOOR] if VAL_FLOOR in runs else pd.Series(float("nan"), index=runs.index)
     floors = pd.Series(pd.to_numeric(column, errors="coerce").to_numpy(), index=runs["run_id"])
-    for i in np.flatnonzero(floors.isna().to_numpy() & runs["data_fingerprint"].notna().to_numpy()):
+    for i in np.flatnonzero(floors.isna().to_numpy() & runs[keys.DATA_FINGERPRINT].notna().to_numpy()):
         floors.iloc[i] = _floor_from_cache(runs.iloc[i])
     return floors
 
@@ -111,7 +105,7 @@ def _floor_from_cache(run: pd.Series) -> float:
         return default if value is None or pd.isna(value) or value in ("", "None") else cast(value)
 
     try:
-        data = load_prepared(run["data_fingerprint"], param("data.cache_dir", None, str))
+        data = load_prepared(run[keys.DATA_FINGERPRINT], param("data.cache_dir", None, str))
     except DataError:
         return float("nan")
     batch = param("optim.batch_size", 32, int)

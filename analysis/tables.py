@@ -12,6 +12,8 @@ from analysis import glue as glue_mod
 from analysis import stats
 from analysis.convergence import step_text
 from analysis.figures import order_variants
+from symattn.markdown import markdown_table
+from symattn.model_config import SIZES
 
 
 def _cell(value) -> str:
@@ -23,15 +25,12 @@ def _cell(value) -> str:
         return f"{value:,}"
     if isinstance(value, (float, np.floating)):
         return f"{value:,.2f}"
-    return str(value).replace("|", "\\|")
+    return str(value)
 
 
 def to_markdown(frame: pd.DataFrame) -> str:
-    columns = [str(c) for c in frame.columns]
-    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
-    for row in frame.itertuples(index=False):
-        lines.append("| " + " | ".join(_cell(v) for v in row) + " |")
-    return "\n".join(lines) + "\n"
+    body = [[_cell(v) for v in row] for row in frame.itertuples(index=False)]
+    return markdown_table([str(c) for c in frame.columns], body, text_columns=frame.shape[1]) + "\n"
 
 
 def write_table(frame: pd.DataFrame, out_dir, name: str,
@@ -55,7 +54,7 @@ def mean_std(mean, std, digits: int = 2) -> str:
 
 def _sorted(frame: pd.DataFrame, keys=("size",)) -> pd.DataFrame:
     rank = {v: i for i, v in enumerate(order_variants(frame["variant"]))}
-    size_rank = {s: i for i, s in enumerate(["tiny", "mini", "small", "medium", "base"])}
+    size_rank = {s: i for i, s in enumerate(SIZES)}
     order = frame.assign(_v=frame["variant"].map(rank),
                          _s=frame["size"].map(size_rank).fillna(99) if "size" in frame else 0)
     # Other keys keep the order in which they first appear (definitions as computed).

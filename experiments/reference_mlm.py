@@ -27,6 +27,8 @@ import time
 import numpy as np
 import torch
 
+from symattn.tokens import IGNORE_INDEX
+
 
 def parse(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -84,7 +86,7 @@ def _retokenize(args, data):
     from symattn.data.packing import pack_blocks, token_stream
     from symattn.data.pretraining import split_documents
     from symattn.data.sources import load_corpus
-    from symattn.data.tokenizer import encode_documents, train_wordpiece
+    from symattn.data.tokenizer import SpecialIds, encode_documents, train_wordpiece
     from symattn.data.cache import resolve_cache_dir
     from symattn.data import DataConfig
 
@@ -94,7 +96,8 @@ def _retokenize(args, data):
     train_docs, val_docs = split_documents(corpus.documents, cfg.val_docs)
     extra = open(args.tokenizer_text, encoding="utf-8").read().split("\n\n")
     tokenizer = train_wordpiece(train_docs + extra, args.vocab, 2)
-    sep, cls = tokenizer.token_to_id("[SEP]"), tokenizer.token_to_id("[CLS]")
+    special = SpecialIds.of(tokenizer)
+    sep, cls = special.sep, special.cls
     blocks = [pack_blocks(token_stream(encode_documents(tokenizer, docs), sep), args.seq_len, cls,
                           sep)[0] for docs in (train_docs, val_docs)]
     return blocks[0], blocks[1], tokenizer.get_vocab_size(with_added_tokens=True)
@@ -105,7 +108,7 @@ def _evaluated_floor(fixed, train, vocab, special) -> float:
 
     labels = np.concatenate([b["labels"].numpy().ravel() for b in fixed])
     shown = np.concatenate([b["input_ids"].numpy().ravel() for b in fixed])
-    chosen = labels != -100
+    chosen = labels != IGNORE_INDEX
     return evaluated_floor(labels[chosen], shown[chosen], token_counts(train, vocab, special.all),
                            special.all, special.mask)
 
@@ -138,7 +141,7 @@ def torch_masks(ids: torch.Tensor, special, vocab: int, generator: torch.Generat
     labels = ids.clone()
     is_special = torch.isin(ids, torch.tensor(special.all))
     chosen = (torch.rand(ids.shape, generator=generator) < 0.15) & ~is_special
-    labels[~chosen] = -100
+    labels[~chosen] = IGNORE_INDEX
     inputs = ids.clone()
     as_mask = chosen & (torch.rand(ids.shape, generator=generator) < 0.8)
     inputs[as_mask] = special.mask
@@ -218,7 +221,7 @@ def main(argv=None) -> int:
             total = count = 0.0
             with torch.no_grad():
                 for batch in val_fixed:
-                    n = int((batch["labels"] != -100).sum())
+                    n = int((batch["labels"] != IGNORE_INDEX).sum())
                     total += float(loss_of(batch)) * n
                     count += n
             value = total / count

@@ -31,11 +31,13 @@ import torch
 from torch import nn
 
 from symattn.attention import ATTENTIONS, AttentionConfig
-from symattn.model import NUM_SPECIAL_TOKENS, SIZES, BertForMaskedLM, ModelConfig, flops_per_token
+from symattn.model import SIZES, BertForMaskedLM, ModelConfig, flops_per_token
+from symattn.markdown import markdown_table
 from symattn.speed import apply_speed_settings, matmul_peak, peak_step_memory, spread, synchronize
+from symattn.tokens import IGNORE_INDEX, MASK_TOKEN_ID, NUM_SPECIAL_TOKENS
+from symattn.variants import VARIANTS
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
-MASK_TOKEN_ID = 4  # [MASK] among the special tokens [PAD] [UNK] [CLS] [SEP] [MASK]
 
 COLUMNS = [
     "model", "attention", "precision", "size", "layers", "hidden", "heads", "vocab", "batch", "seq_len",
@@ -50,7 +52,7 @@ class BenchSpec:
     batch: int = 32
     seq_len: int = 128
     vocab: int = 30522
-    variants: tuple[str, ...] = ("vanilla", "symmetric", "pairwise")
+    variants: tuple[str, ...] = tuple(VARIANTS)
     precisions: tuple[str, ...] = ("fp32", "bf16")
     hf: bool = True
     rounds: int = 5
@@ -111,7 +113,7 @@ def synthetic_batch(
     n_masked = max(1, round(mlm_fraction * seq_len))
     positions = torch.rand(batch, seq_len, generator=g).argsort(dim=1)[:, :n_masked]
     selected = torch.zeros(batch, seq_len, dtype=torch.bool).scatter_(1, positions, True)
-    labels = torch.where(selected, ids, torch.full_like(ids, -100))
+    labels = torch.where(selected, ids, torch.full_like(ids, IGNORE_INDEX))
     inputs = torch.where(selected, torch.full_like(ids, MASK_TOKEN_ID), ids)
     out = {"input_ids": inputs, "attention_mask": torch.ones_like(ids), "labels": labels}
     return {k: v.to(device) for k, v in out.items()}
@@ -285,15 +287,6 @@ def format_table(rows: list[dict]) -> str:
             f"{r['gflop_per_step']:,.1f}", f"{r['matmul_peak_gflops']:,.0f}", f"{100 * r['mfu']:.0f}%",
         ])
     return markdown_table(head, body, text_columns=2)
-
-
-def markdown_table(head: list[str], body: list[list[str]], text_columns: int = 1) -> str:
-    """A Markdown table, the first `text_columns` columns left-aligned, numbers right-aligned."""
-    widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(head)]
-    line = lambda cells: "| " + " | ".join(
-        c.rjust(w) if i >= text_columns else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))) + " |"
-    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
-    return "\n".join([line(head), sep, *(line(b) for b in body)])
 
 
 def write_csv(rows: list[dict], path: Path, columns: list[str] = COLUMNS) -> None:

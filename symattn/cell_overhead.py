@@ -3,7 +3,7 @@
 The first matched group of a sweep spec (every attention variant; the first value of every other
 axis), shortened to a few hundred steps, runs through a real `symattn work` process on stores in a
 temporary folder, so the project's stores are untouched. Each run records its own costs anyway
-(see `symattn.run.RunLifecycle`); this reads them back:
+(see `symattn.pretrain.RunLifecycle`); this reads them back:
 
 - start-up: from the worker's launch of the cell to its first step (`time/startup_s`), and from
   the worker process's start to that step, which adds the worker's own imports and its forkserver;
@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from symattn import keys
 from symattn.config import apply_overrides
 from symattn.errors import RunError
 from symattn.sweep.spec import SweepSpec, StoresSpec, expand, is_attention_axis
@@ -92,14 +93,14 @@ def measure(spec: SweepSpec, steps: int = 200, devices: str = "cpu", log: Callab
 def _row(client, run, worker_start: float) -> dict:
     run_id, params = run.info.run_id, run.data.params
     # A retried cell records a start-up per start: its first is the one the sweep paid first.
-    startup = min(client.get_metric_history(run_id, "time/startup_s"), key=lambda m: m.step)
-    share = max(client.get_metric_history(run_id, "time/tracking_share"), key=lambda m: m.step)
-    speeds = [m.value for m in client.get_metric_history(run_id, "train/tokens_per_s")]
+    startup = min(client.get_metric_history(run_id, keys.STARTUP_S), key=lambda m: m.step)
+    share = max(client.get_metric_history(run_id, keys.TRACKING_SHARE), key=lambda m: m.step)
+    speeds = [m.value for m in client.get_metric_history(run_id, keys.TRAIN_TOKENS_PER_S)]
     tokens_per_step = int(params["optim.batch_size"]) * int(params["optim.accumulate"]) * int(params["data.seq_len"])
     step_ms = 1000 * tokens_per_step / statistics.median(speeds)
     return {
         "cell": run.info.run_name,
-        "variant": run.data.tags["variant"],
+        "variant": run.data.tags[keys.VARIANT],
         "slot_order": 0,
         "launch_to_first_step_s": startup.value,
         "worker_to_first_step_s": startup.timestamp / 1000 - worker_start,
@@ -111,7 +112,7 @@ def _row(client, run, worker_start: float) -> dict:
 
 
 def format_table(rows: list[dict]) -> str:
-    from symattn.bench import markdown_table
+    from symattn.markdown import markdown_table
 
     head = ["cell", "launch → 1st step s", "worker start → 1st step s", "step ms", "tracking"]
     body = [[r["cell"], f"{r['launch_to_first_step_s']:.2f}", f"{r['worker_to_first_step_s']:.2f}",

@@ -8,6 +8,7 @@ import sys
 
 from symattn.errors import RunError, one_line
 from symattn.model_config import SIZES
+from symattn.variants import VARIANTS
 
 
 def _params(args: argparse.Namespace) -> int:
@@ -41,9 +42,9 @@ def _train(args: argparse.Namespace) -> int:
         return 0
     import psutil
 
-    from symattn.run import train
+    from symattn.pretrain import pretrain
 
-    result = train(cfg, resume=args.resume, started_at=psutil.Process().create_time())  # imports count
+    result = pretrain(cfg, resume=args.resume, started_at=psutil.Process().create_time())  # imports count
     if os.environ.get("LOCAL_RANK", "0") != "0":  # other DDP ranks: rank zero reports
         return 0
     print(f"run {result['run_id']} {result['status']} after {result['steps']} steps")
@@ -132,7 +133,7 @@ def _add_bench_parser(sub) -> None:
     p.add_argument("--batch", type=int, default=32, help="sequences per step (default: 32)")
     p.add_argument("--seq-len", type=int, default=128, help="tokens per sequence (default: 128)")
     p.add_argument("--vocab", type=int, default=30522, help="vocabulary size (default: 30522)")
-    p.add_argument("--variants", default="vanilla,symmetric,pairwise", help="comma-separated attention variants")
+    p.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated attention variants")
     p.add_argument("--precision", default="fp32,bf16", help="comma-separated: fp32, bf16 (autocast)")
     p.add_argument("--no-hf", action="store_true", help="leave out HF BertForMaskedLM")
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default: 5)")

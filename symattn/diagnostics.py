@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from symattn import keys
 from symattn.attention import SelfAttention
 
 
@@ -22,8 +23,8 @@ def attention_stats(probs: list[torch.Tensor], attention_mask: torch.Tensor) -> 
         p = p.float()
         entropy = -(p * p.clamp_min(1e-30).log()).sum(-1)  # (B, H, T)
         self_mass = p.diagonal(dim1=-2, dim2=-1)  # (B, H, T)
-        out[f"diag/layer{i}/entropy"] = float((entropy * real[:, None]).sum() / n)
-        out[f"diag/layer{i}/self_mass"] = float((self_mass * real[:, None]).sum() / n)
+        out[keys.diag(i, "entropy")] = float((entropy * real[:, None]).sum() / n)
+        out[keys.diag(i, "self_mass")] = float((self_mass * real[:, None]).sum() / n)
     return out
 
 
@@ -39,20 +40,20 @@ def weight_stats(layers: list[SelfAttention]) -> dict[str, float]:
     out = {}
     for i, att in enumerate(layers):
         h, d = att.heads, att.head_dim
-        if getattr(att, "key", None) is not None:
+        if att.has_key:
             # Per head, logits = x W_q,h^T W_k,h x^T: the bilinear form W_q,h^T W_k,h (hidden x hidden).
             wq = att.query.weight.float().view(h, d, -1)
             wk = att.key.weight.float().view(h, d, -1)
-            out[f"diag/layer{i}/qk_symmetry"] = float(symmetry(wq.transpose(1, 2) @ wk).mean())
+            out[keys.diag(i, "qk_symmetry")] = float(symmetry(wq.transpose(1, 2) @ wk).mean())
         if att.has_coefficients:
             s = att.coefficient_matrix().float()
             sv = torch.linalg.svdvals(s)  # (H, d), descending
-            out[f"diag/layer{i}/s_symmetry"] = float(symmetry(s).mean())
-            out[f"diag/layer{i}/s_sv_max"] = float(sv[:, 0].mean())
-            out[f"diag/layer{i}/s_sv_min"] = float(sv[:, -1].mean())
+            out[keys.diag(i, "s_symmetry")] = float(symmetry(s).mean())
+            out[keys.diag(i, "s_sv_max")] = float(sv[:, 0].mean())
+            out[keys.diag(i, "s_sv_min")] = float(sv[:, -1].mean())
             # effective rank: exp of the entropy of the normalised singular values
             q = sv / sv.sum(-1, keepdim=True).clamp_min(1e-30)
-            out[f"diag/layer{i}/s_effective_rank"] = float((-(q * q.clamp_min(1e-30).log()).sum(-1)).exp().mean())
+            out[keys.diag(i, "s_effective_rank")] = float((-(q * q.clamp_min(1e-30).log()).sum(-1)).exp().mean())
     return out
 
 

@@ -18,8 +18,7 @@ from torch import nn
 
 from symattn.attention import Dropout, build_attention, padding_mask
 from symattn.model_config import NUM_SPECIAL_TOKENS, SIZES, AttentionConfig, ModelConfig  # noqa: F401  re-exported
-
-IGNORE_INDEX = -100  # label of positions the MLM loss skips
+from symattn.tokens import IGNORE_INDEX  # label of positions the MLM loss skips
 
 
 # --- modules, named as in HF BERT ----------------------------------------------------------------

@@ -7,6 +7,7 @@ from typing import Optional
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from symattn.tokens import NUM_SPECIAL_TOKENS, PAD_TOKEN_ID, SPECIAL_TOKENS
 from symattn.variants import COEFFICIENT_INITS, COEFFICIENT_SCHEMES, Variant, variant, variant_label
 
 # layers / hidden / heads; the FFN is 4x hidden unless set.
@@ -17,7 +18,6 @@ SIZES: dict[str, tuple[int, int, int]] = {
     "medium": (8, 512, 8),
     "base": (12, 768, 12),  # the paper's base
 }
-NUM_SPECIAL_TOKENS = 5  # [PAD] [UNK] [CLS] [SEP] [MASK]
 
 
 class AttentionConfig(BaseModel):
@@ -85,7 +85,7 @@ class ModelConfig(BaseModel):
     attention_dropout: float = Field(0.1, ge=0.0, lt=1.0)
     layer_norm_eps: float = Field(1e-12, gt=0.0)
     init_std: float = Field(0.02, gt=0.0)
-    pad_token_id: int = Field(0, ge=0)
+    pad_token_id: int = Field(PAD_TOKEN_ID, ge=0)
 
     @model_validator(mode="after")
     def _check(self) -> "ModelConfig":
@@ -99,7 +99,7 @@ class ModelConfig(BaseModel):
         if self.vocab_size < NUM_SPECIAL_TOKENS:
             raise ValueError(
                 f"vocab_size {self.vocab_size} is smaller than the {NUM_SPECIAL_TOKENS} special tokens "
-                "([PAD] [UNK] [CLS] [SEP] [MASK]); use the tokenizer's vocabulary size"
+                f"({' '.join(SPECIAL_TOKENS)}); use the tokenizer's vocabulary size"
             )
         if self.pad_token_id >= self.vocab_size:
             raise ValueError(f"pad_token_id {self.pad_token_id} is outside the vocabulary ({self.vocab_size})")

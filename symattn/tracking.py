@@ -19,13 +19,11 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from symattn import keys
 from symattn.paths import default_tracking_uri, project_root
 
 PACKAGES = ("symattn", "torch", "pytorch-lightning", "mlflow", "optuna", "tokenizers", "numpy")
 _BATCH = 100  # MLflow's limit of params per log_batch call is 100
-# Metrics of one start of a run (its start-up, its tracking cost), not of the training state: a
-# resume does not recompute them, so they are kept even at steps the store already holds.
-PER_START = "time/"
 
 
 def resolve_uri(uri: Optional[str]) -> str:
@@ -139,7 +137,7 @@ class RunTracker:
         start = time.perf_counter()
         now = int(time.time() * 1000)
         self.pending.extend(Metric(k, float(v), now, step) for k, v in metrics.items()
-                            if step > self.floor.get(k, -1) or k.startswith(PER_START))
+                            if step > self.floor.get(k, -1) or k.startswith(keys.TIME_PREFIX))
         self.seconds += time.perf_counter() - start
 
     def flush(self) -> None:
@@ -169,9 +167,6 @@ class RunTracker:
                 self.client.update_run(self.run_id, status="RUNNING")
             else:
                 self.client.set_terminated(self.run_id, status=status)
-
-    def status(self) -> str:
-        return self.client.get_run(self.run_id).info.status
 
     def log_artifact(self, path: Path, artifact_path: Optional[str] = None) -> None:
         self.client.log_artifact(self.run_id, str(path), artifact_path)

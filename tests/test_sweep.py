@@ -99,6 +99,8 @@ def test_two_workers_drain_the_queue_exactly_once(spec_path, tmp_path):
     # the trial and the run name each other; the run carries the cell's readable name
     for row, run in ((r, client.get_run(r["run_id"])) for r in rows):
         assert run.data.tags["optuna_trial"].isdigit() and run.info.run_name == row["cell"]
+        # the group `status` prints finds the run in MLflow (the vocabulary follows the tokenizer)
+        assert run.data.tags["group"] == row["group"]
         # start-up counts from the cell's launch by the worker, which came after the worker started
         [startup] = client.get_metric_history(run.info.run_id, "time/startup_s")
         assert 0 < startup.value < time.time() - started
@@ -238,7 +240,7 @@ def test_cells_fork_from_a_server_with_their_imports_loaded():
 
     ctx = context()
     out = ctx.Queue()
-    modules = ["torch", "pytorch_lightning", "mlflow.store.tracking.sqlalchemy_store", "symattn.run", "symattn.data"]
+    modules = ["torch", "pytorch_lightning", "mlflow.store.tracking.sqlalchemy_store", "symattn.pretrain", "symattn.data"]
     p = ctx.Process(target=_preloaded, args=(modules, out))
     p.start()
     loaded = out.get(timeout=120)

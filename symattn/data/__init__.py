@@ -14,7 +14,7 @@ _EXPORTS = {
     "PretrainingData": "pretraining", "prepare_pretraining": "pretraining", "load_prepared": "pretraining",
     "split_documents": "pretraining",
     "PretrainingBatches": "masking", "val_batches": "masking", "mask_tokens": "masking", "IGNORE_INDEX": "masking",
-    "CORPORA": "sources", "load_corpus": "sources",
+    "CORPORA": "registry", "load_corpus": "sources",
     "SPECIAL_TOKENS": "tokenizer", "SpecialIds": "tokenizer",
     "TASKS": "tasks", "GLUE_TASKS": "tasks", "OFFLINE_TASKS": "tasks", "TaskData": "tasks", "TaskInfo": "tasks",
     "TaskSplit": "tasks", "TaskDataset": "tasks", "collate_task_batch": "tasks", "load_task": "tasks",
@@ -35,7 +35,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from symattn.data.masking import IGNORE_INDEX, PretrainingBatches, mask_tokens, val_batches  # noqa: F401
     from symattn.data.metrics import GLUE_SCORE_KEYS, compute_metrics, glue_score  # noqa: F401
     from symattn.data.pretraining import PretrainingData, load_prepared, prepare_pretraining, split_documents  # noqa: F401
-    from symattn.data.sources import CORPORA, load_corpus  # noqa: F401
+    from symattn.data.registry import CORPORA  # noqa: F401
+    from symattn.data.sources import load_corpus  # noqa: F401
     from symattn.data.tasks import (  # noqa: F401
         GLUE_TASKS, OFFLINE_TASKS, TASKS, TaskData, TaskDataset, TaskInfo, TaskSplit, collate_task_batch, load_task,
     )

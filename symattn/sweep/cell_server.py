@@ -7,7 +7,7 @@ worker, this module stays light, so that the server starts before the worker's o
 server imports it too (its preload), and only there does it load the cells' imports.
 
 The server keeps the environment it started with; each cell gets the worker's environment at its
-launch (`worker._cell_main`), except what the server's imports already read (OMP_*, TORCH_LOGS, ...).
+launch (`cell_main`), except what the server's imports already read (OMP_*, TORCH_LOGS, ...).
 """
 
 from __future__ import annotations
@@ -16,7 +16,15 @@ import logging
 import multiprocessing as mp
 import os
 import signal
+import sys
 from multiprocessing import forkserver
+from typing import TYPE_CHECKING, Optional
+
+if TYPE_CHECKING:
+    from symattn.config import RunConfig
+
+EXIT_NON_FINITE = 3  # a deterministic failure: retrying would fail the same way
+EXIT_PRUNED = 4  # a search trial stopped by its pruner
 
 _IN_SERVER = "SYMATTN_CELL_SERVER"  # set in the server's environment only
 
@@ -46,13 +54,48 @@ def _preload() -> None:
         import mlflow.store.tracking.sqlalchemy_store  # noqa: F401  MLflow's SQL store
         import symattn.data.masking  # noqa: F401
         import symattn.data.pretraining  # noqa: F401
-        import symattn.run  # noqa: F401
-        import symattn.sweep.worker  # noqa: F401
+        import symattn.pretrain  # noqa: F401
+        import symattn.sweep.search  # noqa: F401  the pruning callback of a search cell
 
         # MLflow's ORM classes are mapped on first use; do it here, once, not in every cell.
         sqlalchemy.orm.configure_mappers()
     except Exception as exc:  # noqa: BLE001  the server must live: a cell then imports what it needs
         logging.getLogger("symattn.sweep").warning("cell server: preloading failed (%s); cells import on their own", exc)
+
+
+def cell_main(config: RunConfig, device: str, prune=None, launched_at: Optional[float] = None,
+              environ: Optional[dict] = None) -> None:
+    """Body of a cell's child process: pin the device, train (resuming the cell's run if any).
+    `prune`: a search cell's `search.PruneOnValidation`.
+    `launched_at`: when the worker started the cell, which the run's start-up cost counts from.
+    `environ`: the worker's environment at launch (the cell server's own dates from its start)."""
+    # Die with the cell server, which exits when its worker does: a killed worker leaves no run behind.
+    if sys.platform == "linux":
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the server ignores it; Lightning handles it here
+    if environ is not None:
+        os.environ.clear()
+        os.environ.update(environ)
+    logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)  # the worker reports each cell in a line
+    if device != "cpu":
+        os.environ["CUDA_VISIBLE_DEVICES"] = device
+    from optuna import TrialPruned
+
+    from symattn.errors import NonFiniteLoss, RunStopped
+    from symattn.pretrain import pretrain
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the worker decides; it sends SIGTERM to stop a cell
+    try:
+        pretrain(config, resume="auto", callbacks=[prune.callback()] if prune else None, started_at=launched_at)
+    except TrialPruned:
+        sys.exit(EXIT_PRUNED)
+    except NonFiniteLoss as exc:
+        print(f"cell failed: {exc}", file=sys.stderr)
+        sys.exit(EXIT_NON_FINITE)
+    except RunStopped:
+        sys.exit(143)
 
 
 if os.environ.get(_IN_SERVER):

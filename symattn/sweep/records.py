@@ -2,8 +2,8 @@
 
 A trial's user attributes: `cell` (the config hash), `name`, `group`, `index` (queue order),
 `attempt`, `config` (the run config, as set by the spec), and once it has a run `mlflow_run_id`;
-a retry adds `retry_of` and `retry_reason`, a failure `failure`. Its run carries the tags `study`,
-`cell` and `optuna_trial`.
+a retry adds `retry_of` and `retry_reason`, a failure `failure`. Its run carries the tags
+`keys.STUDY`, `keys.CELL` and `keys.OPTUNA_TRIAL`.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from typing import Optional
 
 from optuna.trial import FrozenTrial
 
+from symattn import keys
 from symattn.config import RunConfig
 
 
@@ -27,8 +28,8 @@ def cell_config(trial: FrozenTrial, device: str, cpu_threads: int) -> RunConfig:
     speed = {"progress_bar": False, "devices": 1, "accelerator": "cpu" if device == "cpu" else "gpu"}
     if device == "cpu":
         speed["threads"] = cpu_threads
-    tracking = {"tags": {**cfg.tracking.tags, "study": cfg.tracking.experiment,
-                         "cell": trial.user_attrs["cell"], "optuna_trial": str(trial.number)}}
+    tracking = {"tags": {**cfg.tracking.tags, keys.STUDY: cfg.tracking.experiment,
+                         keys.CELL: trial.user_attrs["cell"], keys.OPTUNA_TRIAL: str(trial.number)}}
     if cfg.tracking.run_name is None:
         tracking["run_name"] = trial.user_attrs["name"]  # the cell's readable name in the MLflow UI
     return cfg.model_copy(update={"speed": cfg.speed.model_copy(update=speed),
@@ -40,7 +41,7 @@ def runs_of(client, trial: FrozenTrial, status: Optional[str] = None) -> list:
     exp = client.get_experiment_by_name(trial.user_attrs["config"]["tracking"]["experiment"])
     if exp is None:
         return []
-    filt = f"tags.cell = '{trial.user_attrs['cell']}'"
+    filt = f"tags.{keys.CELL} = '{trial.user_attrs['cell']}'"
     if status:
         filt += f" and attributes.status = '{status}'"
     return client.search_runs([exp.experiment_id], filter_string=filt,

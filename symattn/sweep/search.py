@@ -8,6 +8,7 @@ import copy
 import optuna
 from optuna.trial import FrozenTrial
 
+from symattn import keys
 from symattn.config import RunConfig, apply_overrides
 from symattn.sweep import optuna_internals as internals
 from symattn.sweep.records import cell_attrs
@@ -86,10 +87,10 @@ class PruneOnValidation:
             evals = 0
 
             def on_validation_end(self, trainer, pl_module) -> None:
-                if trainer.sanity_checking or "val/loss" not in pl_module.val_metrics:
+                if trainer.sanity_checking or keys.VAL_LOSS not in pl_module.val_metrics:
                     return
                 trial = internals.live_trial(study, outer.trial_id)
-                trial.report(pl_module.val_metrics["val/loss"], trainer.global_step)
+                trial.report(pl_module.val_metrics[keys.VAL_LOSS], trainer.global_step)
                 self.evals += 1
                 if self.evals > search.warmup_evals and trial.should_prune():
                     raise optuna.TrialPruned(f"pruned at step {trainer.global_step}")

@@ -7,6 +7,7 @@ from typing import Optional
 import optuna
 from optuna.trial import FrozenTrial
 
+from symattn import keys
 from symattn.config import RunConfig
 from symattn.sweep.records import latest_run
 from symattn.sweep.storage import load_study, open_storage
@@ -33,7 +34,7 @@ def status_rows(study_name: str, storage_url: Optional[str] = None) -> list[dict
         max_steps = RunConfig.model_validate(t.user_attrs["config"]).optim.max_steps
         step = 0
         if run is not None:
-            hist = client.get_metric_history(run.info.run_id, "train/tokens")
+            hist = client.get_metric_history(run.info.run_id, keys.TRAIN_TOKENS)
             step = max((m.step for m in hist), default=0)
         rows.append({
             "cell": t.user_attrs["name"],
@@ -43,7 +44,7 @@ def status_rows(study_name: str, storage_url: Optional[str] = None) -> list[dict
             "run_id": run.info.run_id if run else "",
             "run_status": run.info.status if run else "",
             "progress": f"{step}/{max_steps}",
-            "val_loss": run.data.metrics.get("val/loss") if run else None,
+            "val_loss": run.data.metrics.get(keys.VAL_LOSS) if run else None,
         })
     return rows
 

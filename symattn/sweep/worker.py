@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import sys
 import threading
 import time
 from typing import Optional
@@ -15,18 +14,15 @@ from typing import Optional
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from symattn.config import RunConfig
+from symattn import keys
 from symattn.sweep import optuna_internals as internals
+from symattn.sweep.cell_server import EXIT_NON_FINITE, EXIT_PRUNED, cell_main, context
 from symattn.sweep.records import cell_config, finished_run, latest_run
 from symattn.sweep.search import PruneOnValidation, ask, budget_used, load_search
 from symattn.sweep.spec import SweepSpec
 from symattn.sweep.storage import default_storage, load_study, open_storage
 
 log = logging.getLogger("symattn.sweep")
-
-EXIT_NON_FINITE = 3  # a deterministic failure: retrying would fail the same way
-EXIT_PRUNED = 4  # a search trial stopped by its pruner
-
 
 def parse_devices(devices: str) -> list[str]:
     """'cpu', 'auto', or GPU indices '0,1'."""
@@ -62,38 +58,6 @@ def reclaim_stale(study: optuna.Study, grace_seconds: float, max_retries: int) -
     return n
 
 
-def _cell_main(config: RunConfig, device: str, prune: Optional[PruneOnValidation] = None,
-               launched_at: Optional[float] = None, environ: Optional[dict] = None) -> None:
-    """Body of a cell's child process: pin the device, train (resuming the cell's run if any).
-    `launched_at`: when the worker started the cell, which the run's start-up cost counts from.
-    `environ`: the worker's environment at launch (the cell server's own dates from its start)."""
-    # Die with the cell server, which exits when its worker does: a killed worker leaves no run behind.
-    if sys.platform == "linux":
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the server ignores it; Lightning handles it here
-    if environ is not None:
-        os.environ.clear()
-        os.environ.update(environ)
-    logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)  # the worker reports each cell in a line
-    if device != "cpu":
-        os.environ["CUDA_VISIBLE_DEVICES"] = device
-    from symattn.errors import NonFiniteLoss, RunStopped
-    from symattn.run import train
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the worker decides; it sends SIGTERM to stop a cell
-    try:
-        train(config, resume="auto", callbacks=[prune.callback()] if prune else None, started_at=launched_at)
-    except optuna.TrialPruned:
-        sys.exit(EXIT_PRUNED)
-    except NonFiniteLoss as exc:
-        print(f"cell failed: {exc}", file=sys.stderr)
-        sys.exit(EXIT_NON_FINITE)
-    except RunStopped:
-        sys.exit(143)
-
-
 def _say(message: str) -> None:
     """A line on the worker's output per cell event."""
     print(f"{time.strftime('%H:%M:%S')} {message}", flush=True)
@@ -119,8 +83,6 @@ class Worker:
         self.done: list[tuple[str, str]] = []  # (cell name, final state)
 
     def run(self) -> list[tuple[str, str]]:
-        from symattn.sweep.cell_server import context
-
         ctx = context()  # cells fork from a server that has their imports loaded
         previous = {s: signal.signal(s, self._stop) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
@@ -183,7 +145,7 @@ class Worker:
         if finished is None:
             attempt = trial.user_attrs.get("attempt", 1)
             _say(f"{name}: started on {device}" + (f", attempt {attempt}" if attempt > 1 else ""))
-            p = ctx.Process(target=_cell_main, name=name,
+            p = ctx.Process(target=cell_main, name=name,
                             args=(config, device, prune, time.time(), dict(os.environ)))
             with self.lock:
                 p.start()
@@ -210,8 +172,8 @@ class Worker:
             return
         minutes = f"{(time.monotonic() - started) / 60:.1f} min"
         if state == "COMPLETE":
-            loss = finished.data.metrics.get("val/loss", float("nan"))
-            stopped = finished.data.tags.get("stopped_early_at")
+            loss = finished.data.metrics.get(keys.VAL_LOSS, float("nan"))
+            stopped = finished.data.tags.get(keys.STOPPED_EARLY_AT)
             early = f", stopped early at step {int(stopped):,}" if stopped else ""
             _say(f"{name}: COMPLETE, val/loss {loss:.4f}{early}, {minutes}")
         else:
@@ -223,10 +185,10 @@ class Worker:
         run = finished or latest_run(client, trial)
         if run is not None:
             internals.set_user_attrs(storage, tid, {"mlflow_run_id": run.info.run_id})
-            client.set_tag(run.info.run_id, "optuna_trial", str(trial.number))
+            client.set_tag(run.info.run_id, keys.OPTUNA_TRIAL, str(trial.number))
         if finished is not None:
             internals.finish(storage, tid, TrialState.COMPLETE,
-                             finished.data.metrics.get("val/loss", float("nan")))
+                             finished.data.metrics.get(keys.VAL_LOSS, float("nan")))
             state = "COMPLETE"
         elif code == EXIT_PRUNED:
             internals.finish(storage, tid, TrialState.PRUNED)

@@ -73,7 +73,8 @@ def test_runs_report_through_the_cli(tmp_path, capsys, store, known):
 
 def test_markdown_tables():
     frame = pd.DataFrame({"a": ["x|y", None], "b": [1.23456, float("nan")]})
-    assert tables.to_markdown(frame) == "| a | b |\n|---|---|\n| x\\|y | 1.23 |\n|  |  |\n"
+    assert tables.to_markdown(frame) == ("| a    | b    |\n|------|------|\n| x\\|y | 1.23 |\n"
+                                         "|      |      |\n")
     assert tables.mean_std(79.3626, 0.3688) == "79.36 ± 0.37"
     assert tables.step_text(float("nan"), 200_000, "not reached") == "not reached (>200,000)"
     assert tables.step_text(32_799.4) == "32,799"

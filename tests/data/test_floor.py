@@ -9,6 +9,7 @@ import pytest
 from symattn.data.floor import MASK_SHARE, PSEUDO_COUNT, RANDOM_SHARE, context_free_floor, token_counts
 from symattn.data.masking import mask_tokens
 from symattn.data.tokenizer import SpecialIds
+from symattn.tokens import IGNORE_INDEX
 
 SPECIAL = SpecialIds(pad=0, unk=1, cls=2, sep=3, mask=4)
 VOCAB = 12   # 5 special ids, 7 ordinary ones
@@ -63,7 +64,7 @@ def test_floor_is_the_loss_of_the_bayes_predictor_on_the_suites_own_masks():
     counts = token_counts(blocks, VOCAB, SPECIAL.all)
     floor = context_free_floor(counts, counts, SPECIAL.all)["context_free_loss"]
     inputs, labels = mask_tokens(blocks, np.arange(len(blocks)), 0, 1, SPECIAL, VOCAB, 0.5)
-    target = labels != -100
+    target = labels != IGNORE_INDEX
     y, x = labels[target], inputs[target]
     p = counts / counts.sum()
     ordinary = np.array([i for i in range(VOCAB) if i not in SPECIAL.all])

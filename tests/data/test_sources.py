@@ -6,7 +6,8 @@ import io
 import pytest
 
 from symattn.data import DataConfig, DataError
-from symattn.data.sources import clean_text, finish, load_corpus, parse_news_articles_csv
+from symattn.data.registry import parse_news_articles_csv
+from symattn.data.sources import clean_text, finish, load_corpus
 
 
 def corpus(cfg_source, cache):

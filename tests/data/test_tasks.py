@@ -209,5 +209,5 @@ def test_glue_score_reproduces_the_paper():
     expected = 100 * np.mean([seed1[k] for k in GLUE_SCORE_KEYS])
     assert glue_score(seed1) == pytest.approx(expected) and 79.0 < expected < 80.0
     assert "wnli" not in GLUE_SCORE_KEYS and len(GLUE_SCORE_KEYS) == 9
-    with pytest.raises(DataError, match="needs rte, stsb"):
+    with pytest.raises(DataError, match="needs stsb, rte"):
         glue_score({k: v for k, v in seed1.items() if k not in ("rte", "stsb")})

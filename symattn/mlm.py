@@ -1,11 +1,10 @@
-"""MLM pre-training: the LightningModule, the DataModule over deterministic batches, and `train()`,
-the single-run entry point (one run = one MLflow run; returns the final metrics)."""
+"""MLM pre-training in Lightning: the LightningModule and the DataModule over deterministic batches
+(`symattn.pretrain` runs them as one tracked run)."""
 
 from __future__ import annotations
 
 import hashlib
 import math
-import os
 from typing import Optional
 
 import pytorch_lightning as pl
@@ -15,6 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 from symattn.config import RunConfig
 from symattn.diagnostics import attention_stats, weight_stats
 from symattn.model import BertForMaskedLM
+from symattn.tokens import IGNORE_INDEX
 
 NO_DECAY = ("bias", "LayerNorm.weight")  # as BERT: no weight decay on biases and LayerNorm
 
@@ -137,7 +137,7 @@ class MLMPretraining(pl.LightningModule):
 
     def validation_step(self, batch, batch_idx):
         batch = {k: v for k, v in batch.items() if k != "micro_step"}
-        n = (batch["labels"] != -100).sum()
+        n = (batch["labels"] != IGNORE_INDEX).sum()
         if self.cfg.eval.diagnostics and batch_idx == 0:
             out = self.model(**batch, output_attentions=True)
             self.val_metrics.update(attention_stats(out.attentions, batch["attention_mask"]))

@@ -9,7 +9,7 @@ from mlflow.tracking import MlflowClient
 
 from symattn.config import load_config
 from symattn.errors import NonFiniteLoss, RunStopped
-from symattn.run import train
+from symattn.pretrain import pretrain
 
 
 def client_of(cfg):
@@ -23,7 +23,7 @@ def history(cfg, run_id, key):
 def test_a_run_logs_exactly_what_it_promises(run_overrides, tmp_path):
     cfg = load_config(None, run_overrides + ["model.attention.kind=pairwise", "optim.warmup_steps=10"])
     called = time.time()
-    result = train(cfg)
+    result = pretrain(cfg)
     returned = time.time()
     run = client_of(cfg).get_run(result["run_id"])
     assert run.info.status == "FINISHED" and result["steps"] == 40
@@ -42,8 +42,8 @@ def test_a_run_logs_exactly_what_it_promises(run_overrides, tmp_path):
     # The data's context-free floor, as the data layer computes it, is a param of the run.
     from symattn.data import prepare_pretraining
 
-    from symattn.run import resolve_vocab
-    from symattn.train import validation_batches
+    from symattn.pretrain import resolve_vocab
+    from symattn.mlm import validation_batches
 
     data = prepare_pretraining(cfg.data)
     floor = data.floor
@@ -84,18 +84,18 @@ def test_a_run_logs_exactly_what_it_promises(run_overrides, tmp_path):
 
 def test_vanilla_run_reports_how_symmetric_its_query_key_forms_are(run_overrides):
     cfg = load_config(None, run_overrides + ["optim.max_steps=20"])
-    result = train(cfg)
+    result = pretrain(cfg)
     assert -1.0 <= result["diag/layer0/qk_symmetry"] <= 1.0
     assert "diag/layer0/s_symmetry" not in result
 
 
 def test_same_config_and_seed_give_the_same_curve(run_overrides):
-    a = train(load_config(None, run_overrides + ["tracking.experiment=a"]))
+    a = pretrain(load_config(None, run_overrides + ["tracking.experiment=a"]))
     b_cfg = load_config(None, run_overrides + ["tracking.experiment=b"])
-    b = train(b_cfg)
+    b = pretrain(b_cfg)
     assert history(b_cfg, a["run_id"], "train/loss") == history(b_cfg, b["run_id"], "train/loss")
     assert history(b_cfg, a["run_id"], "val/loss") == history(b_cfg, b["run_id"], "val/loss")
-    c = train(load_config(None, run_overrides + ["tracking.experiment=c", "seed=1"]))
+    c = pretrain(load_config(None, run_overrides + ["tracking.experiment=c", "seed=1"]))
     assert history(b_cfg, c["run_id"], "train/loss") != history(b_cfg, a["run_id"], "train/loss")
 
 
@@ -106,7 +106,7 @@ def test_a_constant_schedule_after_warm_up_does_not_depend_on_the_budget(run_ove
         cfg = load_config(None, run_overrides + [f"optim.schedule={schedule}", "optim.warmup_steps=10",
                                                  f"optim.max_steps={steps}", "eval.every_n_steps=10",
                                                  f"tracking.experiment={schedule}-{steps}"])
-        run_id = train(cfg)["run_id"]
+        run_id = pretrain(cfg)["run_id"]
         return {key: [(s, v) for s, v in history(cfg, run_id, key) if s <= 20]
                 for key in ("train/loss", "train/lr", "val/loss")}
 
@@ -117,14 +117,14 @@ def test_a_constant_schedule_after_warm_up_does_not_depend_on_the_budget(run_ove
 def test_stop_below_ends_a_run_that_stayed_below_the_level(run_overrides):
     over = run_overrides + ["eval.every_n_steps=10", "optim.max_steps=60"]
     cfg = load_config(None, over + ['eval.stop_below={level: "L* + 100", evaluations: 3}'])
-    result = train(cfg)
+    result = pretrain(cfg)
     run = client_of(cfg).get_run(result["run_id"])
     assert result["steps"] == 30 and run.info.status == "FINISHED"
     assert run.data.tags["stopped_early_at"] == "30"
     assert [s for s, _ in history(cfg, result["run_id"], "val/loss")] == [10, 20, 30]
     # A level never reached changes nothing.
     never = load_config(None, over + ["eval.stop_below={level: 0.01}", "tracking.experiment=never"])
-    result = train(never)
+    result = pretrain(never)
     assert result["steps"] == 60
     assert "stopped_early_at" not in client_of(never).get_run(result["run_id"]).data.tags
 
@@ -143,15 +143,15 @@ class StopAt(pl.Callback):
 @pytest.mark.parametrize("accumulate", [1, 2])
 def test_resumed_run_continues_the_same_run_step_for_step(run_overrides, accumulate):
     over = run_overrides + [f"optim.accumulate={accumulate}", "optim.batch_size=4", "checkpoint.every_n_steps=10"]
-    whole = train(load_config(None, over + ["tracking.experiment=whole"]))
+    whole = pretrain(load_config(None, over + ["tracking.experiment=whole"]))
     cfg = load_config(None, over + ["tracking.experiment=parts"])
     with pytest.raises(RunStopped, match="--resume"):
-        train(cfg, callbacks=[StopAt(25)])
+        pretrain(cfg, callbacks=[StopAt(25)])
     run_id = client_of(cfg).search_runs([client_of(cfg).get_experiment_by_name("parts").experiment_id])[0].info.run_id
     stopped = client_of(cfg).get_run(run_id)
     assert stopped.info.status == "KILLED" and stopped.data.tags["stopped_at_step"] == "25"
 
-    resumed = train(cfg, resume=True)
+    resumed = pretrain(cfg, resume=True)
     assert resumed["run_id"] == run_id  # the same MLflow run
     for key in ("train/loss", "val/loss", "train/lr", "train/tokens"):
         assert history(cfg, run_id, key) == history(cfg, whole["run_id"], key), key
@@ -165,20 +165,20 @@ def test_a_resumed_run_keeps_its_count_of_evaluations_below_the_stop_level(run_o
                             'eval.stop_below={level: "L* + 100", evaluations: 3}']
     cfg = load_config(None, over)
     with pytest.raises(RunStopped):
-        train(cfg, callbacks=[StopAt(15)])   # one evaluation below the level so far
-    resumed = train(cfg, resume=True)
+        pretrain(cfg, callbacks=[StopAt(15)])   # one evaluation below the level so far
+    resumed = pretrain(cfg, resume=True)
     assert resumed["steps"] == 30   # not 40: the evaluation at step 10 still counts
 
 
 def test_resume_without_an_unfinished_run_is_refused(run_overrides):
     with pytest.raises(ValueError, match="no unfinished run of this config"):
-        train(load_config(None, run_overrides), resume=True)
+        pretrain(load_config(None, run_overrides), resume=True)
 
 
 def test_matched_variants_share_initial_weights_and_batches(run_overrides):
     from symattn.data import prepare_pretraining
-    from symattn.run import resolve_vocab
-    from symattn.train import MLMPretraining, PretrainingDataModule
+    from symattn.pretrain import resolve_vocab
+    from symattn.mlm import MLMPretraining, PretrainingDataModule
 
     modules, first_batches, groups = [], [], set()
     for kind in ("vanilla", "symmetric", "pairwise"):
@@ -203,7 +203,7 @@ def test_matched_variants_share_initial_weights_and_batches(run_overrides):
 def test_non_finite_loss_fails_the_run_with_its_reason(run_overrides):
     cfg = load_config(None, run_overrides + ["optim.lr=1e12", "optim.grad_clip=null", "optim.warmup_steps=0"])
     with pytest.raises(NonFiniteLoss, match="lower optim.lr"):
-        train(cfg)
+        pretrain(cfg)
     client = client_of(cfg)
     run = client.search_runs([client.get_experiment_by_name("test").experiment_id])[0]
     assert run.info.status == "FAILED"

@@ -1,4 +1,4 @@
-"""One tracked pre-training run: `train(cfg)` and the callback that ties the run's life to MLflow.
+"""One tracked pre-training run: `pretrain(cfg)` and the callback that ties the run's life to MLflow.
 
 Invariants: a run is exactly one MLflow run (also when resumed); a checkpoint is written only after
 the metrics up to its step are in the store; a NaN marks the run FAILED with the reason; Ctrl-C or
@@ -22,6 +22,7 @@ import torch
 from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+from symattn import keys
 from symattn.config import RunConfig, flatten
 from symattn.diagnostics import coefficient_spectra
 from symattn.errors import NonFiniteLoss, RunStopped, one_line
@@ -36,7 +37,7 @@ from symattn.tracking import (
     open_store,
     package_versions,
 )
-from symattn.train import MLMPretraining, PretrainingDataModule, validation_batches
+from symattn.mlm import MLMPretraining, PretrainingDataModule, validation_batches
 
 FLUSH_SECONDS = 5.0  # metrics reach the store at least this often, and before every checkpoint
 
@@ -99,12 +100,12 @@ class RunLifecycle(pl.Callback):
         self.at_boundary = False
         if self.first_batch:
             self.first_batch = False
-            self._log(trainer.global_step, {"time/startup_s": time.time() - self.started_at})
+            self._log(trainer.global_step, {keys.STARTUP_S: time.time() - self.started_at})
 
     def on_train_end(self, trainer, pl_module) -> None:
         if self.tracker is not None:
             share = (self.tracker.seconds - self.tracking_start) / max(time.perf_counter() - self.fit_start, 1e-9)
-            self._log(trainer.global_step, {"time/tracking_share": share})
+            self._log(trainer.global_step, {keys.TRACKING_SHARE: share})
 
     def on_train_batch_end(self, trainer, pl_module: MLMPretraining, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
@@ -118,13 +119,13 @@ class RunLifecycle(pl.Callback):
             now = time.perf_counter()
             seconds = now - self.window_start - self.excluded_seconds
             metrics = {
-                "train/loss": loss,
-                "train/lr": pl_module.last_lr,
-                "train/tokens": step * self.tokens_per_step,
-                "train/tokens_per_s": (step - self.window_first_step) * self.tokens_per_step / max(seconds, 1e-9),
+                keys.TRAIN_LOSS: loss,
+                keys.TRAIN_LR: pl_module.last_lr,
+                keys.TRAIN_TOKENS: step * self.tokens_per_step,
+                keys.TRAIN_TOKENS_PER_S: (step - self.window_first_step) * self.tokens_per_step / max(seconds, 1e-9),
             }
             if pl_module.last_grad_norm is not None:
-                metrics["train/grad_norm"] = pl_module.last_grad_norm
+                metrics[keys.TRAIN_GRAD_NORM] = pl_module.last_grad_norm
             self._log(step, metrics)
             self.window_start, self.window_first_step, self.excluded_seconds = now, step, 0.0
         if step % self.cfg.checkpoint_every == 0:
@@ -150,12 +151,12 @@ class RunLifecycle(pl.Callback):
             return
         self._log(trainer.global_step, pl_module.val_metrics)
         if self.stop_level is not None and trainer.state.fn == TrainerFn.FITTING:
-            below = pl_module.val_metrics["val/loss"] < self.stop_level
+            below = pl_module.val_metrics[keys.VAL_LOSS] < self.stop_level
             self.evals_below = self.evals_below + 1 if below else 0
             if self.evals_below >= self.cfg.eval.stop_below.evaluations:
                 trainer.should_stop = True
                 if self.tracker is not None:
-                    self.tracker.set_tags({"stopped_early_at": trainer.global_step})
+                    self.tracker.set_tags({keys.STOPPED_EARLY_AT: trainer.global_step})
 
     def state_dict(self) -> dict:
         return {"evals_below": self.evals_below}
@@ -177,11 +178,11 @@ class RunLifecycle(pl.Callback):
         self._flush()
         if type(exception).__name__ == "TrialPruned":  # a search trial stopped by its pruner
             if self.tracker is not None:
-                self.tracker.set_tags({"pruned_at_step": trainer.global_step})
+                self.tracker.set_tags({keys.PRUNED_AT_STEP: trainer.global_step})
                 self.tracker.set_status("KILLED")
             return
         if self.tracker is not None:
-            self.tracker.set_tags({"failure_reason": f"{type(exception).__name__}: {one_line(exception)}"[:5000]})
+            self.tracker.set_tags({keys.FAILURE_REASON: f"{type(exception).__name__}: {one_line(exception)}"[:5000]})
             self.tracker.set_status("FAILED")
 
 
@@ -207,34 +208,35 @@ def resolve_vocab(cfg: RunConfig, data) -> RunConfig:
 def run_tags(cfg: RunConfig, data_fingerprint: str) -> dict[str, str]:
     att = cfg.model.attention
     return {
-        "kind": "pretrain",
-        "attention": att.kind,
-        "scheme": att.resolved_scheme,
-        "init": att.resolved_init,
-        "variant": att.label,
-        "size": cfg.model.size,
-        "seed": str(cfg.seed),
-        "group": cfg.group_id(),
-        "config_hash": cfg.config_hash(),
-        "data_fingerprint": data_fingerprint,
-        "git_commit": git_commit(),
-        **{f"version.{k}": v for k, v in package_versions().items()},
+        keys.KIND: keys.PRETRAIN,
+        keys.ATTENTION: att.kind,
+        keys.SCHEME: att.resolved_scheme,
+        keys.INIT: att.resolved_init,
+        keys.VARIANT: att.label,
+        keys.SIZE: cfg.model.size,
+        keys.SEED: str(cfg.seed),
+        keys.GROUP: cfg.group_id(),
+        keys.CONFIG_HASH: cfg.config_hash(),
+        keys.DATA_FINGERPRINT: data_fingerprint,
+        keys.GIT_COMMIT: git_commit(),
+        **{f"{keys.VERSION_PREFIX}{k}": v for k, v in package_versions().items()},
         **cfg.tracking.tags,
     }
 
 
-def run_params(cfg: RunConfig, counts: dict[str, int], floor: Optional[dict] = None) -> dict:
-    """The flattened config, parameter counts and FLOPs, and the data's context-free floor:
-    `data.context_free_loss` (L*), `data.unigram_entropy`, and `data.val_context_free_loss`, the
-    context-free loss of the run's own validation targets, which its escape is measured from."""
+def run_params(cfg: RunConfig, counts: dict[str, int], floor: dict, val_floor: float) -> dict:
+    """The flattened config, parameter counts and FLOPs, and the data's context-free floor: L*, the
+    unigram cross-entropy, and the context-free loss of the run's own validation targets, which its
+    escape is measured from (`symattn.keys`)."""
     params = flatten(cfg.to_dict())
-    params.update({f"params_{k}": v for k, v in counts.items()})
-    params.update({f"data.{k}": v for k, v in (floor or {}).items()})
-    params["flops_per_token"] = flops_per_token(cfg.model, cfg.data.seq_len, cfg.data.mlm_probability)
+    params.update(zip(keys.PARAM_COUNTS, (counts["total"], counts["non_embedding"], counts["attention"])))
+    params[keys.FLOPS_PER_TOKEN] = flops_per_token(cfg.model, cfg.data.seq_len, cfg.data.mlm_probability)
+    params.update({keys.DATA_FLOOR: floor["context_free_loss"], keys.UNIGRAM_ENTROPY: floor["unigram_entropy"],
+                   keys.VAL_FLOOR: val_floor})
     return params
 
 
-def train(cfg: RunConfig, resume: Union[bool, str, None] = False, callbacks: Optional[list] = None,
+def pretrain(cfg: RunConfig, resume: Union[bool, str, None] = False, callbacks: Optional[list] = None,
           started_at: Optional[float] = None) -> dict:
     """Run (or continue) one MLM pre-training run. `resume`: False starts a new run; True continues
     the newest unfinished run of this exact config; "auto" continues one if there is one; a run id
@@ -248,12 +250,14 @@ def train(cfg: RunConfig, resume: Union[bool, str, None] = False, callbacks: Opt
 
     apply_speed_settings(threads=cfg.speed.threads, flush_denormal=cfg.speed.flush_denormal)
     data = prepare_pretraining(cfg.data)
-    cfg = resolve_vocab(cfg, data)
+    # A run is identified by its config as given (its group and hash, as a sweep's queue and status
+    # name them), before the model's vocabulary follows the tokenizer.
+    given, cfg = cfg, resolve_vocab(cfg, data)
     data.check_model(cfg.model.vocab_size, cfg.model.max_positions)
     rank_zero = _is_rank_zero()
 
     # The floor of what this run is measured on: its escape and early stop are relative to it.
-    floor = {**data.floor, "val_context_free_loss": round(data.evaluated_floor(validation_batches(cfg, data)), 6)}
+    val_floor = round(data.evaluated_floor(validation_batches(cfg, data)), 6)
     module = MLMPretraining(cfg)
     counts = count_parameters(module.model)
     tracker, ckpt_path, resume_from = None, None, None
@@ -261,11 +265,11 @@ def train(cfg: RunConfig, resume: Union[bool, str, None] = False, callbacks: Opt
     if rank_zero:
         client = open_store(cfg.tracking.uri)
         exp_id = experiment_id(client, cfg.tracking.experiment)
-        run_id = _pick_run(client, exp_id, cfg, resume)
+        run_id = _pick_run(client, exp_id, given, cfg, resume)
         if run_id is None:
             tracker = RunTracker.create(
-                client, exp_id, cfg.tracking.run_name, run_tags(cfg, data.fingerprint),
-                run_params(cfg, counts, floor),
+                client, exp_id, cfg.tracking.run_name, run_tags(given, data.fingerprint),
+                run_params(cfg, counts, data.floor, val_floor),
             )
             run_id = tracker.run_id
         else:
@@ -279,14 +283,14 @@ def train(cfg: RunConfig, resume: Union[bool, str, None] = False, callbacks: Opt
     if tracker is not None:
         if resume_from:
             tracker.set_resume_floor()
-        tracker.set_tags({"checkpoint": str(ckpt_path)})
+        tracker.set_tags({keys.CHECKPOINT: str(ckpt_path)})
         tracker.set_status("RUNNING")
 
     o = cfg.optim
     world = _world_size(cfg)
     stop = cfg.eval.stop_below
     lifecycle = RunLifecycle(cfg, tracker, ckpt_path, o.batch_size * o.accumulate * cfg.data.seq_len * world, started_at,
-                             stop.resolve(floor["val_context_free_loss"]) if stop else None)
+                             stop.resolve(val_floor) if stop else None)
     trainer = pl.Trainer(
         max_steps=o.max_steps,
         accumulate_grad_batches=o.accumulate,
@@ -333,23 +337,26 @@ def train(cfg: RunConfig, resume: Union[bool, str, None] = False, callbacks: Opt
     return result
 
 
-def _pick_run(client, exp_id: str, cfg: RunConfig, resume) -> Optional[str]:
+def _pick_run(client, exp_id: str, given: RunConfig, resolved: RunConfig, resume) -> Optional[str]:
+    """The run to continue, if any. Runs made before a run's identity was its config as given carry
+    the hash of the config with the vocabulary resolved: both are accepted."""
     if not resume:
         return None
+    hashes = dict.fromkeys((given.config_hash(), resolved.config_hash()))
     if isinstance(resume, str) and resume != "auto":
         try:
             run = client.get_run(resume)
         except Exception:
             raise ValueError(f"no MLflow run {resume!r} in the tracking store; check the run id") from None
-        if run.data.tags.get("config_hash") != cfg.config_hash():
+        if run.data.tags.get(keys.CONFIG_HASH) not in hashes:
             raise ValueError(
-                f"run {resume} was made with a different config (hash {run.data.tags.get('config_hash')}, "
-                f"this one {cfg.config_hash()}); resume it with its own config"
+                f"run {resume} was made with a different config (hash {run.data.tags.get(keys.CONFIG_HASH)}, "
+                f"this one {given.config_hash()}); resume it with its own config"
             )
         if run.info.status == "FINISHED":
             raise ValueError(f"run {resume} is already FINISHED; start a new run instead")
         return resume
-    run_id = find_resumable_run(client, exp_id, cfg.config_hash())
+    run_id = next(filter(None, (find_resumable_run(client, exp_id, h) for h in hashes)), None)
     if run_id is None and resume is True:
         raise ValueError("no unfinished run of this config to resume; drop --resume to start a new run")
     return run_id

@@ -1,0 +1,48 @@
+"""What a run records in MLflow, named once: the code that writes a run (`symattn.pretrain`,
+`symattn.sweep`) and every reader (`analysis`, the sweep's status and lookups, the overhead bench)
+use these names. Torch- and MLflow-free."""
+
+from __future__ import annotations
+
+# The tag `kind`: what a run is.
+PRETRAIN, FINETUNE = "pretrain", "finetune"
+
+# Tags of every pre-training run.
+KIND = "kind"
+ATTENTION, SCHEME, INIT, VARIANT = "attention", "scheme", "init", "variant"
+SIZE, SEED = "size", "seed"
+GROUP = "group"  # the matched group: every result-changing setting but the attention block
+CONFIG_HASH = "config_hash"  # every result-changing setting: the run's identity, for resume
+DATA_FINGERPRINT = "data_fingerprint"
+GIT_COMMIT = "git_commit"
+VERSION_PREFIX = "version."  # version.torch, version.mlflow, ...
+CHECKPOINT = "checkpoint"  # the resumable checkpoint's path
+# Tags of how a run ended.
+STOPPED_EARLY_AT = "stopped_early_at"
+PRUNED_AT_STEP = "pruned_at_step"
+FAILURE_REASON = "failure_reason"
+# Tags of a sweep cell's run.
+STUDY, CELL, OPTUNA_TRIAL = "study", "cell", "optuna_trial"
+# Tags of a fine-tuning run.
+PRETRAIN_RUN_ID, CHECKPOINT_STEP, TASK, FINETUNE_SEED = (
+    "pretrain_run_id", "checkpoint_step", "task", "finetune_seed")
+
+# Params beside the flattened config.
+PARAM_COUNTS = ("params_total", "params_non_embedding", "params_attention")
+FLOPS_PER_TOKEN = "flops_per_token"
+DATA_FLOOR = "data.context_free_loss"  # L*, the data's context-free floor
+UNIGRAM_ENTROPY = "data.unigram_entropy"
+VAL_FLOOR = "data.val_context_free_loss"  # the floor of the run's own validation targets
+
+# Metrics, by optimizer step.
+TRAIN_LOSS, TRAIN_LR, TRAIN_GRAD_NORM = "train/loss", "train/lr", "train/grad_norm"
+TRAIN_TOKENS, TRAIN_TOKENS_PER_S = "train/tokens", "train/tokens_per_s"
+VAL_LOSS = "val/loss"
+TIME_PREFIX = "time/"  # per-start metrics: logged again by every (re)start of a run
+STARTUP_S, TRACKING_SHARE = "time/startup_s", "time/tracking_share"
+DIAG_PREFIX = "diag/"
+
+
+def diag(layer: int, name: str) -> str:
+    """A diagnostic metric of one layer: `diag/layer0/entropy`."""
+    return f"{DIAG_PREFIX}layer{layer}/{name}"
