@@ -10,17 +10,26 @@ import sys
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
-        "figures", help="figures and tables of a set of runs",
+        "figures",
+        help="figures and tables of a set of runs",
         description="Write the figures (PNG, PDF) and tables (CSV, Markdown) of an MLflow experiment "
-                    "or study to analysis/figures/NAME/ and print the key table. NAME 'acl2024' "
-                    "regenerates the paper's own figures and tables from its published results.")
+        "or study to analysis/figures/NAME/ and print the key table. NAME 'acl2024' "
+        "regenerates the paper's own figures and tables from its published results.",
+    )
     parser.add_argument("name", help="'acl2024', or an MLflow experiment or study name")
-    parser.add_argument("--tracking-uri", default=None,
-                        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else "
-                             "sqlite:///mlflow.db)")
+    parser.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)",
+    )
     parser.add_argument("--out", default=None, help="output folder (default: analysis/figures/NAME)")
-    parser.add_argument("--loss-threshold", type=float, action="append", default=[],
-                        help="also report steps to this validation loss (repeatable)")
+    parser.add_argument(
+        "--loss-threshold",
+        type=float,
+        action="append",
+        default=[],
+        help="also report steps to this validation loss (repeatable)",
+    )
     parser.set_defaults(func=run, handler=run)
     return parser
 
@@ -33,8 +42,9 @@ def run(args: argparse.Namespace) -> int:
         text = report.paper_report(args.out)
     else:
         try:
-            text = report.runs_report(args.name, args.tracking_uri, args.out,
-                                      thresholds=tuple(args.loss_threshold))
+            text = report.runs_report(
+                args.name, args.tracking_uri, args.out, thresholds=tuple(args.loss_threshold)
+            )
         except (LookupError, FileNotFoundError) as error:
             print(f"symattn figures: {error}", file=sys.stderr)
             return 1

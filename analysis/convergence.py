@@ -21,12 +21,11 @@ import pandas as pd
 from analysis.frames import curve
 from symattn import keys
 
-
 # How a run's step relates to the criterion: the interval the true step lies in differs.
-REACHED = "reached"              # crossed and stayed across for `patience` evaluations: exact
-NOT_REACHED = "not reached"      # never crossed: the step lies after the last evaluation
-AT_OR_BEFORE = "at or before"    # already across at the first evaluation: at or before it
-PROVISIONAL = "provisional"      # crossed in the last `patience - 1` evaluations: not yet confirmed
+REACHED = "reached"  # crossed and stayed across for `patience` evaluations: exact
+NOT_REACHED = "not reached"  # never crossed: the step lies after the last evaluation
+AT_OR_BEFORE = "at or before"  # already across at the first evaluation: at or before it
+PROVISIONAL = "provisional"  # crossed in the last `patience - 1` evaluations: not yet confirmed
 
 
 @dataclass(frozen=True)
@@ -41,8 +40,8 @@ class Convergence:
     """
 
     step: float
-    bound: float                # last evaluated step
-    target: float = math.nan    # the value the curve had to cross
+    bound: float  # last evaluated step
+    target: float = math.nan  # the value the curve had to cross
     status: str = REACHED
     low: float = math.nan
     high: float = math.nan
@@ -66,8 +65,14 @@ class Convergence:
 
     @classmethod
     def provisional(cls, step, last, target=math.nan, low=None) -> "Convergence":
-        return cls(float(step), float(last), float(target), PROVISIONAL,
-                   float(step if low is None else low), math.inf)
+        return cls(
+            float(step),
+            float(last),
+            float(target),
+            PROVISIONAL,
+            float(step if low is None else low),
+            math.inf,
+        )
 
     def __str__(self) -> str:
         return step_text(self.step, self.bound, self.status)
@@ -106,8 +111,9 @@ def smooth(values, window: int | None = None, method: str = "median") -> np.ndar
     return (rolling.median() if method == "median" else rolling.mean()).to_numpy()
 
 
-def threshold_crossing(steps, values, threshold: float, direction: str = "down",
-                       window: int | None = None, patience: int = 1) -> Convergence:
+def threshold_crossing(
+    steps, values, threshold: float, direction: str = "down", window: int | None = None, patience: int = 1
+) -> Convergence:
     """First step at which the curve crosses `threshold` (downwards for a loss, `direction="up"`
     for a score) and stays across for `patience` evaluations, linearly interpolated between the two
     evaluations around that crossing.
@@ -125,21 +131,28 @@ def threshold_crossing(steps, values, threshold: float, direction: str = "down",
     y = smooth(values, window)
     across = y <= threshold if direction == "down" else y >= threshold
     for i in np.flatnonzero(across):
-        if not across[i:i + patience].all():
+        if not across[i : i + patience].all():
             continue
         confirmed = i + patience <= len(steps)
         if i == 0:
-            return (Convergence.at_or_before(steps[0], steps[-1], threshold) if confirmed else
-                    Convergence.provisional(steps[0], steps[-1], threshold, low=0.0))
+            return (
+                Convergence.at_or_before(steps[0], steps[-1], threshold)
+                if confirmed
+                else Convergence.provisional(steps[0], steps[-1], threshold, low=0.0)
+            )
         s0, s1, y0, y1 = steps[i - 1], steps[i], y[i - 1], y[i]
         step = s0 + (threshold - y0) * (s1 - s0) / (y1 - y0)
-        return (Convergence.reached(step, steps[-1], threshold) if confirmed else
-                Convergence.provisional(step, steps[-1], threshold))
+        return (
+            Convergence.reached(step, steps[-1], threshold)
+            if confirmed
+            else Convergence.provisional(step, steps[-1], threshold)
+        )
     return Convergence.not_reached(steps[-1], threshold)
 
 
-def plateau_level(steps, loss, window: int = 5, grid: float = 0.05, span: float = 0.3,
-                  flatness: float = 0.1) -> float:
+def plateau_level(
+    steps, loss, window: int = 5, grid: float = 0.05, span: float = 0.3, flatness: float = 0.1
+) -> float:
     """Loss level of the early plateau (MLM's unigram plateau near 6): the flattest point of the
     smoothed curve, on a log-step axis, before its steepest descent (the escape).
 
@@ -158,7 +171,7 @@ def plateau_level(steps, loss, window: int = 5, grid: float = 0.05, span: float 
         return math.nan
     yg = np.interp(g, x, y)
     slope = np.full(len(g), np.nan)
-    slope[half:-half] = (yg[2 * half:] - yg[:-2 * half]) / (2 * half * grid)
+    slope[half:-half] = (yg[2 * half :] - yg[: -2 * half]) / (2 * half * grid)
     steepest = int(np.nanargmin(slope))
     before = np.abs(slope[:steepest])
     if np.isnan(before).all():
@@ -169,8 +182,9 @@ def plateau_level(steps, loss, window: int = 5, grid: float = 0.05, span: float 
     return float(yg[flattest])
 
 
-def plateau_escape(steps, loss, floor, margin: float = 0.25, window: int = 5,
-                   patience: int = 3) -> Convergence:
+def plateau_escape(
+    steps, loss, floor, margin: float = 0.25, window: int = 5, patience: int = 3
+) -> Convergence:
     """Step at which the loss leaves the early MLM plateau: first falls `margin` below `floor` and
     stays below for `patience` evaluations (smoothed; see `threshold_crossing`).
 
@@ -198,15 +212,14 @@ def baseline_target(steps, loss, fraction: float = 1.0, tail: int = 5) -> float:
     return float(initial - fraction * (initial - final))
 
 
-def steps_to_target(steps, loss, target: float, window: int | None = None,
-                    patience: int = 1) -> Convergence:
+def steps_to_target(steps, loss, target: float, window: int | None = None, patience: int = 1) -> Convergence:
     """Step at which a loss first reaches `target` (see `threshold_crossing`)."""
     return threshold_crossing(steps, loss, target, "down", window, patience)
 
 
 # ---------------------------------------------------------------- over a set of runs
 
-MARGINS = (0.25, 0.5)   # below the floor; the first is the headline definition
+MARGINS = (0.25, 0.5)  # below the floor; the first is the headline definition
 
 
 def escape_definition(margin: float) -> str:
@@ -230,21 +243,53 @@ def describe_definition(name: str) -> str:
     return name
 
 
-RESULT_COLUMNS = ["run_id", "size", "variant", "seed", "group", "definition", "step", "bound",
-                  "censored", "status", "low", "high", "target"]
+RESULT_COLUMNS = [
+    "run_id",
+    "size",
+    "variant",
+    "seed",
+    "group",
+    "definition",
+    "step",
+    "bound",
+    "censored",
+    "status",
+    "low",
+    "high",
+    "target",
+]
 
 
 def _row(run, definition: str, result: Convergence) -> dict:
-    return {"run_id": run.run_id, "size": run.size, "variant": run.variant, "seed": run.seed,
-            "group": run.group, "definition": definition, "step": result.step,
-            "bound": result.bound, "censored": result.censored, "status": result.status,
-            "low": result.low, "high": result.high, "target": result.target}
+    return {
+        "run_id": run.run_id,
+        "size": run.size,
+        "variant": run.variant,
+        "seed": run.seed,
+        "group": run.group,
+        "definition": definition,
+        "step": result.step,
+        "bound": result.bound,
+        "censored": result.censored,
+        "status": result.status,
+        "low": result.low,
+        "high": result.high,
+        "target": result.target,
+    }
 
 
-def convergence_table(curves: pd.DataFrame, runs: pd.DataFrame, floors=None,
-                      metric: str = keys.VAL_LOSS, baseline: str = "vanilla", margins=MARGINS,
-                      thresholds=(), fractions=(1.0, 0.9), window: int = 5,
-                      patience: int = 3) -> pd.DataFrame:
+def convergence_table(
+    curves: pd.DataFrame,
+    runs: pd.DataFrame,
+    floors=None,
+    metric: str = keys.VAL_LOSS,
+    baseline: str = "vanilla",
+    margins=MARGINS,
+    thresholds=(),
+    fractions=(1.0, 0.9),
+    window: int = 5,
+    patience: int = 3,
+) -> pd.DataFrame:
     """Steps to convergence of every run under every loss-based definition, one row per run x
     definition: `escape_<m>` for each margin m (the loss falls m below its data's floor L*, see
     `plateau_escape`), `loss<=T` for each threshold T, and `baseline_final` / `baseline_<p>pct`
@@ -265,11 +310,17 @@ def convergence_table(curves: pd.DataFrame, runs: pd.DataFrame, floors=None,
         floor = floors.get(run.run_id)
         if floor is not None and not (isinstance(floor, float) and math.isnan(floor)):
             for margin in margins:
-                rows.append(_row(run, escape_definition(margin),
-                                 plateau_escape(steps, loss, floor, margin, window, patience)))
+                rows.append(
+                    _row(
+                        run,
+                        escape_definition(margin),
+                        plateau_escape(steps, loss, floor, margin, window, patience),
+                    )
+                )
         for threshold in thresholds:
-            rows.append(_row(run, f"loss<={threshold:g}",
-                             steps_to_target(steps, loss, threshold, window, patience)))
+            rows.append(
+                _row(run, f"loss<={threshold:g}", steps_to_target(steps, loss, threshold, window, patience))
+            )
         base = table[(table["group"] == run.group) & (table["variant"] == baseline)]
         if run.group is None or base.empty:
             continue
@@ -283,8 +334,7 @@ def convergence_table(curves: pd.DataFrame, runs: pd.DataFrame, floors=None,
     return pd.DataFrame(rows, columns=RESULT_COLUMNS)
 
 
-def glue_crossings(scores: pd.DataFrame, reference: str = "pairwise", fraction: float = 0.95
-                   ) -> pd.DataFrame:
+def glue_crossings(scores: pd.DataFrame, reference: str = "pairwise", fraction: float = 0.95) -> pd.DataFrame:
     """The paper's measure: per pre-training run, the first checkpoint step at which its GLUE score
     crosses `fraction` of the final score of the `reference` variant of its matched group,
     interpolated between checkpoints. `scores` has one row per run x checkpoint (`glue.
@@ -299,11 +349,36 @@ def glue_crossings(scores: pd.DataFrame, reference: str = "pairwise", fraction: 
         for run_id, run in part.groupby("pretrain_run_id", sort=False):
             result = threshold_crossing(run["checkpoint_step"], run["score"], threshold, "up")
             first = run.iloc[0]
-            rows.append({"pretrain_run_id": run_id, "size": first["size"],
-                         "variant": first["variant"], "seed": first["seed"], "group": group,
-                         "threshold": threshold, "step": result.step, "bound": result.bound,
-                         "censored": result.censored, "status": result.status,
-                         "low": result.low, "high": result.high})
-    return pd.DataFrame(rows, columns=["pretrain_run_id", "size", "variant", "seed", "group",
-                                       "threshold", "step", "bound", "censored", "status", "low",
-                                       "high"])
+            rows.append(
+                {
+                    "pretrain_run_id": run_id,
+                    "size": first["size"],
+                    "variant": first["variant"],
+                    "seed": first["seed"],
+                    "group": group,
+                    "threshold": threshold,
+                    "step": result.step,
+                    "bound": result.bound,
+                    "censored": result.censored,
+                    "status": result.status,
+                    "low": result.low,
+                    "high": result.high,
+                }
+            )
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "pretrain_run_id",
+            "size",
+            "variant",
+            "seed",
+            "group",
+            "threshold",
+            "step",
+            "bound",
+            "censored",
+            "status",
+            "low",
+            "high",
+        ],
+    )

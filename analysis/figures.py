@@ -21,24 +21,43 @@ from symattn import keys
 from symattn.variants import VARIANTS
 
 STYLE = {
-    "figure.figsize": (6.4, 4.2), "figure.dpi": 100, "savefig.dpi": 200,
-    "font.size": 10, "axes.titlesize": 11, "axes.labelsize": 11, "legend.fontsize": 9,
-    "legend.frameon": False, "axes.spines.top": False, "axes.spines.right": False,
-    "axes.grid": True, "grid.alpha": 0.3, "grid.linewidth": 0.6, "lines.linewidth": 1.6,
-    "pdf.fonttype": 42,   # embed TrueType: text stays text in the PDF
+    "figure.figsize": (6.4, 4.2),
+    "figure.dpi": 100,
+    "savefig.dpi": 200,
+    "font.size": 10,
+    "axes.titlesize": 11,
+    "axes.labelsize": 11,
+    "legend.fontsize": 9,
+    "legend.frameon": False,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "grid.linewidth": 0.6,
+    "lines.linewidth": 1.6,
+    "pdf.fonttype": 42,  # embed TrueType: text stays text in the PDF
 }
 # The paper's variants keep the paper's colours; other variants take the rest, in order.
 COLORS = {"pairwise": "#3b75af", "symmetric": "#519e3e", "vanilla": "#ef8636"}
-OTHER_COLORS = ["#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c", "#ccb974", "#64b5cd",
-                "#2f4858", "#b07aa1", "#4e9f9f"]
-VARIANT_ORDER = list(VARIANTS)   # the registry's order: vanilla, symmetric, pairwise, ...
+OTHER_COLORS = [
+    "#c44e52",
+    "#8172b3",
+    "#937860",
+    "#da8bc3",
+    "#8c8c8c",
+    "#ccb974",
+    "#64b5cd",
+    "#2f4858",
+    "#b07aa1",
+    "#4e9f9f",
+]
+VARIANT_ORDER = list(VARIANTS)  # the registry's order: vanilla, symmetric, pairwise, ...
 
 
 def order_variants(variants) -> list[str]:
     """The paper's variants first (vanilla, symmetric, pairwise), then the others by name."""
     unique = list(dict.fromkeys(v for v in variants if isinstance(v, str)))
-    return ([v for v in VARIANT_ORDER if v in unique]
-            + sorted(v for v in unique if v not in VARIANT_ORDER))
+    return [v for v in VARIANT_ORDER if v in unique] + sorted(v for v in unique if v not in VARIANT_ORDER)
 
 
 def variant_colors(variants) -> dict[str, str]:
@@ -65,18 +84,29 @@ def save(fig: Figure, out_dir, name: str) -> list[Path]:
     legends = [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
     with style():
         for path in paths:
-            fig.savefig(path, bbox_inches="tight",
-                        bbox_extra_artists=[*fig.get_default_bbox_extra_artists(), *legends])
+            fig.savefig(
+                path,
+                bbox_inches="tight",
+                bbox_extra_artists=[*fig.get_default_bbox_extra_artists(), *legends],
+            )
     return paths
 
 
 def _broken_axes(fig: Figure, segments) -> list:
     """Side-by-side axes sharing y, one per x segment, with diagonal break marks between them."""
     widths = [hi - lo for lo, hi in segments]
-    axes = fig.subplots(1, len(segments), sharey=True, width_ratios=widths,
-                        gridspec_kw={"wspace": 0.06}, squeeze=False)[0]
-    marks = dict(marker=[(-1, -1.5), (1, 1.5)], markersize=10, linestyle="none", color="k",
-                 mec="k", mew=1, clip_on=False)
+    axes = fig.subplots(
+        1, len(segments), sharey=True, width_ratios=widths, gridspec_kw={"wspace": 0.06}, squeeze=False
+    )[0]
+    marks = dict(
+        marker=[(-1, -1.5), (1, 1.5)],
+        markersize=10,
+        linestyle="none",
+        color="k",
+        mec="k",
+        mew=1,
+        clip_on=False,
+    )
     for i, (ax, (lo, hi)) in enumerate(zip(axes, segments)):
         ax.set_xlim(lo, hi)
         if i > 0:
@@ -89,12 +119,23 @@ def _broken_axes(fig: Figure, segments) -> list:
     return list(axes)
 
 
-def loss_curves(curves: pd.DataFrame, runs: pd.DataFrame, metric: str = keys.VAL_LOSS,
-                size: str | None = None, log_steps: bool = False, segments=None,
-                band: str = "minmax", ylim=None, title: str | None = None,
-                ylabel: str = "Evaluation loss", colors: dict | None = None,
-                floors=(), margin: float | None = None, expected_floors=(),
-                floor_label: str = "context-free floor of the validation targets") -> Figure:
+def loss_curves(
+    curves: pd.DataFrame,
+    runs: pd.DataFrame,
+    metric: str = keys.VAL_LOSS,
+    size: str | None = None,
+    log_steps: bool = False,
+    segments=None,
+    band: str = "minmax",
+    ylim=None,
+    title: str | None = None,
+    ylabel: str = "Evaluation loss",
+    colors: dict | None = None,
+    floors=(),
+    margin: float | None = None,
+    expected_floors=(),
+    floor_label: str = "context-free floor of the validation targets",
+) -> Figure:
     """One line per variant (mean over its seeds) with a band over seeds (`minmax` or `std`).
     `segments` [(lo, hi), ...] breaks the step axis, as in the paper's figures; `log_steps` puts
     steps on a log scale (the plateau and its escape are spread over orders of magnitude).
@@ -114,8 +155,9 @@ def loss_curves(curves: pd.DataFrame, runs: pd.DataFrame, metric: str = keys.VAL
         axes = _broken_axes(fig, segments) if segments else [fig.subplots()]
         ran_on = False
         for variant in order_variants(data["variant"]):
-            wide = (data[data["variant"] == variant]
-                    .pivot_table(index="step", columns="run_id", values="value"))
+            wide = data[data["variant"] == variant].pivot_table(
+                index="step", columns="run_id", values="value"
+            )
             # A mean over fewer runs than the variant has (one stopped early, or was killed) jumps
             # where a run ends: the mean and band stop at the last step every run reached, and the
             # runs that went on are drawn on their own, thin.
@@ -123,38 +165,60 @@ def loss_curves(curves: pd.DataFrame, runs: pd.DataFrame, metric: str = keys.VAL
             common = wide.loc[:last_common].interpolate(limit_area="inside")
             mean = common.mean(axis=1)
             n = wide.shape[1]
-            label = (f"{variant} (1 run)" if n == 1 else
-                     f"{variant}: mean of {n} runs, band {bands[band]}")
+            label = f"{variant} (1 run)" if n == 1 else f"{variant}: mean of {n} runs, band {bands[band]}"
             beyond = wide.loc[last_common:].dropna(axis=1, thresh=2)
             ran_on = ran_on or (n > 1 and beyond.shape[1] > 0)
             for ax in axes:
                 ax.plot(mean.index, mean.to_numpy(), color=colors[variant], label=label)
                 if n > 1:
-                    low, high = ((common.min(axis=1), common.max(axis=1)) if band == "minmax" else
-                                 (mean - common.std(axis=1), mean + common.std(axis=1)))
-                    ax.fill_between(mean.index, low.to_numpy(), high.to_numpy(),
-                                    color=colors[variant], alpha=0.2, linewidth=0)
+                    low, high = (
+                        (common.min(axis=1), common.max(axis=1))
+                        if band == "minmax"
+                        else (mean - common.std(axis=1), mean + common.std(axis=1))
+                    )
+                    ax.fill_between(
+                        mean.index,
+                        low.to_numpy(),
+                        high.to_numpy(),
+                        color=colors[variant],
+                        alpha=0.2,
+                        linewidth=0,
+                    )
                     for run in beyond:
                         run_curve = beyond[run].dropna()
-                        ax.plot(run_curve.index, run_curve.to_numpy(), color=colors[variant],
-                                lw=0.8, alpha=0.7)
+                        ax.plot(
+                            run_curve.index, run_curve.to_numpy(), color=colors[variant], lw=0.8, alpha=0.7
+                        )
         if ran_on:
-            axes[-1].plot([], [], color="0.4", lw=0.8,
-                          label="thin: a run past its variant's shortest")
+            axes[-1].plot([], [], color="0.4", lw=0.8, label="thin: a run past its variant's shortest")
         for floor in sorted(set(expected_floors)):
             for ax in axes:
-                ax.axhline(floor, color="0.6", ls="-.", lw=0.9,
-                           label=f"L* of the data = {floor:.2f}" if ax is axes[-1] else None)
+                ax.axhline(
+                    floor,
+                    color="0.6",
+                    ls="-.",
+                    lw=0.9,
+                    label=f"L* of the data = {floor:.2f}" if ax is axes[-1] else None,
+                )
         floors = sorted(set(floors))
         for i, floor in enumerate(floors):
             for ax in axes:
                 labelled = ax is axes[-1] and i == 0
-                ax.axhline(floor, color="0.25", ls="--", lw=1.0,
-                           label=(f"{floor_label} = " + ", ".join(f"{f:.2f}" for f in floors)
-                                  if labelled else None))
+                ax.axhline(
+                    floor,
+                    color="0.25",
+                    ls="--",
+                    lw=1.0,
+                    label=(f"{floor_label} = " + ", ".join(f"{f:.2f}" for f in floors) if labelled else None),
+                )
                 if margin:
-                    ax.axhline(floor - margin, color="0.25", ls=":", lw=1.0,
-                               label=f"escape level: {margin:g} below it" if labelled else None)
+                    ax.axhline(
+                        floor - margin,
+                        color="0.25",
+                        ls=":",
+                        lw=1.0,
+                        label=f"escape level: {margin:g} below it" if labelled else None,
+                    )
         for ax in axes:
             if log_steps:
                 ax.set_xscale("log")
@@ -168,8 +232,7 @@ def loss_curves(curves: pd.DataFrame, runs: pd.DataFrame, metric: str = keys.VAL
         axes[0].set_ylabel(ylabel)
         # Beside the plot: inside, a legend this long hides the plateau or the escape.
         # Out of the layout, so the axes keep their size; the saved image (tight) grows instead.
-        axes[-1].legend(loc="upper left", bbox_to_anchor=(1.02, 1),
-                        borderaxespad=0).set_in_layout(False)
+        axes[-1].legend(loc="upper left", bbox_to_anchor=(1.02, 1), borderaxespad=0).set_in_layout(False)
         if title:
             fig.suptitle(title)
     return fig
@@ -183,9 +246,13 @@ _INEXACT_MARKS = {
 }
 
 
-def convergence_plot(table: pd.DataFrame, summary: pd.DataFrame | None = None,
-                     definitions=None, title: str | None = None,
-                     colors: dict | None = None) -> Figure:
+def convergence_plot(
+    table: pd.DataFrame,
+    summary: pd.DataFrame | None = None,
+    definitions=None,
+    title: str | None = None,
+    colors: dict | None = None,
+) -> Figure:
     """Steps to convergence per variant, one panel per definition: a dot per run with an exact
     step; open markers for runs known only by an interval (not reached: `>` at the last
     evaluation; at or before the first evaluation: `<`; provisional: a square); and, where
@@ -193,41 +260,59 @@ def convergence_plot(table: pd.DataFrame, summary: pd.DataFrame | None = None,
     definitions = list(definitions or dict.fromkeys(table["definition"]))
     variants = order_variants(table["variant"])
     colors = colors or variant_colors(variants)
-    status = table["status"] if "status" in table else table["censored"].map(
-        {True: "not reached", False: "reached"})
+    status = (
+        table["status"]
+        if "status" in table
+        else table["censored"].map({True: "not reached", False: "reached"})
+    )
     table = table.assign(_status=status)
     ncols = min(len(definitions), 3)
     nrows = -(-len(definitions) // ncols)
     drawn_marks, drawn_intervals = set(), set()
     with style():
-        fig = Figure(figsize=(3.6 * ncols, 0.5 * len(variants) * nrows + 1.6 * nrows),
-                     layout="constrained")
+        fig = Figure(figsize=(3.6 * ncols, 0.5 * len(variants) * nrows + 1.6 * nrows), layout="constrained")
         axes = fig.subplots(nrows, ncols, squeeze=False, sharey=True).ravel()
-        rng = np.random.default_rng(0)   # fixed jitter: the same figure each time
+        rng = np.random.default_rng(0)  # fixed jitter: the same figure each time
         for ax, definition in zip(axes, definitions):
             part = table[table["definition"] == definition]
             for y, variant in enumerate(variants):
                 runs = part[part["variant"] == variant]
                 jitter = rng.uniform(-0.12, 0.12, len(runs))
                 exact = (runs["_status"] == "reached").to_numpy()
-                ax.scatter(runs["step"][exact], y + jitter[exact], s=18, color=colors[variant],
-                           alpha=0.8, zorder=3)
+                ax.scatter(
+                    runs["step"][exact], y + jitter[exact], s=18, color=colors[variant], alpha=0.8, zorder=3
+                )
                 drawn_marks.update(["reached"] if exact.any() else [])
                 for kind, (marker, _, column) in _INEXACT_MARKS.items():
                     these = (runs["_status"] == kind).to_numpy()
                     if these.any():
-                        ax.scatter(runs[column][these], y + jitter[these], s=30, marker=marker,
-                                   facecolors="none", edgecolors=colors[variant], zorder=3)
+                        ax.scatter(
+                            runs[column][these],
+                            y + jitter[these],
+                            s=30,
+                            marker=marker,
+                            facecolors="none",
+                            edgecolors=colors[variant],
+                            zorder=3,
+                        )
                         drawn_marks.add(kind)
                 if summary is not None:
-                    row = summary[(summary["definition"] == definition)
-                                  & (summary["variant"] == variant)]
+                    row = summary[(summary["definition"] == definition) & (summary["variant"] == variant)]
                     # A mean of one run would only repeat its dot.
                     if len(row) and row["n_exact"].iloc[0] > 1:
                         m, lo, hi, method = row[["mean", "ci_low", "ci_high", "ci_method"]].iloc[0]
                         drawn = not np.isnan(lo)
-                        ax.errorbar(m, y - 0.3, xerr=[[m - lo], [hi - m]] if drawn else None,
-                                    fmt="D", color="k", ms=4, capsize=3, lw=1, zorder=4)
+                        ax.errorbar(
+                            m,
+                            y - 0.3,
+                            xerr=[[m - lo], [hi - m]] if drawn else None,
+                            fmt="D",
+                            color="k",
+                            ms=4,
+                            capsize=3,
+                            lw=1,
+                            zorder=4,
+                        )
                         drawn_intervals.add(method if drawn else "")
             ax.set_title(describe_definition(definition))
             ax.xaxis.set_major_formatter(FuncFormatter(kilo))
@@ -237,34 +322,45 @@ def convergence_plot(table: pd.DataFrame, summary: pd.DataFrame | None = None,
             ax.set_xlim(0, max(ax.dataLim.x1, 1) * 1.06)
             ax.set_yticks(range(len(variants)), variants)
             ax.set_xlabel("Steps")
-        axes[0].set_ylim(len(variants) - 0.4, -0.6)   # first variant on top
-        for ax in axes[len(definitions):]:
+        axes[0].set_ylim(len(variants) - 0.4, -0.6)  # first variant on top
+        for ax in axes[len(definitions) :]:
             ax.set_visible(False)
         keys = []
         if "reached" in drawn_marks:
             keys.append(Line2D([], [], ls="none", marker="o", color="0.4", label="run (exact step)"))
         for kind, (marker, label, _) in _INEXACT_MARKS.items():
             if kind in drawn_marks:
-                keys.append(Line2D([], [], ls="none", marker=marker, mfc="none", color="0.4",
-                                   label=label))
+                keys.append(Line2D([], [], ls="none", marker=marker, mfc="none", color="0.4", label=label))
         methods = sorted(m for m in drawn_intervals if m)
         if methods:
             names = {"t": "t-interval (n < 10)", "bootstrap": "percentile bootstrap (n \u2265 10)"}
-            keys.append(Line2D([], [], ls="-", marker="D", color="k", ms=4,
-                               label="mean of exact runs, 95% " + " or ".join(
-                                   names[m] for m in methods)))
+            keys.append(
+                Line2D(
+                    [],
+                    [],
+                    ls="-",
+                    marker="D",
+                    color="k",
+                    ms=4,
+                    label="mean of exact runs, 95% " + " or ".join(names[m] for m in methods),
+                )
+            )
         if "" in drawn_intervals:
-            keys.append(Line2D([], [], ls="none", marker="D", color="k", ms=4,
-                               label="mean of exact runs"))
+            keys.append(Line2D([], [], ls="none", marker="D", color="k", ms=4, label="mean of exact runs"))
         fig.legend(handles=keys, loc="outside lower center", ncols=min(len(keys), 2))
         if title:
             fig.suptitle(title)
     return fig
 
 
-def glue_over_checkpoints(scores: pd.DataFrame, crossings: pd.DataFrame | None = None,
-                          title: str | None = None, reference: str = "pairwise",
-                          fraction: float = 0.95, colors: dict | None = None) -> Figure:
+def glue_over_checkpoints(
+    scores: pd.DataFrame,
+    crossings: pd.DataFrame | None = None,
+    title: str | None = None,
+    reference: str = "pairwise",
+    fraction: float = 0.95,
+    colors: dict | None = None,
+) -> Figure:
     """GLUE score of each run's checkpoints (one line per pre-training run, a marker at each real
     checkpoint), the convergence threshold (`fraction` of the reference variant's final score)
     and each run's crossing step, as in the paper's figure; the legend says how many runs of a
@@ -276,35 +372,62 @@ def glue_over_checkpoints(scores: pd.DataFrame, crossings: pd.DataFrame | None =
         ax = fig.subplots()
         for variant in variants:
             runs = list(scores[scores["variant"] == variant].groupby("pretrain_run_id"))
-            never = 0 if crossings is None else int(crossings.loc[
-                crossings["pretrain_run_id"].isin([r for r, _ in runs]), "status"]
-                .eq("not reached").sum())
+            never = (
+                0
+                if crossings is None
+                else int(
+                    crossings.loc[crossings["pretrain_run_id"].isin([r for r, _ in runs]), "status"]
+                    .eq("not reached")
+                    .sum()
+                )
+            )
             label = variant + ("" if len(runs) == 1 else f" ({len(runs)} runs)")
             if never:
-                label += (" (threshold not reached)" if never == len(runs) == 1
-                          else f" ({never} not reaching the threshold)")
+                label += (
+                    " (threshold not reached)"
+                    if never == len(runs) == 1
+                    else f" ({never} not reaching the threshold)"
+                )
             for i, (_, run) in enumerate(runs):
                 run = run.sort_values("checkpoint_step")
-                ax.plot(run["checkpoint_step"], run["score"], color=colors[variant], marker=".",
-                        ms=4, label=label if i == 0 else None)
+                ax.plot(
+                    run["checkpoint_step"],
+                    run["score"],
+                    color=colors[variant],
+                    marker=".",
+                    ms=4,
+                    label=label if i == 0 else None,
+                )
         if crossings is not None and len(crossings):
             ymin = scores["score"].min() - 1
             thresholds = crossings["threshold"].unique()
             for i, threshold in enumerate(thresholds):
                 # One threshold per matched group; the legend names the rule once.
-                label = (f"{fraction:.0%} of {reference} final ({threshold:.2f})"
-                         if len(thresholds) == 1 else
-                         f"{fraction:.0%} of {reference} final (per matched group)")
-                ax.axhline(threshold, color="#d62728", ls="--", lw=1.2,
-                           label=label if i == 0 else None)
+                label = (
+                    f"{fraction:.0%} of {reference} final ({threshold:.2f})"
+                    if len(thresholds) == 1
+                    else f"{fraction:.0%} of {reference} final (per matched group)"
+                )
+                ax.axhline(threshold, color="#d62728", ls="--", lw=1.2, label=label if i == 0 else None)
             exact = crossings[crossings["status"] == "reached"]
             for i, row in enumerate(exact.itertuples()):
-                ax.plot([row.step], [row.threshold], "o", color=colors[row.variant], zorder=4,
-                        label="first crossing, interpolated between checkpoints"
-                        if i == 0 else None)
+                ax.plot(
+                    [row.step],
+                    [row.threshold],
+                    "o",
+                    color=colors[row.variant],
+                    zorder=4,
+                    label="first crossing, interpolated between checkpoints" if i == 0 else None,
+                )
                 ax.plot([row.step, row.step], [ymin, row.threshold], ":", color=colors[row.variant])
-                ax.annotate(kilo(round(row.step, -2)), (row.step, ymin), xytext=(3, 3),
-                            textcoords="offset points", color=colors[row.variant], fontsize=8)
+                ax.annotate(
+                    kilo(round(row.step, -2)),
+                    (row.step, ymin),
+                    xytext=(3, 3),
+                    textcoords="offset points",
+                    color=colors[row.variant],
+                    fontsize=8,
+                )
             ax.set_ylim(bottom=ymin)
         ax.xaxis.set_major_formatter(FuncFormatter(kilo))
         ax.set_xlabel("Steps")

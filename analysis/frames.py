@@ -30,25 +30,60 @@ PAPER_NAME = "acl2024"
 DEFAULT_SCHEME, DEFAULT_INIT = COEFFICIENT_SCHEMES[0], COEFFICIENT_INITS[0]
 
 # Tags and params read from every run (names: `symattn.keys`).
-TAG_COLUMNS = [keys.KIND, keys.STUDY, keys.SIZE, keys.ATTENTION, keys.SCHEME, keys.INIT, keys.SEED,
-               keys.GROUP, keys.DATA_FINGERPRINT, keys.GIT_COMMIT,
-               keys.PRETRAIN_RUN_ID, keys.CHECKPOINT_STEP, keys.TASK, keys.FINETUNE_SEED]
+TAG_COLUMNS = [
+    keys.KIND,
+    keys.STUDY,
+    keys.SIZE,
+    keys.ATTENTION,
+    keys.SCHEME,
+    keys.INIT,
+    keys.SEED,
+    keys.GROUP,
+    keys.DATA_FINGERPRINT,
+    keys.GIT_COMMIT,
+    keys.PRETRAIN_RUN_ID,
+    keys.CHECKPOINT_STEP,
+    keys.TASK,
+    keys.FINETUNE_SEED,
+]
 COUNT_COLUMNS = [*keys.PARAM_COUNTS, keys.FLOPS_PER_TOKEN]
-RUN_COLUMNS = (["run_id", "experiment_id", "run_name", "state", "start_time", "end_time", keys.VARIANT]
-               + TAG_COLUMNS + COUNT_COLUMNS)
+RUN_COLUMNS = (
+    ["run_id", "experiment_id", "run_name", "state", "start_time", "end_time", keys.VARIANT]
+    + TAG_COLUMNS
+    + COUNT_COLUMNS
+)
 CURVE_COLUMNS = ["run_id", "metric", "step", "value"]
-GLUE_COLUMNS = ["pretrain_run_id", "size", "variant", "seed", "group", "checkpoint_step",
-                "finetune_seed", "task", "metric", "value"]
+GLUE_COLUMNS = [
+    "pretrain_run_id",
+    "size",
+    "variant",
+    "seed",
+    "group",
+    "checkpoint_step",
+    "finetune_seed",
+    "task",
+    "metric",
+    "value",
+]
 # Metric names as the HF GLUE script writes them, without their `eval_` / `eval/` prefix.
-GLUE_METRICS = {"accuracy", "accuracy_mm", "f1", "matthews_correlation", "pearson", "spearmanr",
-                "combined_score"}
+GLUE_METRICS = {
+    "accuracy",
+    "accuracy_mm",
+    "f1",
+    "matthews_correlation",
+    "pearson",
+    "spearmanr",
+    "combined_score",
+}
 INT_COLUMNS = [keys.SEED, keys.CHECKPOINT_STEP, keys.FINETUNE_SEED]
 
 # Parameter counts of BertForMaskedLM as published with the paper (Courtois et al., ACL Findings 2024).
 PAPER_PARAMS = {
-    ("base", "vanilla"): 109_514_298, ("base", "symmetric"): 102_427_194,
+    ("base", "vanilla"): 109_514_298,
+    ("base", "symmetric"): 102_427_194,
     ("base", "pairwise"): 103_017_018,
-    ("small", "vanilla"): 28_795_194, ("small", "symmetric"): 27_744_570,
+    ("small", "vanilla"): 28_795_194,
+    ("small", "symmetric"): 27_744_570,
     ("small", "pairwise"): 27_875_642,
 }
 PAPER_VARIANTS = ("vanilla", "symmetric", "pairwise")
@@ -65,8 +100,11 @@ class Frames:
 
 
 def _missing(value) -> bool:
-    return (value is None or (isinstance(value, float) and math.isnan(value))
-            or str(value).strip().lower() in {"", "none", "nan", "null", "<na>"})
+    return (
+        value is None
+        or (isinstance(value, float) and math.isnan(value))
+        or str(value).strip().lower() in {"", "none", "nan", "null", "<na>"}
+    )
 
 
 def _number(text):
@@ -96,6 +134,7 @@ def _to_ints(df: pd.DataFrame) -> pd.DataFrame:
 
 # ---------------------------------------------------------------- the paper's published results
 
+
 def _paper_run_id(size: str, variant: str) -> str:
     return f"{PAPER_NAME}/{size}/{variant}"
 
@@ -106,15 +145,24 @@ def paper_runs(sizes=("base", "small")) -> pd.DataFrame:
     for size in sizes:
         for variant in PAPER_VARIANTS:
             pairwise = variant == "pairwise"
-            rows.append({
-                "run_id": _paper_run_id(size, variant), "experiment_id": PAPER_NAME,
-                "run_name": f"bert_{size}_{variant}", "state": "FINISHED", "kind": keys.PRETRAIN,
-                "study": PAPER_NAME, "size": size, "attention": variant,
-                "scheme": DEFAULT_SCHEME if pairwise else "none",
-                "init": DEFAULT_INIT if pairwise else "none",
-                "variant": variant, "seed": 1, "group": f"{PAPER_NAME}/{size}",
-                "params_total": PAPER_PARAMS[(size, variant)],
-            })
+            rows.append(
+                {
+                    "run_id": _paper_run_id(size, variant),
+                    "experiment_id": PAPER_NAME,
+                    "run_name": f"bert_{size}_{variant}",
+                    "state": "FINISHED",
+                    "kind": keys.PRETRAIN,
+                    "study": PAPER_NAME,
+                    "size": size,
+                    "attention": variant,
+                    "scheme": DEFAULT_SCHEME if pairwise else "none",
+                    "init": DEFAULT_INIT if pairwise else "none",
+                    "variant": variant,
+                    "seed": 1,
+                    "group": f"{PAPER_NAME}/{size}",
+                    "params_total": PAPER_PARAMS[(size, variant)],
+                }
+            )
     return _to_ints(pd.DataFrame(rows).reindex(columns=RUN_COLUMNS))
 
 
@@ -136,10 +184,16 @@ def paper_curves(sizes=("base", "small"), reference_dir: Path = REFERENCE_DIR) -
         for column in raw.columns:
             match = _LOSS_COLUMN.match(column)
             if match:
-                parts.append(pd.DataFrame({
-                    "run_id": _paper_run_id(match["size"], match["variant"]),
-                    "metric": keys.VAL_LOSS, "step": steps.to_numpy(),
-                    "value": raw.loc[keep, column].astype(float).to_numpy()}))
+                parts.append(
+                    pd.DataFrame(
+                        {
+                            "run_id": _paper_run_id(match["size"], match["variant"]),
+                            "metric": keys.VAL_LOSS,
+                            "step": steps.to_numpy(),
+                            "value": raw.loc[keep, column].astype(float).to_numpy(),
+                        }
+                    )
+                )
     curves = pd.concat(parts, ignore_index=True)
     curves["step"] = curves["step"].astype("int64")
     return curves[CURVE_COLUMNS]
@@ -166,18 +220,24 @@ def paper_glue(which: str = "final", reference_dir: Path = REFERENCE_DIR) -> pd.
 
 
 def paper_frames() -> Frames:
-    return Frames(runs=paper_runs(), curves=paper_curves(), glue=paper_glue("final"),
-                  glue_checkpoints=paper_glue("checkpoints"), source=PAPER_NAME)
+    return Frames(
+        runs=paper_runs(),
+        curves=paper_curves(),
+        glue=paper_glue("final"),
+        glue_checkpoints=paper_glue("checkpoints"),
+        source=PAPER_NAME,
+    )
 
 
 # ---------------------------------------------------------------- MLflow
+
 
 def resolve_tracking_uri(tracking_uri: str | None = None) -> str:
     """The given URI, else the training code's default ($MLFLOW_TRACKING_URI, else the project's
     local store `mlflow.db`)."""
     uri = tracking_uri or default_tracking_uri()
     if uri.startswith("sqlite:///"):
-        path = Path(uri[len("sqlite:///"):])
+        path = Path(uri[len("sqlite:///") :])
         # Reading must never create (and migrate) an empty store as a side effect.
         if not path.exists():
             raise FileNotFoundError(f"no MLflow store at {path.resolve()} ({uri})")
@@ -206,8 +266,7 @@ def search_runs(mlflow_client, name: str | None = None, tags: dict | None = None
     `tags` narrows the search (`{"kind": "pretrain", "size": "small"}`)."""
     from mlflow.entities import ViewType
 
-    experiments = _paged(mlflow_client.search_experiments, view_type=ViewType.ACTIVE_ONLY,
-                         max_results=1000)
+    experiments = _paged(mlflow_client.search_experiments, view_type=ViewType.ACTIVE_ONLY, max_results=1000)
     by_name = {e.name: e.experiment_id for e in experiments}
     filters = dict(tags or {})
     if name is None:
@@ -220,8 +279,13 @@ def search_runs(mlflow_client, name: str | None = None, tags: dict | None = None
     if not ids:
         return []
     query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in filters.items())
-    runs = _paged(mlflow_client.search_runs, experiment_ids=ids, filter_string=query,
-                  run_view_type=ViewType.ACTIVE_ONLY, max_results=1000)
+    runs = _paged(
+        mlflow_client.search_runs,
+        experiment_ids=ids,
+        filter_string=query,
+        run_view_type=ViewType.ACTIVE_ONLY,
+        max_results=1000,
+    )
     if name is not None and not runs and name not in by_name:
         raise LookupError(f"no experiment and no study named {name!r} in {mlflow_client.tracking_uri}")
     return runs
@@ -232,16 +296,22 @@ def runs_frame(runs: list) -> pd.DataFrame:
     rows = []
     for run in runs:
         tags, params = run.data.tags, run.data.params
-        row = {"run_id": run.info.run_id, "experiment_id": run.info.experiment_id,
-               "run_name": run.info.run_name, "state": run.info.status,
-               "start_time": pd.to_datetime(run.info.start_time, unit="ms", utc=True),
-               "end_time": pd.to_datetime(run.info.end_time, unit="ms", utc=True)
-               if run.info.end_time else pd.NaT}
+        row = {
+            "run_id": run.info.run_id,
+            "experiment_id": run.info.experiment_id,
+            "run_name": run.info.run_name,
+            "state": run.info.status,
+            "start_time": pd.to_datetime(run.info.start_time, unit="ms", utc=True),
+            "end_time": pd.to_datetime(run.info.end_time, unit="ms", utc=True)
+            if run.info.end_time
+            else pd.NaT,
+        }
         row.update({tag: tags.get(tag) for tag in TAG_COLUMNS})
         row[keys.KIND] = row[keys.KIND] or keys.PRETRAIN
         # The training code tags its own label; runs without one get the same rule here.
-        row[keys.VARIANT] = tags.get(keys.VARIANT) or variant_label(row[keys.ATTENTION], row[keys.SCHEME],
-                                                                   row[keys.INIT])
+        row[keys.VARIANT] = tags.get(keys.VARIANT) or variant_label(
+            row[keys.ATTENTION], row[keys.SCHEME], row[keys.INIT]
+        )
         row.update({count: _number(params[count]) for count in COUNT_COLUMNS if count in params})
         row.update({f"param.{k}": _number(v) for k, v in params.items() if k not in COUNT_COLUMNS})
         rows.append(row)
@@ -254,31 +324,34 @@ def _matches(key: str, patterns) -> bool:
     return any(fnmatch.fnmatchcase(key, p) for p in patterns)
 
 
-def metrics_frame(mlflow_client, runs: list, metrics=(keys.VAL_LOSS,), max_workers: int | None = None
-                  ) -> pd.DataFrame:
+def metrics_frame(
+    mlflow_client, runs: list, metrics=(keys.VAL_LOSS,), max_workers: int | None = None
+) -> pd.DataFrame:
     """Full histories of the metrics matching `metrics` (glob patterns, e.g. `diag/*`)."""
     patterns = [metrics] if isinstance(metrics, str) else list(metrics)
-    jobs = [(run.info.run_id, key) for run in runs for key in sorted(run.data.metrics)
-            if _matches(key, patterns)]
+    jobs = [
+        (run.info.run_id, key) for run in runs for key in sorted(run.data.metrics) if _matches(key, patterns)
+    ]
     if max_workers is None:
         # A local sqlite store answers fastest serially; a tracking server gains from threads.
         max_workers = 1 if mlflow_client.tracking_uri.startswith(("sqlite:", "file:", "/")) else 8
 
     def history(job):
         run_id, key = job
-        return [(run_id, key, m.step, m.value, m.timestamp)
-                for m in mlflow_client.get_metric_history(run_id, key)]
+        return [
+            (run_id, key, m.step, m.value, m.timestamp) for m in mlflow_client.get_metric_history(run_id, key)
+        ]
 
     if max_workers > 1:
         with ThreadPoolExecutor(max_workers) as pool:
             parts = list(pool.map(history, jobs))
     else:
         parts = [history(job) for job in jobs]
-    frame = pd.DataFrame([row for part in parts for row in part],
-                         columns=CURVE_COLUMNS + ["timestamp"])
+    frame = pd.DataFrame([row for part in parts for row in part], columns=CURVE_COLUMNS + ["timestamp"])
     # A resumed run may log a step twice: the later value wins.
-    frame = (frame.sort_values(["run_id", "metric", "step", "timestamp"], kind="stable")
-             .drop_duplicates(["run_id", "metric", "step"], keep="last"))
+    frame = frame.sort_values(["run_id", "metric", "step", "timestamp"], kind="stable").drop_duplicates(
+        ["run_id", "metric", "step"], keep="last"
+    )
     frame["step"] = frame["step"].astype("int64")
     frame["value"] = frame["value"].astype(float)
     return frame[CURVE_COLUMNS].reset_index(drop=True)
@@ -292,18 +365,34 @@ def glue_frame(finetune_runs: list, pretrain: pd.DataFrame) -> pd.DataFrame:
         tags = run.data.tags
         parent = tags.get(keys.PRETRAIN_RUN_ID)
         # Attributes come from the pre-training run; the run's own tags stand in if it is absent.
-        source = attrs.loc[parent] if parent in attrs.index else {
-            "size": tags.get(keys.SIZE), "seed": tags.get(keys.SEED), "group": tags.get(keys.GROUP),
-            "variant": tags.get(keys.VARIANT) or variant_label(tags.get(keys.ATTENTION),
-                                                                tags.get(keys.SCHEME), tags.get(keys.INIT))}
+        source = (
+            attrs.loc[parent]
+            if parent in attrs.index
+            else {
+                "size": tags.get(keys.SIZE),
+                "seed": tags.get(keys.SEED),
+                "group": tags.get(keys.GROUP),
+                "variant": tags.get(keys.VARIANT)
+                or variant_label(tags.get(keys.ATTENTION), tags.get(keys.SCHEME), tags.get(keys.INIT)),
+            }
+        )
         for key, value in run.data.metrics.items():
             metric = canonical_metric(key)
             if key.startswith(("eval/", "eval_")) and metric in GLUE_METRICS:
-                rows.append({"pretrain_run_id": parent, "size": source["size"],
-                             "variant": source["variant"], "seed": source["seed"],
-                             "group": source["group"], "checkpoint_step": tags.get(keys.CHECKPOINT_STEP),
-                             "finetune_seed": tags.get(keys.FINETUNE_SEED), "task": tags.get(keys.TASK),
-                             "metric": metric, "value": float(value)})
+                rows.append(
+                    {
+                        "pretrain_run_id": parent,
+                        "size": source["size"],
+                        "variant": source["variant"],
+                        "seed": source["seed"],
+                        "group": source["group"],
+                        "checkpoint_step": tags.get(keys.CHECKPOINT_STEP),
+                        "finetune_seed": tags.get(keys.FINETUNE_SEED),
+                        "task": tags.get(keys.TASK),
+                        "metric": metric,
+                        "value": float(value),
+                    }
+                )
     return _to_ints(pd.DataFrame(rows, columns=GLUE_COLUMNS))
 
 
@@ -316,8 +405,9 @@ def final_checkpoints(glue: pd.DataFrame) -> pd.DataFrame:
     return glue[keep.astype(bool)].reset_index(drop=True)
 
 
-def load_runs(name: str | None, tracking_uri: str | None = None, metrics=(keys.VAL_LOSS,),
-              tags: dict | None = None) -> Frames:
+def load_runs(
+    name: str | None, tracking_uri: str | None = None, metrics=(keys.VAL_LOSS,), tags: dict | None = None
+) -> Frames:
     """Frames of the runs of an experiment or study `name` (see `search_runs`)."""
     mlflow_client = client(tracking_uri)
     found = search_runs(mlflow_client, name, tags)
@@ -329,8 +419,13 @@ def load_runs(name: str | None, tracking_uri: str | None = None, metrics=(keys.V
     finetune_runs = [r for r in found if r.info.run_id not in pretrain_ids]
     pretrain = runs[runs["run_id"].isin(pretrain_ids)].reset_index(drop=True)
     glue = glue_frame(finetune_runs, pretrain)
-    return Frames(runs=pretrain, curves=metrics_frame(mlflow_client, pretrain_runs, metrics),
-                  glue=final_checkpoints(glue), glue_checkpoints=glue, source=name or "")
+    return Frames(
+        runs=pretrain,
+        curves=metrics_frame(mlflow_client, pretrain_runs, metrics),
+        glue=final_checkpoints(glue),
+        glue_checkpoints=glue,
+        source=name or "",
+    )
 
 
 # ---------------------------------------------------------------- selection
@@ -346,8 +441,11 @@ def one_run_per_cell(runs: pd.DataFrame, states=None) -> pd.DataFrame:
         runs = runs[runs["state"].isin(states)]
     if runs.empty:
         return runs
-    cell = runs["group"].astype("string").fillna(
-        runs["size"].astype("string") + "/" + runs["seed"].astype("string"))
+    cell = (
+        runs["group"]
+        .astype("string")
+        .fillna(runs["size"].astype("string") + "/" + runs["seed"].astype("string"))
+    )
     ranked = runs.assign(_cell=cell, _rank=runs["state"].map(_STATE_RANK).fillna(4))
     if "start_time" in ranked and ranked["start_time"].notna().any():
         ranked = ranked.sort_values("start_time", ascending=False, kind="stable")
@@ -359,8 +457,12 @@ def one_run_per_cell(runs: pd.DataFrame, states=None) -> pd.DataFrame:
 # Run params that change results (symattn.config), minus what a matched group or a seed varies and
 # what follows from other settings; a design's settings are the values of these that differ.
 _RESULT_PARAMS = ("param.model.", "param.data.", "param.optim.", "param.eval.")
-_NOT_A_SETTING = ("param.model.attention.", "param.data.seed", "param.model.vocab_size",
-                  *(f"param.{key}" for key in (keys.DATA_FLOOR, keys.UNIGRAM_ENTROPY, keys.VAL_FLOOR)))
+_NOT_A_SETTING = (
+    "param.model.attention.",
+    "param.data.seed",
+    "param.model.vocab_size",
+    *(f"param.{key}" for key in (keys.DATA_FLOOR, keys.UNIGRAM_ENTROPY, keys.VAL_FLOOR)),
+)
 
 
 def setting_labels(runs: pd.DataFrame) -> pd.Series:
@@ -368,14 +470,19 @@ def setting_labels(runs: pd.DataFrame) -> pd.Series:
     `key=value` pairs of the settings that differ between the runs (e.g. `lr=0.002,
     init_std=0.049`); "" for every run when they all share one setting. Runs of different
     settings must never be pooled as one variant."""
-    columns = [c for c in runs.columns if c.startswith(_RESULT_PARAMS) and not c.startswith(
-        _NOT_A_SETTING)]
+    columns = [c for c in runs.columns if c.startswith(_RESULT_PARAMS) and not c.startswith(_NOT_A_SETTING)]
     varying = [c for c in columns if runs[c].astype(str).nunique(dropna=False) > 1]
     names = {c: c.rsplit(".", 1)[-1] for c in varying}
-    if len(set(names.values())) < len(names):   # same last part in two blocks: keep the block
-        names = {c: c[len("param."):] for c in varying}
-    labels = [", ".join(f"{names[c]}={v}" for c, v in zip(varying, row)) for row in
-              runs[varying].astype(str).itertuples(index=False)] if varying else [""] * len(runs)
+    if len(set(names.values())) < len(names):  # same last part in two blocks: keep the block
+        names = {c: c[len("param.") :] for c in varying}
+    labels = (
+        [
+            ", ".join(f"{names[c]}={v}" for c, v in zip(varying, row))
+            for row in runs[varying].astype(str).itertuples(index=False)
+        ]
+        if varying
+        else [""] * len(runs)
+    )
     return pd.Series(labels, index=runs.index, name="setting")
 
 

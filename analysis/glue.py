@@ -21,8 +21,7 @@ def task_scores(glue: pd.DataFrame, keys=None) -> pd.DataFrame:
     tasks is never passed off as a GLUE score."""
     keys = [k for k in (keys or RUN_KEYS) if k in glue] + ["finetune_seed"]
     # groupby keeps runs with a missing key (dropna=False) without pivot_table's cartesian product.
-    wide = (glue.groupby(keys + ["task", "metric"], dropna=False, sort=False)["value"].mean()
-            .unstack("metric"))
+    wide = glue.groupby(keys + ["task", "metric"], dropna=False, sort=False)["value"].mean().unstack("metric")
     by_task = {task: part.droplevel("task") for task, part in wide.groupby(level="task")}
     out = {}
     for column, (task, metrics) in COLUMNS.items():
@@ -55,7 +54,9 @@ def scores_over_checkpoints(glue: pd.DataFrame) -> pd.DataFrame:
     step: the curve that the paper's convergence threshold is applied to."""
     scores = task_scores(glue)
     keys = [k for k in RUN_KEYS if k in scores]
-    out = (scores.groupby(keys, dropna=False, sort=False)
-           .agg(score=(SCORE, "mean"), n_seeds=("finetune_seed", "nunique")).reset_index())
-    return out.dropna(subset=["score"]).sort_values(["pretrain_run_id", "checkpoint_step"],
-                                                    ignore_index=True)
+    out = (
+        scores.groupby(keys, dropna=False, sort=False)
+        .agg(score=(SCORE, "mean"), n_seeds=("finetune_seed", "nunique"))
+        .reset_index()
+    )
+    return out.dropna(subset=["score"]).sort_values(["pretrain_run_id", "checkpoint_step"], ignore_index=True)

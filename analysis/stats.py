@@ -23,15 +23,15 @@ import pandas as pd
 from scipy import stats as scipy_stats
 
 LEVEL = 0.95
-BOOTSTRAP_MIN_N = 10       # below this, the percentile bootstrap under-covers badly
+BOOTSTRAP_MIN_N = 10  # below this, the percentile bootstrap under-covers badly
 N_RESAMPLES = 10_000
-MIN_PAIRS_FOR_5PCT = 6     # 2 / 2^6 = 0.031 is the first smallest-p below 0.05
+MIN_PAIRS_FOR_5PCT = 6  # 2 / 2^6 = 0.031 is the first smallest-p below 0.05
 T_INTERVAL, BOOTSTRAP = "t", "bootstrap"
 
 
 def min_p(n: int) -> float:
     """The smallest two-sided p-value an exact sign or signed-rank test of n pairs can give."""
-    return 2.0 / 2.0 ** n if n > 0 else math.nan
+    return 2.0 / 2.0**n if n > 0 else math.nan
 
 
 def mean_interval(values, level: float = LEVEL, seed: int = 0) -> tuple[float, float, str]:
@@ -44,15 +44,19 @@ def mean_interval(values, level: float = LEVEL, seed: int = 0) -> tuple[float, f
     if n < 2:
         return math.nan, math.nan, ""
     method = T_INTERVAL if n < BOOTSTRAP_MIN_N else BOOTSTRAP
-    if np.all(values == values[0]):   # no spread: both methods give the point (scipy would warn)
+    if np.all(values == values[0]):  # no spread: both methods give the point (scipy would warn)
         return float(values[0]), float(values[0]), method
     if method == T_INTERVAL:
-        low, high = scipy_stats.t.interval(level, n - 1, loc=values.mean(),
-                                           scale=scipy_stats.sem(values))
+        low, high = scipy_stats.t.interval(level, n - 1, loc=values.mean(), scale=scipy_stats.sem(values))
     else:
-        result = scipy_stats.bootstrap((values,), np.mean, confidence_level=level,
-                                       n_resamples=N_RESAMPLES, method="percentile",
-                                       rng=np.random.default_rng(seed))
+        result = scipy_stats.bootstrap(
+            (values,),
+            np.mean,
+            confidence_level=level,
+            n_resamples=N_RESAMPLES,
+            method="percentile",
+            rng=np.random.default_rng(seed),
+        )
         low, high = result.confidence_interval
     return float(low), float(high), method
 
@@ -60,8 +64,7 @@ def mean_interval(values, level: float = LEVEL, seed: int = 0) -> tuple[float, f
 def _observations(table: pd.DataFrame, value: str) -> pd.DataFrame:
     """`table` with `_exact`, `_low`, `_high`: the interval in which each run's true value lies
     (tables without intervals are exact where not censored, and censored above their `bound`)."""
-    censored = (table["censored"].astype(bool) if "censored" in table
-                else pd.Series(False, index=table.index))
+    censored = table["censored"].astype(bool) if "censored" in table else pd.Series(False, index=table.index)
     exact = ~censored
     low = table["low"] if "low" in table else table[value].where(exact, table.get("bound"))
     high = table["high"] if "high" in table else table[value].where(exact, math.inf)
@@ -92,12 +95,12 @@ def median_text(lower: float, upper: float, fmt: str = "{:,.0f}") -> str:
         return fmt.format(lower)
     if math.isinf(upper):
         return "> " + fmt.format(lower)
-    return ("≤ " + fmt.format(upper) if lower <= 0 else
-            f"between {fmt.format(lower)} and {fmt.format(upper)}")
+    return "≤ " + fmt.format(upper) if lower <= 0 else f"between {fmt.format(lower)} and {fmt.format(upper)}"
 
 
-def summarize(table: pd.DataFrame, value: str = "step", by=("size", "definition", "variant"),
-              level: float = LEVEL) -> pd.DataFrame:
+def summarize(
+    table: pd.DataFrame, value: str = "step", by=("size", "definition", "variant"), level: float = LEVEL
+) -> pd.DataFrame:
     """Per group of `by`: n runs, how many are exact (`n_exact`) and how many are not
     (`n_censored`: never reached, at or before the first evaluation, provisional); over exact runs
     the mean, std and an interval of the mean with its method; the median where the inexact
@@ -109,17 +112,25 @@ def summarize(table: pd.DataFrame, value: str = "step", by=("size", "definition"
     for key, part in data.assign(_status=status).groupby(by, sort=False):
         done = part.loc[part["_exact"], value].to_numpy(dtype=float)
         low, high, method = mean_interval(done, level)
-        rows.append({**dict(zip(by, key if isinstance(key, tuple) else (key,))),
-                     "n": len(part), "n_exact": len(done), "n_censored": len(part) - len(done),
-                     "n_not_reached": int((part["_status"] == "not reached").sum()),
-                     "n_at_or_before": int((part["_status"] == "at or before").sum()),
-                     "n_provisional": int((part["_status"] == "provisional").sum()),
-                     "mean": float(done.mean()) if len(done) else math.nan,
-                     "std": float(done.std(ddof=1)) if len(done) > 1 else math.nan,
-                     "ci_low": low, "ci_high": high, "ci_method": method, "ci_n": len(done),
-                     "median": censored_median(part["_low"], part["_high"]),
-                     **dict(zip(("median_low", "median_high"),
-                                median_bounds(part["_low"], part["_high"])))})
+        rows.append(
+            {
+                **dict(zip(by, key if isinstance(key, tuple) else (key,))),
+                "n": len(part),
+                "n_exact": len(done),
+                "n_censored": len(part) - len(done),
+                "n_not_reached": int((part["_status"] == "not reached").sum()),
+                "n_at_or_before": int((part["_status"] == "at or before").sum()),
+                "n_provisional": int((part["_status"] == "provisional").sum()),
+                "mean": float(done.mean()) if len(done) else math.nan,
+                "std": float(done.std(ddof=1)) if len(done) > 1 else math.nan,
+                "ci_low": low,
+                "ci_high": high,
+                "ci_method": method,
+                "ci_n": len(done),
+                "median": censored_median(part["_low"], part["_high"]),
+                **dict(zip(("median_low", "median_high"), median_bounds(part["_low"], part["_high"]))),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -139,9 +150,14 @@ def wilcoxon(differences) -> tuple[float, float]:
     return float(result.statistic), float(result.pvalue)
 
 
-def paired_vs_baseline(table: pd.DataFrame, baseline: str = "vanilla", value: str = "step",
-                       by=("size", "definition"), match_on: str = "group",
-                       level: float = LEVEL) -> pd.DataFrame:
+def paired_vs_baseline(
+    table: pd.DataFrame,
+    baseline: str = "vanilla",
+    value: str = "step",
+    by=("size", "definition"),
+    match_on: str = "group",
+    level: float = LEVEL,
+) -> pd.DataFrame:
     """Each variant against the baseline within matched groups.
 
     Every pair is decided faster or slower when it can be: by the exact steps, or by intervals
@@ -155,9 +171,12 @@ def paired_vs_baseline(table: pd.DataFrame, baseline: str = "vanilla", value: st
     for key, part in data.groupby(by, sort=False):
         base = part[part["variant"] == baseline].drop_duplicates(match_on).set_index(match_on)
         for variant, runs in part[part["variant"] != baseline].groupby("variant", sort=False):
-            pairs = runs.drop_duplicates(match_on).set_index(match_on).join(
-                base[[value, "_exact", "_low", "_high"]], how="inner", rsuffix="_base")
-            if pairs.empty:   # no matched baseline run: nothing to compare
+            pairs = (
+                runs.drop_duplicates(match_on)
+                .set_index(match_on)
+                .join(base[[value, "_exact", "_low", "_high"]], how="inner", rsuffix="_base")
+            )
+            if pairs.empty:  # no matched baseline run: nothing to compare
                 continue
             v, b = pairs[value].astype(float), pairs[f"{value}_base"].astype(float)
             both = pairs["_exact"] & pairs["_exact_base"]
@@ -171,21 +190,33 @@ def paired_vs_baseline(table: pd.DataFrame, baseline: str = "vanilla", value: st
             n_faster, n_slower = int(faster.sum()), int(slower.sum())
             n_sign = n_faster + n_slower
             n_wilcoxon = int(np.count_nonzero(diff))
-            rows.append({**dict(zip(by, key if isinstance(key, tuple) else (key,))),
-                         "variant": variant, "baseline": baseline, "n_pairs": len(pairs),
-                         "n_both_exact": int(both.sum()),
-                         "n_faster": n_faster, "n_slower": n_slower,
-                         "n_undecided": len(pairs) - n_sign,
-                         "diff_mean": float(diff.mean()) if len(diff) else math.nan,
-                         "diff_ci_low": d_low, "diff_ci_high": d_high,
-                         "ratio": float(np.exp(log_ratio.mean())) if len(diff) else math.nan,
-                         "ratio_ci_low": math.exp(r_low) if not math.isnan(r_low) else math.nan,
-                         "ratio_ci_high": math.exp(r_high) if not math.isnan(r_high) else math.nan,
-                         "ratio_ci_method": r_method, "ratio_ci_n": len(log_ratio),
-                         "sign_n": n_sign, "sign_p": sign_test(n_faster, n_slower),
-                         "sign_min_p": min_p(n_sign),
-                         "wilcoxon_n": n_wilcoxon, "wilcoxon_statistic": statistic,
-                         "wilcoxon_p": w_p, "wilcoxon_min_p": min_p(n_wilcoxon)})
+            rows.append(
+                {
+                    **dict(zip(by, key if isinstance(key, tuple) else (key,))),
+                    "variant": variant,
+                    "baseline": baseline,
+                    "n_pairs": len(pairs),
+                    "n_both_exact": int(both.sum()),
+                    "n_faster": n_faster,
+                    "n_slower": n_slower,
+                    "n_undecided": len(pairs) - n_sign,
+                    "diff_mean": float(diff.mean()) if len(diff) else math.nan,
+                    "diff_ci_low": d_low,
+                    "diff_ci_high": d_high,
+                    "ratio": float(np.exp(log_ratio.mean())) if len(diff) else math.nan,
+                    "ratio_ci_low": math.exp(r_low) if not math.isnan(r_low) else math.nan,
+                    "ratio_ci_high": math.exp(r_high) if not math.isnan(r_high) else math.nan,
+                    "ratio_ci_method": r_method,
+                    "ratio_ci_n": len(log_ratio),
+                    "sign_n": n_sign,
+                    "sign_p": sign_test(n_faster, n_slower),
+                    "sign_min_p": min_p(n_sign),
+                    "wilcoxon_n": n_wilcoxon,
+                    "wilcoxon_statistic": statistic,
+                    "wilcoxon_p": w_p,
+                    "wilcoxon_min_p": min_p(n_wilcoxon),
+                }
+            )
     return pd.DataFrame(rows)
 
 

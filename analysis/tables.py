@@ -33,8 +33,7 @@ def to_markdown(frame: pd.DataFrame) -> str:
     return markdown_table([str(c) for c in frame.columns], body, text_columns=frame.shape[1]) + "\n"
 
 
-def write_table(frame: pd.DataFrame, out_dir, name: str,
-                formatted: pd.DataFrame | None = None) -> list[Path]:
+def write_table(frame: pd.DataFrame, out_dir, name: str, formatted: pd.DataFrame | None = None) -> list[Path]:
     """`<name>.csv` holds `frame` at full precision; `<name>.md` holds `formatted` (or `frame`)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -55,8 +54,9 @@ def mean_std(mean, std, digits: int = 2) -> str:
 def _sorted(frame: pd.DataFrame, keys=("size",)) -> pd.DataFrame:
     rank = {v: i for i, v in enumerate(order_variants(frame["variant"]))}
     size_rank = {s: i for i, s in enumerate(SIZES)}
-    order = frame.assign(_v=frame["variant"].map(rank),
-                         _s=frame["size"].map(size_rank).fillna(99) if "size" in frame else 0)
+    order = frame.assign(
+        _v=frame["variant"].map(rank), _s=frame["size"].map(size_rank).fillna(99) if "size" in frame else 0
+    )
     # Other keys keep the order in which they first appear (definitions as computed).
     extra = [k for k in keys if k in frame and k != "size"]
     for k in extra:
@@ -80,57 +80,81 @@ def glue_score_matrix(table: pd.DataFrame) -> pd.DataFrame:
     table = _sorted(table)
     cells = table.assign(cell=[mean_std(m, s) for m, s in zip(table["score"], table["score_std"])])
     wide = cells.pivot(index="size", columns="variant", values="cell")
-    wide = wide.reindex(index=list(dict.fromkeys(table["size"])),
-                        columns=order_variants(table["variant"]))
+    wide = wide.reindex(index=list(dict.fromkeys(table["size"])), columns=order_variants(table["variant"]))
     return wide.reset_index().rename_axis(columns=None)
 
 
 def params_table(runs: pd.DataFrame, baseline: str = "vanilla") -> pd.DataFrame:
     """Parameter counts (and FLOPs per token when logged) per size and variant, with the change
     of the total against the baseline variant of the same size."""
-    counts = [c for c in ["params_total", "params_non_embedding", "params_attention",
-                          "flops_per_token"] if c in runs and runs[c].notna().any()]
-    table = (runs.groupby(["size", "variant"], sort=False)[counts].first().reset_index())
-    if "params_total" not in table:   # runs that logged no counts
+    counts = [
+        c
+        for c in ["params_total", "params_non_embedding", "params_attention", "flops_per_token"]
+        if c in runs and runs[c].notna().any()
+    ]
+    table = runs.groupby(["size", "variant"], sort=False)[counts].first().reset_index()
+    if "params_total" not in table:  # runs that logged no counts
         return _sorted(table)
     base = table[table["variant"] == baseline].set_index("size")["params_total"]
     table["change_vs_" + baseline + "_pct"] = (
-        (table["params_total"] / table["size"].map(base) - 1) * 100).round(2)
+        (table["params_total"] / table["size"].map(base) - 1) * 100
+    ).round(2)
     return _sorted(table)
 
 
-def convergence_formatted(summary: pd.DataFrame, paired: pd.DataFrame | None = None
-                          ) -> pd.DataFrame:
+def convergence_formatted(summary: pd.DataFrame, paired: pd.DataFrame | None = None) -> pd.DataFrame:
     """`stats.summarize` (and `stats.paired_vs_baseline`) as a readable table: every interval and
     p-value with its method and n, or the reason there is none."""
     rows = []
     for r in summary.itertuples(index=False):
-        inexact = [f"{n} {what}" for n, what in ((r.n_not_reached, "not reached"),
-                                                  (r.n_at_or_before, "at or before 1st eval"),
-                                                  (r.n_provisional, "provisional")) if n]
-        row = {"size": getattr(r, "size", ""), **({"setting": r.setting} if "setting" in
-                                                    summary else {}),
-               "definition": r.definition, "variant": r.variant,
-               "exact": f"{r.n_exact}/{r.n}" + (f" ({', '.join(inexact)})" if inexact else ""),
-               "mean ± std of exact": (mean_std(r.mean, r.std, 0) if not pd.isna(r.mean)
-                                       else "none exact"),
-               f"{stats.LEVEL:.0%} interval of the mean": (
-                   stats.interval_text(r.ci_low, r.ci_high, r.ci_method, r.ci_n)
-                   if r.n_exact else ""),
-               "median": stats.median_text(r.median_low, r.median_high)}
+        inexact = [
+            f"{n} {what}"
+            for n, what in (
+                (r.n_not_reached, "not reached"),
+                (r.n_at_or_before, "at or before 1st eval"),
+                (r.n_provisional, "provisional"),
+            )
+            if n
+        ]
+        row = {
+            "size": getattr(r, "size", ""),
+            **({"setting": r.setting} if "setting" in summary else {}),
+            "definition": r.definition,
+            "variant": r.variant,
+            "exact": f"{r.n_exact}/{r.n}" + (f" ({', '.join(inexact)})" if inexact else ""),
+            "mean ± std of exact": (mean_std(r.mean, r.std, 0) if not pd.isna(r.mean) else "none exact"),
+            f"{stats.LEVEL:.0%} interval of the mean": (
+                stats.interval_text(r.ci_low, r.ci_high, r.ci_method, r.ci_n) if r.n_exact else ""
+            ),
+            "median": stats.median_text(r.median_low, r.median_high),
+        }
         if paired is not None and len(paired):
-            match = paired[(paired["definition"] == r.definition) & (paired["variant"] == r.variant)
-                           & ((paired["size"] == row["size"]) if "size" in paired else True)
-                           & ((paired["setting"] == r.setting) if "setting" in paired else True)]
+            match = paired[
+                (paired["definition"] == r.definition)
+                & (paired["variant"] == r.variant)
+                & ((paired["size"] == row["size"]) if "size" in paired else True)
+                & ((paired["setting"] == r.setting) if "setting" in paired else True)
+            ]
             if len(match):
                 p = match.iloc[0]
-                ratio = "" if pd.isna(p["ratio"]) else f"{p['ratio']:.2f} " + (
-                    stats.interval_text(p["ratio_ci_low"], p["ratio_ci_high"],
-                                        p["ratio_ci_method"], int(p["ratio_ci_n"]), "{:.2f}")
-                    if p["ratio_ci_method"] else f"(n={int(p['ratio_ci_n'])}, no interval)")
+                ratio = (
+                    ""
+                    if pd.isna(p["ratio"])
+                    else f"{p['ratio']:.2f} "
+                    + (
+                        stats.interval_text(
+                            p["ratio_ci_low"],
+                            p["ratio_ci_high"],
+                            p["ratio_ci_method"],
+                            int(p["ratio_ci_n"]),
+                            "{:.2f}",
+                        )
+                        if p["ratio_ci_method"]
+                        else f"(n={int(p['ratio_ci_n'])}, no interval)"
+                    )
+                )
                 row[f"ratio vs {p['baseline']}, {stats.LEVEL:.0%} interval"] = ratio
-                row["faster/slower/undecided"] = (f"{p['n_faster']}/{p['n_slower']}/"
-                                                  f"{p['n_undecided']}")
+                row["faster/slower/undecided"] = f"{p['n_faster']}/{p['n_slower']}/{p['n_undecided']}"
                 row["sign test p"] = stats.p_text(p["sign_p"], int(p["sign_n"]))
                 row["wilcoxon p"] = stats.p_text(p["wilcoxon_p"], int(p["wilcoxon_n"]))
         rows.append(row)
@@ -140,6 +164,7 @@ def convergence_formatted(summary: pd.DataFrame, paired: pd.DataFrame | None = N
 def crossings_formatted(crossings: pd.DataFrame) -> pd.DataFrame:
     out = crossings[["size", "variant", "seed"]].copy()
     out["threshold"] = crossings["threshold"].map(lambda t: f"{t:.2f}")
-    out["step"] = [step_text(s, b, st) for s, b, st in
-                   zip(crossings["step"], crossings["bound"], crossings["status"])]
+    out["step"] = [
+        step_text(s, b, st) for s, b, st in zip(crossings["step"], crossings["bound"], crossings["status"])
+    ]
     return _sorted(out)

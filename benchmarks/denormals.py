@@ -51,7 +51,9 @@ def main() -> None:
     batch = bench.synthetic_batch(args.batch, args.seq_len, spec.vocab)
     opt = torch.optim.SGD(model.parameters(), lr=0.0)  # lr 0: the model stays in that state
     step = bench.make_step(model, opt, batch, "fp32", torch.device("cpu"))
-    print(f"threads {args.threads}; denormal share of layer-0 probabilities: {fraction_denormal(model, batch):.2%}")
+    print(
+        f"threads {args.threads}; denormal share of layer-0 probabilities: {fraction_denormal(model, batch):.2%}"
+    )
 
     def kept():
         torch.set_flush_denormal(False)
@@ -64,8 +66,11 @@ def main() -> None:
     def all_threads():
         set_flush_denormal(True)
 
-    modes = {"denormals kept": kept, "torch.set_flush_denormal only": main_thread_only,
-             "flushed in every thread": all_threads}
+    modes = {
+        "denormals kept": kept,
+        "torch.set_flush_denormal only": main_thread_only,
+        "flushed in every thread": all_threads,
+    }
     times = {m: [] for m in modes}
     step()
     for _ in range(args.rounds):

@@ -43,8 +43,11 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--schedule", choices=("linear", "constant"), default="linear")
     p.add_argument("--eps", type=float, default=1e-8, help="AdamW epsilon (torch's default)")
     p.add_argument("--weight-decay", type=float, default=0.01)
-    p.add_argument("--weight-decay-all", action="store_true",
-                   help="decay biases and LayerNorm too (the suite, as BERT, does not)")
+    p.add_argument(
+        "--weight-decay-all",
+        action="store_true",
+        help="decay biases and LayerNorm too (the suite, as BERT, does not)",
+    )
     p.add_argument("--clip", type=float, default=1.0)
     p.add_argument("--dropout", type=float, default=0.0, help="hidden and attention dropout")
     p.add_argument("--layers", type=int, default=2)
@@ -56,10 +59,14 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--val-blocks", type=int, default=256, help="validation blocks per evaluation")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--suite-model", action="store_true", help="symattn's model and initialisation")
-    p.add_argument("--suite-masks", action="store_true",
-                   help="symattn's seeded masks and data order instead of torch's")
-    p.add_argument("--tokenizer-text", default=None,
-                   help="train the tokenizer on this text file instead of the training split")
+    p.add_argument(
+        "--suite-masks", action="store_true", help="symattn's seeded masks and data order instead of torch's"
+    )
+    p.add_argument(
+        "--tokenizer-text",
+        default=None,
+        help="train the tokenizer on this text file instead of the training split",
+    )
     p.add_argument("--out", default=None, help="write the evaluations to this CSV file")
     return p.parse_args(argv)
 
@@ -69,10 +76,15 @@ def prepared_blocks(args):
     from symattn.data import DataConfig, prepare_pretraining
     from symattn.data.floor import data_floor
 
-    data = prepare_pretraining(DataConfig(source=args.source, vocab_size=args.vocab,
-                                          seq_len=args.seq_len, val_docs=args.val_docs))
-    train, val, vocab, special = np.asarray(data.train), np.asarray(data.val), data.vocab_size, \
-        data.special_ids
+    data = prepare_pretraining(
+        DataConfig(source=args.source, vocab_size=args.vocab, seq_len=args.seq_len, val_docs=args.val_docs)
+    )
+    train, val, vocab, special = (
+        np.asarray(data.train),
+        np.asarray(data.val),
+        data.vocab_size,
+        data.special_ids,
+    )
     if args.tokenizer_text:
         if args.suite_masks:
             raise SystemExit("--suite-masks reads the suite's own blocks; drop --tokenizer-text")
@@ -83,23 +95,24 @@ def prepared_blocks(args):
 
 def _retokenize(args, data):
     """The same documents, cut by a WordPiece tokenizer trained on `--tokenizer-text`."""
+    from symattn.data import DataConfig
+    from symattn.data.cache import resolve_cache_dir
     from symattn.data.packing import pack_blocks, token_stream
     from symattn.data.pretraining import split_documents
     from symattn.data.sources import load_corpus
     from symattn.data.tokenizer import SpecialIds, encode_documents, train_wordpiece
-    from symattn.data.cache import resolve_cache_dir
-    from symattn.data import DataConfig
 
-    cfg = DataConfig(source=args.source, vocab_size=args.vocab, seq_len=args.seq_len,
-                     val_docs=args.val_docs)
+    cfg = DataConfig(source=args.source, vocab_size=args.vocab, seq_len=args.seq_len, val_docs=args.val_docs)
     corpus = load_corpus(cfg.source, resolve_cache_dir(None))
     train_docs, val_docs = split_documents(corpus.documents, cfg.val_docs)
     extra = open(args.tokenizer_text, encoding="utf-8").read().split("\n\n")
     tokenizer = train_wordpiece(train_docs + extra, args.vocab, 2)
     special = SpecialIds.of(tokenizer)
     sep, cls = special.sep, special.cls
-    blocks = [pack_blocks(token_stream(encode_documents(tokenizer, docs), sep), args.seq_len, cls,
-                          sep)[0] for docs in (train_docs, val_docs)]
+    blocks = [
+        pack_blocks(token_stream(encode_documents(tokenizer, docs), sep), args.seq_len, cls, sep)[0]
+        for docs in (train_docs, val_docs)
+    ]
     return blocks[0], blocks[1], tokenizer.get_vocab_size(with_added_tokens=True)
 
 
@@ -109,28 +122,42 @@ def _evaluated_floor(fixed, train, vocab, special) -> float:
     labels = np.concatenate([b["labels"].numpy().ravel() for b in fixed])
     shown = np.concatenate([b["input_ids"].numpy().ravel() for b in fixed])
     chosen = labels != IGNORE_INDEX
-    return evaluated_floor(labels[chosen], shown[chosen], token_counts(train, vocab, special.all),
-                           special.all, special.mask)
+    return evaluated_floor(
+        labels[chosen], shown[chosen], token_counts(train, vocab, special.all), special.all, special.mask
+    )
 
 
 def build_model(args, vocab: int):
     if args.suite_model:
         from symattn.model import BertForMaskedLM, ModelConfig
 
-        cfg = ModelConfig(size="tiny", layers=args.layers, hidden=args.hidden, heads=args.heads,
-                          vocab_size=vocab, max_positions=max(args.seq_len, 64),
-                          dropout=args.dropout, attention_dropout=args.dropout,
-                          init_std=args.init_std)
+        cfg = ModelConfig(
+            size="tiny",
+            layers=args.layers,
+            hidden=args.hidden,
+            heads=args.heads,
+            vocab_size=vocab,
+            max_positions=max(args.seq_len, 64),
+            dropout=args.dropout,
+            attention_dropout=args.dropout,
+            init_std=args.init_std,
+        )
         model = BertForMaskedLM(cfg, seed=args.seed)
         return model, lambda batch: model(**batch).loss
     import transformers
 
     torch.manual_seed(args.seed)
     cfg = transformers.BertConfig(
-        vocab_size=vocab, hidden_size=args.hidden, num_hidden_layers=args.layers,
-        num_attention_heads=args.heads, intermediate_size=4 * args.hidden,
-        max_position_embeddings=max(args.seq_len, 64), hidden_dropout_prob=args.dropout,
-        attention_probs_dropout_prob=args.dropout, initializer_range=args.init_std)
+        vocab_size=vocab,
+        hidden_size=args.hidden,
+        num_hidden_layers=args.layers,
+        num_attention_heads=args.heads,
+        intermediate_size=4 * args.hidden,
+        max_position_embeddings=max(args.seq_len, 64),
+        hidden_dropout_prob=args.dropout,
+        attention_probs_dropout_prob=args.dropout,
+        initializer_range=args.init_std,
+    )
     model = transformers.BertForMaskedLM(cfg)
     return model, lambda batch: model(**batch).loss
 
@@ -166,7 +193,7 @@ def batches(args, data, train, val, vocab, special):
             nonlocal order
             while len(order) < args.batch:
                 order += torch.randperm(len(train), generator=gen).tolist()
-            take, order = order[:args.batch], order[args.batch:]
+            take, order = order[: args.batch], order[args.batch :]
             return torch_masks(torch.from_numpy(train[take].astype(np.int64)), special, vocab, gen)
 
         val_gen = torch.Generator().manual_seed(1234)
@@ -190,8 +217,11 @@ def main(argv=None) -> int:
     no_decay = ("bias", "LayerNorm.weight")
     decay = [p for n, p in model.named_parameters() if args.weight_decay_all or not n.endswith(no_decay)]
     rest = [p for n, p in model.named_parameters() if not (args.weight_decay_all or not n.endswith(no_decay))]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
-                                   {"params": rest, "weight_decay": 0.0}], lr=args.lr, eps=args.eps)
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": args.weight_decay}, {"params": rest, "weight_decay": 0.0}],
+        lr=args.lr,
+        eps=args.eps,
+    )
 
     def factor(step):
         if step < args.warmup:
@@ -202,8 +232,11 @@ def main(argv=None) -> int:
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     rows, start = [], time.time()
-    print(f"# L* = {floor_all:.4f} nats, {floor:.4f} on these validation targets, vocabulary {vocab}, "
-          f"{len(train)} training blocks", flush=True)
+    print(
+        f"# L* = {floor_all:.4f} nats, {floor:.4f} on these validation targets, vocabulary {vocab}, "
+        f"{len(train)} training blocks",
+        flush=True,
+    )
     for step in range(1, args.steps + 1):
         model.train()
         loss = loss_of(train_batch(step - 1))
@@ -225,8 +258,14 @@ def main(argv=None) -> int:
                     total += float(loss_of(batch)) * n
                     count += n
             value = total / count
-            rows.append({"step": step, "val_loss": value, "below_floor": floor - value,
-                         "seconds": round(time.time() - start, 1)})
+            rows.append(
+                {
+                    "step": step,
+                    "val_loss": value,
+                    "below_floor": floor - value,
+                    "seconds": round(time.time() - start, 1),
+                }
+            )
             print(f"{step}\t{value:.4f}\t{floor - value:+.3f}\t{time.time() - start:.0f}s", flush=True)
     if args.out:
         with open(args.out, "w", newline="") as f:

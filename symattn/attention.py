@@ -118,8 +118,8 @@ COEFFICIENT_INITS: dict[str, Callable[[torch.Tensor, Optional[torch.Generator]],
 # `dropout`, on the fast path and the math path alike, so both draw the same masks.
 #
 # On the CPU, `F.dropout` draws one double-precision Bernoulli sample per element from the Mersenne
-# Twister (MKL's vectorised generator is used on Intel CPUs only): ~15-25 ns per element, 7% of a
-# mini-size training step on AMD. Here each element takes 32 random bits (two per 64-bit draw of the
+# Twister (MKL's vectorised generator is used on Intel CPUs only), a noticeable share of a CPU step
+# (measured: benchmarks/README.md). Here each element takes 32 random bits (two per 64-bit draw of the
 # same seeded generator) and is dropped when they fall below p * 2^32: the same distribution (the
 # drop probability is p rounded to a multiple of 2^-32), several times faster. Accelerators keep
 # their fused `F.dropout`.
@@ -234,7 +234,9 @@ def _attend_dropout_cpu(
     else:
         # finite minimum, not -inf: exp() gives exactly 0 for masked keys, and no NaN on a fully
         # padded row (softmax of equal values: uniform, as SDPA and HF BERT give)
-        bias = torch.zeros(mask.shape, dtype=q.dtype, device=q.device).masked_fill_(~mask, torch.finfo(q.dtype).min)
+        bias = torch.zeros(mask.shape, dtype=q.dtype, device=q.device).masked_fill_(
+            ~mask, torch.finfo(q.dtype).min
+        )
         bias = bias.expand(b, h, 1, t).reshape(b * h, 1, t)
         logits = torch.baddbmm(bias, q3, k3.transpose(1, 2), alpha=1.0 / math.sqrt(d))
     probs = dropout(logits.softmax(dim=-1), dropout_p, True)
@@ -357,8 +359,10 @@ class PairwiseAttention(SelfAttention):
         return self.scheme.apply(q, self.pairwise_factors), q, v
 
 
-if set(ATTENTIONS) != set(variants.VARIANTS) or (
-        tuple(COEFFICIENT_SCHEMES), tuple(COEFFICIENT_INITS)) != (variants.COEFFICIENT_SCHEMES, variants.COEFFICIENT_INITS):
+if set(ATTENTIONS) != set(variants.VARIANTS) or (tuple(COEFFICIENT_SCHEMES), tuple(COEFFICIENT_INITS)) != (
+    variants.COEFFICIENT_SCHEMES,
+    variants.COEFFICIENT_INITS,
+):
     raise ImportError("symattn.attention and symattn.variants name different variants or coefficient options")
 
 

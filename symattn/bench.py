@@ -31,8 +31,8 @@ import torch
 from torch import nn
 
 from symattn.attention import ATTENTIONS, AttentionConfig
-from symattn.model import SIZES, BertForMaskedLM, ModelConfig, flops_per_token
 from symattn.markdown import markdown_table
+from symattn.model import SIZES, BertForMaskedLM, ModelConfig, flops_per_token
 from symattn.speed import apply_speed_settings, matmul_peak, peak_step_memory, spread, synchronize
 from symattn.tokens import IGNORE_INDEX, MASK_TOKEN_ID, NUM_SPECIAL_TOKENS
 from symattn.variants import VARIANTS
@@ -40,9 +40,31 @@ from symattn.variants import VARIANTS
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 COLUMNS = [
-    "model", "attention", "precision", "size", "layers", "hidden", "heads", "vocab", "batch", "seq_len",
-    "device", "threads", "compile", "clock", "steps", "tokens_per_s", "vs_hf", "step_ms_median", "step_ms_spread",
-    "step_ms_min", "peak_mem_mib", "state_mib", "gflop_per_step", "matmul_peak_gflops", "mfu",
+    "model",
+    "attention",
+    "precision",
+    "size",
+    "layers",
+    "hidden",
+    "heads",
+    "vocab",
+    "batch",
+    "seq_len",
+    "device",
+    "threads",
+    "compile",
+    "clock",
+    "steps",
+    "tokens_per_s",
+    "vs_hf",
+    "step_ms_median",
+    "step_ms_spread",
+    "step_ms_min",
+    "peak_mem_mib",
+    "state_mib",
+    "gflop_per_step",
+    "matmul_peak_gflops",
+    "mfu",
 ]
 
 
@@ -126,11 +148,18 @@ def hf_model(c: ModelConfig) -> nn.Module:
     except ImportError as exc:  # pragma: no cover - dev extra
         raise ValueError("transformers is not installed: install the dev extra, or pass --no-hf") from exc
     hf_cfg = transformers.BertConfig(
-        vocab_size=c.vocab_size, hidden_size=c.n_hidden, num_hidden_layers=c.n_layers,
-        num_attention_heads=c.n_heads, intermediate_size=c.n_intermediate,
-        max_position_embeddings=c.max_positions, type_vocab_size=c.type_vocab_size,
-        hidden_dropout_prob=c.dropout, attention_probs_dropout_prob=c.attention_dropout,
-        layer_norm_eps=c.layer_norm_eps, initializer_range=c.init_std, pad_token_id=c.pad_token_id,
+        vocab_size=c.vocab_size,
+        hidden_size=c.n_hidden,
+        num_hidden_layers=c.n_layers,
+        num_attention_heads=c.n_heads,
+        intermediate_size=c.n_intermediate,
+        max_position_embeddings=c.max_positions,
+        type_vocab_size=c.type_vocab_size,
+        hidden_dropout_prob=c.dropout,
+        attention_probs_dropout_prob=c.attention_dropout,
+        layer_norm_eps=c.layer_norm_eps,
+        initializer_range=c.init_std,
+        pad_token_id=c.pad_token_id,
     )
     torch.manual_seed(0)
     return transformers.BertForMaskedLM(hf_cfg)
@@ -154,12 +183,19 @@ def contenders(spec: BenchSpec) -> list[Contender]:
     if spec.hf:
         c = spec.model_config("vanilla")
         # HF computes the decoder on every position: mlm_fraction 1 for its head.
-        out.append(Contender("hf-bert", "vanilla", lambda c=c: hf_model(c), flops_per_token(c, spec.seq_len, 1.0)))
+        out.append(
+            Contender("hf-bert", "vanilla", lambda c=c: hf_model(c), flops_per_token(c, spec.seq_len, 1.0))
+        )
     for v in spec.variants:
         c = spec.model_config(v)
-        out.append(Contender(
-            v, v, lambda c=c: BertForMaskedLM(c, seed=spec.seed), flops_per_token(c, spec.seq_len, spec.mlm_fraction)
-        ))
+        out.append(
+            Contender(
+                v,
+                v,
+                lambda c=c: BertForMaskedLM(c, seed=spec.seed),
+                flops_per_token(c, spec.seq_len, spec.mlm_fraction),
+            )
+        )
     return out
 
 
@@ -168,8 +204,14 @@ def make_optimizer(model: nn.Module, device: torch.device) -> torch.optim.Optimi
     return torch.optim.AdamW(model.parameters(), lr=1e-4, eps=1e-12, weight_decay=0.01, fused=True)
 
 
-def make_step(model: nn.Module, opt: torch.optim.Optimizer, batch: dict, precision: str, device: torch.device,
-              compiled: Optional[nn.Module] = None) -> Callable[[], float]:
+def make_step(
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    batch: dict,
+    precision: str,
+    device: torch.device,
+    compiled: Optional[nn.Module] = None,
+) -> Callable[[], float]:
     """One full training step (forward, loss, backward, grad-norm clip 1.0, AdamW); returns the loss."""
     fwd = compiled if compiled is not None else model
     dtype = PRECISIONS[precision]
@@ -198,7 +240,9 @@ def state_bytes(model: nn.Module, opt: torch.optim.Optimizer) -> int:
 # --- the race ------------------------------------------------------------------------------------
 
 
-def run_bench(spec: BenchSpec, extra: Optional[list[Contender]] = None, log: Callable[[str], None] = print) -> list[dict]:
+def run_bench(
+    spec: BenchSpec, extra: Optional[list[Contender]] = None, log: Callable[[str], None] = print
+) -> list[dict]:
     """Measure; returns one row (dict over COLUMNS) per model and precision."""
     spec.check()
     device = torch.device(spec.device)
@@ -209,8 +253,10 @@ def run_bench(spec: BenchSpec, extra: Optional[list[Contender]] = None, log: Cal
     batch = synthetic_batch(spec.batch, spec.seq_len, spec.vocab, spec.mlm_fraction, spec.seed, device)
     tokens = spec.batch * spec.seq_len
     racers = contenders(spec) + list(extra or [])
-    log(f"bench: {spec.size} batch {spec.batch} x {spec.seq_len}, {device.type}, threads {settings['threads']}, "
-        f"denormals flushed {settings.get('flush_denormal')}; models: {', '.join(r.name for r in racers)}")
+    log(
+        f"bench: {spec.size} batch {spec.batch} x {spec.seq_len}, {device.type}, threads {settings['threads']}, "
+        f"denormals flushed {settings.get('flush_denormal')}; models: {', '.join(r.name for r in racers)}"
+    )
     for r in racers:
         r.model = r.build().to(device).train()
         compiled = torch.compile(r.model) if spec.compile else None
@@ -229,7 +275,7 @@ def run_bench(spec: BenchSpec, extra: Optional[list[Contender]] = None, log: Cal
     for i in range(spec.rounds):
         for p in spec.precisions:
             peaks[p].append(matmul_peak(PRECISIONS[p], device, spec.peak_size, clock=clock))
-            order = racers[i % len(racers):] + racers[: i % len(racers)]  # rotate: no fixed position
+            order = racers[i % len(racers) :] + racers[: i % len(racers)]  # rotate: no fixed position
             for r in order:
                 ts = []
                 for _ in range(spec.steps):
@@ -240,8 +286,14 @@ def run_bench(spec: BenchSpec, extra: Optional[list[Contender]] = None, log: Cal
                     ts.append(clock() - t)
                 times[(r.name, p)] += ts
                 per_round[(r.name, p)].append(statistics.median(ts))
-        log(f"  round {i + 1}/{spec.rounds}: " + ", ".join(
-            f"{r.name} {p} {per_round[(r.name, p)][-1] * 1e3:.0f} ms" for p in spec.precisions for r in racers))
+        log(
+            f"  round {i + 1}/{spec.rounds}: "
+            + ", ".join(
+                f"{r.name} {p} {per_round[(r.name, p)][-1] * 1e3:.0f} ms"
+                for p in spec.precisions
+                for r in racers
+            )
+        )
     rows = []
     c0 = spec.model_config()
     for p in spec.precisions:
@@ -251,24 +303,43 @@ def run_bench(spec: BenchSpec, extra: Optional[list[Contender]] = None, log: Cal
             med, spr = spread(times[key])
             flops = r.flops_per_token * tokens
             mfu = statistics.median(flops / t / pk for t, pk in zip(per_round[key], peaks[p]))
-            vs_hf = statistics.median(h / t for h, t in zip(hf_rounds, per_round[key])) if hf_rounds else math.nan
+            vs_hf = (
+                statistics.median(h / t for h, t in zip(hf_rounds, per_round[key])) if hf_rounds else math.nan
+            )
             peak_mem = state = math.nan
             if spec.memory:
                 opt = r.optimizers[p]
                 state = state_bytes(r.model, opt)
                 peak_mem = state + peak_step_memory(r.steps[p], device)
-            rows.append({
-                "model": r.name, "attention": r.attention, "precision": p, "size": spec.size,
-                "layers": c0.n_layers, "hidden": c0.n_hidden, "heads": c0.n_heads, "vocab": spec.vocab,
-                "batch": spec.batch, "seq_len": spec.seq_len, "device": device.type,
-                "threads": settings["threads"], "compile": spec.compile, "clock": spec.clock,
-                "steps": len(times[key]),
-                "tokens_per_s": tokens / med, "vs_hf": vs_hf, "step_ms_median": med * 1e3,
-                "step_ms_spread": spr * 1e3, "step_ms_min": min(times[key]) * 1e3,
-                "peak_mem_mib": peak_mem / 2**20, "state_mib": state / 2**20,
-                "gflop_per_step": flops / 1e9, "matmul_peak_gflops": statistics.median(peaks[p]) / 1e9,
-                "mfu": mfu,
-            })
+            rows.append(
+                {
+                    "model": r.name,
+                    "attention": r.attention,
+                    "precision": p,
+                    "size": spec.size,
+                    "layers": c0.n_layers,
+                    "hidden": c0.n_hidden,
+                    "heads": c0.n_heads,
+                    "vocab": spec.vocab,
+                    "batch": spec.batch,
+                    "seq_len": spec.seq_len,
+                    "device": device.type,
+                    "threads": settings["threads"],
+                    "compile": spec.compile,
+                    "clock": spec.clock,
+                    "steps": len(times[key]),
+                    "tokens_per_s": tokens / med,
+                    "vs_hf": vs_hf,
+                    "step_ms_median": med * 1e3,
+                    "step_ms_spread": spr * 1e3,
+                    "step_ms_min": min(times[key]) * 1e3,
+                    "peak_mem_mib": peak_mem / 2**20,
+                    "state_mib": state / 2**20,
+                    "gflop_per_step": flops / 1e9,
+                    "matmul_peak_gflops": statistics.median(peaks[p]) / 1e9,
+                    "mfu": mfu,
+                }
+            )
     return rows
 
 
@@ -276,16 +347,34 @@ def run_bench(spec: BenchSpec, extra: Optional[list[Contender]] = None, log: Cal
 
 
 def format_table(rows: list[dict]) -> str:
-    head = ["model", "prec", "tokens/s", "vs HF", "step ms", "± ms", "peak MiB", "GFLOP/step", "peak GFLOP/s", "MFU"]
+    head = [
+        "model",
+        "prec",
+        "tokens/s",
+        "vs HF",
+        "step ms",
+        "± ms",
+        "peak MiB",
+        "GFLOP/step",
+        "peak GFLOP/s",
+        "MFU",
+    ]
     body = []
     for r in rows:
-        body.append([
-            r["model"], r["precision"], f"{r['tokens_per_s']:,.0f}",
-            "-" if math.isnan(r["vs_hf"]) else f"{r['vs_hf']:.2f}x",
-            f"{r['step_ms_median']:,.0f}", f"{r['step_ms_spread']:,.0f}",
-            "-" if math.isnan(r["peak_mem_mib"]) else f"{r['peak_mem_mib']:,.0f}",
-            f"{r['gflop_per_step']:,.1f}", f"{r['matmul_peak_gflops']:,.0f}", f"{100 * r['mfu']:.0f}%",
-        ])
+        body.append(
+            [
+                r["model"],
+                r["precision"],
+                f"{r['tokens_per_s']:,.0f}",
+                "-" if math.isnan(r["vs_hf"]) else f"{r['vs_hf']:.2f}x",
+                f"{r['step_ms_median']:,.0f}",
+                f"{r['step_ms_spread']:,.0f}",
+                "-" if math.isnan(r["peak_mem_mib"]) else f"{r['peak_mem_mib']:,.0f}",
+                f"{r['gflop_per_step']:,.1f}",
+                f"{r['matmul_peak_gflops']:,.0f}",
+                f"{100 * r['mfu']:.0f}%",
+            ]
+        )
     return markdown_table(head, body, text_columns=2)
 
 
@@ -335,16 +424,31 @@ def command(args: argparse.Namespace) -> int:
 
 def _step_bench(args: argparse.Namespace) -> None:
     spec = BenchSpec(
-        size=args.size, batch=args.batch, seq_len=args.seq_len, vocab=args.vocab,
-        variants=_names(args.variants), precisions=_names(args.precision), hf=not args.no_hf,
-        rounds=args.rounds, steps=args.steps, warmup=args.warmup, device=_device(args.device),
-        threads=args.threads, compile=args.compile, memory=not args.no_memory, seed=args.seed,
-        clock=args.clock, peak_size=args.peak_size,
-        flush_denormal=not args.no_flush_denormal, retain_memory=not args.no_retain_memory,
+        size=args.size,
+        batch=args.batch,
+        seq_len=args.seq_len,
+        vocab=args.vocab,
+        variants=_names(args.variants),
+        precisions=_names(args.precision),
+        hf=not args.no_hf,
+        rounds=args.rounds,
+        steps=args.steps,
+        warmup=args.warmup,
+        device=_device(args.device),
+        threads=args.threads,
+        compile=args.compile,
+        memory=not args.no_memory,
+        seed=args.seed,
+        clock=args.clock,
+        peak_size=args.peak_size,
+        flush_denormal=not args.no_flush_denormal,
+        retain_memory=not args.no_retain_memory,
     )
     rows = run_bench(spec)
-    print(f"\n{spec.size}, batch {spec.batch} x {spec.seq_len}, vocab {spec.vocab:,}, {spec.clock} clock, "
-          f"threads {rows[0]['threads'] if rows else '-'}; {machine()}")
+    print(
+        f"\n{spec.size}, batch {spec.batch} x {spec.seq_len}, vocab {spec.vocab:,}, {spec.clock} clock, "
+        f"threads {rows[0]['threads'] if rows else '-'}; {machine()}"
+    )
     print(format_table(rows))
     if args.csv:
         write_csv(rows, Path(args.csv))
@@ -354,8 +458,12 @@ def _step_bench(args: argparse.Namespace) -> None:
 def _overhead_bench(args: argparse.Namespace, spec) -> None:
     from symattn import cell_overhead
 
-    rows = cell_overhead.measure(spec, steps=args.overhead_steps, devices="cpu" if _device(args.device) == "cpu" else "auto")
-    print(f"\nsweep cells of {args.overhead}, {args.overhead_steps} steps each, first matched group; {machine()}")
+    rows = cell_overhead.measure(
+        spec, steps=args.overhead_steps, devices="cpu" if _device(args.device) == "cpu" else "auto"
+    )
+    print(
+        f"\nsweep cells of {args.overhead}, {args.overhead_steps} steps each, first matched group; {machine()}"
+    )
     print(cell_overhead.format_table(rows))
     if args.csv:
         path = Path(args.csv)

@@ -28,20 +28,32 @@ from typing import Callable
 from symattn import keys
 from symattn.config import apply_overrides
 from symattn.errors import RunError
-from symattn.sweep.spec import SweepSpec, StoresSpec, expand, is_attention_axis
+from symattn.sweep.spec import StoresSpec, SweepSpec, expand, is_attention_axis
 
-COLUMNS = ["cell", "variant", "slot_order", "launch_to_first_step_s", "worker_to_first_step_s", "step_ms",
-           "tracking_share", "steps", "threads"]
+COLUMNS = [
+    "cell",
+    "variant",
+    "slot_order",
+    "launch_to_first_step_s",
+    "worker_to_first_step_s",
+    "step_ms",
+    "tracking_share",
+    "steps",
+    "threads",
+]
 
 
 def first_group(spec: SweepSpec, steps: int, folder: Path) -> SweepSpec:
     """The spec's first matched group, `steps` long, with its stores and checkpoints in `folder`."""
     axes = {k: (v if is_attention_axis(k) else v[:1]) for k, v in spec.axes.items() if k != "optim.max_steps"}
-    base = apply_overrides(copy.deepcopy(spec.base), [f"optim.max_steps={steps}",
-                                                       f"checkpoint.dir={json.dumps(str(folder / 'checkpoints'))}"])
+    base = apply_overrides(
+        copy.deepcopy(spec.base),
+        [f"optim.max_steps={steps}", f"checkpoint.dir={json.dumps(str(folder / 'checkpoints'))}"],
+    )
     stores = StoresSpec(optuna=str(folder / "optuna.journal"), mlflow=f"sqlite:///{folder / 'mlflow.db'}")
-    return spec.model_copy(update={"name": f"{spec.name}-overhead", "axes": axes, "base": base,
-                                   "search": None, "stores": stores})
+    return spec.model_copy(
+        update={"name": f"{spec.name}-overhead", "axes": axes, "base": base, "search": None, "stores": stores}
+    )
 
 
 def check(spec: SweepSpec, steps: int) -> None:
@@ -50,11 +62,15 @@ def check(spec: SweepSpec, steps: int) -> None:
         raise ValueError(f"--overhead-steps must be at least 1 (got {steps})")
     every = expand(first_group(spec, steps, Path(tempfile.gettempdir())))[0].config.tracking.log_every_n_steps
     if steps < every:
-        raise ValueError(f"--overhead-steps {steps} is below the spec's tracking.log_every_n_steps ({every}), "
-                         f"so no step time would be logged; give at least {every}")
+        raise ValueError(
+            f"--overhead-steps {steps} is below the spec's tracking.log_every_n_steps ({every}), "
+            f"so no step time would be logged; give at least {every}"
+        )
 
 
-def measure(spec: SweepSpec, steps: int = 200, devices: str = "cpu", log: Callable[[str], None] = print) -> list[dict]:
+def measure(
+    spec: SweepSpec, steps: int = 200, devices: str = "cpu", log: Callable[[str], None] = print
+) -> list[dict]:
     """One row per cell of the spec's first group, in the order the cells reached their first step.
     The worker's own lines (a cell started, a cell ended) pass through as progress."""
     from mlflow.tracking import MlflowClient
@@ -70,17 +86,34 @@ def measure(spec: SweepSpec, steps: int = 200, devices: str = "cpu", log: Callab
         log(f"overhead: preparing the corpus of {spec.name} (once, as a sweep does)")
         prepare_pretraining(cells[0].config.data)
         queue(short, cells=cells)
-        cmd = [sys.executable, "-m", "symattn", "work", short.name, "--devices", devices,
-               "--storage", short.stores.optuna]
-        log(f"overhead: {len(cells)} cells x {steps} steps through `symattn work` ({spec.workers.per_device} per device)")
+        cmd = [
+            sys.executable,
+            "-m",
+            "symattn",
+            "work",
+            short.name,
+            "--devices",
+            devices,
+            "--storage",
+            short.stores.optuna,
+        ]
+        log(
+            f"overhead: {len(cells)} cells x {steps} steps through `symattn work` ({spec.workers.per_device} per device)"
+        )
         sys.stdout.flush()
         worker_start = time.time()
-        done = subprocess.run(cmd, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stderr=subprocess.PIPE, text=True)
+        done = subprocess.run(
+            cmd, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stderr=subprocess.PIPE, text=True
+        )
         if done.returncode != 0:
-            failed = [r["cell"] for r in status_rows(short.name, short.stores.optuna) if r["state"] != "COMPLETE"]
+            failed = [
+                r["cell"] for r in status_rows(short.name, short.stores.optuna) if r["state"] != "COMPLETE"
+            ]
             tail = done.stderr.strip().splitlines()[-1:] or ["no error output"]
-            raise RunError(f"the overhead sweep's worker exited with {done.returncode}; cells not complete: "
-                           f"{', '.join(failed) or 'none'}; last error line: {tail[0]}")
+            raise RunError(
+                f"the overhead sweep's worker exited with {done.returncode}; cells not complete: "
+                f"{', '.join(failed) or 'none'}; last error line: {tail[0]}"
+            )
         client = MlflowClient(short.stores.mlflow)
         exp = client.get_experiment_by_name(short.name)
         rows = [_row(client, run, worker_start) for run in client.search_runs([exp.experiment_id])]
@@ -96,7 +129,9 @@ def _row(client, run, worker_start: float) -> dict:
     startup = min(client.get_metric_history(run_id, keys.STARTUP_S), key=lambda m: m.step)
     share = max(client.get_metric_history(run_id, keys.TRACKING_SHARE), key=lambda m: m.step)
     speeds = [m.value for m in client.get_metric_history(run_id, keys.TRAIN_TOKENS_PER_S)]
-    tokens_per_step = int(params["optim.batch_size"]) * int(params["optim.accumulate"]) * int(params["data.seq_len"])
+    tokens_per_step = (
+        int(params["optim.batch_size"]) * int(params["optim.accumulate"]) * int(params["data.seq_len"])
+    )
     step_ms = 1000 * tokens_per_step / statistics.median(speeds)
     return {
         "cell": run.info.run_name,
@@ -115,6 +150,14 @@ def format_table(rows: list[dict]) -> str:
     from symattn.markdown import markdown_table
 
     head = ["cell", "launch → 1st step s", "worker start → 1st step s", "step ms", "tracking"]
-    body = [[r["cell"], f"{r['launch_to_first_step_s']:.2f}", f"{r['worker_to_first_step_s']:.2f}",
-             f"{r['step_ms']:.1f}", f"{100 * r['tracking_share']:.2f}%"] for r in rows]
+    body = [
+        [
+            r["cell"],
+            f"{r['launch_to_first_step_s']:.2f}",
+            f"{r['worker_to_first_step_s']:.2f}",
+            f"{r['step_ms']:.1f}",
+            f"{100 * r['tracking_share']:.2f}%",
+        ]
+        for r in rows
+    ]
     return markdown_table(head, body)

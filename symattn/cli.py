@@ -26,7 +26,9 @@ def _config_and_overrides(items: list[str], flagged: list[str]) -> tuple[str | N
     without "="), and the overrides in the order given (bare ones first)."""
     paths = [item for item in items if "=" not in item]
     if len(paths) > 1:
-        raise ValueError(f"more than one config file given ({', '.join(paths)}); give one, and overrides as key=value")
+        raise ValueError(
+            f"more than one config file given ({', '.join(paths)}); give one, and overrides as key=value"
+        )
     return (paths[0] if paths else None), [item for item in items if "=" in item] + list(flagged)
 
 
@@ -58,7 +60,9 @@ def _dry_run(cells) -> int:
 
     print(f"{'cell':<36} {'group':<12} {'parameters':>12} {'non-embedding':>14} {'loss after 2 steps':>19}")
     for r in dry_run(cells):
-        print(f"{r['cell']:<36} {r['group']:<12} {r['total']:>12,} {r['non_embedding']:>14,} {r['loss']:>19.4f}")
+        print(
+            f"{r['cell']:<36} {r['group']:<12} {r['total']:>12,} {r['non_embedding']:>14,} {r['loss']:>19.4f}"
+        )
     print("dry run: every cell is valid, builds and trains; nothing was written")
     return 0
 
@@ -81,7 +85,9 @@ def _queue(args: argparse.Namespace) -> int:
     from symattn.sweep.queue import queue
 
     result = queue(spec, args.storage, cells)
-    print(f"study {result.study}: {result.added} cells added, {result.existing} already queued ({redact(result.storage)})")
+    print(
+        f"study {result.study}: {result.added} cells added, {result.existing} already queued ({redact(result.storage)})"
+    )
     return 0
 
 
@@ -90,7 +96,9 @@ def _work(args: argparse.Namespace) -> int:
 
     done = work(args.study, args.storage, args.devices, args.per_device)
     failed = [name for name, state in done if state != "COMPLETE"]
-    print(f"study {args.study}: {len(done) - len(failed)} cells completed, {len(failed)} failed by this worker")
+    print(
+        f"study {args.study}: {len(done) - len(failed)} cells completed, {len(failed)} failed by this worker"
+    )
     return 1 if failed else 0
 
 
@@ -141,21 +149,46 @@ def _add_bench_parser(sub) -> None:
     p.add_argument("--warmup", type=int, default=2, help="untimed steps per model first (default: 2)")
     p.add_argument("--device", default="auto", help="cpu, cuda, or auto: cuda when there is a GPU (default)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's, one per core)")
-    p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
-                   help="wall: elapsed time (default); cpu: process CPU time, steadier on a shared machine")
-    p.add_argument("--peak-size", type=int, default=None, help="n of the n x n matmul peak (default: 1024 CPU, 8192 GPU)")
+    p.add_argument(
+        "--clock",
+        choices=["wall", "cpu"],
+        default="wall",
+        help="wall: elapsed time (default); cpu: process CPU time, steadier on a shared machine",
+    )
+    p.add_argument(
+        "--peak-size", type=int, default=None, help="n of the n x n matmul peak (default: 1024 CPU, 8192 GPU)"
+    )
     p.add_argument("--compile", action="store_true", help="torch.compile every model (HF too)")
-    p.add_argument("--no-memory", action="store_true", help="skip the profiled step that measures peak memory")
-    p.add_argument("--no-flush-denormal", action="store_true", help="leave denormal floats on (to measure that setting)")
-    p.add_argument("--no-retain-memory", action="store_true", help="let freed memory go back to the OS (to measure that setting)")
+    p.add_argument(
+        "--no-memory", action="store_true", help="skip the profiled step that measures peak memory"
+    )
+    p.add_argument(
+        "--no-flush-denormal", action="store_true", help="leave denormal floats on (to measure that setting)"
+    )
+    p.add_argument(
+        "--no-retain-memory",
+        action="store_true",
+        help="let freed memory go back to the OS (to measure that setting)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the batch and the models (default: 0)")
-    p.add_argument("--csv", default="bench.csv",
-                   help="CSV file to write ('' for none; default: bench.csv); the overhead rows go to NAME-overhead.csv")
-    p.add_argument("--overhead", metavar="SPEC", default=None,
-                   help="also run the first matched group of this sweep spec through a real worker, shortened, and "
-                        "report each cell's start-up (launch and worker start to first step) and tracking share")
-    p.add_argument("--overhead-steps", type=int, default=200, help="steps per cell of the overhead sweep (default: 200)")
-    p.add_argument("--overhead-only", action="store_true", help="skip the step benchmark; only the overhead sweep")
+    p.add_argument(
+        "--csv",
+        default="bench.csv",
+        help="CSV file to write ('' for none; default: bench.csv); the overhead rows go to NAME-overhead.csv",
+    )
+    p.add_argument(
+        "--overhead",
+        metavar="SPEC",
+        default=None,
+        help="also run the first matched group of this sweep spec through a real worker, shortened, and "
+        "report each cell's start-up (launch and worker start to first step) and tracking share",
+    )
+    p.add_argument(
+        "--overhead-steps", type=int, default=200, help="steps per cell of the overhead sweep (default: 200)"
+    )
+    p.add_argument(
+        "--overhead-only", action="store_true", help="skip the step benchmark; only the overhead sweep"
+    )
     p.set_defaults(func=_bench)
 
 
@@ -173,8 +206,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add_set(p, what: str) -> None:
-        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                       help=f"dotted override of {what}, e.g. optim.lr=3e-4 (repeatable)")
+        p.add_argument(
+            "--set",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help=f"dotted override of {what}, e.g. optim.lr=3e-4 (repeatable)",
+        )
 
     p = sub.add_parser("params", help="parameter counts of every variant and coefficient scheme")
     p.add_argument("--size", default="base", help="model size preset, or 'all' (default: base)")
@@ -184,29 +222,51 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_params)
 
     p = sub.add_parser("train", help="one tracked MLM pre-training run")
-    p.add_argument("items", nargs="*", metavar="[CONFIG] [KEY=VALUE ...]",
-                   help="YAML run config (defaults apply to what it leaves out), and dotted overrides, "
-                        "e.g. optim.lr=3e-4")
+    p.add_argument(
+        "items",
+        nargs="*",
+        metavar="[CONFIG] [KEY=VALUE ...]",
+        help="YAML run config (defaults apply to what it leaves out), and dotted overrides, "
+        "e.g. optim.lr=3e-4",
+    )
     add_set(p, "the run config")
     p.add_argument(
-        "--resume", nargs="?", const=True, default=False, metavar="RUN_ID",
+        "--resume",
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="RUN_ID",
         help="continue the newest unfinished run of this config, or the given run, from its last checkpoint",
     )
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.set_defaults(func=_train)
 
-    storage_help = "Optuna storage: a journal file or sqlite:/// / postgresql:// URL (default: optuna.journal)"
-    p = sub.add_parser("queue", help="create the stores and study of a sweep spec; enqueue every missing cell once")
+    storage_help = (
+        "Optuna storage: a journal file or sqlite:/// / postgresql:// URL (default: optuna.journal)"
+    )
+    p = sub.add_parser(
+        "queue", help="create the stores and study of a sweep spec; enqueue every missing cell once"
+    )
     p.add_argument("spec", help="sweep spec YAML (see experiments/)")
     add_set(p, "the spec's base config")
     p.add_argument("--storage", help=storage_help)
-    p.add_argument("--dry-run", action="store_true", help="validate every cell, build its model, run 2 steps on random tokens; write nothing")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="validate every cell, build its model, run 2 steps on random tokens; write nothing",
+    )
     p.set_defaults(func=_queue)
 
     def add_worker_args(p):
         p.add_argument("--storage", help=storage_help)
-        p.add_argument("--devices", default="auto", help="cpu, auto (every GPU, else cpu), or GPU indices 0,1,...")
-        p.add_argument("--per-device", type=int, help="cells at once on each device (default: the spec's workers.per_device)")
+        p.add_argument(
+            "--devices", default="auto", help="cpu, auto (every GPU, else cpu), or GPU indices 0,1,..."
+        )
+        p.add_argument(
+            "--per-device",
+            type=int,
+            help="cells at once on each device (default: the spec's workers.per_device)",
+        )
 
     p = sub.add_parser("work", help="pull cells of a queued study until none are left")
     p.add_argument("study", help="study name (the spec's name)")
@@ -223,7 +283,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_set(p, "the spec's base config")
     add_worker_args(p)
     p.add_argument("--no-figures", dest="figures", action="store_false", help="skip the figures")
-    p.add_argument("--dry-run", action="store_true", help="validate every cell, build its model, run 2 steps on random tokens; write nothing")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="validate every cell, build its model, run 2 steps on random tokens; write nothing",
+    )
     p.set_defaults(func=_run)
 
     from analysis.cli import add_parser as add_figures_parser
@@ -256,4 +320,3 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"symattn {args.command}: interrupted", file=sys.stderr)
         return 130
-

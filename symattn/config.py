@@ -41,7 +41,9 @@ class OptimConfig(_Block):
 
     @property
     def warmup(self) -> int:
-        return self.warmup_steps if self.warmup_steps is not None else round(self.warmup_ratio * self.max_steps)
+        return (
+            self.warmup_steps if self.warmup_steps is not None else round(self.warmup_ratio * self.max_steps)
+        )
 
     @model_validator(mode="after")
     def _check(self) -> "OptimConfig":
@@ -66,7 +68,9 @@ class StopBelow(_Block):
     @classmethod
     def _level(cls, v):
         if isinstance(v, str) and not _FLOOR_LEVEL.match(v):
-            raise ValueError(f"stop_below level {v!r} is neither a loss nor 'L* - <margin>' (e.g. 'L* - 0.75')")
+            raise ValueError(
+                f"stop_below level {v!r} is neither a loss nor 'L* - <margin>' (e.g. 'L* - 0.75')"
+            )
         return v
 
     def resolve(self, floor: float) -> float:

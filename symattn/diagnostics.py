@@ -32,7 +32,9 @@ def symmetry(m: torch.Tensor) -> torch.Tensor:
     """(|sym(M)|^2 - |anti(M)|^2) / |M|^2 per matrix: 1 symmetric, 0 unstructured, -1 antisymmetric."""
     sym = 0.5 * (m + m.transpose(-1, -2))
     anti = 0.5 * (m - m.transpose(-1, -2))
-    return (sym.square().sum((-1, -2)) - anti.square().sum((-1, -2))) / m.square().sum((-1, -2)).clamp_min(1e-30)
+    return (sym.square().sum((-1, -2)) - anti.square().sum((-1, -2))) / m.square().sum((-1, -2)).clamp_min(
+        1e-30
+    )
 
 
 @torch.no_grad()
@@ -53,7 +55,9 @@ def weight_stats(layers: list[SelfAttention]) -> dict[str, float]:
             out[keys.diag(i, "s_sv_min")] = float(sv[:, -1].mean())
             # effective rank: exp of the entropy of the normalised singular values
             q = sv / sv.sum(-1, keepdim=True).clamp_min(1e-30)
-            out[keys.diag(i, "s_effective_rank")] = float((-(q * q.clamp_min(1e-30).log()).sum(-1)).exp().mean())
+            out[keys.diag(i, "s_effective_rank")] = float(
+                (-(q * q.clamp_min(1e-30).log()).sum(-1)).exp().mean()
+            )
     return out
 
 

@@ -25,7 +25,11 @@ FAILURE_REASON = "failure_reason"
 STUDY, CELL, OPTUNA_TRIAL = "study", "cell", "optuna_trial"
 # Tags of a fine-tuning run.
 PRETRAIN_RUN_ID, CHECKPOINT_STEP, TASK, FINETUNE_SEED = (
-    "pretrain_run_id", "checkpoint_step", "task", "finetune_seed")
+    "pretrain_run_id",
+    "checkpoint_step",
+    "task",
+    "finetune_seed",
+)
 
 # Params beside the flattened config.
 PARAM_COUNTS = ("params_total", "params_non_embedding", "params_attention")

@@ -11,11 +11,21 @@ def markdown_table(head: list[str], body: list[list[str]], text_columns: int = 1
     widths = [max(len(h), *(len(row[i]) for row in body)) if body else len(h) for i, h in enumerate(head)]
 
     def line(cells: list[str]) -> str:
-        return "| " + " | ".join(c.ljust(w) if i < text_columns else c.rjust(w)
-                                 for i, (c, w) in enumerate(zip(cells, widths))) + " |"
+        return (
+            "| "
+            + " | ".join(
+                c.ljust(w) if i < text_columns else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))
+            )
+            + " |"
+        )
 
-    rule = "|" + "|".join(("-" * (w + 2)) if i < text_columns else ("-" * (w + 1) + ":")
-                          for i, w in enumerate(widths)) + "|"
+    rule = (
+        "|"
+        + "|".join(
+            ("-" * (w + 2)) if i < text_columns else ("-" * (w + 1) + ":") for i, w in enumerate(widths)
+        )
+        + "|"
+    )
     return "\n".join([line(head), rule, *(line(row) for row in body)])
 
 

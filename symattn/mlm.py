@@ -76,14 +76,21 @@ class PretrainingDataModule(pl.LightningDataModule):
         world, rank = (t.world_size, t.global_rank) if t else (1, 0)
         # Each device takes its slice of the same global micro-batch.
         batches = PretrainingBatches(
-            self.data, self.cfg.optim.batch_size * world, d.seed, d.mlm_probability, rank=rank, world_size=world
+            self.data,
+            self.cfg.optim.batch_size * world,
+            d.seed,
+            d.mlm_probability,
+            rank=rank,
+            world_size=world,
         )
         # Lightning restores a checkpoint's step before asking for data: continue where it stopped.
         o = self.cfg.optim
         start = t.global_step * o.accumulate if t else 0
         return DataLoader(
-            MicroBatches(batches, start, o.max_steps * o.accumulate), batch_size=None,
-            num_workers=self.cfg.speed.loader_workers, persistent_workers=self.cfg.speed.loader_workers > 0,
+            MicroBatches(batches, start, o.max_steps * o.accumulate),
+            batch_size=None,
+            num_workers=self.cfg.speed.loader_workers,
+            persistent_workers=self.cfg.speed.loader_workers > 0,
         )
 
     def val_dataloader(self) -> DataLoader:
@@ -119,7 +126,9 @@ class MLMPretraining(pl.LightningModule):
         self.last_lr = optimizer.param_groups[0]["lr"]
         if (self.global_step + 1) % self.cfg.tracking.log_every_n_steps == 0:
             grads = [p.grad for p in self.parameters() if p.grad is not None]
-            self.last_grad_norm = float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads])))
+            self.last_grad_norm = float(
+                torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))
+            )
 
     def pop_train_window(self) -> float:
         mean = float(self.window_loss) / max(1, self.window_steps)
@@ -152,7 +161,9 @@ class MLMPretraining(pl.LightningModule):
         count = self.trainer.strategy.reduce(self._val_count, reduce_op="sum")
         self.val_metrics["val/loss"] = float(total / count.clamp(min=1))
         if self.cfg.eval.diagnostics:
-            self.val_metrics.update(weight_stats([layer.attention.self for layer in self.model.bert.encoder.layer]))
+            self.val_metrics.update(
+                weight_stats([layer.attention.self for layer in self.model.bert.encoder.layer])
+            )
         # Already reduced over devices above.
         self.log("val_loss", self.val_metrics["val/loss"], prog_bar=True, logger=False, rank_zero_only=True)
 
@@ -164,7 +175,9 @@ class MLMPretraining(pl.LightningModule):
             (no_decay if name.endswith(NO_DECAY) else decay).append(p)
         optimizer = torch.optim.AdamW(
             [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=o.lr, betas=o.betas, eps=o.eps,
+            lr=o.lr,
+            betas=o.betas,
+            eps=o.eps,
         )
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(o.schedule, o.warmup, o.max_steps))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -20,7 +20,6 @@ from symattn.attention import Dropout, build_attention, padding_mask
 from symattn.model_config import NUM_SPECIAL_TOKENS, SIZES, AttentionConfig, ModelConfig  # noqa: F401  re-exported
 from symattn.tokens import IGNORE_INDEX  # label of positions the MLM loss skips
 
-
 # --- modules, named as in HF BERT ----------------------------------------------------------------
 
 
@@ -201,7 +200,7 @@ class BertPreTrainedModel(nn.Module):
                     continue
                 gen = _generator(seed, f"{mod_name}.{p_name}")
                 with torch.no_grad():
-                    if p_name == "pairwise_factors":   # a variant with coefficients: its own init
+                    if p_name == "pairwise_factors":  # a variant with coefficients: its own init
                         module.reset_coefficients(gen)
                     elif isinstance(module, nn.LayerNorm):
                         p.fill_(1.0 if p_name == "weight" else 0.0)
@@ -294,7 +293,9 @@ def count_parameters(model: nn.Module) -> dict[str, int]:
     embedding = sum(
         p.numel()
         for n, p in model.named_parameters()
-        if n.endswith(("word_embeddings.weight", "position_embeddings.weight", "token_type_embeddings.weight"))
+        if n.endswith(
+            ("word_embeddings.weight", "position_embeddings.weight", "token_type_embeddings.weight")
+        )
     )
     attention = sum(p.numel() for n, p in model.named_parameters() if ".attention.self." in n)
     return {"total": total, "non_embedding": total - embedding, "attention": attention}

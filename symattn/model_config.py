@@ -102,7 +102,9 @@ class ModelConfig(BaseModel):
                 f"({' '.join(SPECIAL_TOKENS)}); use the tokenizer's vocabulary size"
             )
         if self.pad_token_id >= self.vocab_size:
-            raise ValueError(f"pad_token_id {self.pad_token_id} is outside the vocabulary ({self.vocab_size})")
+            raise ValueError(
+                f"pad_token_id {self.pad_token_id} is outside the vocabulary ({self.vocab_size})"
+            )
         return self
 
     @property

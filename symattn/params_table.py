@@ -17,7 +17,9 @@ def attention_configs() -> list[AttentionConfig]:
     return out
 
 
-def parameter_rows(size: str, vocab_size: int = 30522, max_positions: int = 512, seq_len: int = 128) -> list[dict]:
+def parameter_rows(
+    size: str, vocab_size: int = 30522, max_positions: int = 512, seq_len: int = 128
+) -> list[dict]:
     rows = []
     for att in attention_configs():
         cfg = ModelConfig(size=size, attention=att, vocab_size=vocab_size, max_positions=max_positions)
@@ -45,5 +47,7 @@ def format_rows(rows: list[dict], seq_len: int) -> str:
             f"{r['variant']:<10} {r['scheme']:<10} {r['total']:>12,} {r['vs_vanilla_pct']:>+9.2f}% "
             f"{r['non_embedding']:>14,} {r['attention']:>11,} {r['train_gflops_per_token']:>12.4f}"
         )
-    lines.append(f"(GFLOP/token: one training step, forward + backward, at sequence length {seq_len}, MLM head on 15%)")
+    lines.append(
+        f"(GFLOP/token: one training step, forward + backward, at sequence length {seq_len}, MLM head on 15%)"
+    )
     return "\n".join(lines)

@@ -26,6 +26,7 @@ from symattn import keys
 from symattn.config import RunConfig, flatten
 from symattn.diagnostics import coefficient_spectra
 from symattn.errors import NonFiniteLoss, RunStopped, one_line
+from symattn.mlm import MLMPretraining, PretrainingDataModule, validation_batches
 from symattn.model import count_parameters, flops_per_token
 from symattn.paths import default_checkpoint_dir
 from symattn.speed import apply_speed_settings
@@ -37,12 +38,13 @@ from symattn.tracking import (
     open_store,
     package_versions,
 )
-from symattn.mlm import MLMPretraining, PretrainingDataModule, validation_batches
 
 FLUSH_SECONDS = 5.0  # metrics reach the store at least this often, and before every checkpoint
 
 # Lightning's advertisement for a hosted logger is noise in every run's output.
-logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(lambda record: "litlogger" not in record.getMessage())
+logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(
+    lambda record: "litlogger" not in record.getMessage()
+)
 # Lightning's own use of a torch API that newer torch deprecates; nothing a user can act on.
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 
@@ -55,8 +57,15 @@ class RunLifecycle(pl.Callback):
     `time/tracking_share`, the fraction of the training loop's wall time spent in tracking calls.
     """
 
-    def __init__(self, cfg: RunConfig, tracker: Optional[RunTracker], ckpt_path: Path, tokens_per_step: int,
-                 started_at: float, stop_level: Optional[float] = None) -> None:
+    def __init__(
+        self,
+        cfg: RunConfig,
+        tracker: Optional[RunTracker],
+        ckpt_path: Path,
+        tokens_per_step: int,
+        started_at: float,
+        stop_level: Optional[float] = None,
+    ) -> None:
         self.cfg, self.tracker, self.ckpt_path = cfg, tracker, ckpt_path
         self.stop_level = stop_level  # eval.stop_below's loss level, resolved against the data's floor
         self.evals_below = 0  # consecutive evaluations below it (kept in checkpoints)
@@ -104,7 +113,9 @@ class RunLifecycle(pl.Callback):
 
     def on_train_end(self, trainer, pl_module) -> None:
         if self.tracker is not None:
-            share = (self.tracker.seconds - self.tracking_start) / max(time.perf_counter() - self.fit_start, 1e-9)
+            share = (self.tracker.seconds - self.tracking_start) / max(
+                time.perf_counter() - self.fit_start, 1e-9
+            )
             self._log(trainer.global_step, {keys.TRACKING_SHARE: share})
 
     def on_train_batch_end(self, trainer, pl_module: MLMPretraining, outputs, batch, batch_idx) -> None:
@@ -115,14 +126,18 @@ class RunLifecycle(pl.Callback):
         if step % self.cfg.tracking.log_every_n_steps == 0:
             loss = pl_module.pop_train_window()
             if not math_finite(loss):
-                raise NonFiniteLoss(f"training loss became {loss} by step {step}; lower optim.lr or enable grad_clip")
+                raise NonFiniteLoss(
+                    f"training loss became {loss} by step {step}; lower optim.lr or enable grad_clip"
+                )
             now = time.perf_counter()
             seconds = now - self.window_start - self.excluded_seconds
             metrics = {
                 keys.TRAIN_LOSS: loss,
                 keys.TRAIN_LR: pl_module.last_lr,
                 keys.TRAIN_TOKENS: step * self.tokens_per_step,
-                keys.TRAIN_TOKENS_PER_S: (step - self.window_first_step) * self.tokens_per_step / max(seconds, 1e-9),
+                keys.TRAIN_TOKENS_PER_S: (step - self.window_first_step)
+                * self.tokens_per_step
+                / max(seconds, 1e-9),
             }
             if pl_module.last_grad_norm is not None:
                 metrics[keys.TRAIN_GRAD_NORM] = pl_module.last_grad_norm
@@ -130,7 +145,9 @@ class RunLifecycle(pl.Callback):
             self.window_start, self.window_first_step, self.excluded_seconds = now, step, 0.0
         if step % self.cfg.checkpoint_every == 0:
             if not pl_module.train_window_finite():
-                raise NonFiniteLoss(f"training loss became non-finite by step {step}; lower optim.lr or enable grad_clip")
+                raise NonFiniteLoss(
+                    f"training loss became non-finite by step {step}; lower optim.lr or enable grad_clip"
+                )
             self.save_checkpoint(trainer)
         elif time.monotonic() - self.last_flush > FLUSH_SECONDS:
             self._flush()
@@ -182,7 +199,9 @@ class RunLifecycle(pl.Callback):
                 self.tracker.set_status("KILLED")
             return
         if self.tracker is not None:
-            self.tracker.set_tags({keys.FAILURE_REASON: f"{type(exception).__name__}: {one_line(exception)}"[:5000]})
+            self.tracker.set_tags(
+                {keys.FAILURE_REASON: f"{type(exception).__name__}: {one_line(exception)}"[:5000]}
+            )
             self.tracker.set_status("FAILED")
 
 
@@ -231,13 +250,22 @@ def run_params(cfg: RunConfig, counts: dict[str, int], floor: dict, val_floor: f
     params = flatten(cfg.to_dict())
     params.update(zip(keys.PARAM_COUNTS, (counts["total"], counts["non_embedding"], counts["attention"])))
     params[keys.FLOPS_PER_TOKEN] = flops_per_token(cfg.model, cfg.data.seq_len, cfg.data.mlm_probability)
-    params.update({keys.DATA_FLOOR: floor["context_free_loss"], keys.UNIGRAM_ENTROPY: floor["unigram_entropy"],
-                   keys.VAL_FLOOR: val_floor})
+    params.update(
+        {
+            keys.DATA_FLOOR: floor["context_free_loss"],
+            keys.UNIGRAM_ENTROPY: floor["unigram_entropy"],
+            keys.VAL_FLOOR: val_floor,
+        }
+    )
     return params
 
 
-def pretrain(cfg: RunConfig, resume: Union[bool, str, None] = False, callbacks: Optional[list] = None,
-          started_at: Optional[float] = None) -> dict:
+def pretrain(
+    cfg: RunConfig,
+    resume: Union[bool, str, None] = False,
+    callbacks: Optional[list] = None,
+    started_at: Optional[float] = None,
+) -> dict:
     """Run (or continue) one MLM pre-training run. `resume`: False starts a new run; True continues
     the newest unfinished run of this exact config; "auto" continues one if there is one; a run id
     continues that run. `callbacks`: extra Lightning callbacks. `started_at`: the Unix time the
@@ -268,7 +296,10 @@ def pretrain(cfg: RunConfig, resume: Union[bool, str, None] = False, callbacks: 
         run_id = _pick_run(client, exp_id, given, cfg, resume)
         if run_id is None:
             tracker = RunTracker.create(
-                client, exp_id, cfg.tracking.run_name, run_tags(given, data.fingerprint),
+                client,
+                exp_id,
+                cfg.tracking.run_name,
+                run_tags(given, data.fingerprint),
                 run_params(cfg, counts, data.floor, val_floor),
             )
             run_id = tracker.run_id
@@ -289,8 +320,14 @@ def pretrain(cfg: RunConfig, resume: Union[bool, str, None] = False, callbacks: 
     o = cfg.optim
     world = _world_size(cfg)
     stop = cfg.eval.stop_below
-    lifecycle = RunLifecycle(cfg, tracker, ckpt_path, o.batch_size * o.accumulate * cfg.data.seq_len * world, started_at,
-                             stop.resolve(val_floor) if stop else None)
+    lifecycle = RunLifecycle(
+        cfg,
+        tracker,
+        ckpt_path,
+        o.batch_size * o.accumulate * cfg.data.seq_len * world,
+        started_at,
+        stop.resolve(val_floor) if stop else None,
+    )
     trainer = pl.Trainer(
         max_steps=o.max_steps,
         accumulate_grad_batches=o.accumulate,
@@ -373,7 +410,10 @@ def _log_artifacts(tracker: RunTracker, cfg: RunConfig, module: MLMPretraining) 
         tmp = Path(tmp)
         (tmp / "config.yaml").write_text(cfg.to_yaml())
         tracker.log_artifact(tmp / "config.yaml")
-        diagnostics = {"metrics": module.val_metrics, "coefficient_singular_values": coefficient_spectra(layers)}
+        diagnostics = {
+            "metrics": module.val_metrics,
+            "coefficient_singular_values": coefficient_spectra(layers),
+        }
         (tmp / "diagnostics.json").write_text(json.dumps(diagnostics, indent=1))
         tracker.log_artifact(tmp / "diagnostics.json")
         if cfg.checkpoint.log_model:

@@ -14,8 +14,8 @@
   Changes results only for values below 1.2e-38: float noise. False turns flushing off.
 - retain_memory (Linux/glibc): keep freed memory in the process instead of handing it back
   to the kernel, so the next step reuses pages already mapped. A training step allocates and frees
-  hundreds of MB; every fresh page costs a page fault (a few microseconds, more in a VM), and a
-  mini-size step took ~100,000 of them (HF BERT ~500,000). Peak RSS stays at the step's peak.
+  hundreds of MB, and every fresh page costs a page fault (measured counts and costs:
+  benchmarks/README.md). Peak RSS stays at the step's peak.
   No effect on results. False leaves the allocator as it is (the setting cannot be undone).
 """
 
@@ -44,7 +44,11 @@ def _openmp_library() -> Optional[ctypes.CDLL]:
     """The OpenMP runtime torch's thread pool lives in (libgomp, or libiomp5 with its GOMP layer)."""
     try:
         with open("/proc/self/maps") as maps:
-            paths = {line.split()[-1] for line in maps if any(n in line for n in ("libgomp", "libiomp5", "libomp."))}
+            paths = {
+                line.split()[-1]
+                for line in maps
+                if any(n in line for n in ("libgomp", "libiomp5", "libomp."))
+            }
     except OSError:
         return None
     for path in sorted(paths):
@@ -72,7 +76,9 @@ def _broadcast_fenv(threads: int) -> bool:
         return False
     lib.GOMP_parallel.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint, ctypes.c_uint]
     lib.GOMP_parallel.restype = None
-    lib.GOMP_parallel(ctypes.cast(libm.fesetenv, ctypes.c_void_p), ctypes.cast(env, ctypes.c_void_p), threads, 0)
+    lib.GOMP_parallel(
+        ctypes.cast(libm.fesetenv, ctypes.c_void_p), ctypes.cast(env, ctypes.c_void_p), threads, 0
+    )
     return True
 
 

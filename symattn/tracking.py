@@ -37,9 +37,13 @@ def check_uri(uri: Optional[str] = None) -> str:
     if parsed.scheme == "sqlite":
         path = Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
         if path is not None and path.name and not path.parent.exists():
-            raise ValueError(f"tracking store folder {str(path.parent)!r} does not exist; create it or fix tracking.uri")
+            raise ValueError(
+                f"tracking store folder {str(path.parent)!r} does not exist; create it or fix tracking.uri"
+            )
     elif parsed.scheme not in ("http", "https", "file", "databricks", "postgresql", "mysql", "mssql", ""):
-        raise ValueError(f"tracking URI {uri!r} is not one MLflow can use; use sqlite:///path/mlflow.db or http://host:port")
+        raise ValueError(
+            f"tracking URI {uri!r} is not one MLflow can use; use sqlite:///path/mlflow.db or http://host:port"
+        )
     return uri
 
 
@@ -58,7 +62,9 @@ def experiment_id(client: MlflowClient, name: str) -> str:
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         if exp.lifecycle_stage == "deleted":
-            raise ValueError(f"MLflow experiment {name!r} is deleted; restore it or pick another tracking.experiment")
+            raise ValueError(
+                f"MLflow experiment {name!r} is deleted; restore it or pick another tracking.experiment"
+            )
         return exp.experiment_id
     location = None
     if client.tracking_uri.startswith("sqlite:///"):
@@ -77,7 +83,11 @@ def git_commit() -> str:
         )
         commit = out.stdout.strip() if out.returncode == 0 else "unknown"
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=project_root(), capture_output=True, text=True, timeout=5
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=project_root(),
+            capture_output=True,
+            text=True,
+            timeout=5,
         ).stdout.strip()
         return commit + ("-dirty" if dirty and commit != "unknown" else "")
     except (OSError, subprocess.SubprocessError):
@@ -124,7 +134,9 @@ class RunTracker:
             self.seconds += time.perf_counter() - start
 
     @classmethod
-    def create(cls, client: MlflowClient, exp_id: str, run_name: Optional[str], tags: dict, params: dict) -> "RunTracker":
+    def create(
+        cls, client: MlflowClient, exp_id: str, run_name: Optional[str], tags: dict, params: dict
+    ) -> "RunTracker":
         run = client.create_run(exp_id, run_name=run_name, tags={k: str(v) for k, v in tags.items()})
         tracker = cls(client, run.info.run_id)
         items = [Param(k, _param_value(v)) for k, v in params.items()]
@@ -136,8 +148,11 @@ class RunTracker:
         """Buffers the points (a few microseconds, counted in `seconds`); `flush` writes them."""
         start = time.perf_counter()
         now = int(time.time() * 1000)
-        self.pending.extend(Metric(k, float(v), now, step) for k, v in metrics.items()
-                            if step > self.floor.get(k, -1) or k.startswith(keys.TIME_PREFIX))
+        self.pending.extend(
+            Metric(k, float(v), now, step)
+            for k, v in metrics.items()
+            if step > self.floor.get(k, -1) or k.startswith(keys.TIME_PREFIX)
+        )
         self.seconds += time.perf_counter() - start
 
     def flush(self) -> None:

@@ -19,11 +19,14 @@ class Variant:
     logits: str  # per head, for documentation and tables
 
 
-VARIANTS: dict[str, Variant] = {v.name: v for v in (
-    Variant("vanilla", has_key=True, has_coefficients=False, logits="Q_h K_h^T / sqrt(d_h)"),
-    Variant("symmetric", has_key=False, has_coefficients=False, logits="Q_h Q_h^T / sqrt(d_h)"),
-    Variant("pairwise", has_key=False, has_coefficients=True, logits="Q_h S_h Q_h^T / sqrt(d_h)"),
-)}
+VARIANTS: dict[str, Variant] = {
+    v.name: v
+    for v in (
+        Variant("vanilla", has_key=True, has_coefficients=False, logits="Q_h K_h^T / sqrt(d_h)"),
+        Variant("symmetric", has_key=False, has_coefficients=False, logits="Q_h Q_h^T / sqrt(d_h)"),
+        Variant("pairwise", has_key=False, has_coefficients=True, logits="Q_h S_h Q_h^T / sqrt(d_h)"),
+    )
+}
 
 # How S_h is parametrised (the first is the paper's), and how it starts (the first is the paper's).
 COEFFICIENT_SCHEMES = ("full", "diagonal", "symmetric")
@@ -51,5 +54,8 @@ def variant_label(kind: str, scheme=None, init=None) -> str:
 
 def _given(value) -> bool:
     """Not None, NaN (`value != value`), or a text that stands for nothing."""
-    return (value is not None and value == value
-            and str(value).strip().lower() not in {"", "none", "nan", "null", "<na>"})
+    return (
+        value is not None
+        and value == value
+        and str(value).strip().lower() not in {"", "none", "nan", "null", "<na>"}
+    )

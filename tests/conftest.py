@@ -29,14 +29,56 @@ def child_env() -> dict:
     path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
     return {**os.environ, "PYTHONPATH": path}
 
-_SUBJECTS = ["the council", "a local farmer", "the new minister", "our reporter", "the small company", "a group of students",
-             "the city museum", "the national team", "a young engineer", "the hospital staff", "the river authority"]
-_VERBS = ["announced", "rejected", "reviewed", "celebrated", "questioned", "delayed", "approved", "described", "opened", "measured"]
-_OBJECTS = ["a plan for the harbour", "the annual budget", "new rules on housing", "the results of the election",
-            "a report about rainfall", "the price of bread", "an exhibition of old maps", "the railway timetable",
-            "a study of bird migration", "the school holidays"]
-_TAILS = ["on Monday", "after a long debate", "in the morning", "despite strong protests", "for the third time",
-          "with little warning", "before the winter", "at a crowded meeting", "in a short statement", "last week"]
+
+_SUBJECTS = [
+    "the council",
+    "a local farmer",
+    "the new minister",
+    "our reporter",
+    "the small company",
+    "a group of students",
+    "the city museum",
+    "the national team",
+    "a young engineer",
+    "the hospital staff",
+    "the river authority",
+]
+_VERBS = [
+    "announced",
+    "rejected",
+    "reviewed",
+    "celebrated",
+    "questioned",
+    "delayed",
+    "approved",
+    "described",
+    "opened",
+    "measured",
+]
+_OBJECTS = [
+    "a plan for the harbour",
+    "the annual budget",
+    "new rules on housing",
+    "the results of the election",
+    "a report about rainfall",
+    "the price of bread",
+    "an exhibition of old maps",
+    "the railway timetable",
+    "a study of bird migration",
+    "the school holidays",
+]
+_TAILS = [
+    "on Monday",
+    "after a long debate",
+    "in the morning",
+    "despite strong protests",
+    "for the third time",
+    "with little warning",
+    "before the winter",
+    "at a crowded meeting",
+    "in a short statement",
+    "last week",
+]
 
 
 def sentence(rng: random.Random) -> str:
@@ -50,7 +92,9 @@ def make_documents(n_docs: int, seed: int = 0, sentences: tuple[int, int] = (6, 
     rng = random.Random(seed)
     docs = []
     for i in range(n_docs):
-        paras = [" ".join(sentence(rng) for _ in range(rng.randint(*sentences))) for _ in range(rng.randint(1, 3))]
+        paras = [
+            " ".join(sentence(rng) for _ in range(rng.randint(*sentences))) for _ in range(rng.randint(1, 3))
+        ]
         docs.append(f"Report number {i}: " + "\n".join(paras))
     return docs
 

@@ -35,7 +35,9 @@ def inputs(padded: bool):
     return x, mask
 
 
-MATRIX = [(c.kind, c.scheme, i) for c in attention_configs() for i in (COEFFICIENT_INITS if c.scheme else [None])]
+MATRIX = [
+    (c.kind, c.scheme, i) for c in attention_configs() for i in (COEFFICIENT_INITS if c.scheme else [None])
+]
 
 
 @pytest.mark.parametrize("padded", [False, True])
@@ -59,7 +61,9 @@ def logits_of(att, x):
     return q @ k.transpose(-1, -2) / math.sqrt(D)
 
 
-@pytest.mark.parametrize("kind,scheme", [("symmetric", None), ("pairwise", "diagonal"), ("pairwise", "symmetric")])
+@pytest.mark.parametrize(
+    "kind,scheme", [("symmetric", None), ("pairwise", "diagonal"), ("pairwise", "symmetric")]
+)
 def test_symmetric_forms_give_symmetric_logits(kind, scheme):
     att = make(kind, scheme)
     logits = logits_of(att, inputs(False)[0])
@@ -171,7 +175,9 @@ def test_fused_projection_equals_separate_linears(kind, scheme, init):
         torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("kind,scheme", [("vanilla", None), ("symmetric", None), ("pairwise", "full"), ("pairwise", "diagonal")])
+@pytest.mark.parametrize(
+    "kind,scheme", [("vanilla", None), ("symmetric", None), ("pairwise", "full"), ("pairwise", "diagonal")]
+)
 def test_fused_projection_gradients_reach_each_linear(kind, scheme):
     att, ref = make(kind, scheme), make(kind, scheme)
     x, mask = inputs(True)

@@ -12,7 +12,9 @@ from symattn.cli import build_parser
 
 
 def tiny_spec(**kw):
-    base = dict(size="tiny", batch=2, seq_len=16, vocab=300, rounds=2, steps=1, warmup=1, threads=1, peak_size=128)
+    base = dict(
+        size="tiny", batch=2, seq_len=16, vocab=300, rounds=2, steps=1, warmup=1, threads=1, peak_size=128
+    )
     return bench.BenchSpec(**{**base, **kw})
 
 
@@ -33,8 +35,16 @@ def test_bench_rows_table_and_csv(tmp_path, restore_speed_settings):
     ]
     for r in rows:
         assert set(r) == set(bench.COLUMNS)
-        for key in ("tokens_per_s", "vs_hf", "step_ms_median", "peak_mem_mib", "state_mib",
-                    "gflop_per_step", "matmul_peak_gflops", "mfu"):
+        for key in (
+            "tokens_per_s",
+            "vs_hf",
+            "step_ms_median",
+            "peak_mem_mib",
+            "state_mib",
+            "gflop_per_step",
+            "matmul_peak_gflops",
+            "mfu",
+        ):
             assert r[key] > 0 and math.isfinite(r[key]), key
         assert r["peak_mem_mib"] > r["state_mib"]
     assert rows[0]["vs_hf"] == 1.0
@@ -53,9 +63,35 @@ def test_bench_rows_table_and_csv(tmp_path, restore_speed_settings):
 def test_bench_command_parses_and_runs(tmp_path, capsys, restore_speed_settings):
     parser = build_parser()
     out = tmp_path / "b.csv"
-    args = parser.parse_args(["bench", "--size", "tiny", "--batch", "2", "--seq-len", "8", "--vocab", "200",
-                              "--variants", "symmetric", "--precision", "fp32", "--no-hf", "--rounds", "1",
-                              "--steps", "1", "--warmup", "0", "--threads", "1", "--no-memory", "--csv", str(out)])
+    args = parser.parse_args(
+        [
+            "bench",
+            "--size",
+            "tiny",
+            "--batch",
+            "2",
+            "--seq-len",
+            "8",
+            "--vocab",
+            "200",
+            "--variants",
+            "symmetric",
+            "--precision",
+            "fp32",
+            "--no-hf",
+            "--rounds",
+            "1",
+            "--steps",
+            "1",
+            "--warmup",
+            "0",
+            "--threads",
+            "1",
+            "--no-memory",
+            "--csv",
+            str(out),
+        ]
+    )
     assert args.func(args) == 0
     text = capsys.readouterr().out
     assert "symmetric" in text and "| model" in text and out.exists()
@@ -82,15 +118,20 @@ def test_overhead_sweep_reports_start_up_and_tracking_of_each_cell(tmp_path, run
     from symattn.config import apply_overrides
 
     base = apply_overrides({}, run_overrides)
-    spec = {"name": "tiny-demo", "base": base, "workers": {"per_device": 2},
-            "axes": {"seed": [3, 4], "model.attention.kind": ["vanilla", "pairwise"]},
-            "stores": {"mlflow": f"sqlite:///{tmp_path / 'never.db'}"}}
+    spec = {
+        "name": "tiny-demo",
+        "base": base,
+        "workers": {"per_device": 2},
+        "axes": {"seed": [3, 4], "model.attention.kind": ["vanilla", "pairwise"]},
+        "stores": {"mlflow": f"sqlite:///{tmp_path / 'never.db'}"},
+    }
     path = tmp_path / "tiny-demo.yaml"
     path.write_text(yaml.safe_dump(spec))
     parser = build_parser()
     out = tmp_path / "b.csv"
-    args = parser.parse_args(["bench", "--overhead", str(path), "--overhead-only", "--overhead-steps", "12",
-                              "--csv", str(out)])
+    args = parser.parse_args(
+        ["bench", "--overhead", str(path), "--overhead-only", "--overhead-steps", "12", "--csv", str(out)]
+    )
     assert args.func(args) == 0
     with open(tmp_path / "b-overhead.csv") as f:
         rows = list(csv.DictReader(f))
@@ -116,7 +157,9 @@ def test_overhead_steps_below_the_logging_interval_are_refused(tmp_path, run_ove
     from symattn.config import apply_overrides
     from symattn.sweep.spec import SweepSpec
 
-    spec = SweepSpec(name="s", base=apply_overrides({}, run_overrides), axes={"model.attention.kind": ["vanilla"]})
+    spec = SweepSpec(
+        name="s", base=apply_overrides({}, run_overrides), axes={"model.attention.kind": ["vanilla"]}
+    )
     with pytest.raises(ValueError, match="below the spec's tracking.log_every_n_steps \\(5\\)"):
         check(spec, 4)
     check(spec, 5)

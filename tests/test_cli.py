@@ -25,7 +25,9 @@ def test_params_bad_size_is_one_line_error():
 def test_train_takes_bare_overrides_beside_set_and_prints_the_resolved_config(tmp_path):
     config = tmp_path / "run.yaml"
     config.write_text("optim: {lr: 1.0e-3}\nmodel: {size: mini}\n")
-    out = symattn("train", str(config), "optim.lr=3e-4", "seed=2", "--set", "model.size=tiny", "--print-config")
+    out = symattn(
+        "train", str(config), "optim.lr=3e-4", "seed=2", "--set", "model.size=tiny", "--print-config"
+    )
     assert out.returncode == 0, out.stderr
     import yaml
 
@@ -42,8 +44,10 @@ def test_train_refuses_two_config_files(tmp_path):
 
 def test_queue_set_changes_the_base_config(tmp_path):
     spec = tmp_path / "s.yaml"
-    spec.write_text("name: s\nbase: {optim: {max_steps: 10, warmup_steps: 0}, data: {seq_len: 16}}\n"
-                    "axes: {model.attention.kind: [vanilla]}\n")
+    spec.write_text(
+        "name: s\nbase: {optim: {max_steps: 10, warmup_steps: 0}, data: {seq_len: 16}}\n"
+        "axes: {model.attention.kind: [vanilla]}\n"
+    )
     out = symattn("queue", str(spec), "--set", "optim.lr=0.02", "--dry-run")
     assert out.returncode == 0, out.stderr
     assert "tiny-vanilla-lr0.02-s0" in out.stdout

@@ -11,12 +11,15 @@ from symattn.data.config import DataConfig
 from symattn.sweep.spec import SweepSpec, expand
 
 
-@pytest.mark.parametrize("config, data_seed", [
-    ({"seed": 1}, 1),                                  # data order and masks follow the seed
-    ({"seed": 1, "data": {"vocab_size": 512}}, 1),
-    ({"seed": 1, "data": {"seed": 7}}, 7),             # unless the config sets them apart
-    ({}, 0),
-])
+@pytest.mark.parametrize(
+    "config, data_seed",
+    [
+        ({"seed": 1}, 1),  # data order and masks follow the seed
+        ({"seed": 1, "data": {"vocab_size": 512}}, 1),
+        ({"seed": 1, "data": {"seed": 7}}, 7),  # unless the config sets them apart
+        ({}, 0),
+    ],
+)
 def test_data_seed_defaults_to_the_run_seed(config, data_seed):
     assert RunConfig.model_validate(config).data.seed == data_seed
 
@@ -28,13 +31,17 @@ def test_data_seed_follows_seed_on_the_train_path_and_the_sweep_path():
     cells = expand(SweepSpec(name="s", axes={"seed": [0, 4]}))
     assert [(c.config.seed, c.config.data.seed) for c in cells] == [(0, 0), (4, 4)]
     # Two runs of one seed are one run, whichever path made them.
-    assert cells[1].config.config_hash() == load_config(None, ["seed=4", "tracking.experiment=s"]).config_hash()
+    assert (
+        cells[1].config.config_hash() == load_config(None, ["seed=4", "tracking.experiment=s"]).config_hash()
+    )
 
 
 def test_the_config_and_spec_layer_imports_no_torch():
-    code = ("import sys; import symattn.config, symattn.sweep.spec, symattn.cli; "
-            "from symattn.sweep.spec import SweepSpec, expand; expand(SweepSpec(name='s', axes={'seed': [0]})); "
-            "print(sorted(m for m in ('torch', 'pytorch_lightning', 'mlflow', 'optuna') if m in sys.modules))")
+    code = (
+        "import sys; import symattn.config, symattn.sweep.spec, symattn.cli; "
+        "from symattn.sweep.spec import SweepSpec, expand; expand(SweepSpec(name='s', axes={'seed': [0]})); "
+        "print(sorted(m for m in ('torch', 'pytorch_lightning', 'mlflow', 'optuna') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
@@ -45,20 +52,27 @@ def test_every_variant_has_its_computation_and_the_model_asks_the_variant():
 
     assert set(ATTENTIONS) == set(variants.VARIANTS)
     for name, variant in variants.VARIANTS.items():
-        assert (ATTENTIONS[name].has_key, ATTENTIONS[name].has_coefficients) == (variant.has_key,
-                                                                                 variant.has_coefficients)
+        assert (ATTENTIONS[name].has_key, ATTENTIONS[name].has_coefficients) == (
+            variant.has_key,
+            variant.has_coefficients,
+        )
         model = BertForMaskedLM(ModelConfig(attention={"kind": name}))
         names = {n.rsplit(".", 1)[0] for n, _ in model.named_parameters() if ".attention.self." in n}
         assert any(n.endswith(".key") for n in names) == variant.has_key
         assert any("pairwise_factors" in n for n, _ in model.named_parameters()) == variant.has_coefficients
 
 
-@pytest.mark.parametrize("kind, scheme, init, label", [
-    ("vanilla", "none", "none", "vanilla"), ("pairwise", "full", "normal", "pairwise"),
-    ("pairwise", "diagonal", None, "pairwise-diagonal"), ("pairwise", "symmetric", "identity",
-                                                          "pairwise-symmetric-identity"),
-    ("symmetric", None, float("nan"), "symmetric"), ("someone-elses", "x", None, "someone-elses-x"),
-])
+@pytest.mark.parametrize(
+    "kind, scheme, init, label",
+    [
+        ("vanilla", "none", "none", "vanilla"),
+        ("pairwise", "full", "normal", "pairwise"),
+        ("pairwise", "diagonal", None, "pairwise-diagonal"),
+        ("pairwise", "symmetric", "identity", "pairwise-symmetric-identity"),
+        ("symmetric", None, float("nan"), "symmetric"),
+        ("someone-elses", "x", None, "someone-elses-x"),
+    ],
+)
 def test_one_label_rule_for_configs_and_recorded_runs(kind, scheme, init, label):
     assert variants.variant_label(kind, scheme, init) == label
     if kind in variants.VARIANTS and scheme != "x":

@@ -10,8 +10,13 @@ from symattn.model import BertForMaskedLM, ModelConfig  # noqa: E402
 
 def hf_pair(vocab=700, positions=64):
     hf_cfg = transformers.BertConfig(
-        vocab_size=vocab, hidden_size=128, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=512, max_position_embeddings=positions, type_vocab_size=2,
+        vocab_size=vocab,
+        hidden_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=512,
+        max_position_embeddings=positions,
+        type_vocab_size=2,
     )
     torch.manual_seed(0)
     hf = transformers.BertForMaskedLM(hf_cfg).eval()

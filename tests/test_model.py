@@ -27,7 +27,9 @@ def test_parameter_counts_match_the_paper(size):
     assert rows[("vanilla", "none")]["total"] == PAPER_COUNTS[size]["vanilla"]
     assert rows[("symmetric", "none")]["total"] == PAPER_COUNTS[size]["symmetric"]
     assert rows[("pairwise", "full")]["total"] == PAPER_COUNTS[size]["pairwise"]
-    assert rows[("pairwise", "symmetric")]["total"] == PAPER_COUNTS[size]["pairwise"]  # stores A, uses (A+A^T)/2
+    assert (
+        rows[("pairwise", "symmetric")]["total"] == PAPER_COUNTS[size]["pairwise"]
+    )  # stores A, uses (A+A^T)/2
     assert rows[("pairwise", "diagonal")]["total"] < PAPER_COUNTS[size]["pairwise"]
     assert round(rows[("pairwise", "full")]["vs_vanilla_pct"], 2) == {"base": -5.93, "small": -3.19}[size]
 
@@ -41,7 +43,9 @@ def test_parameter_breakdown_of_a_real_model():
 
 
 def tiny(kind="vanilla", seed=0, **kw):
-    cfg = ModelConfig(size="tiny", vocab_size=500, max_positions=32, attention=AttentionConfig(kind=kind, **kw))
+    cfg = ModelConfig(
+        size="tiny", vocab_size=500, max_positions=32, attention=AttentionConfig(kind=kind, **kw)
+    )
     return BertForMaskedLM(cfg, seed=seed)
 
 
@@ -53,7 +57,9 @@ def test_shared_parameters_start_identical_across_variants():
             if name in ref:
                 assert torch.equal(value, ref[name]), name
     other_seed = tiny("vanilla", seed=1).state_dict()
-    assert not torch.equal(other_seed["bert.embeddings.word_embeddings.weight"], ref["bert.embeddings.word_embeddings.weight"])
+    assert not torch.equal(
+        other_seed["bert.embeddings.word_embeddings.weight"], ref["bert.embeddings.word_embeddings.weight"]
+    )
 
 
 def test_init_follows_bert():
@@ -100,7 +106,10 @@ def test_classification_head_loads_a_pretrained_encoder():
     mlm = tiny("symmetric", seed=3)
     clf = BertForSequenceClassification(mlm.config, num_labels=3, seed=0)
     clf.load_encoder(mlm.state_dict())
-    assert torch.equal(clf.bert.encoder.layer[1].attention.self.query.weight, mlm.bert.encoder.layer[1].attention.self.query.weight)
+    assert torch.equal(
+        clf.bert.encoder.layer[1].attention.self.query.weight,
+        mlm.bert.encoder.layer[1].attention.self.query.weight,
+    )
     ids, mask, _ = batch()
     out = clf(ids, mask, labels=torch.tensor([0, 1, 2, 1]))
     assert out.logits.shape == (4, 3) and out.loss.item() > 0
@@ -111,7 +120,9 @@ def test_classification_head_loads_a_pretrained_encoder():
 
 
 def test_flops_follow_the_variants():
-    cfg = lambda kind, **kw: ModelConfig(size="base", attention=AttentionConfig(kind=kind, **kw))
+    def cfg(kind, **kw):
+        return ModelConfig(size="base", attention=AttentionConfig(kind=kind, **kw))
+
     van, sym, pair = (flops_per_token(cfg(k), 512) for k in ("vanilla", "symmetric", "pairwise"))
     assert sym < pair < van
     assert van - sym == pytest.approx(3 * 12 * 2 * 768 * 768)

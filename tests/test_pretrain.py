@@ -37,13 +37,17 @@ def test_a_run_logs_exactly_what_it_promises(run_overrides, tmp_path):
     params = run.data.params
     assert params["optim.lr"] == "0.001" and params["model.attention.kind"] == "pairwise"
     assert params["model.vocab_size"] == "200"  # follows the tokenizer
-    assert int(params["params_total"]) > int(params["params_non_embedding"]) > int(params["params_attention"]) > 0
+    assert (
+        int(params["params_total"])
+        > int(params["params_non_embedding"])
+        > int(params["params_attention"])
+        > 0
+    )
     assert float(params["flops_per_token"]) > 0
     # The data's context-free floor, as the data layer computes it, is a param of the run.
     from symattn.data import prepare_pretraining
-
-    from symattn.pretrain import resolve_vocab
     from symattn.mlm import validation_batches
+    from symattn.pretrain import resolve_vocab
 
     data = prepare_pretraining(cfg.data)
     floor = data.floor
@@ -54,11 +58,21 @@ def test_a_run_logs_exactly_what_it_promises(run_overrides, tmp_path):
     own = data.evaluated_floor(validation_batches(resolve_vocab(cfg, data), data))
     assert float(params["data.val_context_free_loss"]) == pytest.approx(own, abs=1e-6)
 
-    expected = {"train/loss", "train/lr", "train/tokens", "train/tokens_per_s", "train/grad_norm", "val/loss",
-                "time/startup_s", "time/tracking_share"}
+    expected = {
+        "train/loss",
+        "train/lr",
+        "train/tokens",
+        "train/tokens_per_s",
+        "train/grad_norm",
+        "val/loss",
+        "time/startup_s",
+        "time/tracking_share",
+    }
     for layer in (0, 1):
-        expected |= {f"diag/layer{layer}/{k}" for k in
-                     ("entropy", "self_mass", "s_symmetry", "s_sv_max", "s_sv_min", "s_effective_rank")}
+        expected |= {
+            f"diag/layer{layer}/{k}"
+            for k in ("entropy", "self_mass", "s_symmetry", "s_sv_max", "s_sv_min", "s_effective_rank")
+        }
     assert set(run.data.metrics) == expected
     assert [s for s, _ in history(cfg, run.info.run_id, "train/loss")] == list(range(5, 41, 5))
     assert [s for s, _ in history(cfg, run.info.run_id, "val/loss")] == [20, 40]
@@ -102,13 +116,24 @@ def test_same_config_and_seed_give_the_same_curve(run_overrides):
 def test_a_constant_schedule_after_warm_up_does_not_depend_on_the_budget(run_overrides):
     """Escape timing must not move with max_steps: with warmup_steps and a constant schedule, two
     budgets give the same curve up to the shorter one; with a decaying schedule they do not."""
+
     def curves(schedule, steps):
-        cfg = load_config(None, run_overrides + [f"optim.schedule={schedule}", "optim.warmup_steps=10",
-                                                 f"optim.max_steps={steps}", "eval.every_n_steps=10",
-                                                 f"tracking.experiment={schedule}-{steps}"])
+        cfg = load_config(
+            None,
+            run_overrides
+            + [
+                f"optim.schedule={schedule}",
+                "optim.warmup_steps=10",
+                f"optim.max_steps={steps}",
+                "eval.every_n_steps=10",
+                f"tracking.experiment={schedule}-{steps}",
+            ],
+        )
         run_id = pretrain(cfg)["run_id"]
-        return {key: [(s, v) for s, v in history(cfg, run_id, key) if s <= 20]
-                for key in ("train/loss", "train/lr", "val/loss")}
+        return {
+            key: [(s, v) for s, v in history(cfg, run_id, key) if s <= 20]
+            for key in ("train/loss", "train/lr", "val/loss")
+        }
 
     assert curves("constant", 20) == curves("constant", 40)
     assert curves("linear", 20)["train/lr"] != curves("linear", 40)["train/lr"]
@@ -142,12 +167,20 @@ class StopAt(pl.Callback):
 
 @pytest.mark.parametrize("accumulate", [1, 2])
 def test_resumed_run_continues_the_same_run_step_for_step(run_overrides, accumulate):
-    over = run_overrides + [f"optim.accumulate={accumulate}", "optim.batch_size=4", "checkpoint.every_n_steps=10"]
+    over = run_overrides + [
+        f"optim.accumulate={accumulate}",
+        "optim.batch_size=4",
+        "checkpoint.every_n_steps=10",
+    ]
     whole = pretrain(load_config(None, over + ["tracking.experiment=whole"]))
     cfg = load_config(None, over + ["tracking.experiment=parts"])
     with pytest.raises(RunStopped, match="--resume"):
         pretrain(cfg, callbacks=[StopAt(25)])
-    run_id = client_of(cfg).search_runs([client_of(cfg).get_experiment_by_name("parts").experiment_id])[0].info.run_id
+    run_id = (
+        client_of(cfg)
+        .search_runs([client_of(cfg).get_experiment_by_name("parts").experiment_id])[0]
+        .info.run_id
+    )
     stopped = client_of(cfg).get_run(run_id)
     assert stopped.info.status == "KILLED" and stopped.data.tags["stopped_at_step"] == "25"
 
@@ -161,13 +194,17 @@ def test_resumed_run_continues_the_same_run_step_for_step(run_overrides, accumul
 
 
 def test_a_resumed_run_keeps_its_count_of_evaluations_below_the_stop_level(run_overrides):
-    over = run_overrides + ["eval.every_n_steps=10", "optim.max_steps=60", "checkpoint.every_n_steps=10",
-                            'eval.stop_below={level: "L* + 100", evaluations: 3}']
+    over = run_overrides + [
+        "eval.every_n_steps=10",
+        "optim.max_steps=60",
+        "checkpoint.every_n_steps=10",
+        'eval.stop_below={level: "L* + 100", evaluations: 3}',
+    ]
     cfg = load_config(None, over)
     with pytest.raises(RunStopped):
-        pretrain(cfg, callbacks=[StopAt(15)])   # one evaluation below the level so far
+        pretrain(cfg, callbacks=[StopAt(15)])  # one evaluation below the level so far
     resumed = pretrain(cfg, resume=True)
-    assert resumed["steps"] == 30   # not 40: the evaluation at step 10 still counts
+    assert resumed["steps"] == 30  # not 40: the evaluation at step 10 still counts
 
 
 def test_resume_without_an_unfinished_run_is_refused(run_overrides):
@@ -177,8 +214,8 @@ def test_resume_without_an_unfinished_run_is_refused(run_overrides):
 
 def test_matched_variants_share_initial_weights_and_batches(run_overrides):
     from symattn.data import prepare_pretraining
-    from symattn.pretrain import resolve_vocab
     from symattn.mlm import MLMPretraining, PretrainingDataModule
+    from symattn.pretrain import resolve_vocab
 
     modules, first_batches, groups = [], [], set()
     for kind in ("vanilla", "symmetric", "pairwise"):
@@ -189,8 +226,15 @@ def test_matched_variants_share_initial_weights_and_batches(run_overrides):
         first_batches.append(next(iter(PretrainingDataModule(cfg, data).train_dataloader())))
         groups.add(cfg.group_id())
     assert len(groups) == 1
-    shared = ("embeddings", "attention.self.query", "attention.self.value", "attention.output", "intermediate",
-              "output.dense", "cls.predictions")
+    shared = (
+        "embeddings",
+        "attention.self.query",
+        "attention.self.value",
+        "attention.output",
+        "intermediate",
+        "output.dense",
+        "cls.predictions",
+    )
     for name, value in modules[0].items():
         if any(s in name for s in shared):
             for other in modules[1:]:
@@ -241,9 +285,21 @@ def test_ddp_on_two_cpu_processes_makes_one_run(run_overrides, tmp_path):
     import sys
 
     args = [a for o in run_overrides for a in ("--set", o)]
-    args += ["--set", "speed.accelerator=cpu", "--set", "speed.devices=2", "--set", "speed.strategy=ddp",
-             "--set", "optim.max_steps=10", "--set", "eval.every_n_steps=5"]
-    out = subprocess.run([sys.executable, "-m", "symattn", "train", *args], capture_output=True, text=True, timeout=600)
+    args += [
+        "--set",
+        "speed.accelerator=cpu",
+        "--set",
+        "speed.devices=2",
+        "--set",
+        "speed.strategy=ddp",
+        "--set",
+        "optim.max_steps=10",
+        "--set",
+        "eval.every_n_steps=5",
+    ]
+    out = subprocess.run(
+        [sys.executable, "-m", "symattn", "train", *args], capture_output=True, text=True, timeout=600
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.count("FINISHED after 10 steps") == 1
     cfg = load_config(None, run_overrides)

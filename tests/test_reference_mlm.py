@@ -20,20 +20,40 @@ def reference():
 
 
 @pytest.mark.parametrize("extra", [[], ["--suite-masks", "--suite-model"]])
-def test_the_reference_trains_on_the_suites_blocks_and_reports_its_floor(corpus_dir, cache, tmp_path,
-                                                                         capsys, extra):
+def test_the_reference_trains_on_the_suites_blocks_and_reports_its_floor(
+    corpus_dir, cache, tmp_path, capsys, extra
+):
     from symattn.data import DataConfig, prepare_pretraining, val_batches
 
     out = tmp_path / "ref.csv"
-    args = ["--source", f"path:{corpus_dir}", "--vocab", "200", "--seq-len", "32", "--val-docs", "8",
-            "--batch", "4", "--steps", "6", "--every", "3", "--val-blocks", "8", "--out", str(out),
-            *extra]
+    args = [
+        "--source",
+        f"path:{corpus_dir}",
+        "--vocab",
+        "200",
+        "--seq-len",
+        "32",
+        "--val-docs",
+        "8",
+        "--batch",
+        "4",
+        "--steps",
+        "6",
+        "--every",
+        "3",
+        "--val-blocks",
+        "8",
+        "--out",
+        str(out),
+        *extra,
+    ]
     assert reference().main(args) == 0
     rows = list(csv.DictReader(out.open()))
     assert [int(r["step"]) for r in rows] == [3, 6]
     assert all(math.isfinite(float(r["val_loss"])) for r in rows)
-    data = prepare_pretraining(DataConfig(source=f"path:{corpus_dir}", vocab_size=200, seq_len=32,
-                                          val_docs=8))
+    data = prepare_pretraining(
+        DataConfig(source=f"path:{corpus_dir}", vocab_size=200, seq_len=32, val_docs=8)
+    )
     printed = capsys.readouterr().out
     assert f"# L* = {data.floor['context_free_loss']:.4f} nats" in printed
     if extra:

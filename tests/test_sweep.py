@@ -13,9 +13,9 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from symattn.sweep.queue import queue
+from symattn.sweep.spec import expand, load_spec
 from symattn.sweep.status import status_rows
 from symattn.sweep.worker import work
-from symattn.sweep.spec import expand, load_spec
 
 
 def overrides_to_base(overrides):
@@ -45,20 +45,25 @@ def spec_path(tmp_path, run_overrides):
 
 def test_cells_come_group_by_group(spec_path):
     cells = expand(load_spec(spec_path))
-    assert [c.name for c in cells] == ["tiny-vanilla-lr0.001-s0", "tiny-symmetric-lr0.001-s0",
-                                       "tiny-vanilla-lr0.001-s1", "tiny-symmetric-lr0.001-s1"]
+    assert [c.name for c in cells] == [
+        "tiny-vanilla-lr0.001-s0",
+        "tiny-symmetric-lr0.001-s0",
+        "tiny-vanilla-lr0.001-s1",
+        "tiny-symmetric-lr0.001-s1",
+    ]
     assert cells[0].group == cells[1].group != cells[2].group == cells[3].group
     assert cells[2].config.data.seed == 1 and cells[2].config.seed == 1
 
 
 def test_cells_of_a_grid_are_named_by_every_axis(spec_path):
     raw = yaml.safe_load(spec_path.read_text())
-    raw["axes"] = {"model.init_std": [0.02, 0.049], "optim.eps": [1e-8],
-                   "model.attention.kind": ["vanilla"]}
+    raw["axes"] = {"model.init_std": [0.02, 0.049], "optim.eps": [1e-8], "model.attention.kind": ["vanilla"]}
     spec_path.write_text(yaml.safe_dump(raw))
     names = [c.name for c in expand(load_spec(spec_path))]
-    assert names == ["tiny-vanilla-lr0.001-s0-init_std0.02-eps1e-08",
-                     "tiny-vanilla-lr0.001-s0-init_std0.049-eps1e-08"]
+    assert names == [
+        "tiny-vanilla-lr0.001-s0-init_std0.02-eps1e-08",
+        "tiny-vanilla-lr0.001-s0-init_std0.049-eps1e-08",
+    ]
 
 
 def test_queue_is_idempotent_and_adds_only_missing_cells(spec_path, tmp_path):
@@ -71,8 +76,12 @@ def test_queue_is_idempotent_and_adds_only_missing_cells(spec_path, tmp_path):
     spec_path.write_text(yaml.safe_dump(raw))
     grown = queue(load_spec(spec_path))
     assert (grown.added, grown.existing) == (2, 4)
-    study = optuna.load_study(study_name="mini-sweep", storage=optuna.storages.JournalStorage(
-        optuna.storages.journal.JournalFileBackend(str(tmp_path / "optuna.journal"))))
+    study = optuna.load_study(
+        study_name="mini-sweep",
+        storage=optuna.storages.JournalStorage(
+            optuna.storages.journal.JournalFileBackend(str(tmp_path / "optuna.journal"))
+        ),
+    )
     assert len(study.trials) == 6 and all(t.state == optuna.trial.TrialState.WAITING for t in study.trials)
 
 
@@ -85,10 +94,22 @@ def finished_runs(tmp_path):
 def test_two_workers_drain_the_queue_exactly_once(spec_path, tmp_path):
     queue(load_spec(spec_path))
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "symattn", "work", "mini-sweep", "--devices", "cpu",
-           "--storage", str(tmp_path / "optuna.journal")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "symattn",
+        "work",
+        "mini-sweep",
+        "--devices",
+        "cpu",
+        "--storage",
+        str(tmp_path / "optuna.journal"),
+    ]
     started = time.time()
-    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    procs = [
+        subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for _ in range(2)
+    ]
     outs = [p.communicate(timeout=600)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), outs
     client, runs = finished_runs(tmp_path)
@@ -154,9 +175,20 @@ def test_sigterm_to_the_whole_process_group_stops_cells_cleanly(spec_path, tmp_p
     raw["base"]["optim"]["max_steps"] = 400
     spec_path.write_text(yaml.safe_dump(raw))
     queue(load_spec(spec_path))
-    cmd = [sys.executable, "-m", "symattn", "work", "mini-sweep", "--devices", "cpu",
-           "--storage", str(tmp_path / "optuna.journal")]
-    worker = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "symattn",
+        "work",
+        "mini-sweep",
+        "--devices",
+        "cpu",
+        "--storage",
+        str(tmp_path / "optuna.journal"),
+    ]
+    worker = subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     deadline = time.time() + 300
     while time.time() < deadline:  # until the cell has trained a while
@@ -199,7 +231,14 @@ def test_malformed_spec_is_refused_before_anything_is_written(spec_path, tmp_pat
 def test_a_search_proposes_learning_rates_per_variant_and_tracks_each_trial(spec_path, tmp_path):
     raw = yaml.safe_load(spec_path.read_text())
     raw["axes"] = {"model.attention.kind": ["vanilla", "symmetric"]}
-    raw["search"] = {"param": "optim.lr", "low": 1e-4, "high": 1e-2, "trials": 2, "pruner": "median", "warmup_evals": 0}
+    raw["search"] = {
+        "param": "optim.lr",
+        "low": 1e-4,
+        "high": 1e-2,
+        "trials": 2,
+        "pruner": "median",
+        "warmup_evals": 0,
+    }
     spec_path.write_text(yaml.safe_dump(raw))
     storage = str(tmp_path / "optuna.journal")
     first = queue(load_spec(spec_path))
@@ -240,7 +279,13 @@ def test_cells_fork_from_a_server_with_their_imports_loaded():
 
     ctx = context()
     out = ctx.Queue()
-    modules = ["torch", "pytorch_lightning", "mlflow.store.tracking.sqlalchemy_store", "symattn.pretrain", "symattn.data"]
+    modules = [
+        "torch",
+        "pytorch_lightning",
+        "mlflow.store.tracking.sqlalchemy_store",
+        "symattn.pretrain",
+        "symattn.data",
+    ]
     p = ctx.Process(target=_preloaded, args=(modules, out))
     p.start()
     loaded = out.get(timeout=120)
@@ -259,5 +304,7 @@ def test_cells_see_the_workers_environment_at_launch_not_the_servers(spec_path, 
     raw["axes"] = {"model.attention.kind": ["vanilla"]}
     spec_path.write_text(yaml.safe_dump(raw))
     queue(load_spec(spec_path))
-    assert work("mini-sweep", str(tmp_path / "optuna.journal"), "cpu") == [("tiny-vanilla-lr0.001-s0", "COMPLETE")]
+    assert work("mini-sweep", str(tmp_path / "optuna.journal"), "cpu") == [
+        ("tiny-vanilla-lr0.001-s0", "COMPLETE")
+    ]
     assert any(late.rglob("*")), "the cell built its corpus elsewhere"

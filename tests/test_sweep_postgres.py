@@ -28,8 +28,8 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from symattn.sweep.queue import queue
-from symattn.sweep.status import status_rows
 from symattn.sweep.spec import load_spec
+from symattn.sweep.status import status_rows
 
 STUDY = "pg-sweep"
 USER = "symattn"
@@ -42,8 +42,10 @@ DATABASE = "optuna"
 
 def _bindir() -> Path | None:
     """The newest PostgreSQL server binaries: Debian's /usr/lib/postgresql/N/bin, else the PATH."""
-    versions = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"),
-                      key=lambda p: int(Path(p).parts[-3]) if Path(p).parts[-3].isdigit() else 0)
+    versions = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin/initdb"),
+        key=lambda p: int(Path(p).parts[-3]) if Path(p).parts[-3].isdigit() else 0,
+    )
     if versions:
         return Path(versions[-1]).parent
     initdb = shutil.which("initdb")
@@ -81,9 +83,15 @@ class PostgresServer:
         """Run a PostgreSQL binary as the server's user, its output in a file (pg_ctl's server
         inherits no pipe that would keep us waiting)."""
         with tempfile.TemporaryFile("w+") as out:
-            done = subprocess.run([*self.as_user, str(self.bindir / args[0]), *args[1:]], cwd=self.base,
-                                  stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                  env={**os.environ, "LC_ALL": "C", "LANG": "C"}, timeout=timeout)
+            done = subprocess.run(
+                [*self.as_user, str(self.bindir / args[0]), *args[1:]],
+                cwd=self.base,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "LC_ALL": "C", "LANG": "C"},
+                timeout=timeout,
+            )
             out.seek(0)
             done.stdout = out.read()
         return done
@@ -95,11 +103,20 @@ class PostgresServer:
             return ""
 
     def start(self) -> None:
-        opts = " ".join([
-            f"-c port={self.port}", "-c listen_addresses=127.0.0.1", f"-c unix_socket_directories={self.base}",
-            "-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off", "-c max_connections=100",
-        ])
-        done = self.pg("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", opts, "-w", "-t", "90", "start")
+        opts = " ".join(
+            [
+                f"-c port={self.port}",
+                "-c listen_addresses=127.0.0.1",
+                f"-c unix_socket_directories={self.base}",
+                "-c fsync=off",
+                "-c synchronous_commit=off",
+                "-c full_page_writes=off",
+                "-c max_connections=100",
+            ]
+        )
+        done = self.pg(
+            "pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", opts, "-w", "-t", "90", "start"
+        )
         if done.returncode != 0:
             raise RuntimeError(f"pg_ctl start failed ({done.returncode}): {done.stdout}\n{self.tail()}")
 
@@ -121,7 +138,11 @@ def _server_user() -> tuple[list[str], int | None, int | None]:
         if shutil.which("runuser"):
             return ["runuser", "-u", name, "--"], entry.pw_uid, entry.pw_gid
         if shutil.which("setpriv"):
-            return ["setpriv", f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}", "--clear-groups"], entry.pw_uid, entry.pw_gid
+            return (
+                ["setpriv", f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}", "--clear-groups"],
+                entry.pw_uid,
+                entry.pw_gid,
+            )
     pytest.skip("running as root, and there is no `postgres` user and runuser to start PostgreSQL as")
 
 
@@ -130,8 +151,10 @@ def postgres():
     """A PostgreSQL server on 127.0.0.1:<free port> with database `optuna`, for this module."""
     bindir = _bindir()
     if bindir is None or not (bindir / "pg_ctl").exists():
-        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) are not installed; "
-                    "install Debian's package: apt-get install -y postgresql")
+        pytest.skip(
+            "PostgreSQL server binaries (initdb, pg_ctl) are not installed; "
+            "install Debian's package: apt-get install -y postgresql"
+        )
     import psycopg2
 
     as_user, uid, gid = _server_user()
@@ -145,8 +168,20 @@ def postgres():
     server = PostgresServer(bindir, base, _free_port(), as_user)
     started = False
     try:
-        done = server.pg("initdb", "-D", str(server.data), "-U", USER, f"--pwfile={pwfile}", "-E", "UTF8",
-                         "--locale=C", "--auth-local=trust", "--auth-host=scram-sha-256", "--no-sync")
+        done = server.pg(
+            "initdb",
+            "-D",
+            str(server.data),
+            "-U",
+            USER,
+            f"--pwfile={pwfile}",
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "--auth-local=trust",
+            "--auth-host=scram-sha-256",
+            "--no-sync",
+        )
         if done.returncode != 0:
             raise RuntimeError(f"initdb failed ({done.returncode}): {done.stdout}")
         for attempt in range(3):  # the free port may be taken between the probe and the start
@@ -158,7 +193,9 @@ def postgres():
                 if attempt == 2:
                     raise
                 server.port = _free_port()
-        conn = psycopg2.connect(host="127.0.0.1", port=server.port, user=USER, password=PASSWORD, dbname="postgres")
+        conn = psycopg2.connect(
+            host="127.0.0.1", port=server.port, user=USER, password=PASSWORD, dbname="postgres"
+        )
         conn.autocommit = True
         with conn.cursor() as cur:
             cur.execute(f"CREATE DATABASE {DATABASE}")
@@ -196,8 +233,13 @@ def _spec(tmp_path: Path, run_overrides: list[str]) -> Path:
 
 
 def _cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "symattn", *args], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    return subprocess.run(
+        [sys.executable, "-m", "symattn", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
 
 
 @pytest.mark.slow
@@ -216,8 +258,10 @@ def test_two_workers_drain_one_study_on_postgresql(postgres, tmp_path, run_overr
 
     cmd = [sys.executable, "-m", "symattn", "work", STUDY, "--storage", url, "--devices", "cpu"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for _ in range(2)]  # both at once, on the same study
+    procs = [
+        subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for _ in range(2)
+    ]  # both at once, on the same study
     try:
         outs = [p.communicate(timeout=540)[0] for p in procs]
     finally:
@@ -226,15 +270,21 @@ def test_two_workers_drain_one_study_on_postgresql(postgres, tmp_path, run_overr
                 p.kill()
                 p.wait()
     assert [p.returncode for p in procs] == [0, 0], "\n---\n".join(outs) + postgres.tail()
-    completed = [int(line.split(": ")[1].split()[0]) for out in outs for line in out.splitlines()
-                 if line.startswith(f"study {STUDY}: ") and "cells completed" in line]
+    completed = [
+        int(line.split(": ")[1].split()[0])
+        for out in outs
+        for line in out.splitlines()
+        if line.startswith(f"study {STUDY}: ") and "cells completed" in line
+    ]
     assert len(completed) == 2 and sum(completed) == 2, outs  # between them, each cell once
 
     # Optuna, read back from PostgreSQL: every cell COMPLETE, exactly once, on the first attempt
     study = optuna.load_study(study_name=STUDY, storage=postgres.url(driver="+psycopg2"))  # not via symattn
     trials = study.get_trials(deepcopy=False)
     assert sorted(t.user_attrs["cell"] for t in trials) == sorted({t.user_attrs["cell"] for t in trials})
-    assert len(trials) == 2 and all(t.state == TrialState.COMPLETE for t in trials), [(t.number, t.state) for t in trials]
+    assert len(trials) == 2 and all(t.state == TrialState.COMPLETE for t in trials), [
+        (t.number, t.state) for t in trials
+    ]
     assert all(t.user_attrs["attempt"] == 1 for t in trials)
     assert not (tmp_path / "optuna.journal").exists()  # the spec's store was not used
 
@@ -251,7 +301,9 @@ def test_two_workers_drain_one_study_on_postgresql(postgres, tmp_path, run_overr
         assert t.values[0] == pytest.approx(run.data.metrics["val/loss"])
 
     rows = status_rows(STUDY, url)
-    assert [r["state"] for r in rows] == ["COMPLETE", "COMPLETE"] and all(r["progress"] == "20/20" for r in rows)
+    assert [r["state"] for r in rows] == ["COMPLETE", "COMPLETE"] and all(
+        r["progress"] == "20/20" for r in rows
+    )
 
 
 def _check_refusal(tmp_path: Path, code: int, stdout: str, stderr: str, secret: str = PASSWORD) -> None:
@@ -275,8 +327,9 @@ def test_queue_on_a_port_where_nothing_listens_is_refused_in_one_line(tmp_path, 
 
 
 @pytest.mark.parametrize("change", ["password", "database"])
-def test_queue_with_wrong_credentials_or_database_is_refused_and_writes_nothing(postgres, tmp_path, run_overrides,
-                                                                               change, capsys):
+def test_queue_with_wrong_credentials_or_database_is_refused_and_writes_nothing(
+    postgres, tmp_path, run_overrides, change, capsys
+):
     from symattn.cli import main
 
     secret = "not-the-password-42" if change == "password" else PASSWORD
@@ -284,11 +337,15 @@ def test_queue_with_wrong_credentials_or_database_is_refused_and_writes_nothing(
     code = main(["queue", str(_spec(tmp_path, run_overrides)), "--storage", url])  # in-process: quicker
     out = capsys.readouterr()
     _check_refusal(tmp_path, code, out.out, out.err, secret)
-    assert ("password authentication failed" if change == "password" else '"no_such_db" does not exist') in out.err
+    assert (
+        "password authentication failed" if change == "password" else '"no_such_db" does not exist'
+    ) in out.err
     # nothing was created on the server either: no new database
     import psycopg2
 
-    conn = psycopg2.connect(host="127.0.0.1", port=postgres.port, user=USER, password=PASSWORD, dbname="postgres")
+    conn = psycopg2.connect(
+        host="127.0.0.1", port=postgres.port, user=USER, password=PASSWORD, dbname="postgres"
+    )
     with conn.cursor() as cur:
         cur.execute("SELECT datname FROM pg_database WHERE NOT datistemplate ORDER BY datname")
         assert [r[0] for r in cur.fetchall()] == sorted(["postgres", DATABASE])

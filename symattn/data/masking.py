@@ -67,8 +67,13 @@ def block_order(seed: int, epoch: int, n: int) -> np.ndarray:
 
 
 def mask_tokens(
-    ids: np.ndarray, rows: np.ndarray, seed: int, stream: int, special: SpecialIds,
-    vocab_size: int, mlm_probability: float = 0.15,
+    ids: np.ndarray,
+    rows: np.ndarray,
+    seed: int,
+    stream: int,
+    special: SpecialIds,
+    vocab_size: int,
+    mlm_probability: float = 0.15,
 ) -> tuple[np.ndarray, np.ndarray]:
     """BERT masking of [B, T] ids: each non-special token is chosen with `mlm_probability`; of those
     80% become [MASK], 10% a random non-special token, 10% stay (`symattn.data.floor` shares). Returns (input_ids, labels) as int64,
@@ -112,8 +117,15 @@ class PretrainingBatches(Dataset):
     """
 
     def __init__(
-        self, data: PretrainingData, batch_size: int, seed: int, mlm_probability: float = 0.15,
-        start_step: int = 0, num_steps: Optional[int] = None, rank: int = 0, world_size: int = 1,
+        self,
+        data: PretrainingData,
+        batch_size: int,
+        seed: int,
+        mlm_probability: float = 0.15,
+        start_step: int = 0,
+        num_steps: Optional[int] = None,
+        rank: int = 0,
+        world_size: int = 1,
     ):
         if batch_size < 1 or world_size < 1 or not 0 <= rank < world_size:
             raise DataError(
@@ -137,7 +149,9 @@ class PretrainingBatches(Dataset):
         self._perms: dict[int, np.ndarray] = {}
 
     @classmethod
-    def from_config(cls, data: PretrainingData, cfg: "DataConfig", batch_size: int, **kwargs) -> "PretrainingBatches":
+    def from_config(
+        cls, data: PretrainingData, cfg: "DataConfig", batch_size: int, **kwargs
+    ) -> "PretrainingBatches":
         """Batches with the seed and masking rate of a DataConfig."""
         return cls(data, batch_size, cfg.seed, cfg.mlm_probability, **kwargs)
 
@@ -179,19 +193,33 @@ class PretrainingBatches(Dataset):
         ids = np.empty((len(blocks), self.seq_len), dtype=np.int32)
         ids[order] = self._blocks()[blocks[order]]
         inputs, labels = mask_tokens(
-            ids, self.sample_indices(step), self.seed, _TRAIN, self.special, self.vocab_size, self.mlm_probability
+            ids,
+            self.sample_indices(step),
+            self.seed,
+            _TRAIN,
+            self.special,
+            self.vocab_size,
+            self.mlm_probability,
         )
         return _as_batch(inputs, labels, self.special.pad)
 
-    def val_batches(self, batch_size: Optional[int] = None, limit: Optional[int] = None) -> list[dict[str, torch.Tensor]]:
+    def val_batches(
+        self, batch_size: Optional[int] = None, limit: Optional[int] = None
+    ) -> list[dict[str, torch.Tensor]]:
         """The fixed validation batches for this masking rate (see `val_batches`)."""
         if self._data is None:
             raise DataError("validation batches are made in the main process; call val_batches there")
-        return val_batches(self._data, batch_size or self.batch_size, VAL_MASK_SEED, self.mlm_probability, limit)
+        return val_batches(
+            self._data, batch_size or self.batch_size, VAL_MASK_SEED, self.mlm_probability, limit
+        )
 
     def loader(self, num_workers: int = 0, pin_memory: bool = False) -> DataLoader:
         return DataLoader(
-            self, batch_size=None, shuffle=False, num_workers=num_workers, pin_memory=pin_memory,
+            self,
+            batch_size=None,
+            shuffle=False,
+            num_workers=num_workers,
+            pin_memory=pin_memory,
             persistent_workers=num_workers > 0,
         )
 
@@ -215,7 +243,10 @@ class PretrainingBatches(Dataset):
 
 
 def val_batches(
-    data: PretrainingData, batch_size: int, seed: int = VAL_MASK_SEED, mlm_probability: float = 0.15,
+    data: PretrainingData,
+    batch_size: int,
+    seed: int = VAL_MASK_SEED,
+    mlm_probability: float = 0.15,
     limit: Optional[int] = None,
 ) -> list[dict[str, torch.Tensor]]:
     """The validation blocks in order, masked by (seed, block index) only, in batches of `batch_size`
@@ -228,7 +259,13 @@ def val_batches(
     for start in range(0, n, batch_size):
         rows = np.arange(start, min(start + batch_size, n), dtype=np.int64)
         inputs, labels = mask_tokens(
-            np.asarray(data.val[start:start + len(rows)]), rows, seed, _VAL, data.special_ids, data.vocab_size, mlm_probability
+            np.asarray(data.val[start : start + len(rows)]),
+            rows,
+            seed,
+            _VAL,
+            data.special_ids,
+            data.vocab_size,
+            mlm_probability,
         )
         out.append(_as_batch(inputs, labels, data.special_ids.pad))
     return out

@@ -60,7 +60,10 @@ def compute_metrics(kind: str, preds, labels) -> dict[str, float]:
     if len(p) != len(y) or len(y) == 0:
         raise DataError(f"{len(p)} predictions for {len(y)} labels; evaluate on the whole split")
     if regression:
-        pearson, spearman = _corr(stats.pearsonr, p, y.astype(np.float64)), _corr(stats.spearmanr, p, y.astype(np.float64))
+        pearson, spearman = (
+            _corr(stats.pearsonr, p, y.astype(np.float64)),
+            _corr(stats.spearmanr, p, y.astype(np.float64)),
+        )
         return {"pearson": pearson, "spearmanr": spearman, "score": (pearson + spearman) / 2}
     y = y.astype(np.int64)
     out = {"accuracy": float(accuracy_score(y, p))}
@@ -83,5 +86,7 @@ def glue_score(scores: Mapping[str, float]) -> float:
     """The paper's GLUE score in percent from per-task scores in [0, 1] (keys as GLUE_SCORE_KEYS)."""
     missing = [k for k in GLUE_SCORE_KEYS if k not in scores]
     if missing:
-        raise DataError(f"GLUE score needs {', '.join(missing)} as well; it averages {', '.join(GLUE_SCORE_KEYS)}")
+        raise DataError(
+            f"GLUE score needs {', '.join(missing)} as well; it averages {', '.join(GLUE_SCORE_KEYS)}"
+        )
     return 100.0 * float(np.mean([scores[k] for k in GLUE_SCORE_KEYS]))

@@ -20,7 +20,7 @@ def token_stream(docs: Sequence[np.ndarray], sep_id: int) -> np.ndarray:
     stream = np.full(int(lengths.sum()) + len(docs), sep_id, dtype=np.int32)
     ends = np.cumsum(lengths + 1)
     for doc, end, n in zip(docs, ends, lengths):
-        stream[end - 1 - n:end - 1] = doc
+        stream[end - 1 - n : end - 1] = doc
     return stream
 
 

@@ -19,14 +19,27 @@ from typing import Optional, Sequence, Union
 import numpy as np
 from tokenizers import Tokenizer
 
-from symattn.data.cache import atomic_dir, build_lock, resolve_cache_dir, sha256_file, stable_hash, write_json_atomic
+from symattn.data.cache import (
+    atomic_dir,
+    build_lock,
+    resolve_cache_dir,
+    sha256_file,
+    stable_hash,
+    write_json_atomic,
+)
 from symattn.data.config import BERT_UNCASED, WORDPIECE, DataConfig, RegistrySource
 from symattn.data.errors import DataError
 from symattn.data.floor import FLOOR_KEYS, data_floor, evaluated_floor, token_counts
 from symattn.data.packing import pack_blocks, token_stream
 from symattn.data.sources import Corpus, describe, load_corpus, registry_identity
 from symattn.data.tokenizer import (
-    SpecialIds, bert_uncased, check_vocab_size, encode_documents, load_tokenizer_file, train_wordpiece, vocab_digest,
+    SpecialIds,
+    bert_uncased,
+    check_vocab_size,
+    encode_documents,
+    load_tokenizer_file,
+    train_wordpiece,
+    vocab_digest,
 )
 from symattn.tokens import IGNORE_INDEX
 
@@ -70,8 +83,9 @@ class PretrainingData:
         shown = np.concatenate([b["input_ids"].numpy().ravel() for b in batches])
         chosen = labels != IGNORE_INDEX
         counts = token_counts(self.train, self.vocab_size, self.special_ids.all)
-        return evaluated_floor(labels[chosen], shown[chosen], counts, self.special_ids.all,
-                               self.special_ids.mask)
+        return evaluated_floor(
+            labels[chosen], shown[chosen], counts, self.special_ids.all, self.special_ids.mask
+        )
 
     def check_model(self, vocab_size: int, max_positions: int) -> None:
         """Refuse a model whose vocabulary or positions do not fit this data."""
@@ -110,10 +124,15 @@ def prepare_pretraining(cfg: DataConfig) -> PretrainingData:
     else:
         corpus = load_corpus(cfg.source, cache)
         identity = corpus.identity
-    key = stable_hash({
-        "format": FORMAT_VERSION, "corpus": identity, "tokenizer": tok_spec,
-        "seq_len": cfg.seq_len, "val_docs": cfg.val_docs,
-    })[:32]
+    key = stable_hash(
+        {
+            "format": FORMAT_VERSION,
+            "corpus": identity,
+            "tokenizer": tok_spec,
+            "seq_len": cfg.seq_len,
+            "val_docs": cfg.val_docs,
+        }
+    )[:32]
     found = _lookup(cache, key)
     if found is not None:
         return found
@@ -124,11 +143,15 @@ def prepare_pretraining(cfg: DataConfig) -> PretrainingData:
         if corpus is None:
             corpus = load_corpus(cfg.source, cache)
         fingerprint = _build(cfg, cache, corpus)
-        write_json_atomic(cache / "index" / f"{key}.json", {"fingerprint": fingerprint, "settings": _settings(cfg)})
+        write_json_atomic(
+            cache / "index" / f"{key}.json", {"fingerprint": fingerprint, "settings": _settings(cfg)}
+        )
     return load_prepared(fingerprint, cache)
 
 
-def load_prepared(fingerprint: str, cache_dir: Union[str, Path, None] = None, verify: bool = False) -> PretrainingData:
+def load_prepared(
+    fingerprint: str, cache_dir: Union[str, Path, None] = None, verify: bool = False
+) -> PretrainingData:
     """The cache entry with this fingerprint (as recorded by a run); `verify` re-hashes every token."""
     cache = resolve_cache_dir(cache_dir)
     entry = _entry_dir(cache, fingerprint)
@@ -142,12 +165,20 @@ def load_prepared(fingerprint: str, cache_dir: Union[str, Path, None] = None, ve
             f"no usable data cache entry {fingerprint[:12]} in {cache} ({type(exc).__name__}); "
             "prepare it again with the run's data settings"
         ) from None
-    if meta.get("fingerprint") != fingerprint or train.shape[0] != meta["train_blocks"] or val.shape[0] != meta["val_blocks"]:
-        raise DataError(f"data cache entry {entry} does not match its meta.json; delete the folder to rebuild it")
+    if (
+        meta.get("fingerprint") != fingerprint
+        or train.shape[0] != meta["train_blocks"]
+        or val.shape[0] != meta["val_blocks"]
+    ):
+        raise DataError(
+            f"data cache entry {entry} does not match its meta.json; delete the folder to rebuild it"
+        )
     if verify:
         got = _fingerprint(tokenizer, train, val)
         if got != fingerprint:
-            raise DataError(f"data cache entry {entry} is corrupt (tokens hash to {got[:12]}); delete the folder to rebuild it")
+            raise DataError(
+                f"data cache entry {entry} is corrupt (tokens hash to {got[:12]}); delete the folder to rebuild it"
+            )
     special = SpecialIds.of(tokenizer)
     if not all(key in meta for key in FLOOR_KEYS):  # an entry built before the floor was recorded
         meta.update(data_floor(train, val, tokenizer.get_vocab_size(with_added_tokens=True), special.all))
@@ -156,9 +187,15 @@ def load_prepared(fingerprint: str, cache_dir: Union[str, Path, None] = None, ve
 
 # --- internals ---------------------------------------------------------------------------------
 
+
 def _tokenizer_spec(cfg: DataConfig) -> dict:
     if cfg.tokenizer == WORDPIECE:
-        return {"kind": WORDPIECE, "vocab_size": cfg.resolved_vocab_size, "min_frequency": cfg.min_frequency, "v": 1}
+        return {
+            "kind": WORDPIECE,
+            "vocab_size": cfg.resolved_vocab_size,
+            "min_frequency": cfg.min_frequency,
+            "v": 1,
+        }
     if cfg.tokenizer == BERT_UNCASED:
         return {"kind": BERT_UNCASED}
     path = Path(cfg.tokenizer).expanduser()
@@ -169,8 +206,12 @@ def _tokenizer_spec(cfg: DataConfig) -> dict:
 
 def _settings(cfg: DataConfig) -> dict:
     return {
-        "source": [describe(s) for s in cfg.source], "tokenizer": cfg.tokenizer, "vocab_size": cfg.resolved_vocab_size,
-        "min_frequency": cfg.min_frequency, "seq_len": cfg.seq_len, "val_docs": cfg.val_docs,
+        "source": [describe(s) for s in cfg.source],
+        "tokenizer": cfg.tokenizer,
+        "vocab_size": cfg.resolved_vocab_size,
+        "min_frequency": cfg.min_frequency,
+        "seq_len": cfg.seq_len,
+        "val_docs": cfg.val_docs,
     }
 
 
@@ -227,17 +268,28 @@ def _build(cfg: DataConfig, cache: Path, corpus: Corpus) -> str:
     entry = _entry_dir(cache, fingerprint)
     if not entry.exists():
         meta = {
-            "format": FORMAT_VERSION, "fingerprint": fingerprint, "settings": _settings(cfg), "corpus": corpus.stats,
-            "corpus_identity": corpus.identity, "vocab_size": tokenizer.get_vocab_size(with_added_tokens=True),
-            "seq_len": cfg.seq_len, "special_ids": special.as_dict(),
-            "tokenize_seconds": round(t2 - t1, 3), "tokenizer_seconds": round(t1 - t0, 3),
+            "format": FORMAT_VERSION,
+            "fingerprint": fingerprint,
+            "settings": _settings(cfg),
+            "corpus": corpus.stats,
+            "corpus_identity": corpus.identity,
+            "vocab_size": tokenizer.get_vocab_size(with_added_tokens=True),
+            "seq_len": cfg.seq_len,
+            "special_ids": special.as_dict(),
+            "tokenize_seconds": round(t2 - t1, 3),
+            "tokenizer_seconds": round(t1 - t0, 3),
             **data_floor(train, val, tokenizer.get_vocab_size(with_added_tokens=True), special.all),
         }
         for name, (blocks, tokens, dropped, docs, unk) in splits.items():
-            meta.update({
-                f"{name}_docs": docs, f"{name}_tokens": tokens, f"{name}_blocks": int(len(blocks)),
-                f"{name}_tail_dropped": dropped, f"{name}_unk_fraction": round(unk / max(tokens, 1), 6),
-            })
+            meta.update(
+                {
+                    f"{name}_docs": docs,
+                    f"{name}_tokens": tokens,
+                    f"{name}_blocks": int(len(blocks)),
+                    f"{name}_tail_dropped": dropped,
+                    f"{name}_unk_fraction": round(unk / max(tokens, 1), 6),
+                }
+            )
         with atomic_dir(entry) as tmp:
             np.save(tmp / "train.npy", train)
             np.save(tmp / "val.npy", val)
@@ -245,6 +297,10 @@ def _build(cfg: DataConfig, cache: Path, corpus: Corpus) -> str:
             (tmp / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True, default=str) + "\n")
     log.info(
         "data %s: %d train / %d val blocks of %d tokens, built in %.1fs",
-        fingerprint[:12], len(train), len(val), cfg.seq_len, time.perf_counter() - t0,
+        fingerprint[:12],
+        len(train),
+        len(val),
+        cfg.seq_len,
+        time.perf_counter() - t0,
     )
     return fingerprint

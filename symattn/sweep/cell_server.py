@@ -49,9 +49,9 @@ def _preload() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
+        import mlflow.store.tracking.sqlalchemy_store  # noqa: F401  MLflow's SQL store
         import sqlalchemy.orm
 
-        import mlflow.store.tracking.sqlalchemy_store  # noqa: F401  MLflow's SQL store
         import symattn.data.masking  # noqa: F401
         import symattn.data.pretraining  # noqa: F401
         import symattn.pretrain  # noqa: F401
@@ -60,11 +60,18 @@ def _preload() -> None:
         # MLflow's ORM classes are mapped on first use; do it here, once, not in every cell.
         sqlalchemy.orm.configure_mappers()
     except Exception as exc:  # noqa: BLE001  the server must live: a cell then imports what it needs
-        logging.getLogger("symattn.sweep").warning("cell server: preloading failed (%s); cells import on their own", exc)
+        logging.getLogger("symattn.sweep").warning(
+            "cell server: preloading failed (%s); cells import on their own", exc
+        )
 
 
-def cell_main(config: RunConfig, device: str, prune=None, launched_at: Optional[float] = None,
-              environ: Optional[dict] = None) -> None:
+def cell_main(
+    config: RunConfig,
+    device: str,
+    prune=None,
+    launched_at: Optional[float] = None,
+    environ: Optional[dict] = None,
+) -> None:
     """Body of a cell's child process: pin the device, train (resuming the cell's run if any).
     `prune`: a search cell's `search.PruneOnValidation`.
     `launched_at`: when the worker started the cell, which the run's start-up cost counts from.
@@ -88,7 +95,9 @@ def cell_main(config: RunConfig, device: str, prune=None, launched_at: Optional[
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the worker decides; it sends SIGTERM to stop a cell
     try:
-        pretrain(config, resume="auto", callbacks=[prune.callback()] if prune else None, started_at=launched_at)
+        pretrain(
+            config, resume="auto", callbacks=[prune.callback()] if prune else None, started_at=launched_at
+        )
     except TrialPruned:
         sys.exit(EXIT_PRUNED)
     except NonFiniteLoss as exc:

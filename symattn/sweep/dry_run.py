@@ -24,8 +24,12 @@ def dry_run(cells: list[Cell], steps: int = 2, batch_size: int = 2) -> list[dict
         g = torch.Generator().manual_seed(0)
         losses = []
         for _ in range(steps):
-            ids = torch.randint(NUM_SPECIAL_TOKENS, model_cfg.vocab_size, (batch_size, cfg.data.seq_len), generator=g)
-            labels = torch.where(torch.rand(ids.shape, generator=g) < cfg.data.mlm_probability, ids, IGNORE_INDEX)
+            ids = torch.randint(
+                NUM_SPECIAL_TOKENS, model_cfg.vocab_size, (batch_size, cfg.data.seq_len), generator=g
+            )
+            labels = torch.where(
+                torch.rand(ids.shape, generator=g) < cfg.data.mlm_probability, ids, IGNORE_INDEX
+            )
             labels[:, 1] = ids[:, 1]  # at least one target per row
             loss = model(ids, labels=labels).loss
             loss.backward()

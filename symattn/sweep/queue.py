@@ -21,8 +21,9 @@ class QueueResult:
     storage: str
 
 
-def queue(spec: SweepSpec, storage_url: Optional[str] = None,
-          cells: Optional[list[Cell]] = None) -> QueueResult:
+def queue(
+    spec: SweepSpec, storage_url: Optional[str] = None, cells: Optional[list[Cell]] = None
+) -> QueueResult:
     """`cells`: the spec's cells when the caller has expanded it already."""
     from symattn.sweep.search import queue_searches
     from symattn.tracking import check_uri, experiment_id, open_store
@@ -35,7 +36,9 @@ def queue(spec: SweepSpec, storage_url: Optional[str] = None,
     experiment_id(client, spec.name)
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(study_name=spec.name, storage=storage, direction="minimize", load_if_exists=True)
+    study = optuna.create_study(
+        study_name=spec.name, storage=storage, direction="minimize", load_if_exists=True
+    )
     study.set_user_attr("spec", spec.model_dump(mode="json"))
     study.set_user_attr("spec_digest", spec_digest(spec))
     study.set_user_attr("mlflow_uri", client.tracking_uri)

@@ -18,8 +18,14 @@ from symattn.config import RunConfig
 
 def cell_attrs(config: RunConfig, name: str, index: int) -> dict:
     """A new cell's trial attributes."""
-    return {"cell": config.config_hash(), "name": name, "group": config.group_id(), "index": index,
-            "attempt": 1, "config": config.model_dump(mode="json", exclude_unset=True)}
+    return {
+        "cell": config.config_hash(),
+        "name": name,
+        "group": config.group_id(),
+        "index": index,
+        "attempt": 1,
+        "config": config.model_dump(mode="json", exclude_unset=True),
+    }
 
 
 def cell_config(trial: FrozenTrial, device: str, cpu_threads: int) -> RunConfig:
@@ -28,12 +34,22 @@ def cell_config(trial: FrozenTrial, device: str, cpu_threads: int) -> RunConfig:
     speed = {"progress_bar": False, "devices": 1, "accelerator": "cpu" if device == "cpu" else "gpu"}
     if device == "cpu":
         speed["threads"] = cpu_threads
-    tracking = {"tags": {**cfg.tracking.tags, keys.STUDY: cfg.tracking.experiment,
-                         keys.CELL: trial.user_attrs["cell"], keys.OPTUNA_TRIAL: str(trial.number)}}
+    tracking = {
+        "tags": {
+            **cfg.tracking.tags,
+            keys.STUDY: cfg.tracking.experiment,
+            keys.CELL: trial.user_attrs["cell"],
+            keys.OPTUNA_TRIAL: str(trial.number),
+        }
+    }
     if cfg.tracking.run_name is None:
         tracking["run_name"] = trial.user_attrs["name"]  # the cell's readable name in the MLflow UI
-    return cfg.model_copy(update={"speed": cfg.speed.model_copy(update=speed),
-                                  "tracking": cfg.tracking.model_copy(update=tracking)})
+    return cfg.model_copy(
+        update={
+            "speed": cfg.speed.model_copy(update=speed),
+            "tracking": cfg.tracking.model_copy(update=tracking),
+        }
+    )
 
 
 def runs_of(client, trial: FrozenTrial, status: Optional[str] = None) -> list:
@@ -44,8 +60,9 @@ def runs_of(client, trial: FrozenTrial, status: Optional[str] = None) -> list:
     filt = f"tags.{keys.CELL} = '{trial.user_attrs['cell']}'"
     if status:
         filt += f" and attributes.status = '{status}'"
-    return client.search_runs([exp.experiment_id], filter_string=filt,
-                              order_by=["attributes.start_time DESC"])
+    return client.search_runs(
+        [exp.experiment_id], filter_string=filt, order_by=["attributes.start_time DESC"]
+    )
 
 
 def finished_run(client, trial: FrozenTrial):

@@ -28,8 +28,10 @@ def queue_searches(spec: SweepSpec, cells: list[Cell], study: optuna.Study, stor
         if name in searches:
             continue
         optuna.create_study(study_name=name, storage=storage, direction="minimize", load_if_exists=True)
-        searches[name] = {"index": cell.index,
-                          "config": cell.config.model_dump(mode="json", exclude_unset=True)}
+        searches[name] = {
+            "index": cell.index,
+            "config": cell.config.model_dump(mode="json", exclude_unset=True),
+        }
         added += 1
     study.set_user_attr("searches", searches)
     return added
@@ -39,7 +41,8 @@ def load_search(storage, name: str, search: SearchSpec) -> optuna.Study:
     """A search study with its pruner (Optuna keeps none in the storage; the sampler is set per ask)."""
     pruner = (
         optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0, n_min_trials=1)
-        if search.pruner == "median" else optuna.pruners.NopPruner()
+        if search.pruner == "median"
+        else optuna.pruners.NopPruner()
     )
     return optuna.load_study(study_name=name, storage=storage, pruner=pruner)
 
@@ -73,7 +76,12 @@ class PruneOnValidation:
     Picklable (it travels to the cell's process); the callback itself is built there."""
 
     def __init__(self, storage_url: str, study_name: str, trial_id: int, search: dict) -> None:
-        self.storage_url, self.study_name, self.trial_id, self.search = storage_url, study_name, trial_id, search
+        self.storage_url, self.study_name, self.trial_id, self.search = (
+            storage_url,
+            study_name,
+            trial_id,
+            search,
+        )
 
     def callback(self):
         import pytorch_lightning as pl

@@ -52,7 +52,9 @@ class SearchSpec(BaseModel):
         if not self.low < self.high:
             raise ValueError(f"search range low {self.low} must be below high {self.high}")
         if self.log and self.low <= 0:
-            raise ValueError(f"a log-scale search needs low > 0 (got {self.low}); set log: false or raise low")
+            raise ValueError(
+                f"a log-scale search needs low > 0 (got {self.low}); set log: false or raise low"
+            )
         _check_axis_key(self.param)
         if not isinstance(flatten(RunConfig().to_dict()).get(self.param), (int, float)):
             raise ValueError(f"search param {self.param!r} is not a numeric run setting (e.g. optim.lr)")
@@ -119,9 +121,15 @@ def _check_axis_key(key: str) -> None:
     if key == "seed":
         return
     probe = flatten(RunConfig().to_dict())
-    if key in probe or any(k.startswith(key + ".") for k in probe) or key.startswith(("data.source", "tracking.tags.")):
+    if (
+        key in probe
+        or any(k.startswith(key + ".") for k in probe)
+        or key.startswith(("data.source", "tracking.tags."))
+    ):
         return
-    raise ValueError(f"unknown axis {key!r}: it names no run setting (e.g. model.size, model.attention.kind, optim.lr, seed)")
+    raise ValueError(
+        f"unknown axis {key!r}: it names no run setting (e.g. model.size, model.attention.kind, optim.lr, seed)"
+    )
 
 
 def expand(spec: SweepSpec) -> list[Cell]:
@@ -148,7 +156,9 @@ def expand(spec: SweepSpec) -> list[Cell]:
             raise ValueError(f"cell {dict(zip(order, values))}: {one_line(exc)}") from None
         cell_id = cfg.config_hash()
         if cell_id in seen:
-            raise ValueError(f"cells {seen[cell_id]} and {dict(zip(order, values))} are the same run; remove the duplicate")
+            raise ValueError(
+                f"cells {seen[cell_id]} and {dict(zip(order, values))} are the same run; remove the duplicate"
+            )
         seen[cell_id] = dict(zip(order, values))
         cells.append(Cell(cell_id, cell_name(cfg, dict(zip(order, values))), cfg, i))
     return cells
@@ -161,8 +171,11 @@ def cell_name(cfg: RunConfig, axes: dict[str, Any]) -> str:
     """The one name of a cell (and of its MLflow run): size-variant-lr-seed, then every other axis
     of the design as `<last key part><value>` (e.g. `-init_std0.049`), so that the cells of a grid
     keep distinct, readable names."""
-    extra = "".join(f"-{key.rsplit('.', 1)[-1]}{_short(value)}" for key, value in axes.items()
-                    if key not in _NAMED and not is_attention_axis(key))
+    extra = "".join(
+        f"-{key.rsplit('.', 1)[-1]}{_short(value)}"
+        for key, value in axes.items()
+        if key not in _NAMED and not is_attention_axis(key)
+    )
     return f"{cfg.model.size}-{cfg.model.attention.label}-lr{cfg.optim.lr:g}-s{cfg.seed}{extra}"
 
 

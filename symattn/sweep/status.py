@@ -36,16 +36,18 @@ def status_rows(study_name: str, storage_url: Optional[str] = None) -> list[dict
         if run is not None:
             hist = client.get_metric_history(run.info.run_id, keys.TRAIN_TOKENS)
             step = max((m.step for m in hist), default=0)
-        rows.append({
-            "cell": t.user_attrs["name"],
-            "group": t.user_attrs["group"],
-            "state": t.state.name,
-            "attempts": t.user_attrs.get("attempt", 1),
-            "run_id": run.info.run_id if run else "",
-            "run_status": run.info.status if run else "",
-            "progress": f"{step}/{max_steps}",
-            "val_loss": run.data.metrics.get(keys.VAL_LOSS) if run else None,
-        })
+        rows.append(
+            {
+                "cell": t.user_attrs["name"],
+                "group": t.user_attrs["group"],
+                "state": t.state.name,
+                "attempts": t.user_attrs.get("attempt", 1),
+                "run_id": run.info.run_id if run else "",
+                "run_status": run.info.status if run else "",
+                "progress": f"{step}/{max_steps}",
+                "val_loss": run.data.metrics.get(keys.VAL_LOSS) if run else None,
+            }
+        )
     return rows
 
 

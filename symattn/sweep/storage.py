@@ -20,7 +20,9 @@ def open_storage(url: Optional[str] = None) -> optuna.storages.BaseStorage:
     url = url or default_storage()
     if "://" in url and not url.startswith("journal://"):
         if not url.startswith(("sqlite:", "postgresql", "mysql")):
-            raise ValueError(f"Optuna storage {redact(url)!r} is not understood; use a journal file path, sqlite:///, or postgresql://")
+            raise ValueError(
+                f"Optuna storage {redact(url)!r} is not understood; use a journal file path, sqlite:///, or postgresql://"
+            )
         try:
             return optuna.storages.RDBStorage(_with_driver(url), skip_compatibility_check=False)
         except Exception as exc:  # unreachable server, bad credentials, missing driver
@@ -30,7 +32,9 @@ def open_storage(url: Optional[str] = None) -> optuna.storages.BaseStorage:
             raise ValueError(f"cannot open Optuna storage {redact(url)!r}: {why[:300]}") from None
     path = Path(url.removeprefix("journal://"))
     if not path.parent.is_dir():
-        raise ValueError(f"folder of Optuna journal {str(path)!r} does not exist; create it or fix stores.optuna")
+        raise ValueError(
+            f"folder of Optuna journal {str(path)!r} does not exist; create it or fix stores.optuna"
+        )
     from optuna.storages.journal import JournalFileBackend
 
     return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
@@ -42,8 +46,10 @@ def load_study(name: str, storage, url: Optional[str] = None) -> optuna.Study:
     try:
         return optuna.load_study(study_name=name, storage=storage)
     except KeyError:
-        raise ValueError(f"no study {name!r} in {redact(url or default_storage())}; queue it first with "
-                         "`symattn queue SPEC`") from None
+        raise ValueError(
+            f"no study {name!r} in {redact(url or default_storage())}; queue it first with "
+            "`symattn queue SPEC`"
+        ) from None
 
 
 def redact(url: str) -> str:

@@ -24,6 +24,7 @@ from symattn.sweep.storage import default_storage, load_study, open_storage
 
 log = logging.getLogger("symattn.sweep")
 
+
 def parse_devices(devices: str) -> list[str]:
     """'cpu', 'auto', or GPU indices '0,1'."""
     if devices == "auto":
@@ -66,7 +67,9 @@ def _say(message: str) -> None:
 class Worker:
     """Slots pinned to devices, each pulling cells until the queue is empty."""
 
-    def __init__(self, study_name: str, storage_url: Optional[str], devices: list[str], per_device: Optional[int]) -> None:
+    def __init__(
+        self, study_name: str, storage_url: Optional[str], devices: list[str], per_device: Optional[int]
+    ) -> None:
         self.storage_url = storage_url or default_storage()
         self.storage = open_storage(self.storage_url)
         self.study = load_study(study_name, self.storage, self.storage_url)
@@ -115,8 +118,12 @@ class Worker:
             if job is None:
                 return
             study, trial = job
-            prune = PruneOnValidation(self.storage_url, study.study_name, internals.trial_id(trial),
-                                      self.search.model_dump(mode="json"))
+            prune = PruneOnValidation(
+                self.storage_url,
+                study.study_name,
+                internals.trial_id(trial),
+                self.search.model_dump(mode="json"),
+            )
             self._run_cell(ctx, study, trial, device, prune)
 
     def _next_search_trial(self):
@@ -145,8 +152,9 @@ class Worker:
         if finished is None:
             attempt = trial.user_attrs.get("attempt", 1)
             _say(f"{name}: started on {device}" + (f", attempt {attempt}" if attempt > 1 else ""))
-            p = ctx.Process(target=cell_main, name=name,
-                            args=(config, device, prune, time.time(), dict(os.environ)))
+            p = ctx.Process(
+                target=cell_main, name=name, args=(config, device, prune, time.time(), dict(os.environ))
+            )
             with self.lock:
                 p.start()
                 self.children.add(p)
@@ -187,8 +195,9 @@ class Worker:
             internals.set_user_attrs(storage, tid, {"mlflow_run_id": run.info.run_id})
             client.set_tag(run.info.run_id, keys.OPTUNA_TRIAL, str(trial.number))
         if finished is not None:
-            internals.finish(storage, tid, TrialState.COMPLETE,
-                             finished.data.metrics.get(keys.VAL_LOSS, float("nan")))
+            internals.finish(
+                storage, tid, TrialState.COMPLETE, finished.data.metrics.get(keys.VAL_LOSS, float("nan"))
+            )
             state = "COMPLETE"
         elif code == EXIT_PRUNED:
             internals.finish(storage, tid, TrialState.PRUNED)
@@ -203,6 +212,10 @@ class Worker:
         return state
 
 
-def work(study_name: str, storage_url: Optional[str] = None, devices: str = "auto",
-         per_device: Optional[int] = None) -> list[tuple[str, str]]:
+def work(
+    study_name: str,
+    storage_url: Optional[str] = None,
+    devices: str = "auto",
+    per_device: Optional[int] = None,
+) -> list[tuple[str, str]]:
     return Worker(study_name, storage_url, parse_devices(devices), per_device).run()

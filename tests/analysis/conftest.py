@@ -25,19 +25,36 @@ STUDY = "test-study"
 LAST = 2000
 EVERY = 50
 # Step at which each run leaves the plateau; None never does.
-ESCAPE = {("pairwise", 1): 400, ("pairwise", 2): 450, ("pairwise", 3): 500,
-          ("symmetric", 1): 600, ("symmetric", 2): 650, ("symmetric", 3): None,
-          ("vanilla", 1): 800, ("vanilla", 2): 900, ("vanilla", 3): 1000}
+ESCAPE = {
+    ("pairwise", 1): 400,
+    ("pairwise", 2): 450,
+    ("pairwise", 3): 500,
+    ("symmetric", 1): 600,
+    ("symmetric", 2): 650,
+    ("symmetric", 3): None,
+    ("vanilla", 1): 800,
+    ("vanilla", 2): 900,
+    ("vanilla", 3): 1000,
+}
 DIAGONAL_ESCAPE, DIAGONAL_LAST = 700, 1000
 # GLUE score (every component x 100) per variant and checkpoint, fine-tuning seed 1; seed 2 at
 # checkpoint 2000 scores one point more.
-SCORES = {"pairwise": {500: 60.0, 1000: 77.0, 2000: 80.0},
-          "vanilla": {500: 60.0, 1000: 70.0, 2000: 78.0},
-          "symmetric": {500: 60.0, 1000: 70.0, 2000: 74.0}}
-TASK_METRICS = {"cola": ["matthews_correlation"], "sst2": ["accuracy"], "mrpc": ["accuracy", "f1"],
-                "stsb": ["pearson", "spearmanr"], "qqp": ["accuracy", "f1"],
-                "mnli": ["accuracy", "accuracy_mm"], "qnli": ["accuracy"], "rte": ["accuracy"],
-                "wnli": ["accuracy"]}
+SCORES = {
+    "pairwise": {500: 60.0, 1000: 77.0, 2000: 80.0},
+    "vanilla": {500: 60.0, 1000: 70.0, 2000: 78.0},
+    "symmetric": {500: 60.0, 1000: 70.0, 2000: 74.0},
+}
+TASK_METRICS = {
+    "cola": ["matthews_correlation"],
+    "sst2": ["accuracy"],
+    "mrpc": ["accuracy", "f1"],
+    "stsb": ["pearson", "spearmanr"],
+    "qqp": ["accuracy", "f1"],
+    "mnli": ["accuracy", "accuracy_mm"],
+    "qnli": ["accuracy"],
+    "rte": ["accuracy"],
+    "wnli": ["accuracy"],
+}
 # The context-free loss of the runs' validation targets, which every run logs (beside the data's
 # expected floor L*, 0.05 higher here): the plateau sits on it.
 FLOOR = 6.0
@@ -54,23 +71,53 @@ def val_loss(step, escape):
     return max(2.0, 6.0 - (step - escape) / 400 * 4)
 
 
-def _pretrain(client, experiment_id, attention, seed, escape, last=LAST, status="FINISHED",
-              scheme=None, init=None, start=None, variant=None):
+def _pretrain(
+    client,
+    experiment_id,
+    attention,
+    seed,
+    escape,
+    last=LAST,
+    status="FINISHED",
+    scheme=None,
+    init=None,
+    start=None,
+    variant=None,
+):
     from mlflow.entities import Metric, Param
 
     scheme, init = (scheme, init) if scheme else SCHEME[attention]
-    tags = {"attention": attention, "scheme": scheme, "init": init, "size": "tiny",
-            **({"variant": variant} if variant else {}),
-            "seed": str(seed), "group": f"tiny-s{seed}", "study": STUDY, "kind": "pretrain",
-            "data_fingerprint": "abc123", "git_commit": "0" * 40}
-    run = client.create_run(experiment_id, start_time=start, tags=tags,
-                            run_name=f"{attention}-{scheme}-s{seed}")
+    tags = {
+        "attention": attention,
+        "scheme": scheme,
+        "init": init,
+        "size": "tiny",
+        **({"variant": variant} if variant else {}),
+        "seed": str(seed),
+        "group": f"tiny-s{seed}",
+        "study": STUDY,
+        "kind": "pretrain",
+        "data_fingerprint": "abc123",
+        "git_commit": "0" * 40,
+    }
+    run = client.create_run(
+        experiment_id, start_time=start, tags=tags, run_name=f"{attention}-{scheme}-s{seed}"
+    )
     total = PARAMS.get(attention, 950)
-    params = [Param(k, str(v)) for k, v in {
-        "model.size": "tiny", "optim.lr": 1e-4, "seed": seed, "params_total": total,
-        "data.context_free_loss": FLOOR + 0.05, "data.val_context_free_loss": FLOOR,
-        "params_non_embedding": total - 500, "params_attention": total - 800,
-        "flops_per_token": 6 * total}.items()]
+    params = [
+        Param(k, str(v))
+        for k, v in {
+            "model.size": "tiny",
+            "optim.lr": 1e-4,
+            "seed": seed,
+            "params_total": total,
+            "data.context_free_loss": FLOOR + 0.05,
+            "data.val_context_free_loss": FLOOR,
+            "params_non_embedding": total - 500,
+            "params_attention": total - 800,
+            "flops_per_token": 6 * total,
+        }.items()
+    ]
     now = int(time.time() * 1000)
     metrics = [Metric("val/loss", val_loss(s, escape), now, s) for s in range(EVERY, last + 1, EVERY)]
     metrics += [Metric("train/loss", val_loss(s, escape) + 0.1, now, s) for s in range(10, last + 1, 10)]
@@ -85,12 +132,18 @@ def _pretrain(client, experiment_id, attention, seed, escape, last=LAST, status=
 def _finetune(client, experiment_id, parent, checkpoint, seed, task, score):
     from mlflow.entities import Metric
 
-    tags = {"kind": "finetune", "pretrain_run_id": parent, "checkpoint_step": str(checkpoint),
-            "task": task, "finetune_seed": str(seed), "study": STUDY}
+    tags = {
+        "kind": "finetune",
+        "pretrain_run_id": parent,
+        "checkpoint_step": str(checkpoint),
+        "task": task,
+        "finetune_seed": str(seed),
+        "study": STUDY,
+    }
     run = client.create_run(experiment_id, tags=tags)
     value = 0.5 if task == "wnli" else score / 100
     metrics = [Metric(f"eval/{m}", value, 0, 100) for m in TASK_METRICS[task]]
-    metrics.append(Metric("eval/loss", 0.7, 0, 100))   # not a GLUE metric: ignored
+    metrics.append(Metric("eval/loss", 0.7, 0, 100))  # not a GLUE metric: ignored
     client.log_batch(run.info.run_id, metrics=metrics)
     client.set_terminated(run.info.run_id)
 
@@ -102,28 +155,42 @@ def build_store(directory) -> dict:
     uri = f"sqlite:///{directory}/mlflow.db"
     client = MlflowClient(tracking_uri=uri)
     # Artifacts (none are logged) would default to ./mlartifacts: keep the store self-contained.
-    experiment_id = client.create_experiment(EXPERIMENT,
-                                             artifact_location=f"file://{directory}/artifacts")
+    experiment_id = client.create_experiment(EXPERIMENT, artifact_location=f"file://{directory}/artifacts")
     ids = {}
     start = int(time.time() * 1000)
     # An earlier failed attempt of the vanilla seed-1 cell, which the retry supersedes.
-    failed = _pretrain(client, experiment_id, "vanilla", 1, 800, last=300, status="FAILED",
-                       start=start - 60_000)
+    failed = _pretrain(
+        client, experiment_id, "vanilla", 1, 800, last=300, status="FAILED", start=start - 60_000
+    )
     for (attention, seed), escape in ESCAPE.items():
-        ids[(attention, seed)] = _pretrain(client, experiment_id, attention, seed, escape,
-                                           start=start)
-    diagonal = _pretrain(client, experiment_id, "pairwise", 1, DIAGONAL_ESCAPE,
-                         last=DIAGONAL_LAST, status="RUNNING", scheme="diagonal", init="identity",
-                         start=start, variant="pairwise-diagonal-identity")
+        ids[(attention, seed)] = _pretrain(client, experiment_id, attention, seed, escape, start=start)
+    diagonal = _pretrain(
+        client,
+        experiment_id,
+        "pairwise",
+        1,
+        DIAGONAL_ESCAPE,
+        last=DIAGONAL_LAST,
+        status="RUNNING",
+        scheme="diagonal",
+        init="identity",
+        start=start,
+        variant="pairwise-diagonal-identity",
+    )
     for attention, by_step in SCORES.items():
         for checkpoint, score in by_step.items():
             for task in TASK_METRICS:
                 _finetune(client, experiment_id, ids[(attention, 1)], checkpoint, 1, task, score)
                 if checkpoint == LAST:
-                    _finetune(client, experiment_id, ids[(attention, 1)], checkpoint, 2, task,
-                              score + 1)
-    return {"uri": uri, "experiment": EXPERIMENT, "study": STUDY, "ids": ids, "failed": failed,
-            "diagonal": diagonal}
+                    _finetune(client, experiment_id, ids[(attention, 1)], checkpoint, 2, task, score + 1)
+    return {
+        "uri": uri,
+        "experiment": EXPERIMENT,
+        "study": STUDY,
+        "ids": ids,
+        "failed": failed,
+        "diagonal": diagonal,
+    }
 
 
 @pytest.fixture(scope="session")
@@ -141,8 +208,7 @@ def store(tmp_path_factory):
 def loaded(store):
     from analysis import frames
 
-    return frames.load_runs(store["experiment"], store["uri"],
-                            metrics=("val/loss", "train/*", "diag/*"))
+    return frames.load_runs(store["experiment"], store["uri"], metrics=("val/loss", "train/*", "diag/*"))
 
 
 def expected_escape(attention, seed, margin=0.25):
@@ -160,6 +226,20 @@ def curve_of(escape, last=LAST):
 @pytest.fixture(scope="session")
 def known():
     """The store's design and helpers (test modules cannot import conftest under importlib mode)."""
-    names = ["EXPERIMENT", "STUDY", "LAST", "EVERY", "ESCAPE", "FLOOR", "DIAGONAL_ESCAPE", "DIAGONAL_LAST",
-             "SCORES", "TASK_METRICS", "PARAMS", "val_loss", "curve_of", "expected_escape"]
+    names = [
+        "EXPERIMENT",
+        "STUDY",
+        "LAST",
+        "EVERY",
+        "ESCAPE",
+        "FLOOR",
+        "DIAGONAL_ESCAPE",
+        "DIAGONAL_LAST",
+        "SCORES",
+        "TASK_METRICS",
+        "PARAMS",
+        "val_loss",
+        "curve_of",
+        "expected_escape",
+    ]
     return SimpleNamespace(**{name: globals()[name] for name in names})

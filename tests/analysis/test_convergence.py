@@ -6,8 +6,8 @@ import pytest
 
 from analysis import convergence as cv
 
-
 # ---------------------------------------------------------------- threshold crossing
+
 
 def test_crossing_interpolates_between_the_evaluations_around_it():
     result = cv.threshold_crossing([0, 10, 20, 30], [10, 8, 4, 2], 5)
@@ -66,15 +66,14 @@ def test_patience_needs_its_full_window_else_the_crossing_is_provisional():
 
 def test_smoothing_ignores_a_single_spike():
     steps = np.arange(0, 100, 10)
-    values = np.array([9, 9, 9, 1, 9, 9, 6, 4, 3, 2], dtype=float)   # one spike at step 30
+    values = np.array([9, 9, 9, 1, 9, 9, 6, 4, 3, 2], dtype=float)  # one spike at step 30
     assert cv.threshold_crossing(steps, values, 5).step < 30
     smoothed = cv.threshold_crossing(steps, values, 5, window=3)
     assert smoothed.step == pytest.approx(65)
 
 
 def test_patience_accepts_a_crossing_that_holds_to_the_end():
-    assert cv.threshold_crossing([0, 10, 20], [9, 8, 2], 5, patience=3).step == pytest.approx(
-        10 + 3 / 6 * 10)
+    assert cv.threshold_crossing([0, 10, 20], [9, 8, 2], 5, patience=3).step == pytest.approx(10 + 3 / 6 * 10)
 
 
 def test_bad_direction_and_empty_curve():
@@ -86,15 +85,14 @@ def test_bad_direction_and_empty_curve():
 
 # ---------------------------------------------------------------- plateau escape
 
+
 @pytest.mark.parametrize("escape", [400, 650, 1000])
 def test_escape_from_the_data_floor_on_known_curves(known, escape):
     steps, loss = known.curve_of(escape)
     # The loss falls 1 per 100 steps once it leaves the floor (6).
     assert cv.plateau_escape(steps, loss, known.FLOOR).step == pytest.approx(escape + 25)
-    assert cv.plateau_escape(steps, loss, known.FLOOR, margin=0.5).step == pytest.approx(
-        escape + 50)
-    assert cv.plateau_escape(steps, loss, known.FLOOR, margin=1.0).step == pytest.approx(
-        escape + 100)
+    assert cv.plateau_escape(steps, loss, known.FLOOR, margin=0.5).step == pytest.approx(escape + 50)
+    assert cv.plateau_escape(steps, loss, known.FLOOR, margin=1.0).step == pytest.approx(escape + 100)
 
 
 def test_a_curve_that_never_leaves_the_floor_is_censored(known):
@@ -108,7 +106,7 @@ def test_straight_through_the_plateau_is_reached_not_censored():
     # No flat stretch at all: the first descent runs on below the floor. The per-curve level
     # finds no plateau and so never counted this run as escaped; the data's floor does.
     steps = np.arange(50, 2001, 50, dtype=float)
-    loss = 9.0 - 1.8 * np.log(steps / 50)     # the same slope all the way on a log-step axis
+    loss = 9.0 - 1.8 * np.log(steps / 50)  # the same slope all the way on a log-step axis
     assert math.isnan(cv.plateau_level(steps, loss))
     assert cv.plateau_escape(steps, loss, "curve").censored
     result = cv.plateau_escape(steps, loss, 6.0)
@@ -129,14 +127,14 @@ def test_a_flat_start_before_the_first_descent_is_not_an_escape():
 
 def test_a_curve_below_the_level_from_its_first_evaluation_is_at_or_before_it(known):
     steps, loss = known.curve_of(400)
-    late = steps >= 800   # evaluation started after the escape
+    late = steps >= 800  # evaluation started after the escape
     result = cv.plateau_escape(steps[late], loss[late], known.FLOOR)
     assert result.status == cv.AT_OR_BEFORE and result.step == 800
 
 
 def test_an_escape_in_the_last_evaluations_is_provisional(known):
     steps, loss = known.curve_of(900)
-    short = steps <= 950   # 925 is crossed, 950 is the last evaluation: patience 3 not met
+    short = steps <= 950  # 925 is crossed, 950 is the last evaluation: patience 3 not met
     result = cv.plateau_escape(steps[short], loss[short], known.FLOOR, window=1)
     assert result.status == cv.PROVISIONAL and result.step == pytest.approx(925)
 
@@ -163,6 +161,7 @@ def test_the_per_curve_level_on_request(known):
 
 # ---------------------------------------------------------------- baseline targets
 
+
 def test_baseline_targets(known):
     steps, loss = known.curve_of(800)
     assert cv.baseline_target(steps, loss) == pytest.approx(2.0)
@@ -174,6 +173,7 @@ def test_baseline_targets(known):
 
 
 # ---------------------------------------------------------------- over the test store
+
 
 def test_convergence_table_on_the_store(loaded, known):
     from analysis import frames, report
@@ -205,12 +205,17 @@ def test_convergence_table_on_the_store(loaded, known):
 
 
 def test_glue_crossings_per_matched_group():
-    scores = pd.DataFrame({
-        "pretrain_run_id": ["p"] * 3 + ["v"] * 3 + ["s"] * 3,
-        "size": "base", "seed": 1, "group": "g",
-        "variant": ["pairwise"] * 3 + ["vanilla"] * 3 + ["symmetric"] * 3,
-        "checkpoint_step": [10, 20, 30] * 3,
-        "score": [60, 77, 80, 60, 70, 78, 60, 70, 74]})
+    scores = pd.DataFrame(
+        {
+            "pretrain_run_id": ["p"] * 3 + ["v"] * 3 + ["s"] * 3,
+            "size": "base",
+            "seed": 1,
+            "group": "g",
+            "variant": ["pairwise"] * 3 + ["vanilla"] * 3 + ["symmetric"] * 3,
+            "checkpoint_step": [10, 20, 30] * 3,
+            "score": [60, 77, 80, 60, 70, 78, 60, 70, 74],
+        }
+    )
     out = cv.glue_crossings(scores).set_index("variant")
     assert out["threshold"].unique() == pytest.approx([76.0])
     assert out.loc["pairwise", "step"] == pytest.approx(10 + 16 / 17 * 10)

@@ -13,10 +13,11 @@ from analysis import figures
 def _frames():
     steps = np.arange(100, 1100, 100)
     rows = []
-    for run_id, last, offset in (("a", 1000, 0.0), ("b", 600, 0.2)):   # b stopped early at 600
+    for run_id, last, offset in (("a", 1000, 0.0), ("b", 600, 0.2)):  # b stopped early at 600
         for step in steps[steps <= last]:
-            rows.append({"run_id": run_id, "metric": "val/loss", "step": step,
-                         "value": 7.0 - step / 1000 + offset})
+            rows.append(
+                {"run_id": run_id, "metric": "val/loss", "step": step, "value": 7.0 - step / 1000 + offset}
+            )
     runs = pd.DataFrame({"run_id": ["a", "b"], "variant": ["vanilla"] * 2, "size": ["tiny"] * 2})
     return pd.DataFrame(rows), runs
 
@@ -30,17 +31,23 @@ def test_mean_stops_where_the_shortest_run_stops_and_the_longer_run_goes_on_alon
     curves, runs = _frames()
     fig = figures.loss_curves(curves, runs, floors=[6.2], margin=0.25, expected_floors=[6.3])
     mean = _line(fig, "vanilla: mean of 2 runs, band min\u2013max")
-    assert mean.get_xdata().max() == 600            # not a jump to run a's value alone at 700
+    assert mean.get_xdata().max() == 600  # not a jump to run a's value alone at 700
     assert np.allclose(mean.get_ydata(), 7.1 - mean.get_xdata() / 1000)
     [ax] = fig.axes
-    alone = [line for line in ax.get_lines() if line.get_label().startswith("_")
-             and len(line.get_xdata()) and line.get_xdata().max() == 1000]
+    alone = [
+        line
+        for line in ax.get_lines()
+        if line.get_label().startswith("_") and len(line.get_xdata()) and line.get_xdata().max() == 1000
+    ]
     assert len(alone) == 1 and alone[0].get_xdata().min() == 600
     labels = ax.get_legend_handles_labels()[1]
-    assert labels == ["vanilla: mean of 2 runs, band min\u2013max",
-                      "thin: a run past its variant's shortest", "L* of the data = 6.30",
-                      "context-free floor of the validation targets = 6.20",
-                      "escape level: 0.25 below it"]
+    assert labels == [
+        "vanilla: mean of 2 runs, band min\u2013max",
+        "thin: a run past its variant's shortest",
+        "L* of the data = 6.30",
+        "context-free floor of the validation targets = 6.20",
+        "escape level: 0.25 below it",
+    ]
     # The legend is beside the axes and still in the saved image.
     [png, _] = figures.save(fig, tmp_path, "loss")
     width, _ = Image.open(png).size

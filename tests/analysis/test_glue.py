@@ -13,8 +13,8 @@ def paper():
 
 def test_paper_glue_scores_match_the_published_ones(paper):
     table = glue.glue_table(paper.glue).set_index(["size", "variant"])
-    assert round(table.loc[("base", "pairwise"), "score"], 2) == 79.36    # abstract
-    assert round(table.loc[("base", "vanilla"), "score"], 2) == 78.74     # abstract
+    assert round(table.loc[("base", "pairwise"), "score"], 2) == 79.36  # abstract
+    assert round(table.loc[("base", "vanilla"), "score"], 2) == 78.74  # abstract
     # "Plain symmetric attention loses 3.9 GLUE points".
     loss = table.loc[("base", "vanilla"), "score"] - table.loc[("base", "symmetric"), "score"]
     assert round(loss, 1) == 3.9
@@ -24,9 +24,9 @@ def test_paper_glue_scores_match_the_published_ones(paper):
 
 def test_aggregation_agrees_with_the_hf_combined_score(paper):
     scores = glue.task_scores(paper.glue).set_index(["size", "variant", "finetune_seed"])
-    combined = (paper.glue[paper.glue["metric"] == "combined_score"]
-                .pivot_table(index=["size", "variant", "finetune_seed"], columns="task",
-                             values="value"))
+    combined = paper.glue[paper.glue["metric"] == "combined_score"].pivot_table(
+        index=["size", "variant", "finetune_seed"], columns="task", values="value"
+    )
     for task in ("mrpc", "qqp", "stsb"):
         pd.testing.assert_series_equal(scores[task], combined[task] * 100, check_names=False)
 
@@ -48,11 +48,11 @@ def test_a_missing_task_leaves_no_score(paper):
 def test_paper_crossings(paper):
     scores = glue.scores_over_checkpoints(paper.glue_checkpoints)
     final = scores[(scores["variant"] == "pairwise") & (scores["checkpoint_step"] == 200_000)]
-    assert final["score"].iloc[0] == pytest.approx(79.052139, abs=1e-5)   # authors' notebook
+    assert final["score"].iloc[0] == pytest.approx(79.052139, abs=1e-5)  # authors' notebook
     out = convergence.glue_crossings(scores).set_index("variant")
     assert out.loc["pairwise", "threshold"] == pytest.approx(0.95 * 79.052139, abs=1e-5)
-    assert out.loc["pairwise", "step"] == pytest.approx(33_000, abs=500)    # "near 33K"
-    assert out.loc["vanilla", "step"] == pytest.approx(66_000, abs=1000)    # "near 66K"
+    assert out.loc["pairwise", "step"] == pytest.approx(33_000, abs=500)  # "near 33K"
+    assert out.loc["vanilla", "step"] == pytest.approx(66_000, abs=1000)  # "near 66K"
     assert out.loc["vanilla", "step"] / out.loc["pairwise", "step"] == pytest.approx(2.0, abs=0.05)
     assert out.loc["symmetric", "censored"] and math.isnan(out.loc["symmetric", "step"])
     assert out.loc["symmetric", "bound"] == 200_000

@@ -22,10 +22,11 @@ def test_python3_kernel_is_this_interpreter():
 
 def _run(name: str, monkeypatch, env: dict) -> nbformat.NotebookNode:
     for key, value in {"PYTHONPATH": str(ROOT), "MPLBACKEND": "Agg", **env}.items():
-        monkeypatch.setenv(key, value)   # the kernel inherits this process's environment
+        monkeypatch.setenv(key, value)  # the kernel inherits this process's environment
     notebook = nbformat.read(PACKAGE_DIR / name, as_version=4)
-    NotebookClient(notebook, kernel_name="python3", timeout=600,
-                   resources={"metadata": {"path": str(ROOT)}}).execute()
+    NotebookClient(
+        notebook, kernel_name="python3", timeout=600, resources={"metadata": {"path": str(ROOT)}}
+    ).execute()
     return notebook
 
 
@@ -51,9 +52,15 @@ def test_paper_figures_notebook(monkeypatch, tmp_path):
 
 @pytest.mark.slow
 def test_demo_notebook(monkeypatch, tmp_path, store, known):
-    notebook = _run("demo.ipynb", monkeypatch, {"SYMATTN_TRACKING_URI": store["uri"],
-                                                "SYMATTN_EXPERIMENT": known.EXPERIMENT,
-                                                "SYMATTN_FIGURES_DIR": str(tmp_path)})
+    notebook = _run(
+        "demo.ipynb",
+        monkeypatch,
+        {
+            "SYMATTN_TRACKING_URI": store["uri"],
+            "SYMATTN_EXPERIMENT": known.EXPERIMENT,
+            "SYMATTN_FIGURES_DIR": str(tmp_path),
+        },
+    )
     text, images = _outputs(notebook)
     assert "escape_0.25" in text and "pairwise-diagonal-identity" in text
     assert "n too small for p < 0.05" in text

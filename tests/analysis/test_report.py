@@ -21,11 +21,9 @@ def paper_out(tmp_path_factory):
 
 def test_paper_report_writes_the_papers_tables_and_figures(paper_out):
     out, text = paper_out
-    for name in ("loss_base", "loss_small", "loss_base_log", "glue_over_checkpoints",
-                 "convergence_base"):
+    for name in ("loss_base", "loss_small", "loss_base_log", "glue_over_checkpoints", "convergence_base"):
         _figure_ok(out, name)
-    for name in ("glue_base", "glue_small", "glue_score", "glue_crossings", "params",
-                 "convergence_summary"):
+    for name in ("glue_base", "glue_small", "glue_score", "glue_crossings", "params", "convergence_summary"):
         assert (out / f"{name}.csv").exists() and (out / f"{name}.md").exists()
     base = pd.read_csv(out / "glue_base.csv").set_index("variant")
     assert round(base.loc["pairwise", "score"], 2) == 79.36
@@ -42,8 +40,20 @@ def test_paper_report_writes_the_papers_tables_and_figures(paper_out):
 def test_cli_paper_and_errors(tmp_path, capsys, store):
     parser = argparse.ArgumentParser(prog="symattn")
     cli.add_parser(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["figures", "some-study", "--tracking-uri", "sqlite:///x.db",
-                              "--out", "o", "--loss-threshold", "3", "--loss-threshold", "4"])
+    args = parser.parse_args(
+        [
+            "figures",
+            "some-study",
+            "--tracking-uri",
+            "sqlite:///x.db",
+            "--out",
+            "o",
+            "--loss-threshold",
+            "3",
+            "--loss-threshold",
+            "4",
+        ]
+    )
     assert args.name == "some-study" and args.tracking_uri == "sqlite:///x.db"
     assert args.out == "o" and args.loss_threshold == [3.0, 4.0] and args.func is cli.run
     assert cli.main(["figures", "no-such-study", "--tracking-uri", store["uri"]]) == 1
@@ -52,8 +62,21 @@ def test_cli_paper_and_errors(tmp_path, capsys, store):
 
 def test_runs_report_through_the_cli(tmp_path, capsys, store, known):
     # `symattn figures NAME` calls report.runs_report: one real run checks both.
-    assert cli.main(["figures", known.STUDY, "--tracking-uri", store["uri"], "--out",
-                     str(tmp_path), "--loss-threshold", "4"]) == 0
+    assert (
+        cli.main(
+            [
+                "figures",
+                known.STUDY,
+                "--tracking-uri",
+                store["uri"],
+                "--out",
+                str(tmp_path),
+                "--loss-threshold",
+                "4",
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     for name in ("loss_tiny", "loss_tiny_log", "convergence_tiny", "glue_over_checkpoints"):
         _figure_ok(tmp_path, name)
@@ -73,8 +96,9 @@ def test_runs_report_through_the_cli(tmp_path, capsys, store, known):
 
 def test_markdown_tables():
     frame = pd.DataFrame({"a": ["x|y", None], "b": [1.23456, float("nan")]})
-    assert tables.to_markdown(frame) == ("| a    | b    |\n|------|------|\n| x\\|y | 1.23 |\n"
-                                         "|      |      |\n")
+    assert tables.to_markdown(frame) == (
+        "| a    | b    |\n|------|------|\n| x\\|y | 1.23 |\n|      |      |\n"
+    )
     assert tables.mean_std(79.3626, 0.3688) == "79.36 ± 0.37"
     assert tables.step_text(float("nan"), 200_000, "not reached") == "not reached (>200,000)"
     assert tables.step_text(32_799.4) == "32,799"

@@ -17,9 +17,9 @@ def test_intervals_say_their_method_t_below_ten_bootstrap_from_ten():
     many = np.arange(20, dtype=float)
     low, high, method = stats.mean_interval(many)
     assert method == "bootstrap" and low < many.mean() < high
-    assert stats.mean_interval(many) == (low, high, method)        # seeded: reproducible
+    assert stats.mean_interval(many) == (low, high, method)  # seeded: reproducible
     assert stats.mean_interval([4.0, 4.0, 4.0]) == (4.0, 4.0, "t")
-    one = stats.mean_interval([1.0, np.nan])                       # one value: no interval
+    one = stats.mean_interval([1.0, np.nan])  # one value: no interval
     assert math.isnan(one[0]) and one[2] == ""
     assert stats.interval_text(*one, 1) == "none: n=1"
     assert stats.interval_text(1.0, 2.0, "t", 3, "{:.2f}") == "[1.00, 2.00] (t-interval, n=3)"
@@ -45,16 +45,16 @@ def test_p_values_say_their_n_and_the_smallest_p_it_allows():
 def test_censored_median():
     inf = math.inf
     assert stats.censored_median([1, 2, 3], [1, 2, 3]) == 2
-    assert stats.censored_median([1, 2, 9], [1, 2, inf]) == 2            # not reached ranks last
+    assert stats.censored_median([1, 2, 9], [1, 2, inf]) == 2  # not reached ranks last
     assert stats.censored_median([1, 2, 3, 9], [1, 2, 3, inf]) == 2.5
-    assert math.isnan(stats.censored_median([1, 9], [1, inf]))           # half not reached
-    assert stats.censored_median([0, 5, 6], [3, 5, 6]) == 5              # at or before step 3
-    assert math.isnan(stats.censored_median([1, 4, 6], [1, inf, 6]))     # provisional at 4
+    assert math.isnan(stats.censored_median([1, 9], [1, inf]))  # half not reached
+    assert stats.censored_median([0, 5, 6], [3, 5, 6]) == 5  # at or before step 3
+    assert math.isnan(stats.censored_median([1, 4, 6], [1, inf, 6]))  # provisional at 4
 
 
 def test_median_text_says_what_the_bounds_say():
     inf = math.inf
-    assert stats.median_text(*stats.median_bounds([3000], [inf])) == "> 3,000"    # never reached
+    assert stats.median_text(*stats.median_bounds([3000], [inf])) == "> 3,000"  # never reached
     assert stats.median_text(*stats.median_bounds([1, 9], [1, inf])) == "> 5"
     assert stats.median_text(*stats.median_bounds([0, 0, 6], [300, 400, 6])) == "\u2264 300"
     assert stats.median_text(*stats.median_bounds([1, 4, 6], [1, 5, 6])) == "between 4 and 5"
@@ -64,12 +64,16 @@ def test_median_text_says_what_the_bounds_say():
 
 def _table():
     # Matched groups a-d; variant x is faster than vanilla except where censored.
-    return pd.DataFrame({
-        "definition": "d", "group": list("abcd") * 2,
-        "variant": ["vanilla"] * 4 + ["x"] * 4,
-        "step": [100, 200, 300, np.nan, 50, 120, np.nan, 150],
-        "bound": [1000] * 8,
-        "censored": [False, False, False, True, False, False, True, False]})
+    return pd.DataFrame(
+        {
+            "definition": "d",
+            "group": list("abcd") * 2,
+            "variant": ["vanilla"] * 4 + ["x"] * 4,
+            "step": [100, 200, 300, np.nan, 50, 120, np.nan, 150],
+            "bound": [1000] * 8,
+            "censored": [False, False, False, True, False, False, True, False],
+        }
+    )
 
 
 def test_summarize_reports_censoring():
@@ -85,7 +89,7 @@ def test_summarize_reports_censoring():
 def test_paired_differences_ratios_and_tests():
     out = stats.paired_vs_baseline(_table(), by=("definition",)).iloc[0]
     assert out["variant"] == "x" and out["n_pairs"] == 4
-    assert out["n_both_exact"] == 2                            # groups a, b
+    assert out["n_both_exact"] == 2  # groups a, b
     # a, b faster; d faster (150 before vanilla's bound); c slower (bound 1000 > 300).
     assert out["n_faster"] == 3 and out["n_slower"] == 1 and out["n_undecided"] == 0
     assert out["diff_mean"] == pytest.approx(np.mean([-50, -80]))
@@ -98,14 +102,19 @@ def test_paired_differences_ratios_and_tests():
 
 
 def test_left_censored_and_provisional_steps_never_enter_a_ratio_as_exact():
-    table = pd.DataFrame({
-        "definition": "d", "group": list("abcd") * 2, "variant": ["vanilla"] * 4 + ["x"] * 4,
-        "step": [400, 400, 400, 400, 100, 500, 300, 200],
-        "status": ["reached"] * 4 + ["at or before", "provisional", "provisional", "reached"],
-        "censored": [False] * 4 + [True, True, True, False],
-        "bound": [1000] * 4 + [1000, 600, 1000, 1000],
-        "low": [400] * 4 + [0, 500, 300, 200],
-        "high": [400] * 4 + [100, math.inf, math.inf, 200]})
+    table = pd.DataFrame(
+        {
+            "definition": "d",
+            "group": list("abcd") * 2,
+            "variant": ["vanilla"] * 4 + ["x"] * 4,
+            "step": [400, 400, 400, 400, 100, 500, 300, 200],
+            "status": ["reached"] * 4 + ["at or before", "provisional", "provisional", "reached"],
+            "censored": [False] * 4 + [True, True, True, False],
+            "bound": [1000] * 4 + [1000, 600, 1000, 1000],
+            "low": [400] * 4 + [0, 500, 300, 200],
+            "high": [400] * 4 + [100, math.inf, math.inf, 200],
+        }
+    )
     out = stats.paired_vs_baseline(table, by=("definition",)).iloc[0]
     assert out["n_both_exact"] == 1 and out["ratio"] == pytest.approx(0.5)
     # a: at or before 100 < 400, faster; b: at or after 500 > 400, slower; c: undecided.
@@ -122,15 +131,14 @@ def test_paired_on_the_store(loaded, known):
     table = convergence.convergence_table(loaded.curves, runs, report.data_floors(runs))
     paired = stats.paired_vs_baseline(table).set_index(["definition", "variant"])
     pairwise = paired.loc[("escape_0.5", "pairwise")]
-    ratios = [(known.ESCAPE[("pairwise", s)] + 50) / (known.ESCAPE[("vanilla", s)] + 50)
-              for s in (1, 2, 3)]
+    ratios = [(known.ESCAPE[("pairwise", s)] + 50) / (known.ESCAPE[("vanilla", s)] + 50) for s in (1, 2, 3)]
     assert pairwise["ratio"] == pytest.approx(np.exp(np.mean(np.log(ratios))))
     assert pairwise["n_faster"] == 3
-    assert pairwise["wilcoxon_p"] == pytest.approx(0.25)          # exact test, n = 3
+    assert pairwise["wilcoxon_p"] == pytest.approx(0.25)  # exact test, n = 3
     assert pairwise["sign_p"] == pytest.approx(0.25)
     symmetric = paired.loc[("escape_0.5", "symmetric")]
     assert symmetric["n_both_exact"] == 2
-    assert symmetric["n_slower"] == 1                              # never escaped; vanilla did
+    assert symmetric["n_slower"] == 1  # never escaped; vanilla did
     summary = stats.summarize(table).set_index(["definition", "variant"])
     assert summary.loc[("escape_0.5", "symmetric"), "n_censored"] == 1
     assert summary.loc[("escape_0.5", "vanilla"), "mean"] == pytest.approx(950)

@@ -30,7 +30,9 @@ def _message(**kwargs) -> str:
 
 def test_clear_errors():
     assert "unknown corpus 'pypi-nope'; choose one of pypi-news, pypi-bbc" in _message(source="pypi-nope")
-    assert "conflicts with tokenizer bert-base-uncased" in _message(tokenizer="bert-base-uncased", vocab_size=8000)
+    assert "conflicts with tokenizer bert-base-uncased" in _message(
+        tokenizer="bert-base-uncased", vocab_size=8000
+    )
     assert "not 'wordpiece', 'bert-base-uncased'" in _message(tokenizer="sentencepiece")
     assert "at least 1 document" in _message(val_docs=0)
     assert "fraction between 0 and 1" in _message(val_docs=1.5)
@@ -50,5 +52,7 @@ def test_config_import_is_light(child_env):
     import sys
 
     code = "import sys, symattn.data.config; print('torch' in sys.modules, 'tokenizers' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=child_env)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=child_env
+    )
     assert out.stdout.split() == ["False", "False"]

