@@ -243,21 +243,13 @@ def describe_definition(name: str) -> str:
     return name
 
 
-RESULT_COLUMNS = [
-    "run_id",
-    "size",
-    "variant",
-    "seed",
-    "group",
-    "definition",
-    "step",
-    "bound",
-    "censored",
-    "status",
-    "low",
-    "high",
-    "target",
-]
+# What a measure says of one run (`Convergence`), as columns.
+OUTCOME_COLUMNS = ["step", "bound", "censored", "status", "low", "high"]
+RESULT_COLUMNS = ["run_id", "size", "variant", "seed", "group", "definition", *OUTCOME_COLUMNS, "target"]
+
+
+def _outcome(result: Convergence) -> dict:
+    return {column: getattr(result, column) for column in OUTCOME_COLUMNS}
 
 
 def _row(run, definition: str, result: Convergence) -> dict:
@@ -268,12 +260,7 @@ def _row(run, definition: str, result: Convergence) -> dict:
         "seed": run.seed,
         "group": run.group,
         "definition": definition,
-        "step": result.step,
-        "bound": result.bound,
-        "censored": result.censored,
-        "status": result.status,
-        "low": result.low,
-        "high": result.high,
+        **_outcome(result),
         "target": result.target,
     }
 
@@ -357,28 +344,9 @@ def glue_crossings(scores: pd.DataFrame, reference: str = "pairwise", fraction: 
                     "seed": first["seed"],
                     "group": group,
                     "threshold": threshold,
-                    "step": result.step,
-                    "bound": result.bound,
-                    "censored": result.censored,
-                    "status": result.status,
-                    "low": result.low,
-                    "high": result.high,
+                    **_outcome(result),
                 }
             )
     return pd.DataFrame(
-        rows,
-        columns=[
-            "pretrain_run_id",
-            "size",
-            "variant",
-            "seed",
-            "group",
-            "threshold",
-            "step",
-            "bound",
-            "censored",
-            "status",
-            "low",
-            "high",
-        ],
+        rows, columns=["pretrain_run_id", "size", "variant", "seed", "group", "threshold", *OUTCOME_COLUMNS]
     )

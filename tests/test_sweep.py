@@ -29,6 +29,21 @@ def overrides_to_base(overrides):
     return base
 
 
+def work_command(tmp_path) -> list[str]:
+    """`symattn work` of the mini sweep, as a user starts it."""
+    return [
+        sys.executable,
+        "-m",
+        "symattn",
+        "work",
+        "mini-sweep",
+        "--devices",
+        "cpu",
+        "--storage",
+        str(tmp_path / "optuna.journal"),
+    ]
+
+
 @pytest.fixture
 def spec_path(tmp_path, run_overrides):
     spec = {
@@ -94,17 +109,7 @@ def finished_runs(tmp_path):
 def test_two_workers_drain_the_queue_exactly_once(spec_path, tmp_path):
     queue(load_spec(spec_path))
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "symattn",
-        "work",
-        "mini-sweep",
-        "--devices",
-        "cpu",
-        "--storage",
-        str(tmp_path / "optuna.journal"),
-    ]
+    cmd = work_command(tmp_path)
     started = time.time()
     procs = [
         subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -142,7 +147,7 @@ def test_a_killed_worker_is_replaced_and_the_sweep_completes_once(spec_path, tmp
     spec_path.write_text(yaml.safe_dump(raw))
     queue(load_spec(spec_path))
     storage = str(tmp_path / "optuna.journal")
-    cmd = [sys.executable, "-m", "symattn", "work", "mini-sweep", "--devices", "cpu", "--storage", storage]
+    cmd = work_command(tmp_path)
     worker = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     deadline = time.time() + 300
@@ -175,17 +180,7 @@ def test_sigterm_to_the_whole_process_group_stops_cells_cleanly(spec_path, tmp_p
     raw["base"]["optim"]["max_steps"] = 400
     spec_path.write_text(yaml.safe_dump(raw))
     queue(load_spec(spec_path))
-    cmd = [
-        sys.executable,
-        "-m",
-        "symattn",
-        "work",
-        "mini-sweep",
-        "--devices",
-        "cpu",
-        "--storage",
-        str(tmp_path / "optuna.journal"),
-    ]
+    cmd = work_command(tmp_path)
     worker = subprocess.Popen(
         cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
