@@ -41,11 +41,11 @@ def variant(name: str) -> Variant:
         raise ValueError(f"unknown attention {name!r}; choose one of {', '.join(VARIANTS)}") from None
 
 
-def variant_label(kind: str, scheme=None, init=None) -> str:
+def variant_label(name: str, scheme=None, init=None) -> str:
     """Short name for tables and plots: the variant, plus `-<scheme>` and `-<init>` where they are
     not the paper's (full S, normal init), so ablation cells stay apart: `pairwise-diagonal-scaled`.
     Missing values (None, "", "none", NaN: a variant without coefficients) add nothing."""
-    parts = [str(kind)]
+    parts = [str(name)]
     for value, paper in ((scheme, COEFFICIENT_SCHEMES[0]), (init, COEFFICIENT_INITS[0])):
         if _given(value) and value != paper:
             parts.append(str(value))

@@ -49,12 +49,12 @@ def _corr(fn, x: np.ndarray, y: np.ndarray) -> float:
     return 0.0 if math.isnan(r) else r
 
 
-def compute_metrics(kind: str, preds, labels) -> dict[str, float]:
+def compute_metrics(metric: str, preds, labels) -> dict[str, float]:
     """Metrics of one evaluation; `score` is the number the paper reports for the task."""
     from scipy import stats  # imported here: slow to import, and only needed after fine-tuning
     from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
-    regression = kind == "pearson_spearman"
+    regression = metric == "pearson_spearman"
     p = as_predictions(preds, regression)
     y = np.asarray(labels.detach().cpu() if hasattr(labels, "detach") else labels)
     if len(p) != len(y) or len(y) == 0:
@@ -67,18 +67,18 @@ def compute_metrics(kind: str, preds, labels) -> dict[str, float]:
         return {"pearson": pearson, "spearmanr": spearman, "score": (pearson + spearman) / 2}
     y = y.astype(np.int64)
     out = {"accuracy": float(accuracy_score(y, p))}
-    if kind == "mcc":
+    if metric == "mcc":
         out["matthews_correlation"] = float(matthews_corrcoef(y, p))
         out["score"] = out["matthews_correlation"]
-    elif kind in ("acc_f1", "f1"):
+    elif metric in ("acc_f1", "f1"):
         out["f1"] = float(f1_score(y, p, zero_division=0))
-        out["score"] = (out["accuracy"] + out["f1"]) / 2 if kind == "acc_f1" else out["f1"]
-    elif kind == "acc":
+        out["score"] = (out["accuracy"] + out["f1"]) / 2 if metric == "acc_f1" else out["f1"]
+    elif metric == "acc":
         if y.max(initial=0) > 1 or p.max(initial=0) > 1:
             out["macro_f1"] = float(f1_score(y, p, average="macro", zero_division=0))
         out["score"] = out["accuracy"]
     else:
-        raise DataError(f"unknown metric kind {kind!r}")
+        raise DataError(f"unknown task metric {metric!r}")
     return out
 
 

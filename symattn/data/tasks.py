@@ -42,7 +42,7 @@ class TaskInfo:
     name: str
     suite: str  # "glue" or "offline"
     label_names: tuple[str, ...]  # empty for regression
-    metric: str  # kind for metrics.compute_metrics
+    metric: str  # as metrics.compute_metrics takes it: acc, acc_f1, f1, mcc, pearson_spearman
     dev_splits: tuple[str, ...]
     pair: bool
     description: str
