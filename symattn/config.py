@@ -114,6 +114,21 @@ class CheckpointConfig(_Block):
     dir: Optional[str] = None  # default: <project>/checkpoints
     every_n_steps: Optional[int] = Field(None, gt=0)  # default: eval.every_n_steps
     log_model: bool = True  # log the final weights (HF BERT names) as an MLflow artifact
+    # Weights kept at these steps (and every `keep_every`), beside the resumable checkpoint, for
+    # fine-tuning over checkpoints. Step 0 keeps the initial weights.
+    keep: list[int] = Field(default_factory=list)
+    keep_every: Optional[int] = Field(None, gt=0)
+
+    @field_validator("keep")
+    @classmethod
+    def _keep(cls, steps: list[int]) -> list[int]:
+        if any(step < 0 for step in steps):
+            raise ValueError(f"checkpoint.keep {steps} has a negative step; give optimizer steps >= 0")
+        return sorted(set(steps))
+
+    def keeps(self, step: int) -> bool:
+        """Whether the weights at optimizer step `step` are kept."""
+        return step in self.keep or (self.keep_every is not None and step > 0 and step % self.keep_every == 0)
 
 
 class RunConfig(_Block):

@@ -17,7 +17,10 @@ DATA_FINGERPRINT = "data_fingerprint"
 GIT_COMMIT = "git_commit"
 VERSION_PREFIX = "version."  # version.torch, version.mlflow, ...
 CHECKPOINT = "checkpoint"  # the resumable checkpoint's path
+# One tag per kept checkpoint (`checkpoint.keep`): `kept_checkpoint.0002000` = {"path", "sha256"}.
+KEPT_CHECKPOINT_PREFIX = "kept_checkpoint."
 # Tags of how a run ended.
+STOPPED_AT_STEP = "stopped_at_step"  # stopped by Ctrl-C or SIGTERM; `--resume` continues it
 STOPPED_EARLY_AT = "stopped_early_at"
 PRUNED_AT_STEP = "pruned_at_step"
 FAILURE_REASON = "failure_reason"
@@ -45,6 +48,11 @@ VAL_LOSS = "val/loss"
 TIME_PREFIX = "time/"  # per-start metrics: logged again by every (re)start of a run
 STARTUP_S, TRACKING_SHARE = "time/startup_s", "time/tracking_share"
 DIAG_PREFIX = "diag/"
+
+
+def kept_checkpoint(step: int) -> str:
+    """The tag of the weights kept at `step` (zero-padded, so that tags sort by step)."""
+    return f"{KEPT_CHECKPOINT_PREFIX}{step:07d}"
 
 
 def diag(layer: int, name: str) -> str:

@@ -24,6 +24,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from symattn import keys
 from symattn.config import RunConfig, flatten
+from symattn.data.cache import sha256_file
 from symattn.diagnostics import coefficient_spectra
 from symattn.errors import NonFiniteLoss, RunStopped, one_line
 from symattn.mlm import MLMPretraining, PretrainingDataModule, validation_batches
@@ -99,7 +100,21 @@ class RunLifecycle(pl.Callback):
         if trainer.is_global_zero:
             os.replace(tmp, self.ckpt_path)  # atomic: a kill never leaves a half-written checkpoint
 
+    def keep_weights(self, trainer: pl.Trainer, pl_module: MLMPretraining, step: int) -> None:
+        """Keep the weights at `step` (HF BERT names, no optimizer state) beside the resumable
+        checkpoint, and register them on the run: the tag `keys.kept_checkpoint(step)` holds their
+        path and sha256. A resumed run that passes the step again writes the same file and tag."""
+        if not trainer.is_global_zero:
+            return
+        path = self.ckpt_path.parent / "kept" / f"step-{step:07d}.pt"
+        save_weights(pl_module.model, path)
+        if self.tracker is not None:
+            record = {"path": str(path), "sha256": sha256_file(path)}
+            self.tracker.set_tags({keys.kept_checkpoint(step): json.dumps(record)})
+
     def on_train_start(self, trainer, pl_module) -> None:
+        if trainer.global_step == 0 and self.cfg.checkpoint.keeps(0):
+            self.keep_weights(trainer, pl_module, 0)
         self.last_step = trainer.global_step
         self.window_first_step = trainer.global_step
         self.window_start = self.fit_start = time.perf_counter()
@@ -143,6 +158,8 @@ class RunLifecycle(pl.Callback):
                 metrics[keys.TRAIN_GRAD_NORM] = pl_module.last_grad_norm
             self._log(step, metrics)
             self.window_start, self.window_first_step, self.excluded_seconds = now, step, 0.0
+        if self.cfg.checkpoint.keeps(step):
+            self.keep_weights(trainer, pl_module, step)
         if step % self.cfg.checkpoint_every == 0:
             if not pl_module.train_window_finite():
                 raise NonFiniteLoss(
@@ -189,7 +206,7 @@ class RunLifecycle(pl.Callback):
             else:
                 self._flush()
             if self.tracker is not None:
-                self.tracker.set_tags({"stopped_at_step": trainer.global_step})
+                self.tracker.set_tags({keys.STOPPED_AT_STEP: trainer.global_step})
                 self.tracker.set_status("KILLED")
             return
         self._flush()
@@ -404,6 +421,15 @@ def _world_size(cfg: RunConfig) -> int:
     return len(d) if isinstance(d, (list, tuple)) else (d if isinstance(d, int) and d > 0 else 1)
 
 
+def save_weights(model: torch.nn.Module, path: Path) -> None:
+    """The model's state dict, atomically. HF BERT parameter names: it loads into HF
+    `BertForMaskedLM` (vanilla) or back into symattn's model."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(model.state_dict(), tmp)
+    os.replace(tmp, path)  # a kill never leaves a half-written file under the final name
+
+
 def _log_artifacts(tracker: RunTracker, cfg: RunConfig, module: MLMPretraining) -> None:
     layers = [layer.attention.self for layer in module.model.bert.encoder.layer]
     with tempfile.TemporaryDirectory() as tmp:
@@ -417,6 +443,5 @@ def _log_artifacts(tracker: RunTracker, cfg: RunConfig, module: MLMPretraining) 
         (tmp / "diagnostics.json").write_text(json.dumps(diagnostics, indent=1))
         tracker.log_artifact(tmp / "diagnostics.json")
         if cfg.checkpoint.log_model:
-            # HF BERT parameter names: loads into BertForMaskedLM (vanilla) or back into symattn.
-            torch.save(module.model.state_dict(), tmp / "model.pt")
+            save_weights(module.model, tmp / "model.pt")
             tracker.log_artifact(tmp / "model.pt", "model")

@@ -8,6 +8,7 @@ Each point keeps the time it was logged, not the time it was written, so MLflow'
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import subprocess
 import time
 from contextlib import contextmanager
@@ -102,6 +103,16 @@ def package_versions() -> dict[str, str]:
         except importlib.metadata.PackageNotFoundError:
             pass
     return out
+
+
+def kept_checkpoints(run) -> dict[int, dict]:
+    """The weights an MLflow run kept (`checkpoint.keep`), by step: {"path", "sha256"}."""
+    prefix = keys.KEPT_CHECKPOINT_PREFIX
+    return {
+        int(tag[len(prefix) :]): json.loads(value)
+        for tag, value in run.data.tags.items()
+        if tag.startswith(prefix)
+    }
 
 
 def find_resumable_run(client: MlflowClient, exp_id: str, config_hash: str) -> Optional[str]:

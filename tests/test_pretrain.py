@@ -1,6 +1,8 @@
 """One tracked pre-training run, against a temporary sqlite MLflow store and a real Lightning Trainer."""
 
+import hashlib
 import time
+from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
@@ -308,3 +310,41 @@ def test_ddp_on_two_cpu_processes_makes_one_run(run_overrides, tmp_path):
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     # two devices, each with its slice of the global batch of 2 x 8 sequences
     assert history(cfg, runs[0].info.run_id, "train/tokens")[-1] == (10, 10 * 2 * 8 * 32)
+
+
+def test_a_kept_checkpoint_series_survives_a_resume_without_duplicates(run_overrides):
+    """`checkpoint.keep` and `keep_every` keep the weights at those steps, registered on the run
+    (path and sha256); a run stopped and resumed keeps the same series, with the same weights as
+    an uninterrupted run, once per step."""
+    from symattn.model import BertForMaskedLM, ModelConfig
+    from symattn.tracking import kept_checkpoints
+
+    keep = ["checkpoint.keep=[0, 15]", "checkpoint.keep_every=10", "checkpoint.every_n_steps=10"]
+    whole_cfg = load_config(None, run_overrides + keep + ["tracking.experiment=kept-whole"])
+    whole = kept_checkpoints(client_of(whole_cfg).get_run(pretrain(whole_cfg)["run_id"]))
+    assert sorted(whole) == [0, 10, 15, 20, 30, 40]
+    for step, record in whole.items():
+        path = Path(record["path"])
+        assert path.name == f"step-{step:07d}.pt" and path.parent.name == "kept"
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == record["sha256"]
+    # HF names, weights only: loads into a model of the run's shape
+    state = torch.load(whole[40]["path"], weights_only=True)
+    assert not any("optimizer" in k for k in state)
+    BertForMaskedLM(ModelConfig(size="tiny", vocab_size=200, max_positions=512)).load_hf_state_dict(state)
+    assert whole[0]["sha256"] != whole[10]["sha256"]
+
+    cfg = load_config(None, run_overrides + keep + ["tracking.experiment=kept-parts"])
+    with pytest.raises(RunStopped):
+        pretrain(cfg, callbacks=[StopAt(25)])
+    run_id = pretrain(cfg, resume=True)["run_id"]
+    parts = kept_checkpoints(client_of(cfg).get_run(run_id))
+    assert sorted(parts) == sorted(whole)
+    assert {s: r["sha256"] for s, r in parts.items()} == {s: r["sha256"] for s, r in whole.items()}
+    kept_files = sorted(p.name for p in Path(parts[40]["path"]).parent.iterdir())
+    assert kept_files == [f"step-{s:07d}.pt" for s in sorted(whole)]
+
+
+@pytest.mark.parametrize("keep, words", [("[-1]", "negative step"), ("[abc]", "keep")])
+def test_a_bad_keep_series_is_refused(keep, words):
+    with pytest.raises(ValueError, match=words):
+        load_config(None, [f"checkpoint.keep={keep}"])
