@@ -55,6 +55,29 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _finetune(args: argparse.Namespace) -> int:
+    from symattn.paths import default_tracking_uri
+
+    uri = args.tracking_uri or default_tracking_uri()
+    if uri.startswith("sqlite:///") and not os.path.exists(uri.removeprefix("sqlite:///")):
+        raise ValueError(
+            f"no MLflow store at {uri}; give the store of the pre-training run with --tracking-uri"
+        )
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    steps = "all" if args.steps == "all" else [args.step]
+    from symattn.finetune import finetune, load_finetune_config
+    from symattn.tracking import open_store
+
+    cfg = load_finetune_config(args.items)
+    results = finetune(open_store(uri), args.run, steps, args.task, seeds, cfg)
+    for r in results:
+        scores = ", ".join(
+            f"{k.removeprefix('eval/')} {v:.4f}" for k, v in sorted(r.items()) if k.startswith("eval/")
+        )
+        print(f"run {r['run_id']}: {r['task']} at step {r['step']:,}, seed {r['seed']}: {scores}")
+    return 0
+
+
 def _dry_run(cells) -> int:
     from symattn.sweep.dry_run import dry_run
 
@@ -240,6 +263,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.set_defaults(func=_train)
+
+    p = sub.add_parser("finetune", help="fine-tune kept pre-training weights on downstream tasks")
+    p.add_argument("--run", required=True, help="the pre-training run (MLflow run id)")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--step", type=int, help="one kept step of the run")
+    which.add_argument("--steps", choices=["all"], help="all: the run's whole kept series")
+    p.add_argument("--task", action="append", required=True, help="a task (repeatable): GLUE or offline")
+    p.add_argument("--seeds", default="1", help="fine-tuning seeds, comma-separated (default: 1)")
+    p.add_argument(
+        "--tracking-uri", help="the pre-training run's store (default: $MLFLOW_TRACKING_URI, else mlflow.db)"
+    )
+    p.add_argument(
+        "items",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="overrides of the paper's recipe, e.g. epochs=3 lr=2e-5 max_steps=100 glue_dir=DIR",
+    )
+    p.set_defaults(func=_finetune)
 
     storage_help = (
         "Optuna storage: a journal file or sqlite:/// / postgresql:// URL (default: optuna.journal)"

@@ -190,6 +190,26 @@ class RunConfig(_Block):
         return _digest(d)
 
 
+class FinetuneConfig(_Block):
+    """Fine-tuning of a kept pre-training checkpoint on one task. The defaults are the paper's
+    recipe (one for every GLUE task, the final model evaluated); the optimiser settings it does not
+    give are those of the HF `run_glue` script it used."""
+
+    task: str = "sst2"  # symattn.data.tasks.TASKS: the GLUE tasks and the offline suite
+    seed: int = Field(1, ge=0)  # the fine-tuning seed (classifier init, dropout, data order)
+    epochs: float = Field(5.0, gt=0)  # paper
+    max_steps: Optional[int] = Field(None, gt=0)  # instead of epochs: short runs
+    lr: float = Field(1e-5, gt=0)  # paper
+    warmup_ratio: float = Field(0.1, ge=0, le=1)  # paper; linear decay to 0 after it, as run_glue
+    batch_size: int = Field(16, gt=0)  # paper
+    max_length: int = Field(128, ge=8)  # paper
+    weight_decay: float = Field(0.0, ge=0)  # run_glue's default
+    eps: float = Field(1e-8, gt=0)  # run_glue's default (torch AdamW's)
+    eval_batch_size: int = Field(64, gt=0)
+    glue_dir: Optional[str] = None  # a GLUE folder (TSV layout); default $SYMATTN_GLUE_DIR, else HF datasets
+    threads: Optional[int] = Field(None, gt=0)  # CPU intra-op threads
+
+
 def _digest(d: dict) -> str:
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 

@@ -26,13 +26,15 @@ PRUNED_AT_STEP = "pruned_at_step"
 FAILURE_REASON = "failure_reason"
 # Tags of a sweep cell's run.
 STUDY, CELL, OPTUNA_TRIAL = "study", "cell", "optuna_trial"
-# Tags of a fine-tuning run.
-PRETRAIN_RUN_ID, CHECKPOINT_STEP, TASK, FINETUNE_SEED = (
-    "pretrain_run_id",
-    "checkpoint_step",
-    "task",
-    "finetune_seed",
-)
+# Tags of a fine-tuning run (besides its pre-training run's variant, size, seed and group); it is a
+# child of that run in the MLflow UI.
+PRETRAIN_RUN_ID = "pretrain_run_id"
+CHECKPOINT_STEP = "checkpoint_step"
+TASK = "task"
+FINETUNE_SEED = "finetune_seed"
+PARENT_RUN_ID = "mlflow.parentRunId"
+# Its metrics, by dev set: `eval/<metric>`; MNLI's mismatched dev set adds `_mm` (`eval/accuracy_mm`).
+EVAL_PREFIX, MISMATCHED_SUFFIX = "eval/", "_mm"
 
 # Params beside the flattened config.
 PARAM_COUNTS = ("params_total", "params_non_embedding", "params_attention")

@@ -1,0 +1,166 @@
+"""`symattn finetune` on kept weights of a real pre-training run, with a local GLUE folder: the
+runs it records, what the analysis reads from them, and the inputs it refuses before writing."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from symattn.config import FinetuneConfig, load_config
+from symattn.finetune import Source, _model, config_from_params, finetune
+from symattn.pretrain import pretrain
+
+SST2_TRAIN = [
+    ("a charming and moving film", 1),
+    ("dull , flat and lifeless", 0),
+    ("the best picture of the year", 1),
+    ("a waste of two hours", 0),
+    ("warm , funny and wise", 1),
+    ("nothing works in this mess", 0),
+    ("an utter delight", 1),
+    ("boring beyond words", 0),
+]
+SST2_DEV = [("a moving and funny delight", 1), ("a dull mess", 0), ("the film works", 1)]
+MNLI_HEAD = "index\tpromptID\tpairID\tgenre\ts1b\ts2b\ts1p\ts2p\tsentence1\tsentence2\tlabel1\tgold_label\n"
+MNLI_ROWS = [
+    ("The cat sat on the mat.", "A cat sat.", "entailment"),
+    ("The cat sat on the mat.", "No cat was there.", "contradiction"),
+    ("He went home.", "He was tired.", "neutral"),
+    ("The market opened early.", "The market opened.", "entailment"),
+]
+
+
+def _glue(root):
+    (root / "SST-2").mkdir(parents=True)
+    for split, rows in (("train", SST2_TRAIN), ("dev", SST2_DEV)):
+        lines = "".join(f"{text}\t{label}\n" for text, label in rows)
+        (root / "SST-2" / f"{split}.tsv").write_text("sentence\tlabel\n" + lines)
+    (root / "MNLI").mkdir()
+    for name in ("train", "dev_matched", "dev_mismatched"):
+        lines = "".join(
+            f"{i}\t1\t1e\tgov\t-\t-\t-\t-\t{a}\t{b}\t{y}\t{y}\n" for i, (a, b, y) in enumerate(MNLI_ROWS)
+        )
+        (root / "MNLI" / f"{name}.tsv").write_text(MNLI_HEAD + lines)
+    return root
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory, documents):
+    """A tiny pre-training run that kept its weights at steps 10 and 20."""
+    tmp = tmp_path_factory.mktemp("finetune")
+    corpus = tmp / "corpus"
+    corpus.mkdir()
+    for i, doc in enumerate(documents(60)):
+        (corpus / f"doc{i:03d}.txt").write_text(doc, encoding="utf-8")
+    cfg = load_config(
+        None,
+        [
+            f"data.source=path:{corpus}",
+            "data.vocab_size=200",
+            "data.seq_len=32",
+            "data.val_docs=8",
+            f"data.cache_dir={tmp / 'cache'}",
+            "model.size=tiny",
+            "optim.batch_size=8",
+            "optim.max_steps=20",
+            "eval.every_n_steps=10",
+            "eval.batches=2",
+            f"tracking.uri=sqlite:///{tmp / 'mlflow.db'}",
+            "tracking.experiment=ft",
+            f"checkpoint.dir={tmp / 'checkpoints'}",
+            "checkpoint.keep=[10, 20]",
+            "checkpoint.log_model=false",
+            "speed.threads=1",
+        ],
+    )
+    run_id = pretrain(cfg)["run_id"]
+    return {"run_id": run_id, "uri": cfg.tracking.uri, "glue": _glue(tmp / "glue"), "cfg": cfg}
+
+
+def _cfg(pretrained, **kw):
+    return FinetuneConfig(glue_dir=str(pretrained["glue"]), max_steps=3, batch_size=4, threads=1, **kw)
+
+
+def test_one_run_per_step_and_seed_linked_to_its_pretraining_run(pretrained):
+    client = MlflowClient(pretrained["uri"])
+    results = finetune(client, pretrained["run_id"], "all", ["sst2"], [1, 2], _cfg(pretrained))
+    assert [(r["step"], r["seed"]) for r in results] == [(10, 1), (10, 2), (20, 1), (20, 2)]
+    parent = client.get_run(pretrained["run_id"])
+    for r in results:
+        run = client.get_run(r["run_id"])
+        tags = run.data.tags
+        assert run.info.status == "FINISHED" and run.info.experiment_id == parent.info.experiment_id
+        assert tags["kind"] == "finetune" and tags["mlflow.parentRunId"] == pretrained["run_id"]
+        assert tags["pretrain_run_id"] == pretrained["run_id"] and tags["task"] == "sst2"
+        assert (tags["checkpoint_step"], tags["finetune_seed"]) == (str(r["step"]), str(r["seed"]))
+        for key in ("variant", "group", "size", "seed"):
+            assert tags[key] == parent.data.tags[key]
+        assert {"eval/accuracy", "eval/score", "train/loss"} <= set(run.data.metrics)
+        assert 0.0 <= run.data.metrics["eval/accuracy"] <= 1.0
+    # the analysis reads them as GLUE rows keyed by the pre-training run and step
+    from analysis import frames
+
+    data = frames.load_runs("ft", pretrained["uri"])
+    pairs = sorted(set(zip(data.glue_checkpoints["checkpoint_step"], data.glue_checkpoints["finetune_seed"])))
+    assert pairs == [(10, 1), (10, 2), (20, 1), (20, 2)]
+    assert set(data.glue["checkpoint_step"]) == {20}  # the final checkpoint's
+    assert set(data.glue_checkpoints["metric"]) == {"accuracy"} and set(data.glue["variant"]) == {"vanilla"}
+
+
+def test_mnli_evaluates_both_dev_sets_and_a_seed_repeats_itself(pretrained):
+    client = MlflowClient(pretrained["uri"])
+    a, b = (
+        finetune(client, pretrained["run_id"], [20], ["mnli"], [3], _cfg(pretrained))[0] for _ in range(2)
+    )
+    assert {"eval/accuracy", "eval/accuracy_mm"} <= set(a)
+    assert {k: v for k, v in a.items() if k.startswith("eval/")} == {
+        k: v for k, v in b.items() if k.startswith("eval/")
+    }
+    losses = [[m.value for m in client.get_metric_history(r["run_id"], "train/loss")] for r in (a, b)]
+    assert losses[0] == losses[1]
+
+
+def test_weights_of_another_model_size_are_refused(pretrained):
+    client = MlflowClient(pretrained["uri"])
+    run = client.get_run(pretrained["run_id"])
+    other = config_from_params(run.data.params).model_copy(
+        update={"model": pretrained["cfg"].model.model_copy(update={"size": "mini", "vocab_size": 200})}
+    )
+    weights = client.get_run(pretrained["run_id"]).data.tags["kept_checkpoint.0000010"]
+    import json
+
+    with pytest.raises(ValueError, match="do not fit"):
+        _model(Source(run, other, 10, json.loads(weights)["path"]), 2, 1)
+
+
+def _cli(pretrained, *args, env=None):
+    return subprocess.run(
+        [sys.executable, "-m", "symattn", "finetune", "--tracking-uri", pretrained["uri"], *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_DATASETS_OFFLINE": "1", **(env or {})},
+        timeout=600,
+    )
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--run", "nosuchrun", "--step", "10", "--task", "sst2"], "no MLflow run 'nosuchrun'"),
+        (["--step", "15", "--task", "sst2"], "kept no weights at step 15; kept steps: 10, 20"),
+        (["--step", "10", "--task", "nosuchtask"], "unknown task 'nosuchtask'"),
+        (["--step", "10", "--task", "rte"], "RTE"),  # no RTE in the local GLUE folder
+        (["--step", "10", "--task", "sst2", "epochs=0"], "epochs"),
+    ],
+)
+def test_bad_input_is_refused_in_one_line_and_writes_nothing(pretrained, args, words):
+    client = MlflowClient(pretrained["uri"])
+    before = len(client.search_runs([client.get_experiment_by_name("ft").experiment_id]))
+    if "--run" not in args:
+        args = ["--run", pretrained["run_id"], *args]
+    out = _cli(pretrained, *args, f"glue_dir={pretrained['glue']}")
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.strip().count("\n") == 0 and words in out.stderr, out.stderr
+    assert len(client.search_runs([client.get_experiment_by_name("ft").experiment_id])) == before
