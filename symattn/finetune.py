@@ -21,7 +21,7 @@ import torch
 import yaml
 from torch.utils.data import DataLoader
 
-from symattn import keys
+from symattn import keys, quiet  # noqa: F401  quiet: imported for its effect
 from symattn.config import FinetuneConfig, RunConfig, apply_overrides, flatten
 from symattn.data import DataError, TaskDataset, collate_task_batch, load_prepared, load_task
 from symattn.data.cache import sha256_file
@@ -179,6 +179,11 @@ def prepare(client, run_id: str, steps: list[int], cfg: FinetuneConfig):
     except DataError as exc:
         raise ValueError(one_line(exc)) from None
     for src in sources:
+        if cfg.max_length > src.config.model.max_positions:
+            raise ValueError(
+                f"max_length {cfg.max_length} exceeds the model's {src.config.model.max_positions} positions; "
+                f"set max_length={src.config.model.max_positions}"
+            )
         _model(src, task.info.num_labels, cfg.seed)  # a checkpoint of another shape fails here
     return sources, task, data.tokenizer
 

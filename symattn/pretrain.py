@@ -8,7 +8,6 @@ SIGTERM leaves a checkpoint and a KILLED run that `resume` continues.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import signal
 import tempfile
@@ -22,7 +21,7 @@ import torch
 from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from symattn import keys
+from symattn import keys, quiet  # noqa: F401  quiet: imported for its effect
 from symattn.config import RunConfig, flatten
 from symattn.data.cache import sha256_file
 from symattn.diagnostics import coefficient_spectra
@@ -41,13 +40,6 @@ from symattn.tracking import (
 )
 
 FLUSH_SECONDS = 5.0  # metrics reach the store at least this often, and before every checkpoint
-
-# Lightning's advertisement for a hosted logger is noise in every run's output.
-logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(
-    lambda record: "litlogger" not in record.getMessage()
-)
-# Lightning's own use of a torch API that newer torch deprecates; nothing a user can act on.
-warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 
 
 class RunLifecycle(pl.Callback):

@@ -153,6 +153,7 @@ def _cli(pretrained, *args, env=None):
         (["--step", "10", "--task", "nosuchtask"], "unknown task 'nosuchtask'"),
         (["--step", "10", "--task", "rte"], "RTE"),  # no RTE in the local GLUE folder
         (["--step", "10", "--task", "sst2", "epochs=0"], "epochs"),
+        (["--step", "10", "--task", "sst2", "max_length=600"], "exceeds the model's 512 positions"),
     ],
 )
 def test_bad_input_is_refused_in_one_line_and_writes_nothing(pretrained, args, words):
