@@ -256,7 +256,7 @@ def finetune_one(client, src: Source, task, tokenizer, cfg: FinetuneConfig) -> d
         )
         started = time.perf_counter()
         trainer.fit(module, train_dataloaders=loader)
-        metrics = {"time/train_s": time.perf_counter() - started}
+        metrics = {keys.TRAIN_SECONDS: time.perf_counter() - started}
         for split, data in task.dev.items():
             dataset = TaskDataset(data, tokenizer, cfg.max_length)
             metrics.update(eval_metrics(split, task.metrics(module.predict_split(dataset), data.labels)))

@@ -49,6 +49,7 @@ TRAIN_TOKENS, TRAIN_TOKENS_PER_S = "train/tokens", "train/tokens_per_s"
 VAL_LOSS = "val/loss"
 TIME_PREFIX = "time/"  # per-start metrics: logged again by every (re)start of a run
 STARTUP_S, TRACKING_SHARE = "time/startup_s", "time/tracking_share"
+TRAIN_SECONDS = "time/train_s"  # a fine-tuning run's training time, without start-up and evaluation
 DIAG_PREFIX = "diag/"
 
 
