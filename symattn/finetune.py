@@ -167,25 +167,28 @@ def eval_metrics(split: str, metrics: dict[str, float]) -> dict[str, float]:
     return {f"{keys.EVAL_PREFIX}{name}{suffix}": value for name, value in metrics.items()}
 
 
-def prepare(client, run_id: str, steps: list[int], cfg: FinetuneConfig):
-    """Everything the fine-tunings of `steps` need, checked before anything is written: the
-    sources, the task's data and the pre-training tokenizer."""
+def prepare(client, run_id: str, steps: list[int], tasks: list[str], cfg: FinetuneConfig):
+    """Everything the fine-tunings need, checked once and before anything is written: the sources
+    (weights verified against their sha256), each task's data, and the pre-training tokenizer."""
     sources = [source(client, run_id, step) for step in steps]
-    try:
-        task = load_task(cfg.task, glue_dir=cfg.glue_dir, cache_dir=sources[0].config.data.cache_dir)
-        data = load_prepared(
-            sources[0].run.data.tags[keys.DATA_FINGERPRINT], sources[0].config.data.cache_dir
+    first = sources[0].config
+    if cfg.max_length > first.model.max_positions:
+        raise ValueError(
+            f"max_length {cfg.max_length} exceeds the model's {first.model.max_positions} positions; "
+            f"set max_length={first.model.max_positions}"
         )
+    try:
+        data = {
+            task: load_task(task, glue_dir=cfg.glue_dir, cache_dir=first.data.cache_dir) for task in tasks
+        }
+        tokenizer = load_prepared(
+            sources[0].run.data.tags[keys.DATA_FINGERPRINT], first.data.cache_dir
+        ).tokenizer
     except DataError as exc:
         raise ValueError(one_line(exc)) from None
-    for src in sources:
-        if cfg.max_length > src.config.model.max_positions:
-            raise ValueError(
-                f"max_length {cfg.max_length} exceeds the model's {src.config.model.max_positions} positions; "
-                f"set max_length={src.config.model.max_positions}"
-            )
-        _model(src, task.info.num_labels, cfg.seed)  # a checkpoint of another shape fails here
-    return sources, task, data.tokenizer
+    # Every kept file of the run passed its checksum, so one that fits the model stands for all.
+    _model(sources[0], 1, cfg.seed)
+    return sources, data, tokenizer
 
 
 def _model(src: Source, num_labels: int, seed: int) -> BertForSequenceClassification:
@@ -280,18 +283,13 @@ def finetune(
         steps = sorted(kept_checkpoints(pretraining_run(client, run_id)))
         if not steps:
             raise ValueError(f"run {run_id} kept no weights; set checkpoint.keep when pre-training")
-    plans = []
-    for task in tasks:
-        task_cfg = cfg.model_copy(update={"task": task})
-        sources, data, tokenizer = prepare(client, run_id, list(steps), task_cfg)
-        plans.append((task_cfg, sources, data, tokenizer))
+    sources, data, tokenizer = prepare(client, run_id, list(steps), tasks, cfg)
     results = []
-    for task_cfg, sources, data, tokenizer in plans:
+    for task in tasks:
         for src in sources:
             for seed in seeds:
-                results.append(
-                    finetune_one(client, src, data, tokenizer, task_cfg.model_copy(update={"seed": seed}))
-                )
+                run_cfg = cfg.model_copy(update={"task": task, "seed": seed})
+                results.append(finetune_one(client, src, data[task], tokenizer, run_cfg))
     return results
 
 
