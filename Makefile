@@ -6,7 +6,7 @@ TORCH ?= torch==2.13.0
 PIP_EXTRA ?=
 BIN := $(VENV)/bin
 
-.PHONY: install demo test test-slow test-all ui clean
+.PHONY: install demo demo-downstream test test-slow test-all ui clean
 
 install: $(VENV)/.installed
 
@@ -21,6 +21,11 @@ $(VENV)/.installed: pyproject.toml Makefile
 demo: install
 	$(BIN)/symattn run experiments/quick.yaml --devices cpu
 	$(BIN)/symattn figures acl2024
+
+# The downstream path on the CPU: kept checkpoints of the three variants fine-tuned on trec6, then
+# the offline proxy score over checkpoints and its crossing table.
+demo-downstream: install
+	$(BIN)/symattn run experiments/downstream-quick.yaml --devices cpu
 
 test: install
 	$(BIN)/ruff format --check --quiet . && $(BIN)/ruff check --quiet .

@@ -238,8 +238,9 @@ def describe_definition(name: str) -> str:
         return f"{match[1]}% of baseline's improvement"
     if match := re.fullmatch(r"loss<=([\d.]+)", name):
         return f"loss \u2264 {match[1]}"
-    if match := re.fullmatch(r"glue>=([\d.]+)%_(\S+)", name):
-        return f"GLUE \u2265 {match[1]}% of {match[2]}'s final"
+    if match := re.fullmatch(r"(glue|offline)>=([\d.]+)%_(\S+)", name):
+        score = "GLUE" if match[1] == "glue" else "offline proxy score"
+        return f"{score} \u2265 {match[2]}% of {match[3]}'s final"
     return name
 
 

@@ -3,7 +3,8 @@
 Both sources produce the same `Frames`:
 - `runs`: one row per run (attributes: variant, size, seed, matched group, parameter counts, state);
 - `curves`: one row per run x metric x step (`run_id, metric, step, value`);
-- `glue`: fine-tuning results of the final checkpoints, one row per metric value
+- `glue`: fine-tuning results (GLUE or offline tasks, `analysis.glue` scores each suite) of the
+  final checkpoints, one row per metric value
   (`pretrain_run_id, size, variant, seed, group, checkpoint_step, finetune_seed, task, metric, value`);
 - `glue_checkpoints`: the same for every pre-training checkpoint that was fine-tuned.
 """
@@ -65,7 +66,8 @@ GLUE_COLUMNS = [
     "metric",
     "value",
 ]
-# Metric names as the HF GLUE script writes them, without their `eval_` / `eval/` prefix.
+# Metric names as the HF GLUE script writes them, without their `eval_` / `eval/` prefix; they hold
+# every metric a task's score averages (`symattn.data.metrics.SCORE_METRICS`), offline tasks' too.
 GLUE_METRICS = {
     "accuracy",
     "accuracy_mm",

@@ -8,7 +8,10 @@ as text for the terminal.
 from __future__ import annotations
 
 import re
+import textwrap
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -30,11 +33,58 @@ def default_out_dir(name: str) -> Path:
 def crossings_as_convergence(
     crossings: pd.DataFrame, fraction: float = 0.95, reference: str = "pairwise"
 ) -> pd.DataFrame:
-    """GLUE-threshold crossings in the schema of `convergence.convergence_table`, so that the
-    paper's definition sits beside the loss-based ones."""
+    """Score-threshold crossings (GLUE, or the offline proxy score where `crossings` has a `suite`
+    column) in the schema of `convergence.convergence_table`, so that the paper's definition sits
+    beside the loss-based ones."""
     out = crossings.rename(columns={"pretrain_run_id": "run_id", "threshold": "target"})
-    out["definition"] = f"glue>={fraction:.0%}_{reference}"
+    suite = out["suite"] if "suite" in out else "glue"
+    reference = out["reference"] if "reference" in out else reference
+    out["definition"] = suite + f">={fraction:.0%}_" + reference
     return out[convergence.RESULT_COLUMNS]
+
+
+def reference_variant(variants, preferred: str = "pairwise", fallback: str = "vanilla") -> str | None:
+    """The variant whose final score sets the convergence threshold: `preferred` (pairwise, as in
+    the paper) when the runs have it, else `fallback`, else the first variant in order."""
+    present = figures.order_variants(variants)
+    for variant in (preferred, fallback):
+        if variant in present:
+            return variant
+    return present[0] if present else None
+
+
+def _count_text(table: pd.DataFrame) -> str:
+    """`5 fine-tuning seeds`; `2 pre-training runs × 3 fine-tuning seeds (n=6)`: what a table's
+    mean ± std is over."""
+
+    def span(column) -> str:
+        low, high = int(table[column].min()), int(table[column].max())
+        return f"{low}" if low == high else f"{low}\u2013{high}"
+
+    seeds = f"{span('n_seeds')} fine-tuning seeds"
+    if table["n_runs"].max() <= 1:
+        return seeds
+    return f"{span('n_runs')} pre-training runs \u00d7 {seeds}, n={span('n')}"
+
+
+def _panels(frame: pd.DataFrame) -> list[str]:
+    """The keys that split figures and tables: size, and the setting where a grid has several."""
+    return [k for k in ("size", "setting") if k in frame]
+
+
+@dataclass
+class _Sink:
+    """Where a section writes, and how it titles, colours and numbers what it draws."""
+
+    out: Path
+    colors: dict
+    written: list
+    title: Callable = str  # size -> title prefix
+    settings: tuple = ()  # a grid's settings, in the order their figures are numbered (`_k`)
+
+    def figure_name(self, name: str, size: str, sizes: int, setting: str = "") -> str:
+        suffix = f"_{size}" if sizes > 1 else ""
+        return name + suffix + (f"_{self.settings.index(setting) + 1}" if len(self.settings) > 1 else "")
 
 
 def _glue_section(
@@ -45,46 +95,121 @@ def _glue_section(
     fraction: float = 0.95,
     reference: str = "pairwise",
     title=str,
+    fallback: str = "vanilla",
+    settings=(),
 ) -> tuple[str, pd.DataFrame]:
-    """GLUE tables per size, the score matrix, and the GLUE-over-checkpoints figure + crossings."""
-    text, crossings = "", pd.DataFrame()
-    if len(frames_.glue):
-        table = glue.glue_table(frames_.glue)
-        for size, part in table.groupby("size", sort=False):
-            written += tables.write_table(part, out, f"glue_{size}", tables.glue_formatted(part))
-        matrix = tables.glue_score_matrix(table)
-        written += tables.write_table(matrix, out, "glue_score")
-        seeds = int(table["n_seeds"].max())
-        text += f"GLUE score (dev, mean ± std over {seeds} fine-tuning seeds):\n" + tables.to_markdown(matrix)
-    scores = (
-        glue.scores_over_checkpoints(frames_.glue_checkpoints)
-        if len(frames_.glue_checkpoints)
-        else pd.DataFrame()
-    )
+    """Per suite of fine-tuned tasks (GLUE; the offline proxy score): score tables per size, the
+    score matrix, the score-over-checkpoints figure with each run's crossing, and the
+    fine-tuning-seed noise. Returns the text and the crossings (a `suite` column says whose)."""
+    sink = _Sink(out, colors, written, title, tuple(settings))
+    tasks = pd.concat([frames_.glue["task"], frames_.glue_checkpoints["task"]]).dropna().unique()
+    texts, crossings = [], []
+    for suite in glue.suites(tasks):
+        text, found = _suite_section(suite, frames_, sink, fraction, reference, fallback)
+        texts.append(text)
+        crossings.append(found.assign(suite=suite.name))
+    found = pd.concat(crossings, ignore_index=True) if crossings else pd.DataFrame()
+    return "\n".join(t for t in texts if t), found
+
+
+def _suite_section(suite: glue.Suite, frames_, sink: _Sink, fraction, reference, fallback) -> tuple:
+    text = ""
+    final = frames_.glue[frames_.glue["task"].isin(suite.tasks)]
+    if len(final):
+        text += _final_text(suite, final, sink)
+    every = frames_.glue_checkpoints
+    scores = glue.scores_over_checkpoints(every, suite=suite) if len(every) else pd.DataFrame()
+    crossings = pd.DataFrame()
     if len(scores) and scores["checkpoint_step"].nunique() > 1:
-        crossings = convergence.glue_crossings(scores, reference, fraction)
+        reference = reference_variant(scores["variant"], reference, fallback)
+        crossings = glue.crossing_brackets(scores, convergence.glue_crossings(scores, reference, fraction))
+        crossings["reference"] = reference
+        if "setting" in scores:
+            setting = scores.groupby("pretrain_run_id")["setting"].first()
+            crossings["setting"] = crossings["pretrain_run_id"].map(setting)
         if len(crossings):
-            written += tables.write_table(
-                crossings, out, "glue_crossings", tables.crossings_formatted(crossings)
-            )
-            sizes = list(dict.fromkeys(crossings["size"]))
-            for size in sizes:
-                fig = figures.glue_over_checkpoints(
-                    scores[scores["size"] == size],
-                    crossings[crossings["size"] == size],
-                    title=f"{title(size)}: GLUE score over pre-training",
-                    reference=reference,
-                    fraction=fraction,
-                    colors=colors,
-                )
-                name = "glue_over_checkpoints" + (f"_{size}" if len(sizes) > 1 else "")
-                written += figures.save(fig, out, name)
-            text += (
-                f"\nSteps to {fraction:.0%} of the {reference} model's final GLUE score "
-                "(first crossing, interpolated between checkpoints):\n"
-                + tables.to_markdown(tables.crossings_formatted(crossings))
-            )
+            text += _crossings_text(suite, scores, crossings, reference, fraction, sink)
+            seed_scores = glue.task_scores(every, suite=suite)
+            _draw_over_checkpoints(suite, seed_scores, scores, crossings, reference, fraction, sink)
+    if len(every):
+        text += _noise_text(suite, every, sink)
     return text, crossings
+
+
+def _final_text(suite: glue.Suite, final: pd.DataFrame, sink: _Sink) -> str:
+    """Tables of each run's last checkpoint: every column per size, and the score matrix."""
+    table = glue.glue_table(final, by=(*_panels(final), "variant"), suite=suite)
+    for size, part in table.groupby("size", sort=False):
+        formatted = tables.glue_formatted(part, suite)
+        sink.written += tables.write_table(part, sink.out, f"{suite.name}_{size}", formatted)
+    matrix = tables.glue_score_matrix(table)
+    sink.written += tables.write_table(matrix, sink.out, f"{suite.name}_score")
+    return (
+        f"{suite.label}, dev, in percent, at each run's last checkpoint "
+        f"(mean \u00b1 std over {_count_text(table)}):\n" + tables.to_markdown(matrix)
+    )
+
+
+def _crossings_text(suite, scores, crossings, reference, fraction, sink: _Sink) -> str:
+    formatted = tables.crossings_formatted(crossings)
+    sink.written += tables.write_table(crossings, sink.out, f"{suite.name}_crossings", formatted)
+    unmatched = scores.loc[~scores["pretrain_run_id"].isin(crossings["pretrain_run_id"]), "pretrain_run_id"]
+    note = (
+        f"{unmatched.nunique()} runs have no crossing: their matched group has no {reference} run.\n"
+        if unmatched.nunique()
+        else ""
+    )
+    return (
+        f"\nSteps to {fraction:.0%} of the {reference} model's final {suite.short} in its matched group "
+        f"({_reference_note(reference)}), per pre-training run: the first crossing, interpolated "
+        "between the two checkpoints around it (shown); a run that never crosses is known only to lie "
+        "past its last checkpoint:\n" + note + tables.to_markdown(formatted)
+    )
+
+
+def _reference_note(reference: str) -> str:
+    if reference == "pairwise":
+        return "reference: pairwise, as in the paper"
+    return f"reference: {reference}, as the runs have no pairwise variant"
+
+
+def _draw_over_checkpoints(suite, seed_scores, scores, crossings, reference, fraction, sink: _Sink) -> None:
+    keys = _panels(scores)
+    for key, part in scores.groupby(keys, sort=False):
+        size, setting = key[0], (key[1] if len(key) > 1 else "")
+        runs = set(part["pretrain_run_id"])
+        title = f"{sink.title(size)}: {suite.short} over pre-training" + (f"\n{setting}" if setting else "")
+        if suite.name != "glue":
+            title += "\n" + textwrap.fill(suite.definition, 70)
+        fig = figures.glue_over_checkpoints(
+            part,
+            crossings[crossings["pretrain_run_id"].isin(runs)],
+            title=title,
+            reference=reference,
+            fraction=fraction,
+            colors=sink.colors,
+            seed_scores=seed_scores[seed_scores["pretrain_run_id"].isin(runs)],
+            ylabel=suite.short if suite.name == "glue" else f"{suite.short} (%)",
+        )
+        name = sink.figure_name(f"{suite.name}_over_checkpoints", size, scores["size"].nunique(), setting)
+        sink.written += figures.save(fig, sink.out, name)
+
+
+def _noise_text(suite: glue.Suite, every: pd.DataFrame, sink: _Sink) -> str:
+    noise = glue.finetune_noise(every, suite)
+    summary = glue.noise_summary(noise, by=(*_panels(noise), "variant"))
+    if summary.empty:  # one fine-tuning seed per checkpoint: no spread to show
+        return ""
+    sink.written += tables.write_table(noise, sink.out, f"{suite.name}_finetune_noise")
+    formatted = tables.noise_formatted(summary, suite)
+    sink.written += tables.write_table(summary, sink.out, f"{suite.name}_finetune_noise_summary", formatted)
+    return (
+        f"\nFine-tuning-seed noise of the {suite.short} and its tasks: the std (ddof=1, percent points) "
+        "across fine-tuning seeds of one run at one checkpoint, median over checkpoints (and runs); n = "
+        "seeds per checkpoint. A mean over k seeds has about std/\u221ak: a crossing is resolved when "
+        f"that is well below the score's distance to the threshold ({suite.name}_finetune_noise.csv "
+        "has every cell):\n" + tables.to_markdown(formatted)
+    )
 
 
 DATA_FLOOR = f"param.{keys.DATA_FLOOR}"  # L*: the data's context-free floor
@@ -228,6 +353,14 @@ def paper_report(out_dir=None) -> str:
     )
 
 
+def with_settings(glue_frame: pd.DataFrame, runs: pd.DataFrame, settings: list) -> pd.DataFrame:
+    """Fine-tuning rows with their pre-training run's `setting`, in the order of `settings` (the
+    order in which a report numbers them)."""
+    setting = glue_frame["pretrain_run_id"].map(runs.set_index("run_id")["setting"])
+    order = setting.map({s: i for i, s in enumerate(settings)})
+    return glue_frame.assign(setting=setting).iloc[np.argsort(order.to_numpy(), kind="stable")]
+
+
 def runs_report(
     name: str, tracking_uri: str | None = None, out_dir=None, thresholds=(), baseline: str = "vanilla"
 ) -> str:
@@ -274,7 +407,13 @@ def runs_report(
                 )
                 written += figures.save(fig, out, f"loss_{size}{suffix}" + ("_log" if log_steps else ""))
     written += tables.write_table(tables.params_table(runs), out, "params")
-    glue_text, crossings = _glue_section(data, out, colors, written, title=lambda size: f"{name}: {size}")
+    if len(settings) > 1:  # fine-tuning results of different settings are never pooled either
+        data.glue, data.glue_checkpoints = (
+            with_settings(f, runs, settings) for f in (data.glue, data.glue_checkpoints)
+        )
+    glue_text, crossings = _glue_section(
+        data, out, colors, written, title=lambda size: f"{name}: {size}", fallback=baseline, settings=settings
+    )
     conv = convergence.convergence_table(data.curves, runs, floors, baseline=baseline, thresholds=thresholds)
     if len(crossings):
         conv = pd.concat([conv, crossings_as_convergence(crossings)], ignore_index=True)

@@ -65,22 +65,37 @@ def _sorted(frame: pd.DataFrame, keys=("size",)) -> pd.DataFrame:
     return order.sort_values(hidden, kind="stable").drop(columns=hidden).reset_index(drop=True)
 
 
-def glue_formatted(table: pd.DataFrame) -> pd.DataFrame:
-    """`glue.glue_table` as `mean ± std` per column; WNLI shown, marked as outside the score."""
-    out = table[["size", "variant"]].copy()
-    for column in list(glue_mod.COLUMNS) + [glue_mod.SCORE]:
-        header = {"wnli": "wnli (not in score)", "score": "GLUE score"}.get(column, column)
-        out[header] = [mean_std(m, s) for m, s in zip(table[column], table[f"{column}_std"])]
+def glue_formatted(table: pd.DataFrame, suite: glue_mod.Suite = glue_mod.GLUE) -> pd.DataFrame:
+    """`glue.glue_table` as `mean ± std` per column; WNLI shown, marked as outside the GLUE score;
+    an offline task's column names its metric. `runs` appears where a cell pools several
+    pre-training runs."""
+    out = table[[c for c in ("size", "setting", "variant") if c in table]].copy()
+    for column in list(suite.columns) + [glue_mod.SCORE]:
+        out[_column_header(suite, column)] = [
+            mean_std(m, s) for m, s in zip(table[column], table[f"{column}_std"])
+        ]
     out["seeds"] = table["n_seeds"]
-    return _sorted(out)
+    if "n_runs" in table and (table["n_runs"] > 1).any():
+        out["runs"] = table["n_runs"]
+    return _sorted(out, keys=("size", "setting"))
+
+
+def _column_header(suite: glue_mod.Suite, column: str) -> str:
+    if column == glue_mod.SCORE:
+        return suite.short
+    if suite.name == "glue":
+        return "wnli (not in score)" if column == "wnli" else column
+    return suite.describe(column)
 
 
 def glue_score_matrix(table: pd.DataFrame) -> pd.DataFrame:
-    """GLUE score only: one row per size, one column per variant (`mean ± std`)."""
-    table = _sorted(table)
+    """The score only: one row per size (and setting), one column per variant (`mean ± std`)."""
+    keys = [k for k in ("size", "setting") if k in table]
+    table = _sorted(table, keys=keys)
     cells = table.assign(cell=[mean_std(m, s) for m, s in zip(table["score"], table["score_std"])])
-    wide = cells.pivot(index="size", columns="variant", values="cell")
-    wide = wide.reindex(index=list(dict.fromkeys(table["size"])), columns=order_variants(table["variant"]))
+    wide = cells.pivot(index=keys if len(keys) > 1 else "size", columns="variant", values="cell")
+    rows = dict.fromkeys(zip(*(table[k] for k in keys)) if len(keys) > 1 else table["size"])
+    wide = wide.reindex(index=list(rows), columns=order_variants(table["variant"]))
     return wide.reset_index().rename_axis(columns=None)
 
 
@@ -162,9 +177,47 @@ def convergence_formatted(summary: pd.DataFrame, paired: pd.DataFrame | None = N
 
 
 def crossings_formatted(crossings: pd.DataFrame) -> pd.DataFrame:
-    out = crossings[["size", "variant", "seed"]].copy()
+    """One row per run: the threshold, the first crossing (interpolated between checkpoints) or
+    `not reached (>last checkpoint)`, and, where `glue.crossing_brackets` added them, the two
+    checkpoints around the crossing: all that the checkpoints themselves can tell."""
+    crossings = crossings.sort_values("seed", kind="stable")  # within a variant, by seed
+    out = crossings[[c for c in ("size", "setting", "variant", "seed") if c in crossings]].copy()
     out["threshold"] = crossings["threshold"].map(lambda t: f"{t:.2f}")
     out["step"] = [
         step_text(s, b, st) for s, b, st in zip(crossings["step"], crossings["bound"], crossings["status"])
     ]
-    return _sorted(out)
+    if "below_step" in crossings:
+        out["last checkpoint below"] = [
+            "none: across at the first" if pd.isna(b) else f"{b:,.0f}" + (" (its last)" if pd.isna(a) else "")
+            for b, a in zip(crossings["below_step"], crossings["above_step"])
+        ]
+        out["first checkpoint at or above"] = [
+            "none" if pd.isna(a) else f"{a:,.0f}" for a in crossings["above_step"]
+        ]
+    return _sorted(out, keys=("size", "setting"))
+
+
+def noise_formatted(summary: pd.DataFrame, suite: glue_mod.Suite = glue_mod.GLUE) -> pd.DataFrame:
+    """`glue.noise_summary` as one row per column (task, then the score), one column per variant:
+    `median std (n=seeds; k checkpoints x r runs)`, in percent points."""
+    variants = order_variants(summary["variant"])
+    columns = list(suite.columns) + [glue_mod.SCORE]
+    keys = [k for k in ("size", "setting") if k in summary]
+    rows = []
+    for key, part in summary.groupby(keys, sort=False):
+        cells = part.set_index(["column", "variant"])
+        for column in [c for c in columns if c in set(part["column"])]:
+            row = {**dict(zip(keys, key)), "task": _column_header(suite, column)}
+            for variant in variants:
+                row[variant] = (
+                    _noise_cell(cells.loc[(column, variant)]) if (column, variant) in cells.index else ""
+                )
+            rows.append(row)
+    return pd.DataFrame(rows, columns=[*keys, "task", *variants])
+
+
+def _noise_cell(r) -> str:
+    seeds = f"{r.seeds_min}" if r.seeds_min == r.seeds_max else f"{r.seeds_min}\u2013{r.seeds_max}"
+    where = f"{r.n_checkpoints} checkpoint" + ("s" if r.n_checkpoints > 1 else "")
+    runs = f" \u00d7 {r.n_runs} runs" if r.n_runs > 1 else ""
+    return f"{r.median_std:.2f} (n={seeds} seeds; {where}{runs})"

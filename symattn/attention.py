@@ -367,4 +367,4 @@ if set(ATTENTIONS) != set(variants.VARIANTS) or (tuple(COEFFICIENT_SCHEMES), tup
 
 
 def build_attention(config: AttentionConfig, hidden: int, heads: int, dropout: float) -> SelfAttention:
-    return ATTENTIONS[config.kind](hidden, heads, dropout, config)
+    return ATTENTIONS[config.variant](hidden, heads, dropout, config)

@@ -1,9 +1,11 @@
-"""`symattn bench`: training-step speed of every variant, side by side with HF `BertForMaskedLM`.
+"""`symattn bench`: training-step speed of every variant, side by side with HF BERT.
 
-For each model (HF BERT of the same configuration, then each attention variant) and precision (fp32,
-bf16 autocast), a full training step is timed: forward, MLM loss, backward, grad-norm clip, AdamW.
-Models run interleaved (round 1: HF, vanilla, ..., round 2: ...), so that the ratio to HF holds on
-a machine whose speed drifts; each round also re-measures the matmul peak that MFU is taken against.
+Two steps are raced: pre-training (`BertForMaskedLM`, MLM loss) and fine-tuning
+(`BertForSequenceClassification`, cross-entropy over the labels). For each model (HF BERT of the
+same configuration, then each attention variant) and precision (fp32, bf16 autocast), a full
+training step is timed: forward, loss, backward, grad-norm clip, AdamW. Models of both steps run
+interleaved (round 1: HF, vanilla, ..., round 2: ...), so that the ratio to HF holds on a machine
+whose speed drifts; each round also re-measures the matmul peak that MFU is taken against.
 
 Reported per model and precision: tokens/s (median over steps), the ratio to HF (median of
 per-round ratios), step time (median and half the 10-90 percentile range), peak memory (model
@@ -11,14 +13,16 @@ state + optimizer state + the step's peak allocations), MFU (FLOPs the model per
 step time / matmul peak of that round, median over rounds; HF's FLOPs include its full-vocabulary
 decoder, ours the masked positions only, as each computes them).
 
-Batches are synthetic MLM batches (random ids, 15% of positions per row masked and labelled, -100
-elsewhere, no padding), the same for every model.
+Batches are synthetic and the same for every model of a step: for pre-training, random ids with 15%
+of positions per row masked and labelled (-100 elsewhere) and no padding, as packed blocks; for
+fine-tuning, random ids padded as a task batch, with a second segment and random labels.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import math
 import platform
 import statistics
@@ -32,14 +36,19 @@ from torch import nn
 
 from symattn.attention import ATTENTIONS, AttentionConfig
 from symattn.markdown import markdown_table
-from symattn.model import SIZES, BertForMaskedLM, ModelConfig, flops_per_token
+from symattn.model import SIZES, BertForMaskedLM, BertForSequenceClassification, ModelConfig, flops_per_token
 from symattn.speed import apply_speed_settings, matmul_peak, peak_step_memory, spread, synchronize
-from symattn.tokens import IGNORE_INDEX, MASK_TOKEN_ID, NUM_SPECIAL_TOKENS
+from symattn.tokens import IGNORE_INDEX, MASK_TOKEN_ID, NUM_SPECIAL_TOKENS, PAD_TOKEN_ID
 from symattn.variants import VARIANTS
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
+PHASES = {
+    "pretrain": "pre-training step (MLM)",
+    "finetune": "fine-tuning step (sequence classification)",
+}
 
 COLUMNS = [
+    "phase",
     "model",
     "attention",
     "precision",
@@ -74,6 +83,10 @@ class BenchSpec:
     batch: int = 32
     seq_len: int = 128
     vocab: int = 30522
+    phases: tuple[str, ...] = tuple(PHASES)
+    ft_batch: int = 16  # the paper's fine-tuning recipe: batch 16, max length 128
+    ft_seq_len: int = 128
+    num_labels: int = 2
     variants: tuple[str, ...] = tuple(VARIANTS)
     precisions: tuple[str, ...] = ("fp32", "bf16")
     hf: bool = True
@@ -100,9 +113,14 @@ class BenchSpec:
         for p in self.precisions:
             if p not in PRECISIONS:
                 raise ValueError(f"unknown precision {p!r}; choose from {', '.join(PRECISIONS)}")
-        for name in ("batch", "seq_len", "rounds", "steps"):
+        for phase in self.phases:
+            if phase not in PHASES:
+                raise ValueError(f"unknown phase {phase!r}; choose from {', '.join(PHASES)}")
+        for name in ("batch", "seq_len", "ft_batch", "ft_seq_len", "rounds", "steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name.replace('_', '-')} must be at least 1")
+        if self.num_labels < 2:
+            raise ValueError("num-labels must be at least 2 (a classification step)")
         if self.clock not in ("wall", "cpu"):
             raise ValueError(f"unknown clock {self.clock!r}; choose wall or cpu")
         if self.clock == "cpu" and self.device != "cpu":
@@ -111,15 +129,22 @@ class BenchSpec:
             raise ValueError("warmup must be 0 or more")
         if not 0 < self.mlm_fraction <= 1:
             raise ValueError("mlm fraction must be in (0, 1]")
-        if self.seq_len > 512:
-            raise ValueError(f"seq-len {self.seq_len} exceeds the 512 position embeddings")
-        if not self.variants and not self.hf:
-            raise ValueError("nothing to measure: give --variants or drop --no-hf")
+        for name in ("seq_len", "ft_seq_len"):
+            if getattr(self, name) > 512:
+                raise ValueError(
+                    f"{name.replace('_', '-')} {getattr(self, name)} exceeds the 512 position embeddings"
+                )
+        if not self.phases or (not self.variants and not self.hf):
+            raise ValueError("nothing to measure: give --phases and --variants, or drop --no-hf")
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise ValueError(f"device {self.device!r} is not available here; use --device cpu")
 
-    def model_config(self, kind: str = "vanilla") -> ModelConfig:
-        return ModelConfig(size=self.size, vocab_size=self.vocab, attention=AttentionConfig(kind=kind))
+    def model_config(self, variant: str = "vanilla") -> ModelConfig:
+        return ModelConfig(size=self.size, vocab_size=self.vocab, attention=AttentionConfig(variant=variant))
+
+    def shape(self, phase: str) -> tuple[int, int]:
+        """(batch, sequence length) of the phase's step."""
+        return (self.batch, self.seq_len) if phase == "pretrain" else (self.ft_batch, self.ft_seq_len)
 
 
 # --- batches and models --------------------------------------------------------------------------
@@ -141,8 +166,37 @@ def synthetic_batch(
     return {k: v.to(device) for k, v in out.items()}
 
 
-def hf_model(c: ModelConfig) -> nn.Module:
-    """HF BertForMaskedLM of the same configuration, randomly initialised (no download)."""
+def classification_batch(
+    batch: int, seq_len: int, vocab: int, num_labels: int = 2, seed: int = 0, device="cpu"
+) -> dict[str, torch.Tensor]:
+    """Random ids padded as a task batch: row lengths drawn from [seq_len / 2, seq_len], the first row
+    full (so the batch is seq_len wide), [PAD] and mask 0 after each row's end; segment 1 from the
+    middle of each row (a text pair); random labels."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(NUM_SPECIAL_TOKENS, vocab, (batch, seq_len), generator=g)
+    lengths = torch.randint((seq_len + 1) // 2, seq_len + 1, (batch,), generator=g)
+    lengths[0] = seq_len
+    positions = torch.arange(seq_len)
+    mask = positions < lengths[:, None]
+    out = {
+        "input_ids": torch.where(mask, ids, PAD_TOKEN_ID),
+        "attention_mask": mask.long(),
+        "token_type_ids": (mask & (positions >= lengths[:, None] // 2)).long(),
+        "labels": torch.randint(num_labels, (batch,), generator=g),
+    }
+    return {k: v.to(device) for k, v in out.items()}
+
+
+def phase_batch(spec: BenchSpec, phase: str, device) -> dict[str, torch.Tensor]:
+    batch, seq_len = spec.shape(phase)
+    if phase == "pretrain":
+        return synthetic_batch(batch, seq_len, spec.vocab, spec.mlm_fraction, spec.seed, device)
+    return classification_batch(batch, seq_len, spec.vocab, spec.num_labels, spec.seed, device)
+
+
+def hf_model(c: ModelConfig, phase: str = "pretrain", num_labels: int = 2) -> nn.Module:
+    """HF BertForMaskedLM (pretrain) or BertForSequenceClassification (finetune) of the same
+    configuration, randomly initialised (no download)."""
     try:
         import transformers
     except ImportError as exc:  # pragma: no cover - dev extra
@@ -160,9 +214,27 @@ def hf_model(c: ModelConfig) -> nn.Module:
         layer_norm_eps=c.layer_norm_eps,
         initializer_range=c.init_std,
         pad_token_id=c.pad_token_id,
+        num_labels=num_labels,
     )
     torch.manual_seed(0)
-    return transformers.BertForMaskedLM(hf_cfg)
+    head = transformers.BertForMaskedLM if phase == "pretrain" else transformers.BertForSequenceClassification
+    return head(hf_cfg)
+
+
+def our_model(c: ModelConfig, phase: str, spec: BenchSpec) -> nn.Module:
+    if phase == "pretrain":
+        return BertForMaskedLM(c, seed=spec.seed)
+    return BertForSequenceClassification(c, spec.num_labels, seed=spec.seed)
+
+
+def step_flops_per_token(c: ModelConfig, phase: str, spec: BenchSpec, hf: bool = False) -> float:
+    """FLOPs per token of the phase's training step, as the model computes it."""
+    if phase == "pretrain":  # HF computes the decoder on every position: mlm_fraction 1 for its head
+        return flops_per_token(c, spec.seq_len, 1.0 if hf else spec.mlm_fraction)
+    # the encoder, then the pooler and the classifier once per sequence (forward + 2x backward)
+    h = c.n_hidden
+    head = 3 * (2 * h * h + 2 * h * spec.num_labels) / spec.ft_seq_len
+    return flops_per_token(c, spec.ft_seq_len, 0.0) + head
 
 
 @dataclass
@@ -173,29 +245,29 @@ class Contender:
     attention: str
     build: Callable[[], nn.Module]
     flops_per_token: float
+    phase: str = "pretrain"  # whose batch it steps on: a key of PHASES
     model: Optional[nn.Module] = None
     optimizers: dict = field(default_factory=dict)
     steps: dict = field(default_factory=dict)  # precision -> callable running one step
 
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.phase, self.name
+
 
 def contenders(spec: BenchSpec) -> list[Contender]:
     out = []
-    if spec.hf:
-        c = spec.model_config("vanilla")
-        # HF computes the decoder on every position: mlm_fraction 1 for its head.
-        out.append(
-            Contender("hf-bert", "vanilla", lambda c=c: hf_model(c), flops_per_token(c, spec.seq_len, 1.0))
-        )
-    for v in spec.variants:
-        c = spec.model_config(v)
-        out.append(
-            Contender(
-                v,
-                v,
-                lambda c=c: BertForMaskedLM(c, seed=spec.seed),
-                flops_per_token(c, spec.seq_len, spec.mlm_fraction),
+    for phase in spec.phases:
+        if spec.hf:
+            c = spec.model_config("vanilla")
+            build = functools.partial(hf_model, c, phase, spec.num_labels)
+            out.append(
+                Contender("hf-bert", "vanilla", build, step_flops_per_token(c, phase, spec, True), phase)
             )
-        )
+        for v in spec.variants:
+            c = spec.model_config(v)
+            build = functools.partial(our_model, c, phase, spec)
+            out.append(Contender(v, v, build, step_flops_per_token(c, phase, spec), phase))
     return out
 
 
@@ -243,34 +315,101 @@ def state_bytes(model: nn.Module, opt: torch.optim.Optimizer) -> int:
 def run_bench(
     spec: BenchSpec, extra: Optional[list[Contender]] = None, log: Callable[[str], None] = print
 ) -> list[dict]:
-    """Measure; returns one row (dict over COLUMNS) per model and precision."""
+    """Measure; returns one row (dict over COLUMNS) per phase, model and precision."""
     spec.check()
     device = torch.device(spec.device)
     clock = time.process_time if spec.clock == "cpu" else time.perf_counter
     settings = {"threads": None}
     if device.type == "cpu":
         settings = apply_speed_settings(spec.threads, spec.flush_denormal, spec.retain_memory)
-    batch = synthetic_batch(spec.batch, spec.seq_len, spec.vocab, spec.mlm_fraction, spec.seed, device)
-    tokens = spec.batch * spec.seq_len
     racers = contenders(spec) + list(extra or [])
-    log(
-        f"bench: {spec.size} batch {spec.batch} x {spec.seq_len}, {device.type}, threads {settings['threads']}, "
-        f"denormals flushed {settings.get('flush_denormal')}; models: {', '.join(r.name for r in racers)}"
+    phases = list(dict.fromkeys(r.phase for r in racers))
+    batches = {phase: phase_batch(spec, phase, device) for phase in phases}
+    shapes = ", ".join(
+        f"{phase} batch {b['input_ids'].shape[0]} x {b['input_ids'].shape[1]}" for phase, b in batches.items()
     )
+    log(
+        f"bench: {spec.size}, {shapes}, {device.type}, threads {settings['threads']}, "
+        f"denormals flushed {settings.get('flush_denormal')}; models: {', '.join(dict.fromkeys(r.name for r in racers))}"
+    )
+    _build(racers, spec, batches, device)
+    times, per_round, peaks = _race(racers, spec, device, clock, log)
+    rows = []
+    c0 = spec.model_config()
+    for phase in phases:
+        batch, seq_len = batches[phase]["input_ids"].shape
+        for p in spec.precisions:
+            hf_rounds = per_round.get((phase, "hf-bert", p)) if spec.hf else None
+            for r in (r for r in racers if r.phase == phase):
+                key = (*r.key, p)
+                med, spr = spread(times[key])
+                flops = r.flops_per_token * batch * seq_len
+                mfu = statistics.median(flops / t / pk for t, pk in zip(per_round[key], peaks[p]))
+                vs_hf = (
+                    statistics.median(h / t for h, t in zip(hf_rounds, per_round[key]))
+                    if hf_rounds
+                    else math.nan
+                )
+                peak_mem = state = math.nan
+                if spec.memory:
+                    state = state_bytes(r.model, r.optimizers[p])
+                    peak_mem = state + peak_step_memory(r.steps[p], device)
+                rows.append(
+                    {
+                        "phase": phase,
+                        "model": r.name,
+                        "attention": r.attention,
+                        "precision": p,
+                        "size": spec.size,
+                        "layers": c0.n_layers,
+                        "hidden": c0.n_hidden,
+                        "heads": c0.n_heads,
+                        "vocab": spec.vocab,
+                        "batch": batch,
+                        "seq_len": seq_len,
+                        "device": device.type,
+                        "threads": settings["threads"],
+                        "compile": spec.compile,
+                        "clock": spec.clock,
+                        "steps": len(times[key]),
+                        "tokens_per_s": batch * seq_len / med,
+                        "vs_hf": vs_hf,
+                        "step_ms_median": med * 1e3,
+                        "step_ms_spread": spr * 1e3,
+                        "step_ms_min": min(times[key]) * 1e3,
+                        "peak_mem_mib": peak_mem / 2**20,
+                        "state_mib": state / 2**20,
+                        "gflop_per_step": flops / 1e9,
+                        "matmul_peak_gflops": statistics.median(peaks[p]) / 1e9,
+                        "mfu": mfu,
+                    }
+                )
+    return rows
+
+
+def _build(racers: list[Contender], spec: BenchSpec, batches: dict, device: torch.device) -> None:
+    """Each model, its optimizer and step per precision, then the warm-up steps."""
     for r in racers:
         r.model = r.build().to(device).train()
         compiled = torch.compile(r.model) if spec.compile else None
         for p in spec.precisions:
             r.optimizers[p] = make_optimizer(r.model, device)
-            r.steps[p] = make_step(r.model, r.optimizers[p], batch, p, device, compiled)
+            r.steps[p] = make_step(r.model, r.optimizers[p], batches[r.phase], p, device, compiled)
     # warm-up: first calls allocate, compile, pick kernels
     for p in spec.precisions:
         for r in racers:
             for _ in range(spec.warmup):
                 r.steps[p]()
             synchronize(device)
-    times = {(r.name, p): [] for r in racers for p in spec.precisions}
-    per_round = {(r.name, p): [] for r in racers for p in spec.precisions}
+
+
+def _race(
+    racers: list[Contender], spec: BenchSpec, device: torch.device, clock, log
+) -> tuple[dict, dict, dict]:
+    """Interleaved rounds: every step time, each round's median per (phase, model, precision), and
+    each round's matmul peak per precision."""
+    times = {(*r.key, p): [] for r in racers for p in spec.precisions}
+    per_round = {(*r.key, p): [] for r in racers for p in spec.precisions}
     peaks = {p: [] for p in spec.precisions}
     for i in range(spec.rounds):
         for p in spec.precisions:
@@ -284,63 +423,17 @@ def run_bench(
                     r.steps[p]()
                     synchronize(device)
                     ts.append(clock() - t)
-                times[(r.name, p)] += ts
-                per_round[(r.name, p)].append(statistics.median(ts))
+                times[(*r.key, p)] += ts
+                per_round[(*r.key, p)].append(statistics.median(ts))
         log(
             f"  round {i + 1}/{spec.rounds}: "
             + ", ".join(
-                f"{r.name} {p} {per_round[(r.name, p)][-1] * 1e3:.0f} ms"
+                f"{r.phase} {r.name} {p} {per_round[(*r.key, p)][-1] * 1e3:.0f} ms"
                 for p in spec.precisions
                 for r in racers
             )
         )
-    rows = []
-    c0 = spec.model_config()
-    for p in spec.precisions:
-        hf_rounds = per_round.get(("hf-bert", p)) if spec.hf else None
-        for r in racers:
-            key = (r.name, p)
-            med, spr = spread(times[key])
-            flops = r.flops_per_token * tokens
-            mfu = statistics.median(flops / t / pk for t, pk in zip(per_round[key], peaks[p]))
-            vs_hf = (
-                statistics.median(h / t for h, t in zip(hf_rounds, per_round[key])) if hf_rounds else math.nan
-            )
-            peak_mem = state = math.nan
-            if spec.memory:
-                opt = r.optimizers[p]
-                state = state_bytes(r.model, opt)
-                peak_mem = state + peak_step_memory(r.steps[p], device)
-            rows.append(
-                {
-                    "model": r.name,
-                    "attention": r.attention,
-                    "precision": p,
-                    "size": spec.size,
-                    "layers": c0.n_layers,
-                    "hidden": c0.n_hidden,
-                    "heads": c0.n_heads,
-                    "vocab": spec.vocab,
-                    "batch": spec.batch,
-                    "seq_len": spec.seq_len,
-                    "device": device.type,
-                    "threads": settings["threads"],
-                    "compile": spec.compile,
-                    "clock": spec.clock,
-                    "steps": len(times[key]),
-                    "tokens_per_s": tokens / med,
-                    "vs_hf": vs_hf,
-                    "step_ms_median": med * 1e3,
-                    "step_ms_spread": spr * 1e3,
-                    "step_ms_min": min(times[key]) * 1e3,
-                    "peak_mem_mib": peak_mem / 2**20,
-                    "state_mib": state / 2**20,
-                    "gflop_per_step": flops / 1e9,
-                    "matmul_peak_gflops": statistics.median(peaks[p]) / 1e9,
-                    "mfu": mfu,
-                }
-            )
-    return rows
+    return times, per_round, peaks
 
 
 # --- output --------------------------------------------------------------------------------------
@@ -428,6 +521,9 @@ def _step_bench(args: argparse.Namespace) -> None:
         batch=args.batch,
         seq_len=args.seq_len,
         vocab=args.vocab,
+        phases=_names(args.phases),
+        ft_batch=args.ft_batch,
+        ft_seq_len=args.ft_seq_len,
         variants=_names(args.variants),
         precisions=_names(args.precision),
         hf=not args.no_hf,
@@ -446,10 +542,13 @@ def _step_bench(args: argparse.Namespace) -> None:
     )
     rows = run_bench(spec)
     print(
-        f"\n{spec.size}, batch {spec.batch} x {spec.seq_len}, vocab {spec.vocab:,}, {spec.clock} clock, "
+        f"\n{spec.size}, vocab {spec.vocab:,}, {spec.clock} clock, "
         f"threads {rows[0]['threads'] if rows else '-'}; {machine()}"
     )
-    print(format_table(rows))
+    for phase in spec.phases:
+        part = [r for r in rows if r["phase"] == phase]
+        print(f"\n{PHASES[phase]}, batch {part[0]['batch']} x {part[0]['seq_len']}")
+        print(format_table(part))
     if args.csv:
         write_csv(rows, Path(args.csv))
         print(f"wrote {args.csv}")

@@ -58,33 +58,49 @@ def _train(args: argparse.Namespace) -> int:
 def _finetune(args: argparse.Namespace) -> int:
     from symattn.paths import default_tracking_uri
 
+    if args.run is None and (args.step is not None or args.steps):
+        raise ValueError("--step and --steps pick kept steps of --run; give --run too")
+    if args.run is not None and args.step is None and not args.steps:
+        raise ValueError("--run needs --step S (one kept step) or --steps all (its whole kept series)")
     uri = args.tracking_uri or default_tracking_uri()
-    if uri.startswith("sqlite:///") and not os.path.exists(uri.removeprefix("sqlite:///")):
+    needs_store = args.hf is None  # a run or a kept file is looked up in its store
+    if needs_store and uri.startswith("sqlite:///") and not os.path.exists(uri.removeprefix("sqlite:///")):
         raise ValueError(
             f"no MLflow store at {uri}; give the store of the pre-training run with --tracking-uri"
         )
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    steps = "all" if args.steps == "all" else [args.step]
     from symattn.finetune import finetune, load_finetune_config
+    from symattn.finetune_source import file_source, hf_source, run_sources
     from symattn.tracking import open_store
 
     cfg = load_finetune_config(args.items)
-    results = finetune(open_store(uri), args.run, steps, args.task, seeds, cfg)
+    if args.hf is not None:
+        sources = [hf_source(args.hf)]
+    elif args.weights is not None:
+        sources = [file_source(open_store(uri), args.weights)]
+    else:
+        sources = run_sources(open_store(uri), args.run, "all" if args.steps else [args.step])
+    results = finetune(open_store(uri), sources, args.task, seeds, cfg, experiment=args.experiment)
     for r in results:
         scores = ", ".join(
             f"{k.removeprefix('eval/')} {v:.4f}" for k, v in sorted(r.items()) if k.startswith("eval/")
         )
-        print(f"run {r['run_id']}: {r['task']} at step {r['step']:,}, seed {r['seed']}: {scores}")
+        at = "" if r["step"] is None else f" at step {r['step']:,}"
+        print(f"run {r['run_id']}: {r['task']}{at}, seed {r['seed']}: {scores}")
     return 0
 
 
-def _dry_run(cells) -> int:
+def _dry_run(cells, finetune_cells) -> int:
     from symattn.sweep.dry_run import dry_run
 
     print(f"{'cell':<36} {'group':<12} {'parameters':>12} {'non-embedding':>14} {'loss after 2 steps':>19}")
     for r in dry_run(cells):
         print(
             f"{r['cell']:<36} {r['group']:<12} {r['total']:>12,} {r['non_embedding']:>14,} {r['loss']:>19.4f}"
+        )
+    if finetune_cells:
+        print(
+            f"and {len(finetune_cells)} fine-tuning cells, {len(finetune_cells) // len(cells)} per pre-training cell"
         )
     print("dry run: every cell is valid, builds and trains; nothing was written")
     return 0
@@ -93,21 +109,23 @@ def _dry_run(cells) -> int:
 def _expanded(path: str, overrides: list[str]):
     """The spec (`overrides` applied to its base config) and its cells, validated: a spec is
     expanded once per command."""
+    from symattn.sweep.finetune_cells import expand_finetune
     from symattn.sweep.spec import expand, load_spec
 
     spec = load_spec(path, overrides)
-    return spec, expand(spec)
+    cells = expand(spec)
+    return spec, cells, expand_finetune(spec, cells)
 
 
 def _queue(args: argparse.Namespace) -> int:
     from symattn.sweep.storage import redact
 
-    spec, cells = _expanded(args.spec, args.set)
+    spec, cells, finetune_cells = _expanded(args.spec, args.set)
     if args.dry_run:
-        return _dry_run(cells)
+        return _dry_run(cells, finetune_cells)
     from symattn.sweep.queue import queue
 
-    result = queue(spec, args.storage, cells)
+    result = queue(spec, args.storage, cells, finetune_cells)
     print(
         f"study {result.study}: {result.added} cells added, {result.existing} already queued ({redact(result.storage)})"
     )
@@ -133,15 +151,15 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    spec, cells = _expanded(args.spec, args.set)
+    spec, cells, finetune_cells = _expanded(args.spec, args.set)
     if args.dry_run:
-        return _dry_run(cells)
+        return _dry_run(cells, finetune_cells)
+    from symattn.paths import resolve_uri
     from symattn.sweep.queue import queue
     from symattn.sweep.status import format_status, status_rows
     from symattn.sweep.worker import work
-    from symattn.tracking import resolve_uri
 
-    result = queue(spec, args.storage, cells)
+    result = queue(spec, args.storage, cells, finetune_cells)
     print(f"study {result.study}: {result.added} cells added, {result.existing} already queued")
     work(spec.name, result.storage, args.devices, args.per_device)
     rows = status_rows(spec.name, result.storage)
@@ -156,13 +174,28 @@ def _run(args: argparse.Namespace) -> int:
 def _add_bench_parser(sub) -> None:
     p = sub.add_parser(
         "bench",
-        help="training-step speed of every variant beside HF BertForMaskedLM",
+        help="training-step speed of every variant beside HF BERT (pre-training and fine-tuning)",
         description="Times full training steps (forward, backward, AdamW) of each attention variant and of "
-        "HF BertForMaskedLM of the same configuration, interleaved; prints a table and writes CSV.",
+        "HF BERT of the same configuration, interleaved: the pre-training step (BertForMaskedLM) and the "
+        "fine-tuning step (BertForSequenceClassification); prints a table per step and writes CSV.",
     )
     p.add_argument("--size", default="mini", help=f"model size preset: {', '.join(SIZES)} (default: mini)")
-    p.add_argument("--batch", type=int, default=32, help="sequences per step (default: 32)")
-    p.add_argument("--seq-len", type=int, default=128, help="tokens per sequence (default: 128)")
+    p.add_argument(
+        "--phases",
+        default="pretrain,finetune",
+        help="comma-separated steps to time: pretrain (MLM), finetune (sequence classification)",
+    )
+    p.add_argument("--batch", type=int, default=32, help="sequences per pre-training step (default: 32)")
+    p.add_argument("--seq-len", type=int, default=128, help="tokens per pre-training sequence (default: 128)")
+    p.add_argument(
+        "--ft-batch", type=int, default=16, help="sequences per fine-tuning step (default: 16, the paper's)"
+    )
+    p.add_argument(
+        "--ft-seq-len",
+        type=int,
+        default=128,
+        help="width of a fine-tuning batch, rows padded within it (default: 128, the paper's max length)",
+    )
     p.add_argument("--vocab", type=int, default=30522, help="vocabulary size (default: 30522)")
     p.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated attention variants")
     p.add_argument("--precision", default="fp32,bf16", help="comma-separated: fp32, bf16 (autocast)")
@@ -264,11 +297,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.set_defaults(func=_train)
 
-    p = sub.add_parser("finetune", help="fine-tune kept pre-training weights on downstream tasks")
-    p.add_argument("--run", required=True, help="the pre-training run (MLflow run id)")
-    which = p.add_mutually_exclusive_group(required=True)
+    p = sub.add_parser("finetune", help="fine-tune pre-trained weights on downstream tasks")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--run", help="a pre-training run (MLflow run id), with --step or --steps")
+    source.add_argument(
+        "--weights", help="a kept weights file (<run id>/kept/step-N.pt) of a run in the store"
+    )
+    source.add_argument(
+        "--hf", metavar="DIR", help="a Hugging Face BertForMaskedLM folder with its tokenizer"
+    )
+    which = p.add_mutually_exclusive_group()
     which.add_argument("--step", type=int, help="one kept step of the run")
     which.add_argument("--steps", choices=["all"], help="all: the run's whole kept series")
+    p.add_argument("--experiment", help="the MLflow experiment of an --hf folder's runs (default: finetune)")
     p.add_argument("--task", action="append", required=True, help="a task (repeatable): GLUE or offline")
     p.add_argument("--seeds", default="1", help="fine-tuning seeds, comma-separated (default: 1)")
     p.add_argument(

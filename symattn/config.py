@@ -130,6 +130,11 @@ class CheckpointConfig(_Block):
         """Whether the weights at optimizer step `step` are kept."""
         return step in self.keep or (self.keep_every is not None and step > 0 and step % self.keep_every == 0)
 
+    def kept_steps(self, max_steps: int) -> list[int]:
+        """The series a run of `max_steps` keeps (fewer if it stops early)."""
+        every = range(self.keep_every, max_steps + 1, self.keep_every) if self.keep_every else []
+        return sorted({s for s in self.keep if s <= max_steps} | set(every))
+
 
 class RunConfig(_Block):
     seed: int = 0
@@ -176,18 +181,25 @@ class RunConfig(_Block):
 
     def config_hash(self) -> str:
         """Identifies everything that changes results: two runs with the same hash are the same run."""
-        d = self.to_dict()
-        for block in ("speed", "tracking", "checkpoint"):
-            d.pop(block)
-        return _digest(d)
+        return _digest(self._identity())
 
     def group_id(self) -> str:
         """The matched group: everything that changes results except the attention block."""
+        d = self._identity()
+        d["model"].pop("attention")
+        return _digest(d)
+
+    def _identity(self) -> dict:
+        """What a run's hash covers: the settings that change results. The attention variant and
+        a data source's type are hashed under their earlier name `kind`, so that every recorded
+        run keeps its hash (and resumes) across the rename."""
         d = self.to_dict()
         for block in ("speed", "tracking", "checkpoint"):
             d.pop(block)
-        d["model"].pop("attention")
-        return _digest(d)
+        attention = d["model"]["attention"]
+        d["model"]["attention"] = {"kind": attention.pop("variant"), **attention}
+        d["data"]["source"] = [{"kind": s.pop("type"), **s} for s in d["data"]["source"]]
+        return d
 
 
 class FinetuneConfig(_Block):

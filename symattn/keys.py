@@ -33,6 +33,8 @@ CHECKPOINT_STEP = "checkpoint_step"
 TASK = "task"
 FINETUNE_SEED = "finetune_seed"
 PARENT_RUN_ID = "mlflow.parentRunId"
+# A fine-tuning of weights from outside the suite (a Hugging Face folder): where, and their sha256.
+WEIGHTS_SOURCE, WEIGHTS_SHA256 = "weights_source", "weights_sha256"
 # Its metrics, by dev set: `eval/<metric>`; MNLI's mismatched dev set adds `_mm` (`eval/accuracy_mm`).
 EVAL_PREFIX, MISMATCHED_SUFFIX = "eval/", "_mm"
 

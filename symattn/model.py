@@ -307,7 +307,7 @@ def flops_per_token(c: ModelConfig, seq_len: int, mlm_fraction: float = 0.15, tr
     The MLM head runs on the masked fraction only, as the model computes it.
     """
     h, d, heads = c.n_hidden, c.n_hidden // c.n_heads, c.n_heads
-    n_proj = 3 if c.attention.variant.has_key else 2
+    n_proj = 3 if c.attention.spec.has_key else 2
     coef = {"none": 0, "diagonal": h}.get(c.attention.resolved_scheme, 2 * heads * d * d)
     per_layer = (
         2 * h * h * n_proj  # q, (k), v projections

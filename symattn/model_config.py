@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -25,17 +25,25 @@ class AttentionConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    kind: str = "vanilla"
+    variant: str = "vanilla"  # a name in the registry, symattn.variants.VARIANTS
     scheme: Optional[str] = None
     init: Optional[str] = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _earlier_name(cls, data: Any) -> Any:
+        # Configs and MLflow params recorded before the field was named `variant` call it `kind`.
+        if isinstance(data, dict) and "kind" in data and "variant" not in data:
+            data = {("variant" if k == "kind" else k): v for k, v in data.items()}
+        return data
+
     @model_validator(mode="after")
     def _check(self) -> "AttentionConfig":
-        if not variant(self.kind).has_coefficients:
+        if not self.spec.has_coefficients:
             for field in ("scheme", "init"):
                 if getattr(self, field) not in (None, "none"):
                     raise ValueError(
-                        f"attention {self.kind!r} has no coefficients, so {field}="
+                        f"attention {self.variant!r} has no coefficients, so {field}="
                         f"{getattr(self, field)!r} does not apply; remove it or use pairwise"
                     )
             return self
@@ -50,22 +58,23 @@ class AttentionConfig(BaseModel):
         return self
 
     @property
-    def variant(self) -> Variant:
-        return variant(self.kind)
+    def spec(self) -> Variant:
+        """The variant's registry entry: what it has (a key projection, coefficients)."""
+        return variant(self.variant)
 
     @property
     def resolved_scheme(self) -> str:
         """The coefficient scheme in force ('none' for variants without coefficients)."""
-        return (self.scheme or COEFFICIENT_SCHEMES[0]) if self.variant.has_coefficients else "none"
+        return (self.scheme or COEFFICIENT_SCHEMES[0]) if self.spec.has_coefficients else "none"
 
     @property
     def resolved_init(self) -> str:
-        return (self.init or COEFFICIENT_INITS[0]) if self.variant.has_coefficients else "none"
+        return (self.init or COEFFICIENT_INITS[0]) if self.spec.has_coefficients else "none"
 
     @property
     def label(self) -> str:
         """Short name for tables and plots (`symattn.variants.variant_label`)."""
-        return variant_label(self.kind, self.resolved_scheme, self.resolved_init)
+        return variant_label(self.variant, self.resolved_scheme, self.resolved_init)
 
 
 class ModelConfig(BaseModel):

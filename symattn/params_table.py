@@ -11,9 +11,9 @@ from symattn.model import BertForMaskedLM, ModelConfig, count_parameters, flops_
 def attention_configs() -> list[AttentionConfig]:
     """Every variant, and every coefficient scheme of the variants that have coefficients."""
     out = []
-    for kind, cls in ATTENTIONS.items():
+    for name, cls in ATTENTIONS.items():
         schemes = COEFFICIENT_SCHEMES if cls.has_coefficients else [None]
-        out += [AttentionConfig(kind=kind, scheme=s) for s in schemes]
+        out += [AttentionConfig(variant=name, scheme=s) for s in schemes]
     return out
 
 
@@ -27,7 +27,7 @@ def parameter_rows(
             counts = count_parameters(BertForMaskedLM(cfg))
         rows.append(
             {
-                "variant": att.kind,
+                "variant": att.variant,
                 "scheme": att.resolved_scheme,
                 **counts,
                 "train_gflops_per_token": flops_per_token(cfg, seq_len) / 1e9,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Optional
+from urllib.parse import urlparse
 
 
 def project_root() -> Path:
@@ -25,3 +27,41 @@ def default_tracking_uri() -> str:
 
 def default_checkpoint_dir() -> Path:
     return project_root() / "checkpoints"
+
+
+def resolve_uri(uri: Optional[str]) -> str:
+    """The MLflow tracking URI in force: the one given, else the default store."""
+    return uri or default_tracking_uri()
+
+
+def sqlite_path(uri: str) -> Optional[Path]:
+    """The database file of a `sqlite:///` tracking URI (None for any other store)."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = Path(uri.removeprefix("sqlite:///"))
+    return path if path.name else None
+
+
+def check_uri(uri: Optional[str] = None) -> str:
+    """Refuse a tracking URI MLflow cannot use, before anything is created (MLflow not imported)."""
+    uri = resolve_uri(uri)
+    scheme = urlparse(uri).scheme
+    path = sqlite_path(uri)
+    if path is not None and not path.parent.exists():
+        raise ValueError(
+            f"tracking store folder {str(path.parent)!r} does not exist; create it or fix tracking.uri"
+        )
+    if scheme != "sqlite" and scheme not in (
+        "http",
+        "https",
+        "file",
+        "databricks",
+        "postgresql",
+        "mysql",
+        "mssql",
+        "",
+    ):
+        raise ValueError(
+            f"tracking URI {uri!r} is not one MLflow can use; use sqlite:///path/mlflow.db or http://host:port"
+        )
+    return uri

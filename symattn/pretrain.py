@@ -237,7 +237,7 @@ def run_tags(cfg: RunConfig, data_fingerprint: str) -> dict[str, str]:
     att = cfg.model.attention
     return {
         keys.KIND: keys.PRETRAIN,
-        keys.ATTENTION: att.kind,
+        keys.ATTENTION: att.variant,
         keys.SCHEME: att.resolved_scheme,
         keys.INIT: att.resolved_init,
         keys.VARIANT: att.label,

@@ -11,49 +11,30 @@ import importlib.metadata
 import json
 import subprocess
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Optional
-from urllib.parse import urlparse
 
+from filelock import FileLock
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from symattn import keys
-from symattn.paths import default_tracking_uri, project_root
+from symattn.paths import check_uri, project_root, sqlite_path
 
 PACKAGES = ("symattn", "torch", "pytorch-lightning", "mlflow", "optuna", "tokenizers", "numpy")
 _BATCH = 100  # MLflow's limit of params per log_batch call is 100
 
 
-def resolve_uri(uri: Optional[str]) -> str:
-    return uri or default_tracking_uri()
-
-
-def check_uri(uri: Optional[str] = None) -> str:
-    """Refuse a tracking URI MLflow cannot use, before anything is created."""
-    uri = resolve_uri(uri)
-    parsed = urlparse(uri)
-    if parsed.scheme == "sqlite":
-        path = Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
-        if path is not None and path.name and not path.parent.exists():
-            raise ValueError(
-                f"tracking store folder {str(path.parent)!r} does not exist; create it or fix tracking.uri"
-            )
-    elif parsed.scheme not in ("http", "https", "file", "databricks", "postgresql", "mysql", "mssql", ""):
-        raise ValueError(
-            f"tracking URI {uri!r} is not one MLflow can use; use sqlite:///path/mlflow.db or http://host:port"
-        )
-    return uri
-
-
 def open_store(uri: Optional[str] = None) -> MlflowClient:
-    """A client on the store, created or migrated now (do this once, before starting workers:
-    two processes creating a fresh sqlite store at once crash)."""
+    """A client on the store, created or migrated now, not mid-run. Two processes creating or
+    migrating one sqlite file at once crash, so for a sqlite store they take turns."""
     uri = check_uri(uri)
-    client = MlflowClient(tracking_uri=uri)
-    client.search_experiments(max_results=1)  # creates the schema or fails now, not mid-run
+    db = sqlite_path(uri)
+    with FileLock(f"{db}.lock") if db else nullcontext():
+        client = MlflowClient(tracking_uri=uri)
+        client.search_experiments(max_results=1)  # creates or migrates the schema
     return client
 
 
@@ -67,10 +48,8 @@ def experiment_id(client: MlflowClient, name: str) -> str:
                 f"MLflow experiment {name!r} is deleted; restore it or pick another tracking.experiment"
             )
         return exp.experiment_id
-    location = None
-    if client.tracking_uri.startswith("sqlite:///"):
-        db = Path(client.tracking_uri.removeprefix("sqlite:///"))
-        location = (db.resolve().parent / "mlartifacts" / name).as_uri()
+    db = sqlite_path(client.tracking_uri)
+    location = (db.resolve().parent / "mlartifacts" / name).as_uri() if db else None
     try:
         return client.create_experiment(name, artifact_location=location)
     except MlflowException:  # another worker created it first

@@ -21,7 +21,7 @@ HIDDEN, HEADS, D = 32, 4, 8
 
 def make(kind, scheme=None, init=None, seed=0):
     torch.manual_seed(seed)
-    att = build_attention(AttentionConfig(kind=kind, scheme=scheme, init=init), HIDDEN, HEADS, dropout=0.0)
+    att = build_attention(AttentionConfig(variant=kind, scheme=scheme, init=init), HIDDEN, HEADS, dropout=0.0)
     return att.eval()
 
 
@@ -36,7 +36,7 @@ def inputs(padded: bool):
 
 
 MATRIX = [
-    (c.kind, c.scheme, i) for c in attention_configs() for i in (COEFFICIENT_INITS if c.scheme else [None])
+    (c.variant, c.scheme, i) for c in attention_configs() for i in (COEFFICIENT_INITS if c.scheme else [None])
 ]
 
 
@@ -125,21 +125,21 @@ def test_parameter_names_follow_the_release():
 
 
 def test_normal_init_is_unscaled_and_scaled_init_is_one_over_d():
-    big = build_attention(AttentionConfig(kind="pairwise"), 1024, 4, 0.0).pairwise_factors
+    big = build_attention(AttentionConfig(variant="pairwise"), 1024, 4, 0.0).pairwise_factors
     assert abs(big.std().item() - 1.0) < 0.01
-    big = build_attention(AttentionConfig(kind="pairwise", init="scaled"), 1024, 4, 0.0).pairwise_factors
+    big = build_attention(AttentionConfig(variant="pairwise", init="scaled"), 1024, 4, 0.0).pairwise_factors
     assert abs(big.std().item() - 1 / 16) < 0.001
 
 
 @pytest.mark.parametrize(
     "kwargs,words",
     [
-        ({"kind": "linear"}, "unknown attention 'linear'"),
-        ({"kind": "pairwise", "scheme": "lowrank"}, "unknown coefficient scheme"),
-        ({"kind": "pairwise", "init": "zeros"}, "unknown coefficient init"),
-        ({"kind": "vanilla", "scheme": "full"}, "has no coefficients"),
-        ({"kind": "symmetric", "init": "normal"}, "has no coefficients"),
-        ({"kind": "vanilla", "colour": 1}, "colour"),
+        ({"variant": "linear"}, "unknown attention 'linear'"),
+        ({"variant": "pairwise", "scheme": "lowrank"}, "unknown coefficient scheme"),
+        ({"variant": "pairwise", "init": "zeros"}, "unknown coefficient init"),
+        ({"variant": "vanilla", "scheme": "full"}, "has no coefficients"),
+        ({"variant": "symmetric", "init": "normal"}, "has no coefficients"),
+        ({"variant": "vanilla", "colour": 1}, "colour"),
     ],
 )
 def test_bad_attention_config_is_refused(kwargs, words):
@@ -194,7 +194,7 @@ def test_fused_projection_gradients_reach_each_linear(kind, scheme):
 def test_fast_and_math_paths_agree_in_training_with_dropout(kind, scheme, padded):
     """Same seed, dropout on: the CPU fast path draws the same dropout mask as the math path."""
     torch.manual_seed(0)
-    att = build_attention(AttentionConfig(kind=kind, scheme=scheme), HIDDEN, HEADS, dropout=0.3).train()
+    att = build_attention(AttentionConfig(variant=kind, scheme=scheme), HIDDEN, HEADS, dropout=0.3).train()
     x, mask = inputs(padded)
     m = padding_mask(mask)
     torch.manual_seed(5)
@@ -270,7 +270,7 @@ def dropout_route(request, monkeypatch):
 @pytest.mark.parametrize("padded", [False, True])
 def test_attention_dropout_is_unbiased_and_trains_on_either_route(dropout_route, padded):
     torch.manual_seed(0)
-    att = build_attention(AttentionConfig(kind="pairwise"), HIDDEN, HEADS, dropout=0.3)
+    att = build_attention(AttentionConfig(variant="pairwise"), HIDDEN, HEADS, dropout=0.3)
     x, mask = inputs(padded)
     m = padding_mask(mask)
     with torch.no_grad():

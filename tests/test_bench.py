@@ -1,4 +1,4 @@
-"""`symattn bench` on a tiny configuration: the table, the CSV, positive numbers (no timed assertions)."""
+"""`symattn bench` on a tiny configuration: the tables, the CSV, positive numbers (no timed assertions)."""
 
 import csv
 import math
@@ -13,7 +13,17 @@ from symattn.cli import build_parser
 
 def tiny_spec(**kw):
     base = dict(
-        size="tiny", batch=2, seq_len=16, vocab=300, rounds=2, steps=1, warmup=1, threads=1, peak_size=128
+        size="tiny",
+        batch=2,
+        seq_len=16,
+        ft_batch=3,
+        ft_seq_len=12,
+        vocab=300,
+        rounds=2,
+        steps=1,
+        warmup=1,
+        threads=1,
+        peak_size=128,
     )
     return bench.BenchSpec(**{**base, **kw})
 
@@ -27,12 +37,45 @@ def test_synthetic_batch_masks_fifteen_percent_and_labels_only_them():
     assert torch.equal(b["labels"], bench.synthetic_batch(4, 40, 1000, seed=0)["labels"])
 
 
+def test_classification_batch_is_padded_as_a_task_batch():
+    b = bench.classification_batch(5, 20, 1000, num_labels=3, seed=0)
+    lengths = b["attention_mask"].sum(1)
+    assert lengths[0] == 20 and ((lengths >= 10) & (lengths <= 20)).all()
+    assert ((b["input_ids"] == 0) == (b["attention_mask"] == 0)).all()  # [PAD] exactly past each row's end
+    assert (b["token_type_ids"] <= b["attention_mask"]).all() and b["token_type_ids"][0, 10:].all()
+    assert b["labels"].shape == (5,) and set(b["labels"].tolist()) <= {0, 1, 2}
+    assert torch.equal(
+        b["input_ids"], bench.classification_batch(5, 20, 1000, num_labels=3, seed=0)["input_ids"]
+    )
+
+
+def test_fine_tuning_flops_are_what_both_models_compute():
+    pytest.importorskip("transformers")
+    from torch.utils.flop_counter import FlopCounterMode
+
+    spec = tiny_spec()
+    c = spec.model_config("vanilla")
+    batch = bench.phase_batch(spec, "finetune", "cpu")
+    for model in (bench.hf_model(c, "finetune", 2), bench.our_model(c, "finetune", spec)):
+        with FlopCounterMode(display=False) as counter:
+            model(**batch).loss.backward()
+        want = bench.step_flops_per_token(c, "finetune", spec) * spec.ft_batch * spec.ft_seq_len
+        assert counter.get_total_flops() == pytest.approx(want)
+
+
 def test_bench_rows_table_and_csv(tmp_path, restore_speed_settings):
     pytest.importorskip("transformers")
     rows = bench.run_bench(tiny_spec(variants=("pairwise",)), log=lambda _: None)
-    assert [(r["model"], r["precision"]) for r in rows] == [
-        (m, p) for p in ("fp32", "bf16") for m in ("hf-bert", "pairwise")
+    assert [(r["phase"], r["model"], r["precision"]) for r in rows] == [
+        (phase, m, p)
+        for phase in ("pretrain", "finetune")
+        for p in ("fp32", "bf16")
+        for m in ("hf-bert", "pairwise")
     ]
+    assert {(r["phase"], r["batch"], r["seq_len"]) for r in rows} == {
+        ("pretrain", 2, 16),
+        ("finetune", 3, 12),
+    }
     for r in rows:
         assert set(r) == set(bench.COLUMNS)
         for key in (
@@ -47,7 +90,7 @@ def test_bench_rows_table_and_csv(tmp_path, restore_speed_settings):
         ):
             assert r[key] > 0 and math.isfinite(r[key]), key
         assert r["peak_mem_mib"] > r["state_mib"]
-    assert rows[0]["vs_hf"] == 1.0
+    assert all(r["vs_hf"] == 1.0 for r in rows if r["model"] == "hf-bert")
     # HF computes the decoder on every position, ours on the masked ones only
     assert rows[0]["gflop_per_step"] > rows[1]["gflop_per_step"]
     table = bench.format_table(rows)
@@ -56,8 +99,8 @@ def test_bench_rows_table_and_csv(tmp_path, restore_speed_settings):
     bench.write_csv(rows, path)
     with open(path) as f:
         read = list(csv.DictReader(f))
-    assert list(read[0]) == bench.COLUMNS and len(read) == 4
-    assert float(read[1]["tokens_per_s"]) > 0
+    assert list(read[0]) == bench.COLUMNS and len(read) == 8
+    assert float(read[1]["tokens_per_s"]) > 0 and read[-1]["phase"] == "finetune"
 
 
 def test_bench_command_parses_and_runs(tmp_path, capsys, restore_speed_settings):
@@ -72,6 +115,10 @@ def test_bench_command_parses_and_runs(tmp_path, capsys, restore_speed_settings)
             "2",
             "--seq-len",
             "8",
+            "--ft-batch",
+            "2",
+            "--ft-seq-len",
+            "10",
             "--vocab",
             "200",
             "--variants",
@@ -95,6 +142,10 @@ def test_bench_command_parses_and_runs(tmp_path, capsys, restore_speed_settings)
     assert args.func(args) == 0
     text = capsys.readouterr().out
     assert "symmetric" in text and "| model" in text and out.exists()
+    assert "pre-training step (MLM), batch 2 x 8" in text
+    assert "fine-tuning step (sequence classification), batch 2 x 10" in text
+    with open(out) as f:
+        assert [r["phase"] for r in csv.DictReader(f)] == ["pretrain", "finetune"]
 
 
 @pytest.mark.parametrize(
@@ -105,6 +156,10 @@ def test_bench_command_parses_and_runs(tmp_path, capsys, restore_speed_settings)
         ({"size": "huge"}, "unknown model size"),
         ({"batch": 0}, "batch must be at least 1"),
         ({"seq_len": 1024}, "exceeds the 512 position"),
+        ({"ft_seq_len": 600}, "ft-seq-len 600 exceeds the 512 position"),
+        ({"ft_batch": 0}, "ft-batch must be at least 1"),
+        ({"phases": ("train",)}, "unknown phase 'train'"),
+        ({"phases": ()}, "nothing to measure"),
         ({"variants": (), "hf": False}, "nothing to measure"),
     ],
 )
@@ -122,7 +177,7 @@ def test_overhead_sweep_reports_start_up_and_tracking_of_each_cell(tmp_path, run
         "name": "tiny-demo",
         "base": base,
         "workers": {"per_device": 2},
-        "axes": {"seed": [3, 4], "model.attention.kind": ["vanilla", "pairwise"]},
+        "axes": {"seed": [3, 4], "model.attention.variant": ["vanilla", "pairwise"]},
         "stores": {"mlflow": f"sqlite:///{tmp_path / 'never.db'}"},
     }
     path = tmp_path / "tiny-demo.yaml"
@@ -158,7 +213,7 @@ def test_overhead_steps_below_the_logging_interval_are_refused(tmp_path, run_ove
     from symattn.sweep.spec import SweepSpec
 
     spec = SweepSpec(
-        name="s", base=apply_overrides({}, run_overrides), axes={"model.attention.kind": ["vanilla"]}
+        name="s", base=apply_overrides({}, run_overrides), axes={"model.attention.variant": ["vanilla"]}
     )
     with pytest.raises(ValueError, match="below the spec's tracking.log_every_n_steps \\(5\\)"):
         check(spec, 4)

@@ -46,7 +46,7 @@ def test_queue_set_changes_the_base_config(tmp_path):
     spec = tmp_path / "s.yaml"
     spec.write_text(
         "name: s\nbase: {optim: {max_steps: 10, warmup_steps: 0}, data: {seq_len: 16}}\n"
-        "axes: {model.attention.kind: [vanilla]}\n"
+        "axes: {model.attention.variant: [vanilla]}\n"
     )
     out = symattn("queue", str(spec), "--set", "optim.lr=0.02", "--dry-run")
     assert out.returncode == 0, out.stderr

@@ -56,7 +56,7 @@ def test_every_variant_has_its_computation_and_the_model_asks_the_variant():
             variant.has_key,
             variant.has_coefficients,
         )
-        model = BertForMaskedLM(ModelConfig(attention={"kind": name}))
+        model = BertForMaskedLM(ModelConfig(attention={"variant": name}))
         names = {n.rsplit(".", 1)[0] for n, _ in model.named_parameters() if ".attention.self." in n}
         assert any(n.endswith(".key") for n in names) == variant.has_key
         assert any("pairwise_factors" in n for n, _ in model.named_parameters()) == variant.has_coefficients
@@ -76,5 +76,22 @@ def test_every_variant_has_its_computation_and_the_model_asks_the_variant():
 def test_one_label_rule_for_configs_and_recorded_runs(kind, scheme, init, label):
     assert variants.variant_label(kind, scheme, init) == label
     if kind in variants.VARIANTS and scheme != "x":
-        attention = {"kind": kind, **({"scheme": scheme, "init": init} if kind == "pairwise" else {})}
+        attention = {"variant": kind, **({"scheme": scheme, "init": init} if kind == "pairwise" else {})}
         assert RunConfig.model_validate({"model": {"attention": attention}}).model.attention.label == label
+
+
+def test_run_identity_is_stable_and_earlier_field_names_still_load():
+    # Recorded runs are found (and resumed) by these hashes: a change to them orphans every run.
+    pairwise = {"model": {"attention": {"variant": "pairwise", "scheme": "full", "init": "scaled"}}}
+    assert (RunConfig().config_hash(), RunConfig().group_id()) == ("02314b6f6828", "95f330c882cf")
+    assert RunConfig.model_validate(pairwise).config_hash() == "0de44d235aed"
+    path_source = RunConfig.model_validate({"data": {"source": ["path:/tmp/x.txt"]}})
+    assert (path_source.config_hash(), path_source.group_id()) == ("80c6769e4b4e", "e4907db33835")
+    # Configs and MLflow params written with the earlier name `kind` load as the same run.
+    earlier = {
+        "model": {"attention": {"kind": "pairwise", "scheme": "full", "init": "scaled"}},
+        "data": {"source": [{"kind": "path", "path": "/tmp/x.txt"}]},
+    }
+    now = {**pairwise, "data": {"source": [{"type": "path", "path": "/tmp/x.txt"}]}}
+    assert RunConfig.model_validate(earlier) == RunConfig.model_validate(now)
+    assert RunConfig.model_validate(now).model.attention.variant == "pairwise"

@@ -1,6 +1,7 @@
 """`symattn finetune` on kept weights of a real pre-training run, with a local GLUE folder: the
 runs it records, what the analysis reads from them, and the inputs it refuses before writing."""
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -9,7 +10,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from symattn.config import FinetuneConfig, load_config
-from symattn.finetune import Source, _model, config_from_params, finetune
+from symattn.finetune import _model, finetune
+from symattn.finetune_source import hf_source, run_sources
 from symattn.pretrain import pretrain
 
 SST2_TRAIN = [
@@ -85,7 +87,9 @@ def _cfg(pretrained, **kw):
 
 def test_one_run_per_step_and_seed_linked_to_its_pretraining_run(pretrained):
     client = MlflowClient(pretrained["uri"])
-    results = finetune(client, pretrained["run_id"], "all", ["sst2"], [1, 2], _cfg(pretrained))
+    results = finetune(
+        client, run_sources(client, pretrained["run_id"], "all"), ["sst2"], [1, 2], _cfg(pretrained)
+    )
     assert [(r["step"], r["seed"]) for r in results] == [(10, 1), (10, 2), (20, 1), (20, 2)]
     parent = client.get_run(pretrained["run_id"])
     for r in results:
@@ -112,7 +116,8 @@ def test_one_run_per_step_and_seed_linked_to_its_pretraining_run(pretrained):
 def test_mnli_evaluates_both_dev_sets_and_a_seed_repeats_itself(pretrained):
     client = MlflowClient(pretrained["uri"])
     a, b = (
-        finetune(client, pretrained["run_id"], [20], ["mnli"], [3], _cfg(pretrained))[0] for _ in range(2)
+        finetune(client, run_sources(client, pretrained["run_id"], [20]), ["mnli"], [3], _cfg(pretrained))[0]
+        for _ in range(2)
     )
     assert {"eval/accuracy", "eval/accuracy_mm"} <= set(a)
     assert {k: v for k, v in a.items() if k.startswith("eval/")} == {
@@ -124,15 +129,69 @@ def test_mnli_evaluates_both_dev_sets_and_a_seed_repeats_itself(pretrained):
 
 def test_weights_of_another_model_size_are_refused(pretrained):
     client = MlflowClient(pretrained["uri"])
-    run = client.get_run(pretrained["run_id"])
-    other = config_from_params(run.data.params).model_copy(
-        update={"model": pretrained["cfg"].model.model_copy(update={"size": "mini", "vocab_size": 200})}
-    )
-    weights = client.get_run(pretrained["run_id"]).data.tags["kept_checkpoint.0000010"]
-    import json
-
+    [src] = run_sources(client, pretrained["run_id"], [10])
+    other = dataclasses.replace(src, model=src.model.model_copy(update={"size": "mini"}))
     with pytest.raises(ValueError, match="do not fit"):
-        _model(Source(run, other, 10, json.loads(weights)["path"]), 2, 1)
+        _model(other, 2, 1)
+
+
+def test_a_kept_file_is_fine_tuned_as_its_run_and_step(pretrained):
+    client = MlflowClient(pretrained["uri"])
+    [src] = run_sources(client, pretrained["run_id"], [10])
+    out = _cli(pretrained, "--weights", str(src.weights), "--task", "sst2", *_overrides(pretrained))
+    assert out.returncode == 0, out.stderr
+    run = client.get_run(out.stdout.split()[1].rstrip(":"))
+    assert (
+        run.data.tags["pretrain_run_id"] == pretrained["run_id"] and run.data.tags["checkpoint_step"] == "10"
+    )
+    copy = src.weights.parent.parent.parent / "elsewhere" / "kept" / src.weights.name
+    copy.parent.mkdir(parents=True)
+    copy.write_bytes(src.weights.read_bytes())
+    out = _cli(pretrained, "--weights", str(copy), "--task", "sst2", *_overrides(pretrained))
+    assert out.returncode == 2 and "no MLflow run 'elsewhere'" in out.stderr
+
+
+def _hf_folder(root, corpus_words):
+    """A tiny HF BertForMaskedLM, as `save_pretrained` writes it, with a vocab.txt."""
+    from transformers import BertConfig, BertForMaskedLM
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *sorted(set(corpus_words))]
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=512,
+        max_position_embeddings=128,
+    )
+    BertForMaskedLM(config).save_pretrained(root)
+    (root / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    return root
+
+
+def test_a_hugging_face_folder_is_fine_tuned_in_its_own_experiment(pretrained, tmp_path):
+    words = " ".join(text for text, _ in SST2_TRAIN + SST2_DEV).split()
+    folder = _hf_folder(tmp_path / "hf-bert", words)
+    src = hf_source(str(folder))
+    assert src.model.size == "tiny" and src.model.vocab_size == len(set(words)) + 5
+    out = _cli(pretrained, "--hf", str(folder), "--task", "sst2", "--seeds", "1,2", *_overrides(pretrained))
+    assert out.returncode == 0, out.stderr
+    client = MlflowClient(pretrained["uri"])
+    runs = client.search_runs([client.get_experiment_by_name("finetune").experiment_id])
+    assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs)
+    for r in runs:
+        tags = r.data.tags
+        assert tags["kind"] == "finetune" and tags["size"] == "tiny" and tags["variant"] == "vanilla"
+        assert tags["weights_source"] == str(folder.resolve()) and len(tags["weights_sha256"]) == 64
+        assert "mlflow.parentRunId" not in tags and "eval/accuracy" in r.data.metrics
+        assert r.info.run_name == f"hf-bert-sst2-ft{tags['finetune_seed']}"
+    (folder / "config.json").unlink()
+    out = _cli(pretrained, "--hf", str(folder), "--task", "sst2", *_overrides(pretrained))
+    assert out.returncode == 2 and "has no config.json" in out.stderr
+
+
+def _overrides(pretrained):
+    return [f"glue_dir={pretrained['glue']}", "max_steps=3", "batch_size=4", "threads=1"]
 
 
 def _cli(pretrained, *args, env=None):

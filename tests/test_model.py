@@ -44,7 +44,7 @@ def test_parameter_breakdown_of_a_real_model():
 
 def tiny(kind="vanilla", seed=0, **kw):
     cfg = ModelConfig(
-        size="tiny", vocab_size=500, max_positions=32, attention=AttentionConfig(kind=kind, **kw)
+        size="tiny", vocab_size=500, max_positions=32, attention=AttentionConfig(variant=kind, **kw)
     )
     return BertForMaskedLM(cfg, seed=seed)
 
@@ -121,7 +121,7 @@ def test_classification_head_loads_a_pretrained_encoder():
 
 def test_flops_follow_the_variants():
     def cfg(kind, **kw):
-        return ModelConfig(size="base", attention=AttentionConfig(kind=kind, **kw))
+        return ModelConfig(size="base", attention=AttentionConfig(variant=kind, **kw))
 
     van, sym, pair = (flops_per_token(cfg(k), 512) for k in ("vanilla", "symmetric", "pairwise"))
     assert sym < pair < van
@@ -136,9 +136,9 @@ def test_flops_follow_the_variants():
         ({"size": "huge"}, "unknown model size"),
         ({"size": "tiny", "heads": 3}, "3 heads do not divide hidden size 128"),
         ({"vocab_size": 4}, "smaller than the 5 special tokens"),
-        ({"attention": {"kind": "pairwise", "scheme": "banded"}}, "unknown coefficient scheme"),
-        ({"attention": {"kind": "symmetric", "scheme": "full"}}, "has no coefficients"),
-        ({"attention": {"kind": "fancy"}}, "unknown attention"),
+        ({"attention": {"variant": "pairwise", "scheme": "banded"}}, "unknown coefficient scheme"),
+        ({"attention": {"variant": "symmetric", "scheme": "full"}}, "has no coefficients"),
+        ({"attention": {"variant": "fancy"}}, "unknown attention"),
     ],
 )
 def test_bad_model_config_is_refused_at_construction(kwargs, words):

@@ -23,7 +23,7 @@ def history(cfg, run_id, key):
 
 
 def test_a_run_logs_exactly_what_it_promises(run_overrides, tmp_path):
-    cfg = load_config(None, run_overrides + ["model.attention.kind=pairwise", "optim.warmup_steps=10"])
+    cfg = load_config(None, run_overrides + ["model.attention.variant=pairwise", "optim.warmup_steps=10"])
     called = time.time()
     result = pretrain(cfg)
     returned = time.time()
@@ -37,7 +37,7 @@ def test_a_run_logs_exactly_what_it_promises(run_overrides, tmp_path):
     assert tags["version.torch"].startswith("2.") and "version.mlflow" in tags
 
     params = run.data.params
-    assert params["optim.lr"] == "0.001" and params["model.attention.kind"] == "pairwise"
+    assert params["optim.lr"] == "0.001" and params["model.attention.variant"] == "pairwise"
     assert params["model.vocab_size"] == "200"  # follows the tokenizer
     assert (
         int(params["params_total"])
@@ -221,7 +221,7 @@ def test_matched_variants_share_initial_weights_and_batches(run_overrides):
 
     modules, first_batches, groups = [], [], set()
     for kind in ("vanilla", "symmetric", "pairwise"):
-        cfg = load_config(None, run_overrides + [f"model.attention.kind={kind}"])
+        cfg = load_config(None, run_overrides + [f"model.attention.variant={kind}"])
         data = prepare_pretraining(cfg.data)
         cfg = resolve_vocab(cfg, data)
         modules.append(MLMPretraining(cfg).model.state_dict())
@@ -268,7 +268,7 @@ def symattn(capsys, *args):
     "override,words",
     [
         ("optim.lrr=1", "optim.lrr: unknown setting"),
-        ("model.attention.kind=banded", "unknown attention 'banded'"),
+        ("model.attention.variant=banded", "unknown attention 'banded'"),
         ("data.seq_len=1024", "data.seq_len 1024 exceeds model.max_positions 512"),
         ("optim.lr", "not of the form key=value"),
     ],

@@ -53,7 +53,9 @@ def test_model_output_is_unchanged_by_the_speed_settings(restore_speed_settings)
     from symattn.model import BertForMaskedLM, ModelConfig
 
     m = BertForMaskedLM(
-        ModelConfig(size="tiny", vocab_size=300, max_positions=16, attention=AttentionConfig(kind="pairwise"))
+        ModelConfig(
+            size="tiny", vocab_size=300, max_positions=16, attention=AttentionConfig(variant="pairwise")
+        )
     ).eval()
     ids = torch.randint(5, 300, (2, 16), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():

@@ -49,7 +49,7 @@ def spec_path(tmp_path, run_overrides):
     spec = {
         "name": "mini-sweep",
         "base": overrides_to_base(run_overrides),
-        "axes": {"seed": [0, 1], "model.attention.kind": ["vanilla", "symmetric"]},
+        "axes": {"seed": [0, 1], "model.attention.variant": ["vanilla", "symmetric"]},
         "stores": {"optuna": str(tmp_path / "optuna.journal")},
         "workers": {"heartbeat_seconds": 1, "grace_seconds": 10},
     }
@@ -72,7 +72,11 @@ def test_cells_come_group_by_group(spec_path):
 
 def test_cells_of_a_grid_are_named_by_every_axis(spec_path):
     raw = yaml.safe_load(spec_path.read_text())
-    raw["axes"] = {"model.init_std": [0.02, 0.049], "optim.eps": [1e-8], "model.attention.kind": ["vanilla"]}
+    raw["axes"] = {
+        "model.init_std": [0.02, 0.049],
+        "optim.eps": [1e-8],
+        "model.attention.variant": ["vanilla"],
+    }
     spec_path.write_text(yaml.safe_dump(raw))
     names = [c.name for c in expand(load_spec(spec_path))]
     assert names == [
@@ -106,6 +110,21 @@ def finished_runs(tmp_path):
     return client, client.search_runs([exp.experiment_id])
 
 
+def test_queue_and_status_answer_without_importing_mlflow(spec_path, tmp_path):
+    """Both read and write the Optuna store only; the worker opens the MLflow store."""
+    script = (
+        "import sys\n"
+        "from symattn.cli import main\n"
+        f"assert main(['queue', {str(spec_path)!r}]) == 0\n"
+        f"assert main(['status', 'mini-sweep', '--storage', {str(tmp_path / 'optuna.journal')!r}]) == 0\n"
+        "print(sorted(m for m in ('mlflow', 'torch', 'pytorch_lightning') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[-1] == "[]" and "4 waiting" in out.stdout
+    assert not list(tmp_path.glob("*.db"))  # no MLflow store created yet
+
+
 def test_two_workers_drain_the_queue_exactly_once(spec_path, tmp_path):
     queue(load_spec(spec_path))
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -125,6 +144,9 @@ def test_two_workers_drain_the_queue_exactly_once(spec_path, tmp_path):
     # the trial and the run name each other; the run carries the cell's readable name
     for row, run in ((r, client.get_run(r["run_id"])) for r in rows):
         assert run.data.tags["optuna_trial"].isdigit() and run.info.run_name == row["cell"]
+        # status reads what the cell reported to its trial: the run's last step and loss
+        assert row["progress"] == f"{run.data.params['optim.max_steps']}/{run.data.params['optim.max_steps']}"
+        assert row["val_loss"] == pytest.approx(run.data.metrics["val/loss"])
         # the group `status` prints finds the run in MLflow (the vocabulary follows the tokenizer)
         assert run.data.tags["group"] == row["group"]
         # start-up counts from the cell's launch by the worker, which came after the worker started
@@ -142,7 +164,7 @@ def test_two_workers_drain_the_queue_exactly_once(spec_path, tmp_path):
 @pytest.mark.slow
 def test_a_killed_worker_is_replaced_and_the_sweep_completes_once(spec_path, tmp_path):
     raw = yaml.safe_load(spec_path.read_text())
-    raw["axes"] = {"model.attention.kind": ["vanilla", "pairwise"]}
+    raw["axes"] = {"model.attention.variant": ["vanilla", "pairwise"]}
     raw["base"]["optim"]["max_steps"] = 60
     spec_path.write_text(yaml.safe_dump(raw))
     queue(load_spec(spec_path))
@@ -176,7 +198,7 @@ def test_sigterm_to_the_whole_process_group_stops_cells_cleanly(spec_path, tmp_p
     """As `timeout` or a service manager stops a worker: every process of the group gets SIGTERM.
     The cell server must outlive its cells, so that each writes its checkpoint and ends KILLED."""
     raw = yaml.safe_load(spec_path.read_text())
-    raw["axes"] = {"model.attention.kind": ["vanilla"]}
+    raw["axes"] = {"model.attention.variant": ["vanilla"]}
     raw["base"]["optim"]["max_steps"] = 400
     spec_path.write_text(yaml.safe_dump(raw))
     queue(load_spec(spec_path))
@@ -203,7 +225,7 @@ def test_sigterm_to_the_whole_process_group_stops_cells_cleanly(spec_path, tmp_p
     "change,words",
     [
         ({"axes": {"model.colour": ["red"]}}, "unknown axis 'model.colour'"),
-        ({"axes": {"model.attention.kind": ["vanilla", "banded"]}}, "unknown attention 'banded'"),
+        ({"axes": {"model.attention.variant": ["vanilla", "banded"]}}, "unknown attention 'banded'"),
         ({"axes": {"seed": []}}, "axis 'seed' is empty"),
         ({"stores": {"optuna": "redis://localhost/0"}}, "is not understood"),
         ({"stores": {"optuna": "/no/such/folder/optuna.journal"}}, "does not exist"),
@@ -225,7 +247,7 @@ def test_malformed_spec_is_refused_before_anything_is_written(spec_path, tmp_pat
 
 def test_a_search_proposes_learning_rates_per_variant_and_tracks_each_trial(spec_path, tmp_path):
     raw = yaml.safe_load(spec_path.read_text())
-    raw["axes"] = {"model.attention.kind": ["vanilla", "symmetric"]}
+    raw["axes"] = {"model.attention.variant": ["vanilla", "symmetric"]}
     raw["search"] = {
         "param": "optim.lr",
         "low": 1e-4,
@@ -296,7 +318,7 @@ def test_cells_see_the_workers_environment_at_launch_not_the_servers(spec_path, 
     late = tmp_path / "late-cache"
     monkeypatch.setenv("SYMATTN_CACHE", str(late))  # where the cell builds the corpus
     raw = yaml.safe_load(spec_path.read_text())
-    raw["axes"] = {"model.attention.kind": ["vanilla"]}
+    raw["axes"] = {"model.attention.variant": ["vanilla"]}
     spec_path.write_text(yaml.safe_dump(raw))
     queue(load_spec(spec_path))
     assert work("mini-sweep", str(tmp_path / "optuna.journal"), "cpu") == [

@@ -222,7 +222,7 @@ def _spec(tmp_path: Path, run_overrides: list[str]) -> Path:
     spec = {
         "name": STUDY,
         "base": base,
-        "axes": {"model.attention.kind": ["vanilla", "symmetric"]},
+        "axes": {"model.attention.variant": ["vanilla", "symmetric"]},
         # --storage must win over the spec's store: this journal file must never appear
         "stores": {"optuna": str(tmp_path / "optuna.journal")},
         "workers": {"heartbeat_seconds": 1, "grace_seconds": 30},

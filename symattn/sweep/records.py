@@ -1,8 +1,9 @@
 """What a cell's Optuna trial records, and how a trial and its MLflow run find each other.
 
 A trial's user attributes: `cell` (the config hash), `name`, `group`, `index` (queue order),
-`attempt`, `config` (the run config, as set by the spec), and once it has a run `mlflow_run_id`;
-a retry adds `retry_of` and `retry_reason`, a failure `failure`. Its run carries the tags
+`attempt`, `config` (the run config, as set by the spec; a fine-tuning cell's is its
+`FinetuneConfig`, beside the attributes of `finetune_cells`), and what the running cell reports
+(`progress`: its run id, step and validation loss); a retry adds `retry_of` and `retry_reason`, a failure `failure`. Its run carries the tags
 `keys.STUDY`, `keys.CELL` and `keys.OPTUNA_TRIAL`.
 """
 
@@ -54,7 +55,8 @@ def cell_config(trial: FrozenTrial, device: str, cpu_threads: int) -> RunConfig:
 
 def runs_of(client, trial: FrozenTrial, status: Optional[str] = None) -> list:
     """The MLflow runs of a trial's cell (every attempt's, newest first)."""
-    exp = client.get_experiment_by_name(trial.user_attrs["config"]["tracking"]["experiment"])
+    attrs = trial.user_attrs
+    exp = client.get_experiment_by_name(attrs.get("experiment") or attrs["config"]["tracking"]["experiment"])
     if exp is None:
         return []
     filt = f"tags.{keys.CELL} = '{trial.user_attrs['cell']}'"

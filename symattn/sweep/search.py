@@ -8,7 +8,6 @@ import copy
 import optuna
 from optuna.trial import FrozenTrial
 
-from symattn import keys
 from symattn.config import RunConfig, apply_overrides
 from symattn.sweep import optuna_internals as internals
 from symattn.sweep.records import cell_attrs
@@ -69,38 +68,3 @@ def budget_used(study: optuna.Study) -> int:
     trials = study.get_trials(deepcopy=False)
     retried = {t.user_attrs["retry_of"] for t in trials if "retry_of" in t.user_attrs}
     return sum(1 for t in trials if t.number not in retried)
-
-
-class PruneOnValidation:
-    """Lightning callback for a search trial: report validation loss, stop the run when pruned.
-    Picklable (it travels to the cell's process); the callback itself is built there."""
-
-    def __init__(self, storage_url: str, study_name: str, trial_id: int, search: dict) -> None:
-        self.storage_url, self.study_name, self.trial_id, self.search = (
-            storage_url,
-            study_name,
-            trial_id,
-            search,
-        )
-
-    def callback(self):
-        import pytorch_lightning as pl
-
-        from symattn.sweep.storage import open_storage
-
-        outer, search = self, SearchSpec.model_validate(self.search)
-        study = load_search(open_storage(self.storage_url), self.study_name, search)
-
-        class _Prune(pl.Callback):
-            evals = 0
-
-            def on_validation_end(self, trainer, pl_module) -> None:
-                if trainer.sanity_checking or keys.VAL_LOSS not in pl_module.val_metrics:
-                    return
-                trial = internals.live_trial(study, outer.trial_id)
-                trial.report(pl_module.val_metrics[keys.VAL_LOSS], trainer.global_step)
-                self.evals += 1
-                if self.evals > search.warmup_evals and trial.should_prune():
-                    raise optuna.TrialPruned(f"pruned at step {trainer.global_step}")
-
-        return _Prune()

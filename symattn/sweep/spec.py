@@ -9,11 +9,11 @@ import itertools
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Optional, Sequence
+from typing import Any, Literal, Optional, Sequence, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from symattn.config import RunConfig, apply_overrides, flatten, read_yaml_mapping
+from symattn.config import FinetuneConfig, RunConfig, apply_overrides, flatten, read_yaml_mapping
 
 
 class StoresSpec(BaseModel):
@@ -61,6 +61,35 @@ class SearchSpec(BaseModel):
         return self
 
 
+class FinetuneSpec(BaseModel):
+    """Fine-tuning cells attached to the pre-training cells: one per kept step, task and seed of
+    each pre-training cell, queued with the sweep and run once their pre-training cell is COMPLETE."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tasks: list[str] = Field(min_length=1)  # symattn.data.tasks: the GLUE tasks and the offline suite
+    seeds: list[int] = Field(default_factory=lambda: [1, 2, 3, 4, 5], min_length=1)  # the paper: 5
+    steps: Union[Literal["all"], list[int]] = "all"  # the kept series, or some of its steps
+    config: dict[str, Any] = Field(default_factory=dict)  # FinetuneConfig settings (epochs, lr, ...)
+
+    @model_validator(mode="after")
+    def _check(self) -> "FinetuneSpec":
+        from symattn.data.task_registry import TASKS as TASK_NAMES
+
+        unknown = [t for t in self.tasks if t not in TASK_NAMES]
+        if unknown:
+            raise ValueError(f"finetune: unknown task {unknown[0]!r}; choose from {', '.join(TASK_NAMES)}")
+        if {"task", "seed"} & set(self.config):
+            raise ValueError(
+                "finetune.config sets task or seed; give them as finetune.tasks and finetune.seeds"
+            )
+        for name, values in (("tasks", self.tasks), ("seeds", self.seeds)):
+            if len(set(values)) != len(values):
+                raise ValueError(f"finetune.{name} repeats a value; each cell must be distinct")
+        FinetuneConfig.model_validate(self.config)
+        return self
+
+
 class SweepSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -74,11 +103,16 @@ class SweepSpec(BaseModel):
     stores: StoresSpec = Field(default_factory=StoresSpec)
     workers: WorkersSpec = Field(default_factory=WorkersSpec)
     search: Optional[SearchSpec] = None
+    finetune: Optional[FinetuneSpec] = None
 
     @model_validator(mode="after")
     def _search_not_an_axis(self) -> "SweepSpec":
         if self.search is not None and self.search.param in self.axes:
             raise ValueError(f"{self.search.param!r} is both an axis and the search param; keep one")
+        if self.search is not None and self.finetune is not None:
+            raise ValueError(
+                "a spec with a search cannot fine-tune; fine-tune the chosen runs in a spec of their own"
+            )
         return self
 
     @field_validator("axes")
@@ -128,7 +162,7 @@ def _check_axis_key(key: str) -> None:
     ):
         return
     raise ValueError(
-        f"unknown axis {key!r}: it names no run setting (e.g. model.size, model.attention.kind, optim.lr, seed)"
+        f"unknown axis {key!r}: it names no run setting (e.g. model.size, model.attention.variant, optim.lr, seed)"
     )
 
 
@@ -179,6 +213,12 @@ def cell_name(cfg: RunConfig, axes: dict[str, Any]) -> str:
     return f"{cfg.model.size}-{cfg.model.attention.label}-lr{cfg.optim.lr:g}-s{cfg.seed}{extra}"
 
 
+def finetune_cell_name(source: str, step: Optional[int], task: str, seed: int) -> str:
+    """The name of a fine-tuning cell (and of its MLflow run), after its pre-training cell's (or
+    the source's name and no step, for weights from outside the suite)."""
+    return f"{source}{'' if step is None else f'-step{step}'}-{task}-ft{seed}"
+
+
 def _short(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:g}"
@@ -188,11 +228,16 @@ def _short(value: Any) -> str:
 
 
 def load_spec(path: str | Path, overrides: Sequence[str] = ()) -> SweepSpec:
-    """A spec from YAML; `overrides` (`key=value`, as `symattn train` takes) change its base config."""
+    """A spec from YAML; `overrides` (`key=value`, as `symattn train` takes) change its base config,
+    after the spec's own `set:` list (the same overrides, for a spec built on a shared base file)."""
     p = Path(path)
     raw = read_yaml_mapping(p, "sweep spec")
     if isinstance(raw.get("base"), str):  # base: path of a run config, relative to the spec
         raw["base"] = read_yaml_mapping(p.parent / raw["base"], "base config")
+    own = raw.pop("set", None) or []
+    if not isinstance(own, list) or not all(isinstance(item, str) for item in own):
+        raise ValueError(f"sweep spec {str(p)!r}: set must be a list of key=value strings")
+    overrides = [*own, *overrides]
     if overrides:
         base = raw.get("base")
         if not isinstance(base, dict):

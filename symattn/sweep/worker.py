@@ -16,9 +16,18 @@ from optuna.trial import FrozenTrial, TrialState
 
 from symattn import keys
 from symattn.sweep import optuna_internals as internals
-from symattn.sweep.cell_server import EXIT_NON_FINITE, EXIT_PRUNED, cell_main, context
-from symattn.sweep.records import cell_config, finished_run, latest_run
-from symattn.sweep.search import PruneOnValidation, ask, budget_used, load_search
+from symattn.sweep.cell_server import (
+    EXIT_INVALID,
+    EXIT_NON_FINITE,
+    EXIT_PRUNED,
+    cell_main,
+    context,
+    finetune_main,
+)
+from symattn.sweep.finetune_cells import PRETRAIN_CELL, PretrainStages, finetune_config, is_finetune
+from symattn.sweep.progress import RUN_ID, STEP, VAL_LOSS, TrialReport
+from symattn.sweep.records import cell_config, finished_run, latest_run, runs_of
+from symattn.sweep.search import ask, budget_used, load_search
 from symattn.sweep.spec import SweepSpec
 from symattn.sweep.storage import default_storage, load_study, open_storage
 
@@ -46,7 +55,8 @@ def _retry(study: optuna.Study, trial: FrozenTrial, max_retries: int, why: str) 
         return
     # A finished trial takes no more attributes: the copy records what it retries and why.
     attrs = {**trial.user_attrs, "attempt": attempt + 1, "retry_of": trial.number, "retry_reason": why}
-    attrs.pop("mlflow_run_id", None)
+    for progress in (RUN_ID, STEP, VAL_LOSS):  # the retry reports its own
+        attrs.pop(progress, None)
     study.enqueue_trial(trial.params, user_attrs=attrs)
 
 
@@ -87,6 +97,10 @@ class Worker:
 
     def run(self) -> list[tuple[str, str]]:
         ctx = context()  # cells fork from a server that has their imports loaded
+        from symattn.tracking import experiment_id, open_store
+
+        # The MLflow store and the study's experiment, created once here rather than by each cell.
+        experiment_id(open_store(self.mlflow_uri), self.study.study_name)
         previous = {s: signal.signal(s, self._stop) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             threads = [threading.Thread(target=self._slot, args=(ctx, d), daemon=True) for d, _ in self.slots]
@@ -110,21 +124,26 @@ class Worker:
     def _slot(self, ctx, device: str) -> None:
         while not self.stopping.is_set():
             reclaim_stale(self.study, self.workers.grace_seconds, self.workers.max_retries)
-            trial = internals.pop_waiting(self.study)
+            stages = PretrainStages(self.study.get_trials(deepcopy=False))
+            trial = internals.pop_waiting(self.study, stages.ready)
             if trial is not None:
-                self._run_cell(ctx, self.study, trial, device)
+                if is_finetune(trial):
+                    self._run_finetune(ctx, trial, device, stages.run_ids[trial.user_attrs[PRETRAIN_CELL]])
+                else:
+                    self._run_cell(ctx, self.study, trial, device, self._report(self.study, trial))
                 continue
             job = self._next_search_trial()
-            if job is None:
+            if job is not None:
+                study, trial = job
+                self._run_cell(ctx, study, trial, device, self._report(study, trial, self.search))
+            elif stages.awaited:  # fine-tuning cells wait for pre-training running elsewhere
+                self.stopping.wait(self.workers.heartbeat_seconds)
+            else:
                 return
-            study, trial = job
-            prune = PruneOnValidation(
-                self.storage_url,
-                study.study_name,
-                internals.trial_id(trial),
-                self.search.model_dump(mode="json"),
-            )
-            self._run_cell(ctx, study, trial, device, prune)
+
+    def _report(self, study: optuna.Study, trial: FrozenTrial, search=None) -> TrialReport:
+        search = search.model_dump(mode="json") if search is not None else None
+        return TrialReport(self.storage_url, study.study_name, internals.trial_id(trial), search)
 
     def _next_search_trial(self):
         """A retry or a new proposal from the first search study with budget left, else None."""
@@ -141,20 +160,45 @@ class Worker:
                     return study, ask(study, self.search, attrs["config"], attrs["index"])
         return None
 
-    def _run_cell(self, ctx, study: optuna.Study, trial: FrozenTrial, device: str, prune=None) -> None:
+    def _run_cell(
+        self, ctx, study: optuna.Study, trial: FrozenTrial, device: str, report: TrialReport
+    ) -> None:
+        config = cell_config(trial, device, self.cpu_threads)
+        self._launch(
+            ctx, study, trial, device, cell_main, (config, device, report, time.time(), dict(os.environ))
+        )
+
+    def _run_finetune(self, ctx, trial: FrozenTrial, device: str, run_id: str) -> None:
+        attrs = trial.user_attrs
+        tags = {
+            keys.STUDY: attrs["experiment"],
+            keys.CELL: attrs["cell"],
+            keys.OPTUNA_TRIAL: str(trial.number),
+        }
+        config = finetune_config(trial, device, self.cpu_threads)
+        # A fine-tuning is not resumed: its retry starts over, and the run its dead worker left
+        # RUNNING is marked KILLED (the trial was reclaimed, so nothing else runs it).
+        from symattn.tracking import open_store
+
+        client = open_store(self.mlflow_uri)
+        for run in runs_of(client, trial, "RUNNING"):
+            client.set_terminated(run.info.run_id, "KILLED")
+        args = (run_id, attrs[keys.CHECKPOINT_STEP], config, self.mlflow_uri, tags, attrs["name"], device)
+        self._launch(ctx, self.study, trial, device, finetune_main, (*args, dict(os.environ)))
+
+    def _launch(self, ctx, study: optuna.Study, trial: FrozenTrial, device: str, target, args: tuple) -> None:
+        """Run the cell in a child process forked from the cell server, unless its MLflow run is
+        already FINISHED; beat while it runs; record its outcome."""
         from symattn.tracking import open_store
 
         tid, name = internals.trial_id(trial), trial.user_attrs["name"]
-        config = cell_config(trial, device, self.cpu_threads)
         client = open_store(self.mlflow_uri)
         finished = finished_run(client, trial)
         started = time.monotonic()
         if finished is None:
             attempt = trial.user_attrs.get("attempt", 1)
             _say(f"{name}: started on {device}" + (f", attempt {attempt}" if attempt > 1 else ""))
-            p = ctx.Process(
-                target=cell_main, name=name, args=(config, device, prune, time.time(), dict(os.environ))
-            )
+            p = ctx.Process(target=target, name=name, args=args)
             with self.lock:
                 p.start()
                 self.children.add(p)
@@ -180,10 +224,7 @@ class Worker:
             return
         minutes = f"{(time.monotonic() - started) / 60:.1f} min"
         if state == "COMPLETE":
-            loss = finished.data.metrics.get(keys.VAL_LOSS, float("nan"))
-            stopped = finished.data.tags.get(keys.STOPPED_EARLY_AT)
-            early = f", stopped early at step {int(stopped):,}" if stopped else ""
-            _say(f"{name}: COMPLETE, val/loss {loss:.4f}{early}, {minutes}")
+            _say(f"{name}: COMPLETE, {_outcome(finished)}, {minutes}")
         else:
             _say(f"{name}: {state}" + ("" if state == "PRUNED" else f" (exit code {code})") + f", {minutes}")
 
@@ -192,12 +233,11 @@ class Worker:
         storage, tid, name = self.storage, internals.trial_id(trial), trial.user_attrs["name"]
         run = finished or latest_run(client, trial)
         if run is not None:
-            internals.set_user_attrs(storage, tid, {"mlflow_run_id": run.info.run_id})
+            internals.set_user_attrs(storage, tid, {RUN_ID: run.info.run_id})
             client.set_tag(run.info.run_id, keys.OPTUNA_TRIAL, str(trial.number))
         if finished is not None:
-            internals.finish(
-                storage, tid, TrialState.COMPLETE, finished.data.metrics.get(keys.VAL_LOSS, float("nan"))
-            )
+            # A pre-training cell's value is its final validation loss; a fine-tuning cell has none.
+            internals.finish(storage, tid, TrialState.COMPLETE, finished.data.metrics.get(keys.VAL_LOSS))
             state = "COMPLETE"
         elif code == EXIT_PRUNED:
             internals.finish(storage, tid, TrialState.PRUNED)
@@ -206,10 +246,21 @@ class Worker:
             internals.set_user_attrs(storage, tid, {"failure": f"exit code {code}"})
             internals.finish(storage, tid, TrialState.FAIL)
             state = "FAIL"
-            if code != EXIT_NON_FINITE:
+            if code not in (EXIT_NON_FINITE, EXIT_INVALID):
                 _retry(study, trial, self.workers.max_retries, f"exit code {code}")
         self.done.append((name, state))
         return state
+
+
+def _outcome(run) -> str:
+    """A finished run's result in a few words: its final loss, or a fine-tuning's scores."""
+    metrics = run.data.metrics
+    if keys.VAL_LOSS in metrics:
+        stopped = run.data.tags.get(keys.STOPPED_EARLY_AT)
+        return f"val/loss {metrics[keys.VAL_LOSS]:.4f}" + (
+            f", stopped early at step {int(stopped):,}" if stopped else ""
+        )
+    return ", ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items()) if k.startswith(keys.EVAL_PREFIX))
 
 
 def work(

@@ -228,3 +228,7 @@ def test_describe_definition():
     assert cv.describe_definition("baseline_90pct") == "90% of baseline's improvement"
     assert cv.describe_definition("loss<=3") == "loss \u2264 3"
     assert cv.describe_definition("glue>=95%_pairwise") == "GLUE \u2265 95% of pairwise's final"
+    assert (
+        cv.describe_definition("offline>=95%_pairwise")
+        == "offline proxy score \u2265 95% of pairwise's final"
+    )

@@ -116,7 +116,7 @@ def test_setting_labels_name_what_differs_besides_attention_and_seed():
     runs = pd.DataFrame(
         {
             "run_id": list("abcdef"),
-            "param.model.attention.kind": ["vanilla", "pairwise"] * 3,
+            "param.model.attention.variant": ["vanilla", "pairwise"] * 3,
             "param.seed": [0, 0, 1, 1, 0, 0],
             "param.data.seed": [0, 0, 1, 1, 0, 0],
             "param.optim.lr": [0.002] * 4 + [0.005] * 2,

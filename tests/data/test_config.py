@@ -18,7 +18,7 @@ def test_source_shorthands():
     assert cfg.source[0] == RegistrySource(name="pypi-bbc")
     assert isinstance(cfg.source[1], PathSource) and str(cfg.source[1].path) == "/data/books"
     assert cfg.source[2] == HFSource(name="wikitext", config="wikitext-103-raw-v1")
-    full = DataConfig(source={"kind": "path", "path": "x.txt", "split": "file", "invalid_utf8": "error"})
+    full = DataConfig(source={"type": "path", "path": "x.txt", "split": "file", "invalid_utf8": "error"})
     assert full.source[0].split == "file"
 
 
@@ -38,7 +38,7 @@ def test_clear_errors():
     assert "fraction between 0 and 1" in _message(val_docs=1.5)
     assert "Extra inputs are not permitted" in _message(vocab=100)
     assert "greater than or equal to 8" in _message(seq_len=4)
-    assert "kind" in _message(source={"kind": "ftp", "name": "x"})
+    assert "type" in _message(source={"type": "ftp", "name": "x"})
 
 
 def test_bert_vocab_size_and_fractions():

@@ -50,7 +50,7 @@ def test_single_file_is_split_on_blank_lines(tmp_path, cache):
     f = tmp_path / "book.txt"
     f.write_text("First paragraph\nstill first.\n\n\nSecond one.\n \nThird.\n", encoding="utf-8")
     assert corpus(f"path:{f}", cache).documents == ["First paragraph\nstill first.", "Second one.", "Third."]
-    per_file = {"kind": "path", "path": str(f), "split": "file"}
+    per_file = {"type": "path", "path": str(f), "split": "file"}
     assert len(corpus(per_file, cache).documents) == 1
 
 
@@ -59,7 +59,7 @@ def test_invalid_utf8_is_skipped_and_counted_or_refused(corpus_dir, cache):
     c = corpus(f"path:{corpus_dir}", cache)
     assert len(c.documents) == 60 and c.stats["invalid_utf8_skipped"] == 1
     with pytest.raises(DataError, match=r"latin1.txt is not valid UTF-8 \(1 file\(s\) in all\); convert it"):
-        corpus({"kind": "path", "path": str(corpus_dir), "invalid_utf8": "error"}, cache)
+        corpus({"type": "path", "path": str(corpus_dir), "invalid_utf8": "error"}, cache)
 
 
 def test_missing_empty_and_blank_corpora(tmp_path, cache):
@@ -91,12 +91,12 @@ def test_hf_datasets_source_from_local_files(tmp_path, cache):
     rows = [{"text": f"Line {i} of a small wiki.", "id": i} for i in range(20)] + [{"text": "", "id": 99}]
     ds = datasets.Dataset.from_list(rows)
     ds.to_json(str(tmp_path / "wiki.jsonl"))
-    spec = {"kind": "hf", "name": "json", "data_files": str(tmp_path / "wiki.jsonl"), "max_docs": 15}
+    spec = {"type": "hf", "name": "json", "data_files": str(tmp_path / "wiki.jsonl"), "max_docs": 15}
     c = corpus(spec, cache)
     assert c.documents == [f"Line {i} of a small wiki." for i in range(15)]
     ds.save_to_disk(str(tmp_path / "saved"))
-    assert len(corpus({"kind": "hf", "name": str(tmp_path / "saved")}, cache).documents) == 20
+    assert len(corpus({"type": "hf", "name": str(tmp_path / "saved")}, cache).documents) == 20
     with pytest.raises(DataError, match="has no column 'body'.*set text_field"):
         corpus({**spec, "text_field": "body"}, cache)
     with pytest.raises(DataError, match="cannot load dataset"):
-        corpus({"kind": "hf", "name": "json", "data_files": str(tmp_path / "missing.jsonl")}, cache)
+        corpus({"type": "hf", "name": "json", "data_files": str(tmp_path / "missing.jsonl")}, cache)

@@ -5,11 +5,13 @@ import bz2
 import csv
 import io
 import json
+import logging
 
 import numpy as np
 import pytest
 import torch
 
+from symattn.data import tasks
 from symattn.data.errors import DataError
 from symattn.data.metrics import GLUE_SCORE_KEYS, compute_metrics, glue_score
 from symattn.data.tasks import (
@@ -217,7 +219,9 @@ def test_task_dataset_and_collate(glue_dir, documents):
     stsb = load_task("stsb", glue_dir=glue_dir)
     ds = TaskDataset(stsb.train, tok, max_length=10)
     item = ds[0]
-    assert len(item["input_ids"]) <= 10 and item["input_ids"][0] == 2 and item["input_ids"].count(3) == 2
+    assert (
+        len(item["input_ids"]) <= 10 and item["input_ids"][0] == 2 and list(item["input_ids"]).count(3) == 2
+    )
     assert item["token_type_ids"][-1] == 1
     batch = collate_task_batch([ds[0], ds[1]])
     assert batch["input_ids"].shape == batch["attention_mask"].shape == batch["token_type_ids"].shape
@@ -227,6 +231,112 @@ def test_task_dataset_and_collate(glue_dir, documents):
     assert (batch["input_ids"][short, n:] == 0).all() and (batch["attention_mask"][short, n:] == 0).all()
     cola = collate_task_batch([TaskDataset(load_task("cola", glue_dir=glue_dir).train, tok)[0]])
     assert cola["labels"].dtype == torch.long and (cola["token_type_ids"] == 0).all()
+
+
+def test_encoding_matches_the_tokenizer_on_pairs(glue_dir, documents):
+    tok = train_wordpiece(documents(30), vocab_size=300)
+    mrpc = load_task("mrpc", glue_dir=glue_dir).train
+    ds = TaskDataset(mrpc, tok, max_length=12)
+    tok.enable_truncation(12, strategy="longest_first")
+    want = tok.encode_batch(list(zip(mrpc.texts, mrpc.pairs)))
+    for i, e in enumerate(want):
+        assert ds[i]["input_ids"].tolist() == e.ids and ds[i]["token_type_ids"].tolist() == e.type_ids
+
+
+# --- the encoding cache ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def counted(monkeypatch):
+    """Counts calls of the tokenising step behind the cache."""
+    calls = []
+    encode = tasks.encode_split
+
+    def counting(*args):
+        calls.append(args[2])
+        return encode(*args)
+
+    monkeypatch.setattr(tasks, "encode_split", counting)
+    return calls
+
+
+def _same(a: TaskDataset, b: TaskDataset) -> bool:
+    fields = ("ids", "type_ids", "offsets")
+    return all(np.array_equal(getattr(a.encoded, f), getattr(b.encoded, f)) for f in fields)
+
+
+def _entries(cache):
+    return sorted(p.name for p in (cache / "tasks").iterdir())
+
+
+def test_second_load_comes_from_the_cache(glue_dir, documents, cache, counted):
+    tok = train_wordpiece(documents(30), vocab_size=300)
+    stsb = load_task("stsb", glue_dir=glue_dir).train
+    first = TaskDataset.cached(stsb, tok, 10)
+    assert counted == [10] and len(_entries(cache)) == 1
+    second = TaskDataset.cached(stsb, tok, 10)
+    assert counted == [10]  # no tokenising
+    assert _same(first, second) and _same(second, TaskDataset(stsb, tok, 10))
+    assert second.labels is stsb.labels and second[1]["input_ids"].dtype == np.int32
+    assert collate_task_batch([second[0], second[1]])["input_ids"].dtype == torch.long
+
+
+def test_max_length_tokenizer_and_text_each_change_the_key(glue_dir, documents, cache, counted):
+    tok = train_wordpiece(documents(30), vocab_size=300)
+    stsb = load_task("stsb", glue_dir=glue_dir).train
+    TaskDataset.cached(stsb, tok, 10)
+    TaskDataset.cached(stsb, tok, 12)
+    TaskDataset.cached(stsb, train_wordpiece(documents(30), vocab_size=250), 10)
+    TaskDataset.cached(stsb, tok, 10)  # the first again: a hit
+    edited = tasks.TaskSplit([*stsb.texts[:-1], stsb.texts[-1] + "!"], stsb.pairs, stsb.labels)
+    TaskDataset.cached(edited, tok, 10)
+    assert counted == [10, 12, 10, 10] and len(_entries(cache)) == 4
+    swapped = tasks.TaskSplit(stsb.pairs, stsb.texts, stsb.labels)  # same strings, other segments
+    assert tasks.encoding_key(swapped, tok, 10) != tasks.encoding_key(stsb, tok, 10)
+
+
+def test_an_interrupted_write_leaves_no_entry(glue_dir, documents, cache, counted, monkeypatch):
+    tok = train_wordpiece(documents(30), vocab_size=300)
+    cola = load_task("cola", glue_dir=glue_dir).train
+    save = np.save
+
+    def killed_after_the_first_file(path, arr):
+        save(path, arr)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tasks.np, "save", killed_after_the_first_file)
+    with pytest.raises(KeyboardInterrupt):
+        TaskDataset.cached(cola, tok, 16)
+    monkeypatch.setattr(tasks.np, "save", save)
+    assert _entries(cache) == []
+    # A hard kill leaves its temporary folder behind; it is never read as an entry.
+    key = tasks.encoding_key(cola, tok, 16)
+    (cache / "tasks" / f".tmp-{key}-x1y2").mkdir()
+    save(cache / "tasks" / f".tmp-{key}-x1y2" / "ids.npy", np.zeros(3, np.int32))
+    rebuilt = TaskDataset.cached(cola, tok, 16)
+    assert counted == [16, 16] and key in _entries(cache)
+    assert _same(rebuilt, TaskDataset(cola, tok, 16))
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "no_meta"])
+def test_a_damaged_entry_is_rebuilt(glue_dir, documents, cache, counted, caplog, damage):
+    tok = train_wordpiece(documents(30), vocab_size=300)
+    cola = load_task("cola", glue_dir=glue_dir).train
+    good = TaskDataset.cached(cola, tok, 16)
+    entry = cache / "tasks" / tasks.encoding_key(cola, tok, 16)
+    ids = entry / "ids.npy"
+    raw = ids.read_bytes()
+    if damage == "truncate":
+        ids.write_bytes(raw[:-3])
+    elif damage == "flip":
+        ids.write_bytes(raw[:-1] + bytes([raw[-1] ^ 1]))
+    else:
+        (entry / "meta.json").unlink()
+    with caplog.at_level(logging.WARNING, logger="symattn.data.tasks"):
+        again = TaskDataset.cached(cola, tok, 16)
+    assert counted == [16, 16] and _same(good, again)
+    assert f"task cache entry {entry} is" in caplog.text and "encoding the split again" in caplog.text
+    assert TaskDataset.cached(cola, tok, 16) is not None and counted == [16, 16]  # rebuilt whole
 
 
 def test_metrics_as_the_paper():

@@ -1,0 +1,214 @@
+"""Where a fine-tuning's weights come from, checked before anything is written: a pre-training
+run's kept step (`--run R --step S`), a kept weights file (`--weights FILE`, found on the run that
+registered it), or a Hugging Face `BertForMaskedLM` folder (`--hf DIR`: config.json, the weights and
+a vocab.txt or tokenizer.json). Each gives the model's config, the weights file, the tokenizer and
+the tags every fine-tuning run of it carries."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import yaml
+
+from symattn import keys
+from symattn.config import RunConfig, flatten
+from symattn.data.cache import sha256_file
+from symattn.model_config import SIZES, ModelConfig
+from symattn.tracking import kept_checkpoints
+
+# Params a pre-training run logs beside its config (`pretrain.run_params`).
+_NOT_CONFIG = {
+    *keys.PARAM_COUNTS,
+    keys.FLOPS_PER_TOKEN,
+    keys.DATA_FLOOR,
+    keys.UNIGRAM_ENTROPY,
+    keys.VAL_FLOOR,
+}
+# Tags of a pre-training run that its fine-tuning runs carry too.
+_INHERITED = (
+    keys.VARIANT,
+    keys.ATTENTION,
+    keys.SCHEME,
+    keys.INIT,
+    keys.SIZE,
+    keys.SEED,
+    keys.GROUP,
+    keys.STUDY,
+    keys.DATA_FINGERPRINT,
+)
+HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
+HF_TOKENIZERS = ("tokenizer.json", "vocab.txt")
+
+
+@dataclass(frozen=True)
+class Source:
+    """What a fine-tuning starts from."""
+
+    model: ModelConfig
+    weights: Path
+    label: str  # names its fine-tuning runs: the pre-training run's name, or the folder's
+    step: Optional[int] = None  # the pre-training step (None for an HF folder)
+    run_id: Optional[str] = None  # the pre-training run (None for an HF folder)
+    experiment_id: Optional[str] = None  # where its fine-tuning runs go (default: --experiment)
+    tags: dict = field(default_factory=dict)
+    data_fingerprint: Optional[str] = None  # the tokenizer: a pre-training run's data cache entry...
+    tokenizer_file: Optional[Path] = None  # ...or an HF folder's file
+    cache_dir: Optional[Path] = None
+
+    def load_tokenizer(self):
+        from symattn.data import load_prepared
+        from symattn.data.tokenizer import load_tokenizer_file
+
+        if self.tokenizer_file is not None:
+            return load_tokenizer_file(self.tokenizer_file)
+        return load_prepared(self.data_fingerprint, self.cache_dir).tokenizer
+
+
+def config_from_params(params: dict[str, str]) -> RunConfig:
+    """The resolved config a pre-training run logged as flattened params (MLflow keeps them as
+    text: a setting whose default is text stays text, e.g. `speed.precision: "32"`)."""
+    defaults = flatten(RunConfig().to_dict())
+    config: dict = {}
+    for key, text in params.items():
+        if key in _NOT_CONFIG:
+            continue
+        as_text = isinstance(defaults.get(key), str) or key.startswith("tracking.tags.")  # tags are text
+        value = None if text == "None" else text if as_text else yaml.safe_load(text)
+        *blocks, leaf = key.split(".")
+        node = config
+        for block in blocks:
+            node = node.setdefault(block, {})
+        node[leaf] = value
+    return RunConfig.model_validate(config)
+
+
+def pretraining_run(client, run_id: str):
+    """The pre-training run `run_id`, or a one-line `ValueError`."""
+    try:
+        run = client.get_run(run_id)
+    except Exception:
+        raise ValueError(
+            f"no MLflow run {run_id!r} in {client.tracking_uri}; check the run id (symattn status, or the MLflow UI)"
+        ) from None
+    if run.data.tags.get(keys.KIND, keys.PRETRAIN) != keys.PRETRAIN:
+        raise ValueError(f"run {run_id} is a {run.data.tags[keys.KIND]} run; give a pre-training run")
+    return run
+
+
+def run_sources(client, run_id: str, steps) -> list[Source]:
+    """Run `run_id` at each kept step (`"all"`: its whole kept series), every file checked against
+    its recorded sha256."""
+    run = pretraining_run(client, run_id)
+    kept = kept_checkpoints(run)
+    if steps == "all":
+        steps = sorted(kept)
+        if not steps:
+            raise ValueError(f"run {run_id} kept no weights; set checkpoint.keep when pre-training")
+    config = config_from_params(run.data.params)
+    return [_run_source(run, config, kept, step) for step in steps]
+
+
+def _run_source(run, config: RunConfig, kept: dict, step: int) -> Source:
+    run_id = run.info.run_id
+    if step not in kept:
+        have = ", ".join(f"{s:,}" for s in sorted(kept)) or "none (set checkpoint.keep when pre-training)"
+        raise ValueError(f"run {run_id} kept no weights at step {step:,}; kept steps: {have}")
+    path = Path(kept[step]["path"])
+    if not path.is_file():
+        raise ValueError(
+            f"the weights of run {run_id} at step {step:,} are missing ({path}); they were moved or deleted"
+        )
+    if sha256_file(path) != kept[step]["sha256"]:
+        raise ValueError(
+            f"the weights of run {run_id} at step {step:,} ({path}) do not match their recorded sha256"
+        )
+    pre = run.data.tags
+    tags = {
+        keys.PARENT_RUN_ID: run_id,
+        keys.PRETRAIN_RUN_ID: run_id,
+        keys.CHECKPOINT_STEP: step,
+        **{key: pre[key] for key in _INHERITED if key in pre},
+    }
+    return Source(
+        model=config.model,
+        weights=path,
+        label=run.info.run_name or run_id[:8],
+        step=step,
+        run_id=run_id,
+        experiment_id=run.info.experiment_id,
+        tags=tags,
+        data_fingerprint=pre.get(keys.DATA_FINGERPRINT),
+        cache_dir=config.data.cache_dir,
+    )
+
+
+_KEPT_FILE = re.compile(r"step-(\d+)\.pt")
+
+
+def file_source(client, path: str) -> Source:
+    """A kept weights file, found on the run that registered it (`<run id>/kept/step-N.pt`)."""
+    p = Path(path).expanduser().resolve()
+    match = _KEPT_FILE.fullmatch(p.name)
+    if not p.is_file() or not match or p.parent.name != "kept":
+        raise ValueError(
+            f"{path} is not a kept weights file (<checkpoints>/<experiment>/<run id>/kept/step-N.pt); "
+            "give --run and --step, or --hf for a Hugging Face folder"
+        )
+    run_id, step = p.parent.parent.name, int(match[1])
+    [src] = run_sources(client, run_id, [step])
+    if src.weights.resolve() != p:
+        raise ValueError(f"{path} is not the file run {run_id} kept at step {step:,} ({src.weights})")
+    return src
+
+
+def hf_source(folder: str) -> Source:
+    """A Hugging Face `BertForMaskedLM` folder (as `save_pretrained` writes it, with its tokenizer):
+    vanilla attention, the model's dimensions taken from config.json."""
+    root = Path(folder).expanduser()
+    config_path = root / "config.json"
+    if not config_path.is_file():
+        raise ValueError(
+            f"{folder} has no config.json; give a folder written by BertForMaskedLM.save_pretrained"
+        )
+    hf = json.loads(config_path.read_text())
+    if hf.get("model_type") != "bert":
+        raise ValueError(f"{config_path} is a {hf.get('model_type')!r} model; only BERT loads here")
+    if hf.get("hidden_act", "gelu") != "gelu" or hf.get("position_embedding_type", "absolute") != "absolute":
+        raise ValueError(f"{config_path}: only gelu activations and absolute positions load here")
+    weights = next((root / n for n in HF_WEIGHTS if (root / n).is_file()), None)
+    tokenizer = next((root / n for n in HF_TOKENIZERS if (root / n).is_file()), None)
+    if weights is None or tokenizer is None:
+        missing = "weights (model.safetensors or pytorch_model.bin)" if weights is None else "tokenizer"
+        raise ValueError(
+            f"{folder} has no {missing}; save the model and its tokenizer there with save_pretrained"
+        )
+    dims = (hf["num_hidden_layers"], hf["hidden_size"], hf["num_attention_heads"])
+    size = next((name for name, preset in SIZES.items() if tuple(preset[:3]) == dims), None)
+    model = ModelConfig(
+        size=size or "base",
+        layers=None if size else dims[0],
+        hidden=None if size else dims[1],
+        heads=None if size else dims[2],
+        intermediate=hf["intermediate_size"] if hf["intermediate_size"] != 4 * dims[1] else None,
+        vocab_size=hf["vocab_size"],
+        max_positions=hf["max_position_embeddings"],
+        type_vocab_size=hf.get("type_vocab_size", 2),
+        dropout=hf.get("hidden_dropout_prob", 0.1),
+        attention_dropout=hf.get("attention_probs_dropout_prob", 0.1),
+        layer_norm_eps=hf.get("layer_norm_eps", 1e-12),
+        pad_token_id=hf.get("pad_token_id", 0),
+    )
+    tags = {
+        keys.VARIANT: model.attention.label,
+        keys.ATTENTION: model.attention.variant,
+        keys.SIZE: size or "{}x{}x{}".format(*dims),
+        keys.WEIGHTS_SOURCE: str(root.resolve()),
+        keys.WEIGHTS_SHA256: sha256_file(weights),
+    }
+    return Source(
+        model=model, weights=weights, label=root.resolve().name, tags=tags, tokenizer_file=tokenizer
+    )
