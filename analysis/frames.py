@@ -416,9 +416,11 @@ def load_runs(
     runs = runs_frame(found)
     if runs.empty:
         return Frames(runs=runs, curves=pd.DataFrame(columns=CURVE_COLUMNS), source=name or "")
-    pretrain_ids = set(runs.loc[runs[keys.KIND] != keys.FINETUNE, "run_id"])
+    # By kind: a sweep's study run (kind `study`, the parent of its cells' runs) is neither.
+    kinds = dict(zip(runs["run_id"], runs[keys.KIND]))
+    pretrain_ids = {run_id for run_id, kind in kinds.items() if kind == keys.PRETRAIN}
     pretrain_runs = [r for r in found if r.info.run_id in pretrain_ids]
-    finetune_runs = [r for r in found if r.info.run_id not in pretrain_ids]
+    finetune_runs = [r for r in found if kinds[r.info.run_id] == keys.FINETUNE]
     pretrain = runs[runs["run_id"].isin(pretrain_ids)].reset_index(drop=True)
     glue = glue_frame(finetune_runs, pretrain)
     return Frames(

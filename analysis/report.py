@@ -159,12 +159,30 @@ def _crossings_text(suite, scores, crossings, reference, fraction, sink: _Sink) 
         if unmatched.nunique()
         else ""
     )
+    note += _flat_reference_note(scores, reference, suite)
     return (
         f"\nSteps to {fraction:.0%} of the {reference} model's final {suite.short} in its matched group "
         f"({_reference_note(reference)}), per pre-training run: the first crossing, interpolated "
         "between the two checkpoints around it (shown); a run that never crosses is known only to lie "
         "past its last checkpoint:\n" + note + tables.to_markdown(formatted)
     )
+
+
+def _flat_reference_note(scores, reference: str, suite) -> str:
+    """The paper's threshold presumes that pre-training raised the reference's score: where its
+    final score is not above its first checkpoint's, every run can cross without pre-training."""
+    lines = []
+    for group, part in scores[scores["variant"] == reference].groupby("group", sort=False):
+        part = part.sort_values("checkpoint_step")
+        first, final = part.iloc[0], part.iloc[-1]
+        if len(part) > 1 and final["score"] <= first["score"]:
+            lines.append(
+                f"Group {group}: the {reference} run's final {suite.short} ({final['score']:.2f} at step "
+                f"{int(final['checkpoint_step']):,}) is not above its score at step "
+                f"{int(first['checkpoint_step']):,} ({first['score']:.2f}): its threshold is met without "
+                "pre-training, so these crossings do not measure convergence.\n"
+            )
+    return "".join(lines)
 
 
 def _reference_note(reference: str) -> str:

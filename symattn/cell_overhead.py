@@ -116,7 +116,8 @@ def measure(
             )
         client = MlflowClient(short.stores.mlflow)
         exp = client.get_experiment_by_name(short.name)
-        rows = [_row(client, run, worker_start) for run in client.search_runs([exp.experiment_id])]
+        cells = client.search_runs([exp.experiment_id], filter_string=f"tags.kind = '{keys.PRETRAIN}'")
+        rows = [_row(client, run, worker_start) for run in cells]
     rows.sort(key=lambda r: r["worker_to_first_step_s"])
     for i, r in enumerate(rows, 1):
         r["slot_order"] = i

@@ -4,8 +4,8 @@ use these names. Torch- and MLflow-free."""
 
 from __future__ import annotations
 
-# The tag `kind`: what a run is.
-PRETRAIN, FINETUNE = "pretrain", "finetune"
+# The tag `kind`: what a run is. A sweep's study run is the parent of its cells' runs.
+PRETRAIN, FINETUNE, STUDY_RUN = "pretrain", "finetune", "study"
 
 # Tags of every pre-training run.
 KIND = "kind"
@@ -26,6 +26,7 @@ PRUNED_AT_STEP = "pruned_at_step"
 FAILURE_REASON = "failure_reason"
 # Tags of a sweep cell's run.
 STUDY, CELL, OPTUNA_TRIAL = "study", "cell", "optuna_trial"
+STUDY_RUN_ID = "study_run_id"  # the study's run, the cell's parent (`mlflow.parentRunId`)
 # Tags of a fine-tuning run (besides its pre-training run's variant, size, seed and group); it is a
 # child of that run in the MLflow UI.
 PRETRAIN_RUN_ID = "pretrain_run_id"
@@ -37,6 +38,21 @@ PARENT_RUN_ID = "mlflow.parentRunId"
 WEIGHTS_SOURCE, WEIGHTS_SHA256 = "weights_source", "weights_sha256"
 # Its metrics, by dev set: `eval/<metric>`; MNLI's mismatched dev set adds `_mm` (`eval/accuracy_mm`).
 EVAL_PREFIX, MISMATCHED_SUFFIX = "eval/", "_mm"
+
+# MLflow's own names, which its UI reads. An experiment's kind (MLflow 3 opens an experiment without
+# one as GenAI) and its description; a run's source column; a dataset input's context.
+EXPERIMENT_KIND, CUSTOM_MODEL_DEVELOPMENT = "mlflow.experimentKind", "custom_model_development"
+NOTE = "mlflow.note.content"  # an experiment's or a run's description (markdown)
+SOURCE_NAME, SOURCE_TYPE, SOURCE_COMMIT = (
+    "mlflow.source.name",
+    "mlflow.source.type",
+    "mlflow.source.git.commit",
+)
+LOCAL_SOURCE = "LOCAL"
+TRAIN_COMMAND, WORK_COMMAND = "symattn train", "symattn work"  # the source names of runs
+DATASET_CONTEXT, TRAIN_CONTEXT = "mlflow.data.context", "train"
+SPEC_ARTIFACT = "spec.yaml"  # a study run's sweep spec
+AXIS_PREFIX = "axis."  # a study run's params: one per design axis, `axis.seed` = "[0, 1]"
 
 # Params beside the flattened config.
 PARAM_COUNTS = ("params_total", "params_non_embedding", "params_attention")

@@ -30,13 +30,14 @@ from symattn.mlm import MLMPretraining, PretrainingDataModule, validation_batche
 from symattn.model import count_parameters, flops_per_token
 from symattn.paths import default_checkpoint_dir
 from symattn.speed import apply_speed_settings
+from symattn.sweep.spec import cell_name
 from symattn.tracking import (
     RunTracker,
     experiment_id,
     find_resumable_run,
-    git_commit,
     open_store,
     package_versions,
+    source_tags,
 )
 
 FLUSH_SECONDS = 5.0  # metrics reach the store at least this often, and before every checkpoint
@@ -235,6 +236,8 @@ def resolve_vocab(cfg: RunConfig, data) -> RunConfig:
 
 def run_tags(cfg: RunConfig, data_fingerprint: str) -> dict[str, str]:
     att = cfg.model.attention
+    own = cfg.tracking.tags
+    cell = keys.STUDY in own  # a sweep cell: a run of the worker, the child of its study's run
     return {
         keys.KIND: keys.PRETRAIN,
         keys.ATTENTION: att.variant,
@@ -246,10 +249,45 @@ def run_tags(cfg: RunConfig, data_fingerprint: str) -> dict[str, str]:
         keys.GROUP: cfg.group_id(),
         keys.CONFIG_HASH: cfg.config_hash(),
         keys.DATA_FINGERPRINT: data_fingerprint,
-        keys.GIT_COMMIT: git_commit(),
+        **source_tags(keys.WORK_COMMAND if cell else keys.TRAIN_COMMAND),
+        **({keys.PARENT_RUN_ID: own[keys.STUDY_RUN_ID]} if keys.STUDY_RUN_ID in own else {}),
         **{f"{keys.VERSION_PREFIX}{k}": v for k, v in package_versions().items()},
-        **cfg.tracking.tags,
+        **own,
     }
+
+
+# The description of an experiment of standalone runs (a sweep's worker describes its study's).
+STANDALONE_NOTE = (
+    "Pre-training runs of `symattn train`: one MLflow run per run config and seed, named "
+    "size-variant-lr-seed; a resumed run continues its own run. Runs with the same tag `group` "
+    "differ only in their attention block. What each run records: symattn/README.md."
+)
+
+
+def corpus_name(cfg: RunConfig) -> str:
+    """The run's corpus as its dataset input is named: `pypi-news`, `hf:wikitext:<config>`, or
+    a local file's or folder's name; several sources joined by `+`."""
+    names = []
+    for source in cfg.data.source:
+        if source.type == "path":
+            names.append(Path(source.path).name or str(source.path))
+        elif source.type == "hf":
+            names.append(f"hf:{source.name}" + (f":{source.config}" if source.config else ""))
+        else:
+            names.append(source.name)
+    return "+".join(names)
+
+
+def log_dataset(tracker: RunTracker, cfg: RunConfig, data) -> None:
+    """The run's packed data (the data cache entry) as its dataset input, digest its fingerprint."""
+    profile = {
+        "train_blocks": len(data.train),
+        "val_blocks": len(data.val),
+        "seq_len": data.seq_len,
+        "vocab_size": data.vocab_size,
+        "fingerprint": data.fingerprint,
+    }
+    tracker.log_dataset(corpus_name(cfg), data.fingerprint, {"uri": str(data.path)}, profile)
 
 
 def run_params(cfg: RunConfig, counts: dict[str, int], floor: dict, val_floor: float) -> dict:
@@ -301,19 +339,21 @@ def pretrain(
     run_id = os.environ.get("SYMATTN_RUN_ID")  # set by rank zero for the other DDP ranks
     if rank_zero:
         client = open_store(cfg.tracking.uri)
-        exp_id = experiment_id(client, cfg.tracking.experiment)
+        note = None if keys.STUDY in cfg.tracking.tags else STANDALONE_NOTE
+        exp_id = experiment_id(client, cfg.tracking.experiment, note)
         run_id = _pick_run(client, exp_id, given, cfg, resume)
         if run_id is None:
             tracker = RunTracker.create(
                 client,
                 exp_id,
-                cfg.tracking.run_name,
+                cfg.tracking.run_name or cell_name(given, {}),  # as a sweep names its cells
                 run_tags(given, data.fingerprint),
                 run_params(cfg, counts, data.floor, val_floor),
             )
             run_id = tracker.run_id
         else:
             tracker = RunTracker(client, run_id)
+        log_dataset(tracker, cfg, data)
         os.environ["SYMATTN_RUN_ID"] = run_id
     ckpt_dir = Path(cfg.checkpoint.dir or default_checkpoint_dir()) / cfg.tracking.experiment / run_id
     ckpt_dir.mkdir(parents=True, exist_ok=True)

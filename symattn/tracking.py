@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Optional
 
 from filelock import FileLock
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -38,22 +38,60 @@ def open_store(uri: Optional[str] = None) -> MlflowClient:
     return client
 
 
-def experiment_id(client: MlflowClient, name: str) -> str:
+def experiment_id(client: MlflowClient, name: str, note: Optional[str] = None) -> str:
     """The experiment's id, created if needed. A sqlite store keeps its artifacts beside it, in
-    mlartifacts/ next to the database file (the default store: at the project root)."""
+    mlartifacts/ next to the database file (the default store: at the project root). An experiment
+    without a kind or a description gets them here: MLflow 3 opens one without a kind as GenAI, and
+    `note` (default: a generic line) describes it; an existing description is left alone."""
     exp = client.get_experiment_by_name(name)
-    if exp is not None:
-        if exp.lifecycle_stage == "deleted":
-            raise ValueError(
-                f"MLflow experiment {name!r} is deleted; restore it or pick another tracking.experiment"
-            )
-        return exp.experiment_id
+    tags = {keys.EXPERIMENT_KIND: keys.CUSTOM_MODEL_DEVELOPMENT, keys.NOTE: note or _default_note(name)}
+    if exp is None:
+        db = sqlite_path(client.tracking_uri)
+        location = (db.resolve().parent / "mlartifacts" / name).as_uri() if db else None
+        try:
+            return client.create_experiment(name, artifact_location=location, tags=tags)
+        except MlflowException:  # another worker created it first
+            exp = client.get_experiment_by_name(name)
+    if exp.lifecycle_stage == "deleted":
+        raise ValueError(
+            f"MLflow experiment {name!r} is deleted; restore it or pick another tracking.experiment"
+        )
+    for key, value in tags.items():
+        if key not in exp.tags:
+            client.set_experiment_tag(exp.experiment_id, key, value)
+    return exp.experiment_id
+
+
+def _default_note(name: str) -> str:
+    return f"Runs of symattn in the experiment `{name}`; what each run records: symattn/README.md."
+
+
+SETTLE_SECONDS = 2.0  # longer than a run's creation takes to reach a remote store
+
+
+def find_or_create_run(client: MlflowClient, exp_id: str, match: dict, run_name: str, tags: dict) -> str:
+    """The oldest active run of the experiment tagged with all of `match`, created (with `tags`
+    too) if there is none, so that processes starting at once end with one run. On a sqlite store
+    they take turns through its lock file. On another store each creator waits for the others' runs
+    to appear, keeps the oldest and deletes its own if that is not it."""
     db = sqlite_path(client.tracking_uri)
-    location = (db.resolve().parent / "mlartifacts" / name).as_uri() if db else None
-    try:
-        return client.create_experiment(name, artifact_location=location)
-    except MlflowException:  # another worker created it first
-        return client.get_experiment_by_name(name).experiment_id
+    with FileLock(f"{db}.lock") if db else nullcontext():
+        found = _oldest_tagged(client, exp_id, match)
+        if found is not None:
+            return found
+        mine = client.create_run(exp_id, run_name=run_name, tags={**tags, **match}).info.run_id
+        if db is None:
+            time.sleep(SETTLE_SECONDS)
+        oldest = _oldest_tagged(client, exp_id, match)
+        if oldest != mine:
+            client.delete_run(mine)
+        return oldest
+
+
+def _oldest_tagged(client: MlflowClient, exp_id: str, match: dict) -> Optional[str]:
+    query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in match.items())
+    runs = client.search_runs([exp_id], filter_string=query)
+    return min(runs, key=lambda r: (r.info.start_time, r.info.run_id)).info.run_id if runs else None
 
 
 def git_commit() -> str:
@@ -72,6 +110,17 @@ def git_commit() -> str:
         return commit + ("-dirty" if dirty and commit != "unknown" else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+
+
+def source_tags(command: str) -> dict[str, str]:
+    """Where a run comes from, as the suite's tag `git_commit` and as MLflow's source tags, which
+    fill the source column of its UI. MLflow's commit tag holds a commit hash only: whether the tree
+    was dirty is in `git_commit`."""
+    commit = git_commit()
+    tags = {keys.GIT_COMMIT: commit, keys.SOURCE_NAME: command, keys.SOURCE_TYPE: keys.LOCAL_SOURCE}
+    if commit != "unknown":
+        tags[keys.SOURCE_COMMIT] = commit.removesuffix("-dirty")
+    return tags
 
 
 def package_versions() -> dict[str, str]:
@@ -172,6 +221,16 @@ class RunTracker:
                 self.client.update_run(self.run_id, status="RUNNING")
             else:
                 self.client.set_terminated(self.run_id, status=status)
+
+    def log_dataset(self, name: str, digest: str, source: dict, profile: dict) -> None:
+        """The run's training data as a dataset input (MLflow's dataset column), unless the run has
+        one already (a resumed run). MLflow keeps at most 36 characters of a digest."""
+        if self.client.get_run(self.run_id).inputs.dataset_inputs:
+            return
+        dataset = Dataset(name, digest[:36], "local", json.dumps(source), profile=json.dumps(profile))
+        context = InputTag(keys.DATASET_CONTEXT, keys.TRAIN_CONTEXT)
+        with self._timed():
+            self.client.log_inputs(self.run_id, datasets=[DatasetInput(dataset, tags=[context])])
 
     def log_artifact(self, path: Path, artifact_path: Optional[str] = None) -> None:
         self.client.log_artifact(self.run_id, str(path), artifact_path)

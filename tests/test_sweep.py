@@ -107,7 +107,7 @@ def test_queue_is_idempotent_and_adds_only_missing_cells(spec_path, tmp_path):
 def finished_runs(tmp_path):
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     exp = client.get_experiment_by_name("mini-sweep")
-    return client, client.search_runs([exp.experiment_id])
+    return client, client.search_runs([exp.experiment_id], filter_string="tags.kind = 'pretrain'")
 
 
 def test_queue_and_status_answer_without_importing_mlflow(spec_path, tmp_path):
@@ -175,7 +175,7 @@ def test_a_killed_worker_is_replaced_and_the_sweep_completes_once(spec_path, tmp
     deadline = time.time() + 300
     while time.time() < deadline:  # wait until the first cell has a checkpoint and some steps logged
         exp = client.get_experiment_by_name("mini-sweep")
-        runs = client.search_runs([exp.experiment_id]) if exp else []
+        runs = client.search_runs([exp.experiment_id], filter_string="tags.kind = 'pretrain'") if exp else []
         if runs and any(m.step >= 20 for m in client.get_metric_history(runs[0].info.run_id, "train/loss")):
             break
         time.sleep(0.5)
@@ -184,7 +184,9 @@ def test_a_killed_worker_is_replaced_and_the_sweep_completes_once(spec_path, tmp
     time.sleep(11)  # past the grace period: the cell's heartbeat is stale
     done = work("mini-sweep", storage, "cpu")
     assert sorted(state for _, state in done) == ["COMPLETE", "COMPLETE"]
-    runs = client.search_runs([client.get_experiment_by_name("mini-sweep").experiment_id])
+    runs = client.search_runs(
+        [client.get_experiment_by_name("mini-sweep").experiment_id], filter_string="tags.kind = 'pretrain'"
+    )
     assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs)
     for r in runs:
         steps = [m.step for m in client.get_metric_history(r.info.run_id, "train/loss")]
@@ -210,13 +212,15 @@ def test_sigterm_to_the_whole_process_group_stops_cells_cleanly(spec_path, tmp_p
     deadline = time.time() + 300
     while time.time() < deadline:  # until the cell has trained a while
         exp = client.get_experiment_by_name("mini-sweep")
-        runs = client.search_runs([exp.experiment_id]) if exp else []
+        runs = client.search_runs([exp.experiment_id], filter_string="tags.kind = 'pretrain'") if exp else []
         if runs and any(m.step >= 20 for m in client.get_metric_history(runs[0].info.run_id, "train/loss")):
             break
         time.sleep(0.5)
     os.killpg(worker.pid, signal.SIGTERM)
     worker.wait(timeout=120)
-    [run] = client.search_runs([client.get_experiment_by_name("mini-sweep").experiment_id])
+    [run] = client.search_runs(
+        [client.get_experiment_by_name("mini-sweep").experiment_id], filter_string="tags.kind = 'pretrain'"
+    )
     assert run.info.status == "KILLED" and int(run.data.tags["stopped_at_step"]) >= 20
     assert (Path(run.data.tags["checkpoint"])).is_file()
 

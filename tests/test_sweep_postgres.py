@@ -290,7 +290,9 @@ def test_two_workers_drain_one_study_on_postgresql(postgres, tmp_path, run_overr
 
     # MLflow (sqlite in tmp_path): exactly one FINISHED run per cell, and it names its trial
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    runs = client.search_runs([client.get_experiment_by_name(STUDY).experiment_id])
+    runs = client.search_runs(
+        [client.get_experiment_by_name(STUDY).experiment_id], filter_string="tags.kind = 'pretrain'"
+    )
     assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs)
     by_cell = {r.data.tags["cell"]: r for r in runs}
     assert set(by_cell) == {t.user_attrs["cell"] for t in trials}

@@ -3,8 +3,8 @@
 A trial's user attributes: `cell` (the config hash), `name`, `group`, `index` (queue order),
 `attempt`, `config` (the run config, as set by the spec; a fine-tuning cell's is its
 `FinetuneConfig`, beside the attributes of `finetune_cells`), and what the running cell reports
-(`progress`: its run id, step and validation loss); a retry adds `retry_of` and `retry_reason`, a failure `failure`. Its run carries the tags
-`keys.STUDY`, `keys.CELL` and `keys.OPTUNA_TRIAL`.
+(`progress`: its run id, step and validation loss); a retry adds `retry_of` and `retry_reason`, a
+failure `failure`. Its run carries the tags `keys.STUDY`, `keys.CELL` and `keys.OPTUNA_TRIAL`.
 """
 
 from __future__ import annotations
@@ -29,8 +29,11 @@ def cell_attrs(config: RunConfig, name: str, index: int) -> dict:
     }
 
 
-def cell_config(trial: FrozenTrial, device: str, cpu_threads: int) -> RunConfig:
-    """The cell's run config with this slot's speed and tracking settings (neither changes results)."""
+def cell_config(
+    trial: FrozenTrial, device: str, cpu_threads: int, study_run_id: Optional[str] = None
+) -> RunConfig:
+    """The cell's run config with this slot's speed and tracking settings (neither changes results);
+    its run is a child of the study's run `study_run_id`."""
     cfg = RunConfig.model_validate(trial.user_attrs["config"])
     speed = {"progress_bar": False, "devices": 1, "accelerator": "cpu" if device == "cpu" else "gpu"}
     if device == "cpu":
@@ -41,6 +44,8 @@ def cell_config(trial: FrozenTrial, device: str, cpu_threads: int) -> RunConfig:
             keys.STUDY: cfg.tracking.experiment,
             keys.CELL: trial.user_attrs["cell"],
             keys.OPTUNA_TRIAL: str(trial.number),
+            # Not MLflow's dotted parent tag itself: a config's tags come back from its params by their dots.
+            **({keys.STUDY_RUN_ID: study_run_id} if study_run_id else {}),
         }
     }
     if cfg.tracking.run_name is None:

@@ -47,12 +47,13 @@ def status_rows(study_name: str, storage_url: Optional[str] = None) -> list[dict
 
 
 def format_status(rows: list[dict]) -> str:
-    head = f"{'cell':<34} {'group':<12} {'state':<9} {'try':>3} {'run':<32} {'progress':>13} {'val/loss':>9}"
+    w = max([34, *(len(r["cell"]) for r in rows)])  # fine-tuning cells have the longest names
+    head = f"{'cell':<{w}} {'group':<12} {'state':<9} {'try':>3} {'run':<32} {'progress':>13} {'val/loss':>9}"
     lines = [head, "-" * len(head)]
     for r in rows:
         loss = f"{r['val_loss']:.4f}" if r["val_loss"] is not None else "-"
         lines.append(
-            f"{r['cell']:<34} {r['group']:<12} {r['state']:<9} {r['attempts']:>3} {r['run_id']:<32} "
+            f"{r['cell']:<{w}} {r['group']:<12} {r['state']:<9} {r['attempts']:>3} {r['run_id']:<32} "
             f"{r['progress']:>13} {loss:>9}"
         )
     counts: dict[str, int] = {}

@@ -30,6 +30,7 @@ from symattn.sweep.records import cell_config, finished_run, latest_run, runs_of
 from symattn.sweep.search import ask, budget_used, load_search
 from symattn.sweep.spec import SweepSpec
 from symattn.sweep.storage import default_storage, load_study, open_storage
+from symattn.sweep.study_run import end_study_run, open_study_run
 
 log = logging.getLogger("symattn.sweep")
 
@@ -94,13 +95,13 @@ class Worker:
         self.children: set = set()
         self.lock = threading.Lock()
         self.done: list[tuple[str, str]] = []  # (cell name, final state)
+        self.study_run_id: Optional[str] = None  # the MLflow parent run of the cells' runs
 
     def run(self) -> list[tuple[str, str]]:
         ctx = context()  # cells fork from a server that has their imports loaded
-        from symattn.tracking import experiment_id, open_store
-
-        # The MLflow store and the study's experiment, created once here rather than by each cell.
-        experiment_id(open_store(self.mlflow_uri), self.study.study_name)
+        # The MLflow store, the study's experiment and its run (the parent of the cells' runs),
+        # opened once here rather than by each cell.
+        client, self.study_run_id = open_study_run(self.mlflow_uri, self.study)
         previous = {s: signal.signal(s, self._stop) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             threads = [threading.Thread(target=self._slot, args=(ctx, d), daemon=True) for d, _ in self.slots]
@@ -112,6 +113,11 @@ class Worker:
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
+        searches = [
+            optuna.load_study(study_name=n, storage=self.storage)
+            for n in self.study.user_attrs.get("searches", {})
+        ]
+        end_study_run(client, self.study_run_id, [self.study, *searches], self.stopping.is_set())
         return self.done
 
     def _stop(self, signum, frame) -> None:
@@ -163,7 +169,7 @@ class Worker:
     def _run_cell(
         self, ctx, study: optuna.Study, trial: FrozenTrial, device: str, report: TrialReport
     ) -> None:
-        config = cell_config(trial, device, self.cpu_threads)
+        config = cell_config(trial, device, self.cpu_threads, self.study_run_id)
         self._launch(
             ctx, study, trial, device, cell_main, (config, device, report, time.time(), dict(os.environ))
         )

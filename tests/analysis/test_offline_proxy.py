@@ -372,3 +372,17 @@ def test_settings_of_a_grid_are_scored_apart(tmp_path):
     assert (final["n_runs"] == 1).all()
     crossings = pd.read_csv(out / "offline_crossings.csv").set_index(["setting", "variant"])
     assert crossings.loc[("lr=0.002", "pairwise"), "threshold"] == pytest.approx(0.95 * (83 - 2.25))
+
+
+def test_a_reference_that_pre_training_did_not_raise_is_flagged():
+    scores = pd.DataFrame(
+        {
+            "variant": ["pairwise"] * 3 + ["pairwise"] * 2,
+            "group": ["g1"] * 3 + ["g2"] * 2,
+            "checkpoint_step": [0, 1500, 3000, 0, 3000],
+            "score": [40.0, 35.0, 30.0, 40.0, 60.0],
+        }
+    )
+    note = report._flat_reference_note(scores, "pairwise", glue.offline_suite(["trec6"]))
+    assert note.count("\n") == 1 and "Group g1" in note and "(30.00 at step 3,000)" in note
+    assert "at step 0 (40.00)" in note and "do not measure convergence" in note
