@@ -182,6 +182,9 @@ def paired_vs_baseline(
             both = pairs["_exact"] & pairs["_exact_base"]
             faster = (both & (v < b)) | (~both & (pairs["_high"] <= pairs["_low_base"]))
             slower = (both & (v > b)) | (~both & (pairs["_low"] >= pairs["_high_base"]))
+            # Two bounds that only touch (both across at the same first evaluation) decide nothing.
+            tie = faster & slower
+            faster, slower = faster & ~tie, slower & ~tie
             diff = (v - b)[both].to_numpy(dtype=float)
             log_ratio = np.log((v / b)[both].to_numpy(dtype=float))
             d_low, d_high, _ = mean_interval(diff, level)

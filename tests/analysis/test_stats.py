@@ -142,3 +142,21 @@ def test_paired_on_the_store(loaded, known):
     summary = stats.summarize(table).set_index(["definition", "variant"])
     assert summary.loc[("escape_0.5", "symmetric"), "n_censored"] == 1
     assert summary.loc[("escape_0.5", "vanilla"), "mean"] == pytest.approx(950)
+
+
+def test_two_runs_across_at_the_same_first_evaluation_are_a_tie():
+    table = pd.DataFrame(
+        {
+            "definition": "d",
+            "group": ["a", "a"],
+            "variant": ["vanilla", "x"],
+            "step": [0, 0],
+            "status": ["at or before", "at or before"],
+            "censored": [True, True],
+            "bound": [3000, 3000],
+            "low": [0, 0],
+            "high": [0, 0],
+        }
+    )
+    out = stats.paired_vs_baseline(table, by=("definition",)).iloc[0]
+    assert (out["n_faster"], out["n_slower"], out["n_undecided"]) == (0, 0, 1) and out["sign_n"] == 0
