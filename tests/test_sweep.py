@@ -16,6 +16,7 @@ from symattn.sweep.queue import queue
 from symattn.sweep.spec import expand, load_spec
 from symattn.sweep.status import status_rows
 from symattn.sweep.worker import work
+from symattn.tracking import open_store
 
 
 def overrides_to_base(overrides):
@@ -171,7 +172,8 @@ def test_a_killed_worker_is_replaced_and_the_sweep_completes_once(spec_path, tmp
     storage = str(tmp_path / "optuna.journal")
     cmd = work_command(tmp_path)
     worker = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    # A client creating the fresh store as the worker does would crash one of them: take turns.
+    client = open_store(f"sqlite:///{tmp_path / 'mlflow.db'}")
     deadline = time.time() + 300
     while time.time() < deadline:  # wait until the first cell has a checkpoint and some steps logged
         exp = client.get_experiment_by_name("mini-sweep")
@@ -208,7 +210,8 @@ def test_sigterm_to_the_whole_process_group_stops_cells_cleanly(spec_path, tmp_p
     worker = subprocess.Popen(
         cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    # A client creating the fresh store as the worker does would crash one of them: take turns.
+    client = open_store(f"sqlite:///{tmp_path / 'mlflow.db'}")
     deadline = time.time() + 300
     while time.time() < deadline:  # until the cell has trained a while
         exp = client.get_experiment_by_name("mini-sweep")
