@@ -181,13 +181,13 @@ class RunConfig(_Block):
 
     def config_hash(self) -> str:
         """Identifies everything that changes results: two runs with the same hash are the same run."""
-        return _digest(self._identity())
+        return digest(self._identity())
 
     def group_id(self) -> str:
         """The matched group: everything that changes results except the attention block."""
         d = self._identity()
         d["model"].pop("attention")
-        return _digest(d)
+        return digest(d)
 
     def _identity(self) -> dict:
         """What a run's hash covers: the settings that change results. The attention variant and
@@ -222,8 +222,9 @@ class FinetuneConfig(_Block):
     threads: Optional[int] = Field(None, gt=0)  # CPU intra-op threads
 
 
-def _digest(d: dict) -> str:
-    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+def digest(d: Any, length: int = 12) -> str:
+    """A short stable hash of JSON-able data: run, group, cell and spec identities."""
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:length]
 
 
 def flatten(d: dict, prefix: str = "") -> dict[str, Any]:

@@ -4,13 +4,11 @@ pre-training cell is COMPLETE, from that cell's FINISHED run, in the same experi
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from symattn import keys
-from symattn.config import FinetuneConfig
+from symattn.config import FinetuneConfig, digest
 from symattn.sweep.progress import RUN_ID
 from symattn.sweep.spec import Cell, SweepSpec, finetune_cell_name
 
@@ -59,12 +57,9 @@ def expand_finetune(spec: SweepSpec, cells: list[Cell]) -> list[FinetuneCell]:
                     identity = {
                         k: v for k, v in cfg.model_dump(mode="json").items() if k not in _NOT_IDENTITY
                     }
-                    digest = json.dumps(
-                        {"pretrain": cell.id, "step": step, "finetune": identity}, sort_keys=True
-                    )
                     out.append(
                         FinetuneCell(
-                            hashlib.sha256(digest.encode()).hexdigest()[:12],
+                            digest({"pretrain": cell.id, "step": step, "finetune": identity}),
                             finetune_cell_name(cell.name, step, task, seed),
                             len(cells) + len(out),
                             cell,

@@ -4,7 +4,6 @@ is written. A matched group is the cells that share everything but the attention
 from __future__ import annotations
 
 import copy
-import hashlib
 import itertools
 import json
 from dataclasses import dataclass
@@ -13,7 +12,7 @@ from typing import Any, Literal, Optional, Sequence, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from symattn.config import FinetuneConfig, RunConfig, apply_overrides, flatten, read_yaml_mapping
+from symattn.config import FinetuneConfig, RunConfig, apply_overrides, digest, flatten, read_yaml_mapping
 
 
 class StoresSpec(BaseModel):
@@ -223,7 +222,7 @@ def _short(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:g}"
     if isinstance(value, (dict, list)):
-        return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:6]
+        return digest(value, 6)
     return str(value)
 
 
@@ -248,4 +247,4 @@ def load_spec(path: str | Path, overrides: Sequence[str] = ()) -> SweepSpec:
 
 
 def spec_digest(spec: SweepSpec) -> str:
-    return hashlib.sha256(json.dumps(spec.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:12]
+    return digest(spec.model_dump(mode="json"))

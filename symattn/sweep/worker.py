@@ -182,23 +182,23 @@ class Worker:
             keys.OPTUNA_TRIAL: str(trial.number),
         }
         config = finetune_config(trial, device, self.cpu_threads)
-        # A fine-tuning is not resumed: its retry starts over, and the run its dead worker left
-        # RUNNING is marked KILLED (the trial was reclaimed, so nothing else runs it).
-        from symattn.tracking import open_store
-
-        client = open_store(self.mlflow_uri)
-        for run in runs_of(client, trial, "RUNNING"):
-            client.set_terminated(run.info.run_id, "KILLED")
         args = (run_id, attrs[keys.CHECKPOINT_STEP], config, self.mlflow_uri, tags, attrs["name"], device)
-        self._launch(ctx, self.study, trial, device, finetune_main, (*args, dict(os.environ)))
+        # A fine-tuning is not resumed: its retry starts over.
+        self._launch(ctx, self.study, trial, device, finetune_main, (*args, dict(os.environ)), restart=True)
 
-    def _launch(self, ctx, study: optuna.Study, trial: FrozenTrial, device: str, target, args: tuple) -> None:
+    def _launch(
+        self, ctx, study: optuna.Study, trial: FrozenTrial, device: str, target, args: tuple, restart=False
+    ) -> None:
         """Run the cell in a child process forked from the cell server, unless its MLflow run is
-        already FINISHED; beat while it runs; record its outcome."""
+        already FINISHED; beat while it runs; record its outcome. `restart`: the cell starts a new
+        run, and the run a dead worker left RUNNING is marked KILLED (its trial was reclaimed, so
+        nothing else runs it)."""
         from symattn.tracking import open_store
 
         tid, name = internals.trial_id(trial), trial.user_attrs["name"]
         client = open_store(self.mlflow_uri)
+        for run in runs_of(client, trial, "RUNNING") if restart else []:
+            client.set_terminated(run.info.run_id, "KILLED")
         finished = finished_run(client, trial)
         started = time.monotonic()
         if finished is None:
