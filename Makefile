@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 TORCH ?= torch==2.13.0
 PIP_EXTRA ?=
+UI_ARGS ?=
 BIN := $(VENV)/bin
 
 .PHONY: install demo demo-downstream test test-slow test-all ui clean
@@ -35,8 +36,10 @@ test: install
 test-slow: install
 	$(BIN)/python -m pytest -m "slow or network"
 
+# The MLflow UI on mlflow.db (artifacts included) at http://127.0.0.1:5000, until Ctrl-C;
+# `make ui UI_ARGS=--optuna` adds optuna-dashboard on optuna.journal at :8080.
 ui: install
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --port 5000
+	$(BIN)/symattn ui $(UI_ARGS)
 
 clean:
 	rm -rf analysis/figures mlartifacts checkpoints lightning_logs .pytest_cache

@@ -220,10 +220,18 @@ def steps_to_target(steps, loss, target: float, window: int | None = None, patie
 # ---------------------------------------------------------------- over a set of runs
 
 MARGINS = (0.25, 0.5)  # below the floor; the first is the headline definition
+WINDOW, PATIENCE = 5, 3  # evaluations: the smoothing and the confirmation of every loss-based definition
 
 
 def escape_definition(margin: float) -> str:
     return f"escape_{margin:g}"
+
+
+def headline_escape(steps, loss, floor) -> Convergence:
+    """The headline measure of one curve, exactly as `convergence_table` computes its first
+    definition (`escape_<MARGINS[0]>`) with its default window and patience: what a pre-training
+    run records as its escape when it ends (`symattn.pretrain`)."""
+    return plateau_escape(steps, loss, floor, MARGINS[0], WINDOW, PATIENCE)
 
 
 def describe_definition(name: str) -> str:
@@ -275,8 +283,8 @@ def convergence_table(
     margins=MARGINS,
     thresholds=(),
     fractions=(1.0, 0.9),
-    window: int = 5,
-    patience: int = 3,
+    window: int = WINDOW,
+    patience: int = PATIENCE,
 ) -> pd.DataFrame:
     """Steps to convergence of every run under every loss-based definition, one row per run x
     definition: `escape_<m>` for each margin m (the loss falls m below its data's floor L*, see

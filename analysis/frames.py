@@ -90,6 +90,8 @@ PAPER_PARAMS = {
 }
 PAPER_VARIANTS = ("vanilla", "symmetric", "pairwise")
 PAPER_FINAL_STEP = 200_000
+# The GLUE dev results: the final models (5 fine-tuning seeds), the base models over checkpoints (1).
+PAPER_GLUE_FILES = {"final": "glue_final_5seeds.csv", "checkpoints": "glue_over_checkpoints.csv"}
 
 
 @dataclass
@@ -209,8 +211,7 @@ def canonical_metric(name: str) -> str:
 def paper_glue(which: str = "final", reference_dir: Path = REFERENCE_DIR) -> pd.DataFrame:
     """The paper's GLUE dev results: `final` (200K-step models, 5 fine-tuning seeds, base and small)
     or `checkpoints` (base models along pre-training, 1 fine-tuning seed)."""
-    files = {"final": "glue_final_5seeds.csv", "checkpoints": "glue_over_checkpoints.csv"}
-    raw = pd.read_csv(Path(reference_dir) / files[which])
+    raw = pd.read_csv(Path(reference_dir) / PAPER_GLUE_FILES[which])
     raw["metric"] = raw["metric"].map(canonical_metric)
     raw = raw[raw["metric"].isin(GLUE_METRICS)].copy()
     if "checkpoint_step" not in raw:
@@ -218,15 +219,21 @@ def paper_glue(which: str = "final", reference_dir: Path = REFERENCE_DIR) -> pd.
     raw["pretrain_run_id"] = [_paper_run_id(s, v) for s, v in zip(raw["size"], raw["variant"])]
     raw["seed"] = 1
     raw["group"] = PAPER_NAME + "/" + raw["size"]
-    return _to_ints(raw[GLUE_COLUMNS].reset_index(drop=True))
+    return _paper_glue_order(_to_ints(raw[GLUE_COLUMNS]))
 
 
-def paper_frames() -> Frames:
+def _paper_glue_order(glue: pd.DataFrame) -> pd.DataFrame:
+    """The paper's fine-tuning rows in one order, whichever source they were read from."""
+    by = ["size", "variant", "checkpoint_step", "finetune_seed", "task", "metric"]
+    return glue.sort_values(by, kind="stable").reset_index(drop=True)
+
+
+def paper_frames(reference_dir: Path = REFERENCE_DIR) -> Frames:
     return Frames(
         runs=paper_runs(),
-        curves=paper_curves(),
-        glue=paper_glue("final"),
-        glue_checkpoints=paper_glue("checkpoints"),
+        curves=paper_curves(reference_dir=reference_dir),
+        glue=paper_glue("final", reference_dir),
+        glue_checkpoints=paper_glue("checkpoints", reference_dir),
         source=PAPER_NAME,
     )
 
@@ -429,6 +436,42 @@ def load_runs(
         glue=final_checkpoints(glue),
         glue_checkpoints=glue,
         source=name or "",
+    )
+
+
+def imported_paper_frames(tracking_uri: str | None = None) -> Frames:
+    """`paper_frames` from the paper's runs imported into MLflow (`symattn import acl2024`), read
+    as our own runs are (`search_runs`, `runs_frame`, `metrics_frame`, `glue_frame`): the same
+    frames but for the run ids, which are the MLflow runs'. The final fine-tunings and those over
+    checkpoints are told apart by the reference file each run was imported from."""
+    mlflow_client = client(tracking_uri)
+    imported = {keys.IMPORTED_FROM: PAPER_NAME}
+    try:
+        pretrain = search_runs(mlflow_client, PAPER_NAME, {**imported, keys.KIND: keys.PRETRAIN})
+    except LookupError:
+        pretrain = []
+    if len(pretrain) != len(PAPER_PARAMS) or any(r.info.status != "FINISHED" for r in pretrain):
+        raise LookupError(
+            f"{len(pretrain)} of the paper's {len(PAPER_PARAMS)} pre-training runs are imported in "
+            f"{mlflow_client.tracking_uri}; import them with: symattn import {PAPER_NAME} "
+            f"--tracking-uri {mlflow_client.tracking_uri}"
+        )
+    order = {run_id: i for i, run_id in enumerate(paper_runs()["run_id"])}
+    pretrain.sort(key=lambda run: order[run.data.tags[keys.IMPORTED_ID]])
+    runs = runs_frame(pretrain)
+
+    def glue_of(file: str) -> pd.DataFrame:
+        found = search_runs(
+            mlflow_client, PAPER_NAME, {**imported, keys.KIND: keys.FINETUNE, keys.IMPORTED_FILE: file}
+        )
+        return _paper_glue_order(glue_frame(found, runs))
+
+    return Frames(
+        runs=runs,
+        curves=metrics_frame(mlflow_client, pretrain),
+        glue=glue_of(PAPER_GLUE_FILES["final"]),
+        glue_checkpoints=glue_of(PAPER_GLUE_FILES["checkpoints"]),
+        source=PAPER_NAME,
     )
 
 

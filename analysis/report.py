@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from analysis import convergence, figures, frames, glue, stats, tables
+from analysis import artifacts, convergence, figures, frames, glue, stats, tables
 from symattn import keys
 from symattn.paths import project_root
 
@@ -326,11 +326,13 @@ def _convergence_section(
     )
 
 
-def paper_report(out_dir=None) -> str:
+def paper_report(out_dir=None, tracking_uri: str | None = None, log_artifacts: bool = True) -> str:
     """The paper's GLUE tables (base, small), loss figures and GLUE-over-checkpoints figure with
-    each variant's crossing of 95% of the pairwise model's final score, from its raw results."""
+    each variant's crossing of 95% of the pairwise model's final score, from its raw results; with
+    `tracking_uri`, from its runs imported into that store (`symattn import acl2024`), where the
+    files are then logged too (`artifacts`)."""
     out = Path(out_dir) if out_dir else default_out_dir(frames.PAPER_NAME)
-    data = frames.paper_frames()
+    data = frames.paper_frames() if tracking_uri is None else frames.imported_paper_frames(tracking_uri)
     colors = figures.variant_colors(data.runs["variant"])
     written: list[Path] = []
     glue_text, crossings = _glue_section(data, out, colors, written, title=lambda size: f"BERT-{size}")
@@ -365,9 +367,13 @@ def paper_report(out_dir=None) -> str:
     ratio = ""
     if {"vanilla", "pairwise"} <= set(reached.index):
         ratio = f"vanilla / pairwise crossing steps: {reached['vanilla'] / reached['pairwise']:.2f}\n"
+    source = "" if tracking_uri is None else f" (imported runs in {tracking_uri})"
+    logged = ""
+    if tracking_uri is not None and log_artifacts:
+        logged = artifacts.log_figures(tracking_uri, frames.PAPER_NAME, written, data.runs["experiment_id"])
     return (
-        f"ACL 2024 published results -> {out}\n\n{glue_text}{ratio}\n{conv_text}"
-        f"\n{len(written)} files written.\n"
+        f"ACL 2024 published results{source} -> {out}\n\n{glue_text}{ratio}\n{conv_text}"
+        f"\n{len(written)} files written.\n{logged}"
     )
 
 
@@ -380,9 +386,15 @@ def with_settings(glue_frame: pd.DataFrame, runs: pd.DataFrame, settings: list) 
 
 
 def runs_report(
-    name: str, tracking_uri: str | None = None, out_dir=None, thresholds=(), baseline: str = "vanilla"
+    name: str,
+    tracking_uri: str | None = None,
+    out_dir=None,
+    thresholds=(),
+    baseline: str = "vanilla",
+    log_artifacts: bool = True,
 ) -> str:
-    """The same figures and tables from the MLflow runs of the experiment or study `name`."""
+    """The same figures and tables from the MLflow runs of the experiment or study `name`, also
+    logged as artifacts of its study run (or report run: `artifacts`) unless `log_artifacts` is off."""
     out = Path(out_dir) if out_dir else default_out_dir(name)
     data = frames.load_runs(name, tracking_uri)
     if data.runs.empty:
@@ -471,7 +483,10 @@ def runs_report(
         if settings_text
         else ""
     )
+    logged = (
+        artifacts.log_figures(tracking_uri, name, written, runs["experiment_id"]) if log_artifacts else ""
+    )
     return (
         f"{name}: {len(runs)} pre-training runs used ({state_text} in the store) -> {out}\n\n"
-        f"{design}{conv_text}\n{glue_text}\n{len(written)} files written.\n"
+        f"{design}{conv_text}\n{glue_text}\n{len(written)} files written.\n{logged}"
     )

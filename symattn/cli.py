@@ -144,9 +144,18 @@ def _work(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from symattn.sweep.status import format_status, status_rows
+    from symattn.sweep.status import eta_line, format_status, status_rows, watch
 
-    print(format_status(status_rows(args.study, args.storage)))
+    if args.interval <= 0:
+        raise ValueError(f"--interval {args.interval:g} must be positive (seconds)")
+    if args.watch:
+        try:
+            watch(args.study, args.storage, args.interval)
+        except KeyboardInterrupt:  # the usual way to stop watching
+            print()
+        return 0
+    rows = status_rows(args.study, args.storage)
+    print(f"{format_status(rows)}\n{eta_line(rows)}")
     return 0
 
 
@@ -254,6 +263,34 @@ def _bench(args: argparse.Namespace) -> int:
     return command(args)
 
 
+def _add_ui_parser(sub) -> None:
+    p = sub.add_parser(
+        "ui",
+        help="the MLflow UI on the project's store (and optuna-dashboard on the study storage)",
+        description="Serves the MLflow UI (mlflow server) on the tracking store, the runs' artifacts "
+        "included, and prints its address: the newest study's experiment, in model-training mode. "
+        "Ctrl-C stops it.",
+    )
+    p.add_argument("--port", type=int, default=5000, help="port of the MLflow UI (default: 5000)")
+    p.add_argument(
+        "--host", default="127.0.0.1", help="interface to listen on (default: 127.0.0.1, this machine only)"
+    )
+    p.add_argument("--tracking-uri", help="the MLflow store (default: $MLFLOW_TRACKING_URI, else mlflow.db)")
+    p.add_argument("--optuna", action="store_true", help="also serve optuna-dashboard on the study storage")
+    p.add_argument("--optuna-port", type=int, default=8080, help="port of optuna-dashboard (default: 8080)")
+    p.add_argument(
+        "--storage",
+        help="Optuna storage of --optuna: a journal file or sqlite:/// / postgresql:// URL (default: optuna.journal)",
+    )
+
+    def ui(args: argparse.Namespace) -> int:
+        from symattn.ui import command
+
+        return command(args)
+
+    p.set_defaults(func=ui)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="symattn",
@@ -358,6 +395,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="cells of a study by state, with run ids, progress and final losses")
     p.add_argument("study")
     p.add_argument("--storage", help=storage_help)
+    p.add_argument(
+        "--watch",
+        action="store_true",
+        help="refresh until no cell is waiting or running (Ctrl-C stops), with the study's ETA",
+    )
+    p.add_argument(
+        "--interval", type=float, default=5.0, metavar="S", help="seconds between refreshes (default: 5)"
+    )
     p.set_defaults(func=_status)
 
     p = sub.add_parser("run", help="queue a sweep spec, work it on the local devices, then draw its figures")
@@ -372,10 +417,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_run)
 
+    from analysis.cli import add_import_parser
     from analysis.cli import add_parser as add_figures_parser
 
     add_figures_parser(sub)
+    add_import_parser(sub)
     _add_bench_parser(sub)
+    _add_ui_parser(sub)
     return parser
 
 

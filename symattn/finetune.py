@@ -28,7 +28,7 @@ from symattn.finetune_source import Source
 from symattn.model import BertForSequenceClassification
 from symattn.speed import apply_speed_settings
 from symattn.sweep.spec import finetune_cell_name
-from symattn.tracking import RunTracker, experiment_id
+from symattn.tracking import RunTracker, experiment_id, source_tags
 
 DEFAULT_EXPERIMENT = "finetune"  # the runs of weights that come without a pre-training run
 
@@ -160,11 +160,13 @@ def finetune_one(
     total = cfg.max_steps or max(1, math.ceil(cfg.epochs * per_epoch))
     model = _model(src, task.info.num_labels, cfg.seed)
     module = FinetuneModule(model, cfg, total)
+    cell = keys.STUDY in (tags or {})  # a sweep's fine-tuning cell: a run of the worker
     tags = {
         keys.KIND: keys.FINETUNE,
         **src.tags,
         keys.TASK: cfg.task,
         keys.FINETUNE_SEED: cfg.seed,
+        **source_tags(keys.WORK_COMMAND if cell else keys.FINETUNE_COMMAND),
         **(tags or {}),
     }
     params = {f"finetune.{k}": v for k, v in flatten(cfg.model_dump(mode="json")).items()}

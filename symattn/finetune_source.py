@@ -96,6 +96,11 @@ def pretraining_run(client, run_id: str):
         ) from None
     if run.data.tags.get(keys.KIND, keys.PRETRAIN) != keys.PRETRAIN:
         raise ValueError(f"run {run_id} is a {run.data.tags[keys.KIND]} run; give a pre-training run")
+    if keys.IMPORTED_FROM in run.data.tags:
+        raise ValueError(
+            f"run {run_id} holds published results imported from {run.data.tags[keys.IMPORTED_FROM]}, "
+            "not weights; give a pre-training run of the suite, or a published model's folder with --hf"
+        )
     return run
 
 

@@ -6,6 +6,12 @@ from __future__ import annotations
 
 # The tag `kind`: what a run is. A sweep's study run is the parent of its cells' runs.
 PRETRAIN, FINETUNE, STUDY_RUN = "pretrain", "finetune", "study"
+# A run of kind `report` holds the figures of an experiment that has no study run, tagged with the
+# name they were drawn for; a study's figures go to its study run. Artifact folder: `figures/`.
+REPORT_RUN, REPORT_OF, FIGURES_ARTIFACTS = "report", "report_of", "figures"
+# Tags of runs imported from published results (`symattn import acl2024`): where from, the identity
+# that makes a second import add nothing, and the reference file of their values.
+IMPORTED_FROM, IMPORTED_ID, IMPORTED_FILE = "imported_from", "imported_id", "imported_file"
 
 # Tags of every pre-training run.
 KIND = "kind"
@@ -50,6 +56,7 @@ SOURCE_NAME, SOURCE_TYPE, SOURCE_COMMIT = (
 )
 LOCAL_SOURCE = "LOCAL"
 TRAIN_COMMAND, WORK_COMMAND = "symattn train", "symattn work"  # the source names of runs
+FINETUNE_COMMAND = "symattn finetune"  # a fine-tuning's (a sweep's fine-tuning cell: WORK_COMMAND)
 DATASET_CONTEXT, TRAIN_CONTEXT = "mlflow.data.context", "train"
 SPEC_ARTIFACT = "spec.yaml"  # a study run's sweep spec
 AXIS_PREFIX = "axis."  # a study run's params: one per design axis, `axis.seed` = "[0, 1]"
@@ -65,10 +72,19 @@ VAL_FLOOR = "data.val_context_free_loss"  # the floor of the run's own validatio
 TRAIN_LOSS, TRAIN_LR, TRAIN_GRAD_NORM = "train/loss", "train/lr", "train/grad_norm"
 TRAIN_TOKENS, TRAIN_TOKENS_PER_S = "train/tokens", "train/tokens_per_s"
 VAL_LOSS = "val/loss"
+# The fraction of masked tokens whose top prediction is the target: on the validation targets at
+# each evaluation; on the training batches since the last report (from the step's own logits).
+VAL_ACCURACY, TRAIN_ACCURACY = "val/accuracy", "train/accuracy"
 TIME_PREFIX = "time/"  # per-start metrics: logged again by every (re)start of a run
 STARTUP_S, TRACKING_SHARE = "time/startup_s", "time/tracking_share"
 TRAIN_SECONDS = "time/train_s"  # a fine-tuning run's training time, without start-up and evaluation
 DIAG_PREFIX = "diag/"
+# A pre-training run's escape from its floor (`analysis.convergence.headline_escape` of its whole
+# `val/loss` curve), recorded whenever it ends, at its last step: the tag `escape` as the report
+# prints it ("2,422", "not reached (>3,000)"); `escape/step` only when exact, `escape/low` the
+# lower bound of the true step (the step itself when exact), `escape/censored` 0 or 1.
+ESCAPE = "escape"
+ESCAPE_STEP, ESCAPE_LOW, ESCAPE_CENSORED = "escape/step", "escape/low", "escape/censored"
 
 
 def kept_checkpoint(step: int) -> str:

@@ -59,9 +59,11 @@ class RunLifecycle(pl.Callback):
         tokens_per_step: int,
         started_at: float,
         stop_level: Optional[float] = None,
+        floor: Optional[float] = None,
     ) -> None:
         self.cfg, self.tracker, self.ckpt_path = cfg, tracker, ckpt_path
         self.stop_level = stop_level  # eval.stop_below's loss level, resolved against the data's floor
+        self.floor = floor  # the run's escape is measured from it (`record_escape`)
         self.evals_below = 0  # consecutive evaluations below it (kept in checkpoints)
         self.tokens_per_step = tokens_per_step
         self.started_at = started_at
@@ -141,6 +143,7 @@ class RunLifecycle(pl.Callback):
             seconds = now - self.window_start - self.excluded_seconds
             metrics = {
                 keys.TRAIN_LOSS: loss,
+                keys.TRAIN_ACCURACY: pl_module.pop_train_accuracy(),
                 keys.TRAIN_LR: pl_module.last_lr,
                 keys.TRAIN_TOKENS: step * self.tokens_per_step,
                 keys.TRAIN_TOKENS_PER_S: (step - self.window_first_step)
@@ -185,6 +188,12 @@ class RunLifecycle(pl.Callback):
                 if self.tracker is not None:
                     self.tracker.set_tags({keys.STOPPED_EARLY_AT: trainer.global_step})
 
+    def record_escape(self, step: int) -> None:
+        """The run's escape from its floor, recorded at its last step `step` however it ends (after
+        its metrics are flushed): see `record_escape`."""
+        if self.tracker is not None and self.floor is not None:
+            record_escape(self.tracker, self.floor, step)
+
     def state_dict(self) -> dict:
         return {"evals_below": self.evals_below}
 
@@ -199,10 +208,13 @@ class RunLifecycle(pl.Callback):
             else:
                 self._flush()
             if self.tracker is not None:
+                self.record_escape(trainer.global_step)
                 self.tracker.set_tags({keys.STOPPED_AT_STEP: trainer.global_step})
                 self.tracker.set_status("KILLED")
             return
         self._flush()
+        if self.tracker is not None:
+            self.record_escape(trainer.global_step)
         if type(exception).__name__ == "TrialPruned":  # a search trial stopped by its pruner
             if self.tracker is not None:
                 self.tracker.set_tags({keys.PRUNED_AT_STEP: trainer.global_step})
@@ -213,6 +225,35 @@ class RunLifecycle(pl.Callback):
                 {keys.FAILURE_REASON: f"{type(exception).__name__}: {one_line(exception)}"[:5000]}
             )
             self.tracker.set_status("FAILED")
+
+
+def record_escape(tracker: RunTracker, floor: float, step: int) -> None:
+    """Record the run's escape from `floor` as the report measures it (`analysis.convergence.
+    headline_escape`), from its whole `val/loss` curve in the store, steps logged before a resume
+    included, so that the run table sorts by it: metrics at `step` (`escape/low`, `escape/censored`,
+    and `escape/step` only when the step is exact) and the tag `escape` as the report prints it
+    (`symattn.keys`). A censored run never shows an exact-looking `escape/step`: one that an earlier
+    end of the run recorded is overwritten with NaN. Never raises: a run's end is not to be lost to
+    its summary."""
+    from analysis.convergence import headline_escape
+
+    try:
+        client, run_id = tracker.client, tracker.run_id
+        history = client.get_metric_history(run_id, keys.VAL_LOSS)
+        values = [m.value for m in history]
+        if not any(math_finite(v) for v in values):
+            return  # no evaluation: no curve
+        escape = headline_escape([m.step for m in history], values, floor)
+        metrics = {keys.ESCAPE_LOW: escape.low, keys.ESCAPE_CENSORED: float(escape.censored)}
+        if not escape.censored:
+            metrics[keys.ESCAPE_STEP] = escape.step
+        elif keys.ESCAPE_STEP in client.get_run(run_id).data.metrics:
+            metrics[keys.ESCAPE_STEP] = float("nan")
+        tracker.log(step, metrics)
+        tracker.flush()
+        tracker.set_tags({keys.ESCAPE: str(escape)})
+    except Exception as exc:  # noqa: BLE001
+        warnings.warn(f"run {tracker.run_id}: its escape was not recorded ({one_line(exc)})", stacklevel=2)
 
 
 def math_finite(x: float) -> bool:
@@ -376,6 +417,7 @@ def pretrain(
         o.batch_size * o.accumulate * cfg.data.seq_len * world,
         started_at,
         stop.resolve(val_floor) if stop else None,
+        val_floor,
     )
     trainer = pl.Trainer(
         max_steps=o.max_steps,
@@ -417,6 +459,7 @@ def pretrain(
     result = {"run_id": run_id, "steps": trainer.global_step, **module.val_metrics}
     if tracker is not None:
         lifecycle._flush()
+        lifecycle.record_escape(trainer.global_step)
         _log_artifacts(tracker, cfg, module)
         tracker.set_status("FINISHED")
     result["status"] = "FINISHED"

@@ -67,8 +67,13 @@ def test_a_run_logs_exactly_what_it_promises(run_overrides, tmp_path):
         "train/tokens_per_s",
         "train/grad_norm",
         "val/loss",
+        "train/accuracy",
+        "val/accuracy",
         "time/startup_s",
         "time/tracking_share",
+        # 40 steps do not leave the floor: censored, so no `escape/step`
+        "escape/low",
+        "escape/censored",
     }
     for layer in (0, 1):
         expected |= {
@@ -78,6 +83,12 @@ def test_a_run_logs_exactly_what_it_promises(run_overrides, tmp_path):
     assert set(run.data.metrics) == expected
     assert [s for s, _ in history(cfg, run.info.run_id, "train/loss")] == list(range(5, 41, 5))
     assert [s for s, _ in history(cfg, run.info.run_id, "val/loss")] == [20, 40]
+    accuracy = history(cfg, run.info.run_id, "val/accuracy")
+    assert [s for s, _ in accuracy] == [20, 40] and all(0 < v < 1 for _, v in accuracy)
+    assert [s for s, _ in history(cfg, run.info.run_id, "train/accuracy")] == list(range(5, 41, 5))
+    assert history(cfg, run.info.run_id, "escape/low") == [(40, 40.0)]
+    assert history(cfg, run.info.run_id, "escape/censored") == [(40, 1.0)]
+    assert tags["escape"] == "not reached (>40)"
     assert history(cfg, run.info.run_id, "train/tokens")[-1] == (40, 40 * 8 * 32)
     lrs = [v for _, v in history(cfg, run.info.run_id, "train/lr")]
     assert lrs[0] < max(lrs) and lrs[-1] < max(lrs)  # warm-up, then decay
@@ -111,6 +122,8 @@ def test_same_config_and_seed_give_the_same_curve(run_overrides):
     b = pretrain(b_cfg)
     assert history(b_cfg, a["run_id"], "train/loss") == history(b_cfg, b["run_id"], "train/loss")
     assert history(b_cfg, a["run_id"], "val/loss") == history(b_cfg, b["run_id"], "val/loss")
+    for key in ("train/accuracy", "val/accuracy"):
+        assert history(b_cfg, a["run_id"], key) == history(b_cfg, b["run_id"], key), key
     c = pretrain(load_config(None, run_overrides + ["tracking.experiment=c", "seed=1"]))
     assert history(b_cfg, c["run_id"], "train/loss") != history(b_cfg, a["run_id"], "train/loss")
 
@@ -188,7 +201,7 @@ def test_resumed_run_continues_the_same_run_step_for_step(run_overrides, accumul
 
     resumed = pretrain(cfg, resume=True)
     assert resumed["run_id"] == run_id  # the same MLflow run
-    for key in ("train/loss", "val/loss", "train/lr", "train/tokens"):
+    for key in ("train/loss", "val/loss", "train/lr", "train/tokens", "train/accuracy", "val/accuracy"):
         assert history(cfg, run_id, key) == history(cfg, whole["run_id"], key), key
     assert client_of(cfg).get_run(run_id).info.status == "FINISHED"
     # Each start pays its own start-up: from scratch, and from the checkpoint written at the stop.

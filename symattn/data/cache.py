@@ -11,11 +11,13 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 from symattn.data.errors import DataError
 
@@ -113,5 +115,17 @@ def build_lock(cache: Path, key: str) -> Iterator[None]:
     """
     lock_dir = cache / "locks"
     lock_dir.mkdir(parents=True, exist_ok=True)
-    with FileLock(lock_dir / f"{key}.lock"):
+    lock = FileLock(lock_dir / f"{key}.lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:  # say why this process waits (a build takes a minute or more)
+        print(
+            f"{time.strftime('%H:%M:%S')} data: another process is building this entry; waiting for it",
+            file=sys.stderr,
+            flush=True,
+        )
+        lock.acquire()
+    try:
         yield
+    finally:
+        lock.release()

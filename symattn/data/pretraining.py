@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,8 +141,12 @@ def prepare_pretraining(cfg: DataConfig) -> PretrainingData:
         found = _lookup(cache, key)  # another process may have built it while we waited
         if found is not None:
             return found
+        t0 = time.perf_counter()
+        sources = " + ".join(describe(s) for s in cfg.source)
+        _stage(f"building the data for {sources} ({cfg.tokenizer}, seq_len {cfg.seq_len}) in {cache}")
         if corpus is None:
             corpus = load_corpus(cfg.source, cache)
+            t0 = _stage(f"read {len(corpus.documents):,} documents", t0)
         fingerprint = _build(cfg, cache, corpus)
         write_json_atomic(
             cache / "index" / f"{key}.json", {"fingerprint": fingerprint, "settings": _settings(cfg)}
@@ -240,18 +245,29 @@ def _fingerprint(tokenizer: Tokenizer, train: np.ndarray, val: np.ndarray) -> st
     return h.hexdigest()
 
 
+def _stage(what: str, since: Optional[float] = None) -> float:
+    """One line on stderr per stage of a cache build: what was done and, from `since`, how long it
+    took (a cache hit prints nothing). Returns the time, for the next stage."""
+    took = "" if since is None else f" in {time.perf_counter() - since:.1f}s"
+    print(f"{time.strftime('%H:%M:%S')} data: {what}{took}", file=sys.stderr, flush=True)
+    return time.perf_counter()
+
+
 def _build(cfg: DataConfig, cache: Path, corpus: Corpus) -> str:
     t0 = time.perf_counter()
     train_docs, val_docs = split_documents(corpus.documents, cfg.val_docs)
     if cfg.tokenizer == WORDPIECE:
         tokenizer = train_wordpiece(train_docs, cfg.resolved_vocab_size, cfg.min_frequency)
+        what = f"trained a WordPiece vocabulary of {tokenizer.get_vocab_size():,} on {len(train_docs):,} documents"
     elif cfg.tokenizer == BERT_UNCASED:
         tokenizer = bert_uncased(cache)
+        what = "loaded BERT's uncased vocabulary"
     else:
         tokenizer = load_tokenizer_file(cfg.tokenizer)
-    t1 = time.perf_counter()
+        what = f"loaded the tokenizer {cfg.tokenizer}"
+    t1 = _stage(what, t0)
     special = SpecialIds.of(tokenizer)
-    splits = {}
+    splits, since = {}, t1
     for name, docs in (("train", train_docs), ("val", val_docs)):
         stream = token_stream(encode_documents(tokenizer, docs), special.sep)
         blocks, dropped = pack_blocks(stream, cfg.seq_len, special.cls, special.sep)
@@ -262,11 +278,17 @@ def _build(cfg: DataConfig, cache: Path, corpus: Corpus) -> str:
                 f"the {what} split has {len(stream)} tokens, fewer than one block of seq_len {cfg.seq_len}; {fix}"
             )
         splits[name] = (blocks, len(stream), dropped, len(docs), int((stream == special.unk).sum()))
+        since = _stage(
+            f"tokenised and packed {name}: {len(stream):,} tokens into {len(blocks):,} blocks", since
+        )
     t2 = time.perf_counter()
     train, val = splits["train"][0], splits["val"][0]
     fingerprint = _fingerprint(tokenizer, train, val)
     entry = _entry_dir(cache, fingerprint)
     if not entry.exists():
+        t3 = time.perf_counter()
+        floor = data_floor(train, val, tokenizer.get_vocab_size(with_added_tokens=True), special.all)
+        _stage(f"context-free floor L* = {floor['context_free_loss']:.3f} nats", t3)
         meta = {
             "format": FORMAT_VERSION,
             "fingerprint": fingerprint,
@@ -278,7 +300,7 @@ def _build(cfg: DataConfig, cache: Path, corpus: Corpus) -> str:
             "special_ids": special.as_dict(),
             "tokenize_seconds": round(t2 - t1, 3),
             "tokenizer_seconds": round(t1 - t0, 3),
-            **data_floor(train, val, tokenizer.get_vocab_size(with_added_tokens=True), special.all),
+            **floor,
         }
         for name, (blocks, tokens, dropped, docs, unk) in splits.items():
             meta.update(
@@ -295,12 +317,8 @@ def _build(cfg: DataConfig, cache: Path, corpus: Corpus) -> str:
             np.save(tmp / "val.npy", val)
             tmp.joinpath("tokenizer.json").write_text(tokenizer.to_str(pretty=False))
             (tmp / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True, default=str) + "\n")
-    log.info(
-        "data %s: %d train / %d val blocks of %d tokens, built in %.1fs",
-        fingerprint[:12],
-        len(train),
-        len(val),
-        cfg.seq_len,
-        time.perf_counter() - t0,
+    _stage(
+        f"entry {fingerprint[:12]}: {len(train):,} train / {len(val):,} val blocks of {cfg.seq_len} tokens, built",
+        t0,
     )
     return fingerprint

@@ -13,6 +13,8 @@ import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
+from symattn.sweep.trial_params import recorded_distributions
+
 
 def trial_id(trial: FrozenTrial | optuna.trial.Trial) -> int:
     """A trial's id in its storage (its `number` counts within the study)."""
@@ -44,10 +46,32 @@ def pop_waiting(
         try:
             if storage.set_trial_state_values(trial._trial_id, state=TrialState.RUNNING):
                 beat(storage, trial._trial_id)
+                _set_fixed_params(study, trial)
                 return storage.get_trial(trial._trial_id)
         except UpdateFinishedTrialError:
             continue
     return None
+
+
+def _set_fixed_params(study: optuna.Study, trial: FrozenTrial) -> None:
+    """A trial enqueued with fixed params but without them as params (a retry: `Study.enqueue_trial`
+    keeps the values only) gets them, with the distribution the study's newest trial with each
+    param has. Params only show the design: one the storage refuses (a distribution the study has
+    since changed) is left out."""
+    fixed = trial.system_attrs.get("fixed_params") or {}
+    missing = {name: value for name, value in fixed.items() if name not in trial.params}
+    if not missing:
+        return
+    storage = study._storage
+    known = recorded_distributions(storage.get_all_trials(study._study_id, deepcopy=False))
+    for name, value in missing.items():
+        if name in known:
+            try:
+                storage.set_trial_param(
+                    trial._trial_id, name, known[name].to_internal_repr(value), known[name]
+                )
+            except (ValueError, UpdateFinishedTrialError):
+                pass
 
 
 def fail_stale(study: optuna.Study, grace_seconds: float) -> Iterator[FrozenTrial]:

@@ -14,6 +14,13 @@ from symattn.sweep.finetune_cells import FinetuneCell, expand_finetune, finetune
 from symattn.sweep.records import cell_attrs
 from symattn.sweep.spec import Cell, SweepSpec, expand, spec_digest
 from symattn.sweep.storage import default_storage, open_storage
+from symattn.sweep.trial_params import (
+    cell_params,
+    finetune_params,
+    recorded_distributions,
+    study_distributions,
+    waiting_trial,
+)
 
 
 @dataclass
@@ -49,11 +56,16 @@ def queue(
     if spec.search is not None:
         added = queue_searches(spec, cells, study, storage)
     else:
-        present = {t.user_attrs.get("cell") for t in study.get_trials(deepcopy=False)}
-        wanted = [(cell.id, cell_attrs(cell.config, cell.name, cell.index)) for cell in cells]
-        wanted += [(cell.id, finetune_attrs(cell)) for cell in finetune_cells]
-        missing = [attrs for cell_id, attrs in wanted if cell_id not in present]
-        for attrs in missing:
-            study.enqueue_trial({}, user_attrs=attrs)
+        trials = study.get_trials(deepcopy=False)
+        present = {t.user_attrs.get("cell") for t in trials}
+        # Each trial carries its cell's design values as params (`trial_params`).
+        distributions = study_distributions(spec, finetune_cells, recorded_distributions(trials))
+        wanted = [
+            (cell.id, cell_attrs(cell.config, cell.name, cell.index), cell_params(cell)) for cell in cells
+        ]
+        wanted += [(cell.id, finetune_attrs(cell), finetune_params(cell)) for cell in finetune_cells]
+        missing = [(attrs, params) for cell_id, attrs, params in wanted if cell_id not in present]
+        for attrs, params in missing:
+            study.add_trial(waiting_trial(params, distributions, attrs))
         added = len(missing)
     return QueueResult(spec.name, added, len(cells) + len(finetune_cells) - added, url)

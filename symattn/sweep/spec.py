@@ -6,7 +6,7 @@ from __future__ import annotations
 import copy
 import itertools
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional, Sequence, Union
 
@@ -131,6 +131,7 @@ class Cell:
     name: str  # readable: size-variant-lr-seed
     config: RunConfig
     index: int  # position in queue order
+    axes: dict[str, Any] = field(default_factory=dict)  # its value of each design axis, as the spec gives it
 
     @property
     def group(self) -> str:
@@ -193,7 +194,8 @@ def expand(spec: SweepSpec) -> list[Cell]:
                 f"cells {seen[cell_id]} and {dict(zip(order, values))} are the same run; remove the duplicate"
             )
         seen[cell_id] = dict(zip(order, values))
-        cells.append(Cell(cell_id, cell_name(cfg, dict(zip(order, values))), cfg, i))
+        axes = dict(zip(order, values))
+        cells.append(Cell(cell_id, cell_name(cfg, axes), cfg, i, {k: axes[k] for k in spec.axes}))
     return cells
 
 

@@ -1,22 +1,45 @@
 """`symattn status`: one row per cell, from its newest trial alone (what the cell reported to it),
-so that it answers without opening MLflow."""
+so that it answers without opening MLflow; with `--watch`, again every few seconds with the study's
+ETA until no cell is waiting or running."""
 
 from __future__ import annotations
 
-from typing import Optional
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Callable, Optional, TextIO
 
 import optuna
 from optuna.trial import FrozenTrial
 
+from symattn import keys
 from symattn.config import RunConfig
 from symattn.sweep.finetune_cells import is_finetune
-from symattn.sweep.progress import RUN_ID, STEP, VAL_LOSS
-from symattn.sweep.storage import load_study, open_storage
+from symattn.sweep.progress import RUN_ID, STEP, VAL_LOSS, cell_eta, cell_rate, duration, study_eta
+from symattn.sweep.storage import default_storage, load_study, open_storage
+
+ACTIVE = ("WAITING", "RUNNING")
 
 
-def status_rows(study_name: str, storage_url: Optional[str] = None) -> list[dict]:
-    """One row per cell: its latest trial's state, attempts, MLflow run id, progress and last loss."""
-    storage = open_storage(storage_url)
+def _existing_storage(study_name: str, url: Optional[str]):
+    """The storage at `url`, refusing a journal or sqlite file that does not exist (a reader must not
+    create a store)."""
+    url = url or default_storage()
+    path = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else url.removeprefix("journal://")
+    if "://" not in path and not Path(path).exists():
+        raise ValueError(
+            f"no study {study_name!r}: there is no Optuna store at {path}; queue it first with `symattn queue SPEC`"
+        )
+    return open_storage(url)
+
+
+def status_rows(
+    study_name: str, storage_url: Optional[str] = None, now: Optional[float] = None
+) -> list[dict]:
+    """One row per cell: its latest trial's state, attempts, MLflow run id, progress and last loss,
+    and what the study's ETA is computed from (`progress.study_eta`)."""
+    storage = _existing_storage(study_name, storage_url)
     study = load_study(study_name, storage, storage_url)
     trials = list(study.get_trials(deepcopy=False))
     for name in study.user_attrs.get("searches", {}):
@@ -26,38 +49,96 @@ def status_rows(study_name: str, storage_url: Optional[str] = None) -> list[dict
         cell = t.user_attrs.get("cell")
         if cell and (cell not in latest or t.number > latest[cell].number):
             latest[cell] = t
-    rows = []
-    for t in sorted(latest.values(), key=lambda t: t.user_attrs.get("index", 0)):
-        # A fine-tuning cell reports no progress: it runs in about a minute on the CPU.
-        max_steps = (
-            None if is_finetune(t) else RunConfig.model_validate(t.user_attrs["config"]).optim.max_steps
-        )
-        rows.append(
-            {
-                "cell": t.user_attrs["name"],
-                "group": t.user_attrs["group"],
-                "state": t.state.name,
-                "attempts": t.user_attrs.get("attempt", 1),
-                "run_id": t.user_attrs.get(RUN_ID, ""),
-                "progress": f"{t.user_attrs.get(STEP, 0)}/{max_steps}" if max_steps else "-",
-                "val_loss": t.user_attrs.get(VAL_LOSS),
-            }
-        )
-    return rows
+    now = time.time() if now is None else now
+    return [_row(t, now) for t in sorted(latest.values(), key=lambda t: t.user_attrs.get("index", 0))]
+
+
+def _row(t: FrozenTrial, now: float) -> dict:
+    # A fine-tuning cell reports no progress: it runs in about a minute on the CPU.
+    finetune = is_finetune(t)
+    total = None if finetune else RunConfig.model_validate(t.user_attrs["config"]).optim.max_steps
+    attrs, state = t.user_attrs, t.state.name
+    started = t.datetime_start.timestamp() if t.datetime_start else None
+    running = state == "RUNNING"
+    rate = cell_rate(attrs) if running else None
+    return {
+        "cell": attrs["name"],
+        "group": attrs["group"],
+        "state": state,
+        "attempts": attrs.get("attempt", 1),
+        "run_id": attrs.get(RUN_ID, ""),
+        "progress": f"{attrs.get(STEP, 0)}/{total}" if total else "-",
+        "val_loss": attrs.get(VAL_LOSS),
+        # what the study's ETA is computed from
+        "kind": keys.FINETUNE if finetune else keys.PRETRAIN,
+        "seconds": (t.datetime_complete.timestamp() - started)
+        if state in ("COMPLETE", "PRUNED") and started and t.datetime_complete
+        else None,
+        "elapsed": now - started if running and started else None,
+        "eta": cell_eta(attrs, total, now) if running else None,
+        "estimate": (now - started) + cell_eta(attrs, total, now) if rate and started else None,
+    }
 
 
 def format_status(rows: list[dict]) -> str:
     w = max([34, *(len(r["cell"]) for r in rows)])  # fine-tuning cells have the longest names
-    head = f"{'cell':<{w}} {'group':<12} {'state':<9} {'try':>3} {'run':<32} {'progress':>13} {'val/loss':>9}"
+    head = (
+        f"{'cell':<{w}} {'group':<12} {'state':<9} {'try':>3} {'run':<32} {'progress':>13} "
+        f"{'val/loss':>9} {'eta':>7}"
+    )
     lines = [head, "-" * len(head)]
     for r in rows:
         loss = f"{r['val_loss']:.4f}" if r["val_loss"] is not None else "-"
+        eta = duration(r["eta"]) if r["state"] == "RUNNING" and r.get("kind") == keys.PRETRAIN else "-"
         lines.append(
             f"{r['cell']:<{w}} {r['group']:<12} {r['state']:<9} {r['attempts']:>3} {r['run_id']:<32} "
-            f"{r['progress']:>13} {loss:>9}"
+            f"{r['progress']:>13} {loss:>9} {eta:>7}"
         )
     counts: dict[str, int] = {}
     for r in rows:
         counts[r["state"]] = counts.get(r["state"], 0) + 1
     lines.append(", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items())) or "no cells")
     return "\n".join(lines)
+
+
+def eta_line(rows: list[dict]) -> str:
+    """The study's ETA in a line: `ETA 12m30s (3 cells left, 2 running)`, or why it is unknown."""
+    left = [r for r in rows if r["state"] in ACTIVE]
+    if not left:
+        return "no cell is waiting or running"
+    seconds, why = study_eta(rows)
+    running = sum(r["state"] == "RUNNING" for r in left)
+    counts = f"{len(left)} cells left, {running} running"
+    if seconds is None:
+        return f"ETA unknown ({why}; {counts})"
+    finish = datetime.fromtimestamp(time.time() + seconds).strftime("%H:%M")
+    return f"ETA {duration(seconds)}, about {finish} ({counts})"
+
+
+def watch(
+    study_name: str,
+    storage_url: Optional[str] = None,
+    interval: float = 5.0,
+    out: Optional[TextIO] = None,
+    sleep: Callable[[float], None] = time.sleep,
+    max_refreshes: Optional[int] = None,
+) -> int:
+    """Print the status and ETA to `out` (default: stdout) every `interval` seconds (clearing a
+    terminal's screen first) until no cell is waiting or running, or `max_refreshes` times;
+    returns the number of refreshes. Ctrl-C is the caller's."""
+    out = out or sys.stdout
+    clear = out.isatty()
+    refreshes = 0
+    while True:
+        rows = status_rows(study_name, storage_url)
+        text = f"{format_status(rows)}\n{eta_line(rows)}"
+        stamp = time.strftime("%H:%M:%S")
+        if clear:
+            out.write(f"\033[H\033[2J{study_name} at {stamp} (every {interval:g}s, Ctrl-C to stop)\n{text}\n")
+        else:
+            out.write(f"{stamp} {study_name}\n{text}\n\n")
+        out.flush()
+        refreshes += 1
+        if not any(r["state"] in ACTIVE for r in rows) or refreshes == max_refreshes:
+            return refreshes
+        sleep(interval)

@@ -1,12 +1,14 @@
 """A worker: slots pinned to devices, each pulling cells until the queue is empty. Each cell trains
 in a child process forked from the cell server; the slot sends its heartbeats, reclaims cells whose
-worker died, records the outcome on the trial and retries what may succeed on a second try."""
+worker died, records the outcome on the trial and retries what may succeed on a second try. It says
+what it does in `HH:MM:SS` lines, and shows each slot's progress (`SlotProgress`)."""
 
 from __future__ import annotations
 
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 from typing import Optional
@@ -25,11 +27,11 @@ from symattn.sweep.cell_server import (
     finetune_main,
 )
 from symattn.sweep.finetune_cells import PRETRAIN_CELL, PretrainStages, finetune_config, is_finetune
-from symattn.sweep.progress import RUN_ID, STEP, VAL_LOSS, TrialReport
+from symattn.sweep.progress import PROGRESS, RUN_ID, STEP, VAL_LOSS, TrialReport, progress_text
 from symattn.sweep.records import cell_config, finished_run, latest_run, runs_of
 from symattn.sweep.search import ask, budget_used, load_search
 from symattn.sweep.spec import SweepSpec
-from symattn.sweep.storage import default_storage, load_study, open_storage
+from symattn.sweep.storage import default_storage, load_study, open_storage, redact
 from symattn.sweep.study_run import end_study_run, open_study_run
 
 log = logging.getLogger("symattn.sweep")
@@ -56,7 +58,7 @@ def _retry(study: optuna.Study, trial: FrozenTrial, max_retries: int, why: str) 
         return
     # A finished trial takes no more attributes: the copy records what it retries and why.
     attrs = {**trial.user_attrs, "attempt": attempt + 1, "retry_of": trial.number, "retry_reason": why}
-    for progress in (RUN_ID, STEP, VAL_LOSS):  # the retry reports its own
+    for progress in PROGRESS:  # the retry reports its own
         attrs.pop(progress, None)
     study.enqueue_trial(trial.params, user_attrs=attrs)
 
@@ -70,16 +72,77 @@ def reclaim_stale(study: optuna.Study, grace_seconds: float, max_retries: int) -
     return n
 
 
+_SAYING = threading.Lock()  # slots say their lines whole
+
+
 def _say(message: str) -> None:
-    """A line on the worker's output per cell event."""
-    print(f"{time.strftime('%H:%M:%S')} {message}", flush=True)
+    """A line on the worker's output per cell event (above the progress bars on a terminal)."""
+    line = f"{time.strftime('%H:%M:%S')} {message}"
+    with _SAYING:
+        if sys.stdout.isatty():
+            from tqdm import tqdm
+
+            tqdm.write(line, file=sys.stdout)
+        else:
+            sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+
+class SlotProgress:
+    """One live line per slot while its cell trains, from what the cell reports to its trial: its
+    name, step/total, last validation loss, step rate and ETA. On a terminal, a tqdm bar per slot,
+    redrawn at each read; otherwise (a log, CI, a pipe) a plain line at each new evaluation, at most
+    one per slot every `every` seconds."""
+
+    def __init__(self, every: float) -> None:
+        self.tty, self.every = sys.stdout.isatty(), every
+        self.bars: dict = {}  # slot -> its tqdm bar (terminal)
+        self.shown: dict[int, tuple] = {}  # slot -> (validation loss last shown, monotonic time)
+
+    def start(self, slot: int, name: str, total: Optional[int]) -> None:
+        self.shown[slot] = (None, float("-inf"))
+        if self.tty:
+            from tqdm import tqdm
+
+            fmt = "{desc} |{bar:20}| starting" if total else "{desc}: fine-tuning, {elapsed}"
+            self.bars[slot] = tqdm(
+                total=total, desc=f"{name:<26}", position=slot, leave=False, file=sys.stdout, bar_format=fmt
+            )
+
+    def update(self, slot: int, name: str, attrs: dict, total: Optional[int]) -> None:
+        if total is None:  # a fine-tuning cell reports no steps
+            if slot in self.bars:
+                self.bars[slot].refresh()
+            return
+        text = progress_text(attrs, total, time.time())
+        if self.tty:
+            bar = self.bars[slot]
+            bar.n, bar.bar_format = min(attrs.get(STEP, 0), total), f"{{desc}} |{{bar:20}}| {text}"
+            bar.refresh()
+            return
+        loss, at = self.shown[slot]
+        if attrs.get(STEP, 0) >= total:  # the line saying it is COMPLETE follows
+            return
+        if attrs.get(VAL_LOSS) not in (None, loss) and time.monotonic() - at >= self.every:
+            _say(f"{name}: {text}")
+            self.shown[slot] = (attrs[VAL_LOSS], time.monotonic())
+
+    def end(self, slot: int) -> None:
+        bar = self.bars.pop(slot, None)
+        if bar is not None:
+            bar.close()
 
 
 class Worker:
     """Slots pinned to devices, each pulling cells until the queue is empty."""
 
     def __init__(
-        self, study_name: str, storage_url: Optional[str], devices: list[str], per_device: Optional[int]
+        self,
+        study_name: str,
+        storage_url: Optional[str],
+        devices: list[str],
+        per_device: Optional[int],
+        progress_every: float = 30.0,
     ) -> None:
         self.storage_url = storage_url or default_storage()
         self.storage = open_storage(self.storage_url)
@@ -91,6 +154,19 @@ class Worker:
         cpu_slots = sum(1 for d, _ in self.slots if d == "cpu")
         self.cpu_threads = max(1, (os.cpu_count() or 1) // max(1, cpu_slots))
         self.mlflow_uri = self.study.user_attrs["mlflow_uri"]
+        self.progress = SlotProgress(progress_every)
+        # read each running cell's progress this often (and beat at the heartbeat's rate)
+        self.refresh_seconds = min(self.workers.heartbeat_seconds, 2.0)
+        states = [t.state for t in self.study.get_trials(deepcopy=False)]
+        counts = {s: states.count(s) for s in (TrialState.WAITING, TrialState.RUNNING, TrialState.COMPLETE)}
+        _say(
+            f"study {study_name} ({redact(self.storage_url)}): {counts[TrialState.WAITING]} cells waiting, "
+            f"{counts[TrialState.RUNNING]} running elsewhere, {counts[TrialState.COMPLETE]} complete"
+            + (", and a search per cell" if self.search else "")
+        )
+        places = ", ".join(f"{per_device} on {d}" for d in devices)
+        threads = f", {self.cpu_threads} CPU threads each" if cpu_slots else ""
+        _say(f"{len(self.slots)} slots ({places}{threads})")
         self.stopping = threading.Event()
         self.children: set = set()
         self.lock = threading.Lock()
@@ -101,10 +177,16 @@ class Worker:
         ctx = context()  # cells fork from a server that has their imports loaded
         # The MLflow store, the study's experiment and its run (the parent of the cells' runs),
         # opened once here rather than by each cell.
+        _say(f"opening the MLflow store {redact(self.mlflow_uri)} and the study's run")
+        started = time.monotonic()
         client, self.study_run_id = open_study_run(self.mlflow_uri, self.study)
+        _say(f"MLflow store open in {time.monotonic() - started:.1f}s; study run {self.study_run_id}")
         previous = {s: signal.signal(s, self._stop) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
-            threads = [threading.Thread(target=self._slot, args=(ctx, d), daemon=True) for d, _ in self.slots]
+            threads = [
+                threading.Thread(target=self._slot, args=(ctx, d, i), daemon=True)
+                for i, (d, _) in enumerate(self.slots)
+            ]
             for t in threads:
                 t.start()
             while any(t.is_alive() for t in threads):
@@ -127,21 +209,22 @@ class Worker:
                 if p.is_alive():
                     os.kill(p.pid, signal.SIGTERM)  # the run writes a checkpoint and ends KILLED
 
-    def _slot(self, ctx, device: str) -> None:
+    def _slot(self, ctx, device: str, slot: int) -> None:
         while not self.stopping.is_set():
             reclaim_stale(self.study, self.workers.grace_seconds, self.workers.max_retries)
             stages = PretrainStages(self.study.get_trials(deepcopy=False))
             trial = internals.pop_waiting(self.study, stages.ready)
             if trial is not None:
                 if is_finetune(trial):
-                    self._run_finetune(ctx, trial, device, stages.run_ids[trial.user_attrs[PRETRAIN_CELL]])
+                    run_id = stages.run_ids[trial.user_attrs[PRETRAIN_CELL]]
+                    self._run_finetune(ctx, trial, (device, slot), run_id)
                 else:
-                    self._run_cell(ctx, self.study, trial, device, self._report(self.study, trial))
+                    self._run_cell(ctx, self.study, trial, (device, slot), self._report(self.study, trial))
                 continue
             job = self._next_search_trial()
             if job is not None:
                 study, trial = job
-                self._run_cell(ctx, study, trial, device, self._report(study, trial, self.search))
+                self._run_cell(ctx, study, trial, (device, slot), self._report(study, trial, self.search))
             elif stages.awaited:  # fine-tuning cells wait for pre-training running elsewhere
                 self.stopping.wait(self.workers.heartbeat_seconds)
             else:
@@ -167,15 +250,15 @@ class Worker:
         return None
 
     def _run_cell(
-        self, ctx, study: optuna.Study, trial: FrozenTrial, device: str, report: TrialReport
+        self, ctx, study: optuna.Study, trial: FrozenTrial, place: tuple[str, int], report: TrialReport
     ) -> None:
+        device = place[0]
         config = cell_config(trial, device, self.cpu_threads, self.study_run_id)
-        self._launch(
-            ctx, study, trial, device, cell_main, (config, device, report, time.time(), dict(os.environ))
-        )
+        args = (config, device, report, time.time(), dict(os.environ))
+        self._launch(ctx, study, trial, place, cell_main, args, total=config.optim.max_steps)
 
-    def _run_finetune(self, ctx, trial: FrozenTrial, device: str, run_id: str) -> None:
-        attrs = trial.user_attrs
+    def _run_finetune(self, ctx, trial: FrozenTrial, place: tuple[str, int], run_id: str) -> None:
+        device, attrs = place[0], trial.user_attrs
         tags = {
             keys.STUDY: attrs["experiment"],
             keys.CELL: attrs["cell"],
@@ -184,18 +267,27 @@ class Worker:
         config = finetune_config(trial, device, self.cpu_threads)
         args = (run_id, attrs[keys.CHECKPOINT_STEP], config, self.mlflow_uri, tags, attrs["name"], device)
         # A fine-tuning is not resumed: its retry starts over.
-        self._launch(ctx, self.study, trial, device, finetune_main, (*args, dict(os.environ)), restart=True)
+        self._launch(ctx, self.study, trial, place, finetune_main, (*args, dict(os.environ)), restart=True)
 
     def _launch(
-        self, ctx, study: optuna.Study, trial: FrozenTrial, device: str, target, args: tuple, restart=False
+        self,
+        ctx,
+        study: optuna.Study,
+        trial: FrozenTrial,
+        place: tuple[str, int],
+        target,
+        args: tuple,
+        restart=False,
+        total: Optional[int] = None,
     ) -> None:
-        """Run the cell in a child process forked from the cell server, unless its MLflow run is
-        already FINISHED; beat while it runs; record its outcome. `restart`: the cell starts a new
-        run, and the run a dead worker left RUNNING is marked KILLED (its trial was reclaimed, so
-        nothing else runs it)."""
+        """Run the cell in a child process forked from the cell server on slot `place` (device,
+        index), unless its MLflow run is already FINISHED; beat and show its progress while it runs;
+        record its outcome. `restart`: the cell starts a new run, and the run a dead worker left
+        RUNNING is marked KILLED (its trial was reclaimed, so nothing else runs it). `total`: its
+        steps (None for a fine-tuning cell, which reports none)."""
         from symattn.tracking import open_store
 
-        tid, name = internals.trial_id(trial), trial.user_attrs["name"]
+        (device, slot), tid, name = place, internals.trial_id(trial), trial.user_attrs["name"]
         client = open_store(self.mlflow_uri)
         for run in runs_of(client, trial, "RUNNING") if restart else []:
             client.set_terminated(run.info.run_id, "KILLED")
@@ -208,13 +300,23 @@ class Worker:
             with self.lock:
                 p.start()
                 self.children.add(p)
+            self.progress.start(slot, name, total)
+            beaten = time.monotonic()
             while p.is_alive():
-                p.join(timeout=self.workers.heartbeat_seconds)
+                p.join(timeout=self.refresh_seconds)
+                try:
+                    self.progress.update(slot, name, internals.reload(self.storage, tid).user_attrs, total)
+                except Exception as exc:  # noqa: BLE001  showing progress must never stop the heartbeats
+                    log.debug("cell %s: progress not read (%s)", name, exc)
+                if time.monotonic() - beaten < self.workers.heartbeat_seconds:
+                    continue
+                beaten = time.monotonic()
                 try:
                     internals.beat(self.storage, tid)
                 except internals.UpdateFinishedTrialError:  # reclaimed: stop here, the retry resumes the run
                     os.kill(p.pid, signal.SIGTERM)
                     p.join()
+            self.progress.end(slot)
             with self.lock:
                 self.children.discard(p)
             code = p.exitcode
@@ -274,5 +376,8 @@ def work(
     storage_url: Optional[str] = None,
     devices: str = "auto",
     per_device: Optional[int] = None,
+    progress_every: float = 30.0,
 ) -> list[tuple[str, str]]:
-    return Worker(study_name, storage_url, parse_devices(devices), per_device).run()
+    """Run the study's cells on these devices until none is left; `progress_every`: the least
+    seconds between two plain progress lines of a slot (when the output is not a terminal)."""
+    return Worker(study_name, storage_url, parse_devices(devices), per_device, progress_every).run()

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+import yaml
 from jupyter_client.manager import KernelManager
 from nbclient import NotebookClient
 
@@ -20,12 +21,12 @@ def test_python3_kernel_is_this_interpreter():
     assert Path(command[0]).resolve() == Path(sys.executable).resolve()
 
 
-def _run(name: str, monkeypatch, env: dict) -> nbformat.NotebookNode:
+def _run(name: str, monkeypatch, env: dict, cwd: Path = ROOT) -> nbformat.NotebookNode:
     for key, value in {"PYTHONPATH": str(ROOT), "MPLBACKEND": "Agg", **env}.items():
         monkeypatch.setenv(key, value)  # the kernel inherits this process's environment
     notebook = nbformat.read(PACKAGE_DIR / name, as_version=4)
     NotebookClient(
-        notebook, kernel_name="python3", timeout=600, resources={"metadata": {"path": str(ROOT)}}
+        notebook, kernel_name="python3", timeout=600, resources={"metadata": {"path": str(cwd)}}
     ).execute()
     return notebook
 
@@ -51,15 +52,19 @@ def test_paper_figures_notebook(monkeypatch, tmp_path):
 
 
 @pytest.mark.slow
-def test_demo_notebook(monkeypatch, tmp_path, store, known):
+def test_demo_notebook_from_its_own_folder(monkeypatch, tmp_path, store, known):
+    # Started in analysis/, with no store given: it finds the project's store (here $SYMATTN_HOME's).
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("SYMATTN_TRACKING_URI", raising=False)
     notebook = _run(
         "demo.ipynb",
         monkeypatch,
         {
-            "SYMATTN_TRACKING_URI": store["uri"],
+            "SYMATTN_HOME": str(Path(store["uri"].removeprefix("sqlite:///")).parent),
             "SYMATTN_EXPERIMENT": known.EXPERIMENT,
             "SYMATTN_FIGURES_DIR": str(tmp_path),
         },
+        cwd=PACKAGE_DIR,
     )
     text, images = _outputs(notebook)
     assert "escape_0.25" in text and "pairwise-diagonal-identity" in text
@@ -67,3 +72,19 @@ def test_demo_notebook(monkeypatch, tmp_path, store, known):
     assert "diag/layer0/entropy" in text
     assert images >= 5
     assert (tmp_path / "convergence_tiny.png").exists()
+
+
+def test_demo_notebook_defaults_to_the_demo_study():
+    source = nbformat.read(PACKAGE_DIR / "demo.ipynb", as_version=4).cells[1].source
+    demo = yaml.safe_load((ROOT / "experiments" / "quick.yaml").read_text())["name"]  # `make demo`'s
+    assert f'os.environ.get("SYMATTN_EXPERIMENT", "{demo}")' in source
+
+
+@pytest.mark.parametrize("name", ["paper_figures.ipynb", "demo.ipynb"])
+def test_notebooks_are_committed_with_their_outputs(name):
+    # What the repository page shows: every code cell run once, in order, without an error, figures in.
+    notebook = nbformat.read(PACKAGE_DIR / name, as_version=4)
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    assert [cell.execution_count for cell in code] == list(range(1, len(code) + 1))
+    assert not [o for cell in code for o in cell.outputs if o.output_type == "error"]
+    assert _outputs(notebook)[1] >= 5

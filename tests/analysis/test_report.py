@@ -56,7 +56,7 @@ def test_cli_paper_and_errors(tmp_path, capsys, store):
     )
     assert args.name == "some-study" and args.tracking_uri == "sqlite:///x.db"
     assert args.out == "o" and args.loss_threshold == [3.0, 4.0] and args.func is cli.run
-    assert cli.main(["figures", "no-such-study", "--tracking-uri", store["uri"]]) == 1
+    assert cli.main(["figures", "no-such-study", "--tracking-uri", store["uri"]]) == 2
     assert "no-such-study" in capsys.readouterr().err
 
 

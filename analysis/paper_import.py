@@ -1,0 +1,240 @@
+"""The paper's published results as MLflow runs (`symattn import acl2024`), in the shape of our own.
+
+The experiment `acl2024` gets one pre-training run per published model (BERT-base and -small x
+vanilla, symmetric, pairwise; one seed), tagged as `symattn train` tags its runs (kind, size,
+attention, variant, seed, group), with its parameter count as a param and its validation loss as
+the metric history `val/loss` by optimizer step; and one fine-tuning run per published GLUE
+fine-tuning (one `eval_results.json` of the authors), as `symattn finetune` writes them: kind
+`finetune`, a child of its pre-training run, tagged with the checkpoint step, task and fine-tuning
+seed, every value as `eval/<metric>`. Two series of fine-tunings exist, apart: the final models with
+5 seeds (`glue_final_5seeds.csv`) and the base models over checkpoints with one
+(`glue_over_checkpoints.csv`); the tag `imported_file` says which.
+
+Every run is tagged `imported_from=acl2024` and with an `imported_id`; a second import adds only
+what is missing (a run left unfinished by an interrupted import is replaced). Imported runs carry
+no config hash, checkpoint or kept weights: nothing can resume or fine-tune them.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+
+from analysis import frames
+from analysis.paths import REFERENCE_DIR
+from symattn import keys
+from symattn.sweep.spec import finetune_cell_name
+
+PAPER = frames.PAPER_NAME
+COMMAND = f"symattn import {PAPER}"
+REPOSITORY = "mcrts/ACL2024-SymmetricAttentionBert"
+EXPERIMENT_NOTE = (
+    "The published results of Courtois et al., *Symmetric Dot-Product Attention for Efficient "
+    "Training of BERT Language Models* (Findings of ACL 2024), imported by `symattn import acl2024` "
+    "from `analysis/reference/acl2024/` (the authors' raw results, MIT licence, from "
+    f"`{REPOSITORY}`); nothing was re-computed.\n\n"
+    "- Six pre-training runs (BERT-base and BERT-small x vanilla, symmetric, pairwise; one seed), "
+    "with their validation loss by optimizer step (`val/loss`) and their parameter count.\n"
+    "- Their GLUE dev results as fine-tuning runs, children of their pre-training run: the final "
+    "(200K-step) models with 5 fine-tuning seeds (tag `imported_file` = `glue_final_5seeds.csv`), "
+    "and the base models over pre-training checkpoints with one (`glue_over_checkpoints.csv`).\n\n"
+    "`symattn figures acl2024 --from-mlflow` draws the paper's figures and tables from these runs."
+)
+_STAMP = re.compile(r"(\d{8}-\d{6})")
+# The pre-training run's tags its fine-tuning runs carry, as `symattn finetune` copies them.
+_INHERITED = (keys.VARIANT, keys.ATTENTION, keys.SCHEME, keys.INIT, keys.SIZE, keys.SEED, keys.GROUP)
+
+
+@dataclass
+class ImportResult:
+    experiment_id: str
+    created: int  # runs written by this import
+    kept: int  # complete runs found from an earlier import
+    replaced: int  # unfinished runs of an interrupted import, deleted and written again
+    seconds: float
+
+
+def _millis(stamp: str) -> int:
+    """`20240204-093411` (the authors' run names; the time zone is not recorded: read as UTC)."""
+    return int(datetime.strptime(stamp, "%Y%m%d-%H%M%S").replace(tzinfo=timezone.utc).timestamp() * 1000)
+
+
+def _pretrain_starts(reference_dir: Path) -> dict[str, int]:
+    """The start time of each pre-training run, from the authors' run names in the loss files."""
+    starts = {}
+    for size in ("base", "small"):
+        header = pd.read_csv(Path(reference_dir) / f"validation_loss_bert_{size}.csv", nrows=0).columns
+        for column in header:
+            match = frames._LOSS_COLUMN.match(column)
+            if match:
+                stamp = _STAMP.search(column).group(1)
+                starts[frames._paper_run_id(match["size"], match["variant"])] = _millis(stamp)
+    return starts
+
+
+@dataclass
+class _Run:
+    """One run to write: its identity and everything it records."""
+
+    imported_id: str
+    name: str
+    start: int
+    tags: dict
+    params: dict
+    metrics: list  # (key, value, step)
+    parent: str | None = None  # the imported id of its pre-training run
+
+
+def _pretrain_runs(reference_dir: Path) -> list[_Run]:
+    runs = frames.paper_runs()
+    curves = frames.paper_curves(reference_dir=reference_dir)
+    starts = _pretrain_starts(reference_dir)
+    out = []
+    for row in runs.itertuples(index=False):
+        row = row._asdict()
+        tags = {
+            keys.KIND: keys.PRETRAIN,
+            **{k: str(row[k]) for k in (keys.SIZE, keys.ATTENTION, keys.SCHEME, keys.INIT, keys.VARIANT)},
+            keys.SEED: str(row[keys.SEED]),
+            keys.GROUP: row[keys.GROUP],
+            keys.IMPORTED_FILE: f"validation_loss_bert_{row['size']}.csv",
+            keys.NOTE: (
+                f"BERT-{row['size']}, {row['variant']} attention: the paper's pre-training run "
+                f"(one seed, {frames.PAPER_FINAL_STEP:,} steps), imported by `{COMMAND}`; "
+                f"validation loss every 250 steps from `analysis/reference/acl2024/"
+                f"validation_loss_bert_{row['size']}.csv`, parameter count as published."
+            ),
+        }
+        curve = curves[curves["run_id"] == row["run_id"]]
+        out.append(
+            _Run(
+                imported_id=row["run_id"],
+                name=row["run_name"],
+                start=starts[row["run_id"]],
+                tags=tags,
+                params={"params_total": int(row["params_total"])},
+                metrics=[
+                    (keys.VAL_LOSS, v, s) for s, v in zip(curve["step"].tolist(), curve["value"].tolist())
+                ],
+            )
+        )
+    return out
+
+
+def _metric_name(raw: str) -> str:
+    """`eval_accuracy_mm` (HF's `run_glue`) -> `eval/accuracy_mm`, as `symattn finetune` names it."""
+    return keys.EVAL_PREFIX + raw.removeprefix("eval_") if raw.startswith("eval_") else raw
+
+
+def _finetune_runs(reference_dir: Path, parents: dict[str, _Run]) -> list[_Run]:
+    out = []
+    for series, file in frames.PAPER_GLUE_FILES.items():
+        raw = pd.read_csv(Path(reference_dir) / file)
+        if "checkpoint_step" not in raw:
+            raw["checkpoint_step"] = frames.PAPER_FINAL_STEP
+        # One run per eval_results.json of the authors: a (model, checkpoint, task, seed).
+        for source, part in raw.groupby("source", sort=False):
+            first = part.iloc[0]
+            size, variant, task = first["size"], first["variant"], first["task"]
+            step, seed = int(first["checkpoint_step"]), int(first["finetune_seed"])
+            parent = parents[frames._paper_run_id(size, variant)]
+            inherited = {k: parent.tags[k] for k in _INHERITED}
+            tags = {
+                keys.KIND: keys.FINETUNE,
+                **inherited,
+                keys.CHECKPOINT_STEP: str(step),
+                keys.TASK: task,
+                keys.FINETUNE_SEED: str(seed),
+                keys.IMPORTED_FILE: file,
+                keys.NOTE: (
+                    f"The paper's GLUE dev results of {task} (fine-tuning seed {seed}) on BERT-{size} "
+                    f"{variant} at pre-training step {step:,}, imported by `{COMMAND}` from "
+                    f"`analysis/reference/acl2024/{file}`, whose rows came from the authors' "
+                    f"`{source}` ({REPOSITORY})."
+                ),
+            }
+            stamp = _STAMP.findall(source)
+            out.append(
+                _Run(
+                    imported_id=f"{PAPER}/{series}/{size}/{variant}/step{step}/{task}/ft{seed}",
+                    name=finetune_cell_name(parent.name, step, task, seed),
+                    start=_millis(stamp[-1]) if stamp else parent.start,
+                    tags=tags,
+                    params={},
+                    metrics=[(_metric_name(m), float(v), 0) for m, v in zip(part["metric"], part["value"])],
+                    parent=parent.imported_id,
+                )
+            )
+    return out
+
+
+def paper_runs_to_import(reference_dir: Path = REFERENCE_DIR) -> list[_Run]:
+    """Every run of the import, pre-training runs first, read and checked before any store is
+    opened."""
+    pretrain = _pretrain_runs(reference_dir)
+    return pretrain + _finetune_runs(reference_dir, {run.imported_id: run for run in pretrain})
+
+
+def _write(client, exp_id: str, run: _Run, parent_id: str | None) -> str:
+    """One run in three calls: created with its tags, its values in batches, then FINISHED."""
+    from mlflow.entities import Metric, Param
+
+    tags = {
+        **run.tags,
+        keys.IMPORTED_FROM: PAPER,
+        keys.IMPORTED_ID: run.imported_id,
+        keys.SOURCE_NAME: COMMAND,
+        keys.SOURCE_TYPE: keys.LOCAL_SOURCE,
+    }
+    if parent_id is not None:
+        tags[keys.PRETRAIN_RUN_ID] = parent_id
+        tags[keys.PARENT_RUN_ID] = parent_id
+    run_id = client.create_run(exp_id, start_time=run.start, tags=tags, run_name=run.name).info.run_id
+    metrics = [Metric(key, float(value), run.start, int(step)) for key, value, step in run.metrics]
+    params = [Param(k, str(v)) for k, v in run.params.items()]
+    for i in range(0, max(1, len(metrics)), 999):  # at most 1,000 values per batch, params included
+        client.log_batch(run_id, metrics=metrics[i : i + 999], params=params if i == 0 else [])
+    client.set_terminated(run_id, "FINISHED", end_time=run.start)
+    return run_id
+
+
+def import_paper(tracking_uri: str | None = None, reference_dir: Path = REFERENCE_DIR) -> ImportResult:
+    """Import the paper's results into the experiment `acl2024` of the store (created if needed),
+    adding only the runs it does not hold complete yet. Everything is read and checked first."""
+    from mlflow.entities import ViewType
+
+    from symattn.paths import check_uri
+    from symattn.tracking import experiment_id, open_store
+
+    uri = check_uri(tracking_uri)
+    todo = paper_runs_to_import(reference_dir)
+    started = time.perf_counter()
+    client = open_store(uri)
+    exp_id = experiment_id(client, PAPER, EXPERIMENT_NOTE)
+    existing = frames._paged(
+        client.search_runs,
+        experiment_ids=[exp_id],
+        filter_string=f"tags.`{keys.IMPORTED_FROM}` = '{PAPER}'",
+        run_view_type=ViewType.ACTIVE_ONLY,
+        max_results=1000,
+    )
+    done, replaced = {}, 0
+    for found in sorted(existing, key=lambda r: (r.info.start_time, r.info.run_id)):
+        imported_id = found.data.tags.get(keys.IMPORTED_ID)
+        if found.info.status == "FINISHED" and imported_id not in done:
+            done[imported_id] = found.info.run_id
+        else:  # left unfinished by an interrupted import (or a duplicate): written again
+            client.delete_run(found.info.run_id)
+            replaced += 1
+    created = 0
+    for run in todo:
+        if run.imported_id in done:
+            continue
+        done[run.imported_id] = _write(client, exp_id, run, done.get(run.parent) if run.parent else None)
+        created += 1
+    return ImportResult(exp_id, created, len(todo) - created, replaced, time.perf_counter() - started)

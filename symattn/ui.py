@@ -1,0 +1,297 @@
+"""`symattn ui`: the MLflow UI on the project's store, and with `--optuna` optuna-dashboard on the
+study storage, on loopback, until Ctrl-C or SIGTERM.
+
+Each server is a child process in a process group of its own (Ctrl-C at the terminal reaches this
+process only), stopped with its whole group: SIGTERM, then SIGKILL after `STOP_SECONDS`. Every store
+and port is checked before anything starts, so bad input creates nothing (MLflow and Optuna would
+create an empty store at a path that has none). MLflow is not imported here: the address printed is
+found through the server's REST API.
+
+MLflow 3.17 opens an experiment in GenAI mode whatever its `mlflow.experimentKind` tag says (the
+mode is the URL's `workflowType`, else the browser's last choice, else GenAI), so the addresses
+printed carry `?workflowType=machine_learning`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Optional
+
+from symattn import keys
+from symattn.errors import RunError
+from symattn.paths import check_uri, project_root, resolve_uri, sqlite_path
+
+READY_SECONDS = 180.0  # mlflow server takes 8-25 s to answer on a busy 2-core machine
+STOP_SECONDS = 10.0
+MODEL_TRAINING = "workflowType=machine_learning"
+
+
+class _Terminated(Exception):
+    """SIGTERM: stop both servers and exit 0."""
+
+
+class ServerDied(RunError):
+    """A server exited before it answered, or while serving (one line: its last words)."""
+
+
+def mlflow_store(uri: Optional[str]) -> tuple[str, Path]:
+    """The backend store URI to serve and the folder of artifacts beside it; refused (ValueError)
+    when the store does not exist, since `mlflow server` would create an empty one."""
+    uri = check_uri(resolve_uri(uri))
+    if uri.startswith(("http://", "https://", "databricks")):
+        raise ValueError(f"{uri} is a tracking server already: open it in a browser")
+    db = sqlite_path(uri)
+    if db is not None:
+        if not db.is_file():
+            raise ValueError(
+                f"no MLflow store at {db}; run a sweep or `symattn train` first, or give --tracking-uri sqlite:///PATH"
+            )
+        return uri, db.resolve().parent / "mlartifacts"
+    if uri.startswith("file:") and not Path(uri.removeprefix("file://")).is_dir():
+        raise ValueError(f"no MLflow file store at {uri}; give --tracking-uri of an existing store")
+    return uri, project_root() / "mlartifacts"
+
+
+def optuna_storage(url: Optional[str]) -> str:
+    """The Optuna storage URL or journal path to serve, refused when its file does not exist."""
+    from symattn.sweep.storage import default_storage
+
+    url = url or default_storage()
+    path = sqlite_path(url) if url.startswith("sqlite:") else None
+    if "://" not in url or url.startswith("journal://"):
+        path = Path(url.removeprefix("journal://"))
+    if path is not None and not path.is_file():
+        raise ValueError(f"no Optuna storage at {path}; queue a sweep first, or give --storage")
+    return url
+
+
+def check_port(host: str, port: int, flag: str) -> None:
+    """Refuse a port another process listens on (bound as the servers bind: SO_REUSEADDR)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            raise ValueError(
+                f"cannot listen on {host}:{port} ({exc.strerror}); pick another port with {flag}"
+            ) from None
+
+
+class Server:
+    """One server in a child process of its own process group, its output kept in a temporary file
+    (shown if it dies)."""
+
+    def __init__(self, name: str, argv: list[str], health_url: str, env: Optional[dict] = None):
+        self.name, self.health_url = name, health_url
+        self.log = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, **(env or {})},
+        )
+
+    def last_words(self) -> str:
+        self.log.seek(0)
+        lines = [line.strip() for line in self.log.read().decode(errors="replace").splitlines()]
+        raised = [line for line in lines if re.match(r"[\w.]+(Error|Exception)\b.*: ", line)]
+        logged = [line for line in lines if "ERROR" in line]
+        return (raised or logged or [line for line in lines if line] or ["no output"])[-1][:300]
+
+    def died(self) -> ServerDied:
+        return ServerDied(f"{self.name} exited with status {self.proc.returncode}: {self.last_words()}")
+
+    def wait_ready(self, timeout: float = READY_SECONDS) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise self.died()
+            try:
+                with urllib.request.urlopen(self.health_url, timeout=2):
+                    return
+            except (urllib.error.URLError, OSError):
+                time.sleep(0.3)
+        raise ServerDied(f"{self.name} did not answer at {self.health_url} within {timeout:.0f} s")
+
+    def stop(self) -> None:
+        """SIGTERM to its whole process group, SIGKILL to what is left of it after STOP_SECONDS."""
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                break
+            deadline = time.monotonic() + STOP_SECONDS
+            while time.monotonic() < deadline:
+                self.proc.poll()  # reaps the leader: a zombie would keep its group alive
+                if not _group_alive(self.proc.pid):
+                    break
+                time.sleep(0.1)
+        self.proc.poll()
+        self.log.close()
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False
+
+
+def display_host(host: str) -> str:
+    return "127.0.0.1" if host in ("0.0.0.0", "", "::") else (f"[{host}]" if ":" in host else host)
+
+
+def rest(base: str, path: str, body: dict) -> dict:
+    """POST to the MLflow server's REST API (`api/2.0/mlflow/PATH`)."""
+    req = urllib.request.Request(
+        f"{base}/api/2.0/mlflow/{path}",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return json.load(r)
+
+
+def newest_study(base: str, name: Optional[str] = None) -> Optional[dict]:
+    """The `info` of the most recently started study run in the store (of study `name` if given),
+    read through the server's REST API; None when there is none."""
+    ids, token = [], None
+    while True:
+        page = rest(
+            base, "experiments/search", {"max_results": 1000, **({"page_token": token} if token else {})}
+        )
+        ids += [e["experiment_id"] for e in page.get("experiments", [])]
+        token = page.get("next_page_token")
+        if not token:
+            break
+    query = f"tags.{keys.KIND} = '{keys.STUDY_RUN}'" + (f" and tags.{keys.STUDY} = '{name}'" if name else "")
+    body = {
+        "experiment_ids": ids,
+        "filter": query,
+        "order_by": ["attributes.start_time DESC"],
+        "max_results": 1,
+    }
+    runs = rest(base, "runs/search", body).get("runs", []) if ids else []
+    return runs[0]["info"] if runs else None
+
+
+def mlflow_argv(backend: str, artifacts: Path, host: str, port: int) -> list[str]:
+    """`mlflow server` on the store. The suite's experiments keep their artifacts at file:// URIs
+    (mlartifacts/ beside a sqlite store), which the server reads itself for the artifacts tab and
+    its previews; `--artifacts-destination` puts those of an experiment created in the UI (an
+    mlflow-artifacts:/ root) in the same folder, not in ./mlartifacts of the current directory. One
+    worker: the UI of one user."""
+    return [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        backend,
+        "--artifacts-destination",
+        artifacts.as_uri(),
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--uvicorn-opts=--no-access-log",
+    ]
+
+
+def command(args: argparse.Namespace) -> int:
+    backend, artifacts = mlflow_store(args.tracking_uri)
+    storage = optuna_storage(args.storage) if args.optuna else None
+    if args.optuna and args.optuna_port == args.port:
+        raise ValueError(f"--optuna-port {args.optuna_port} is the MLflow UI's --port; pick another")
+    check_port(args.host, args.port, "--port")
+    if args.optuna:
+        check_port(args.host, args.optuna_port, "--optuna-port")
+    base = f"http://{display_host(args.host)}:{args.port}"
+
+    def terminate(signum, frame):
+        raise _Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    servers: list[Server] = []
+    try:
+        # MLflow's job runner (GenAI evaluation, scorers: 8 more processes) is not used by the suite.
+        env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+        servers.append(
+            Server(
+                "mlflow server", mlflow_argv(backend, artifacts, args.host, args.port), f"{base}/health", env
+            )
+        )
+        if storage is not None:
+            dash = f"http://{display_host(args.host)}:{args.optuna_port}"
+            argv = [sys.executable, "-m", "symattn.ui", storage, args.host, str(args.optuna_port)]
+            servers.append(Server("optuna-dashboard", argv, f"{dash}/api/meta"))
+        for server in servers:
+            server.wait_ready()
+        try:
+            study = newest_study(base)
+        except (OSError, ValueError, KeyError):  # the address is a convenience: the root will do
+            study = None
+        if study is None:
+            print(f"MLflow UI: {base}/ (no study yet; pick 'Model training' at the top left)", flush=True)
+        else:
+            page = f"{base}/#/experiments/{study['experiment_id']}?{MODEL_TRAINING}"
+            print(f"MLflow UI: {page} (the newest study, {study['run_name']})", flush=True)
+        if storage is not None:
+            print(f"Optuna dashboard: {dash}/dashboard", flush=True)
+        print("Ctrl-C stops the server" + "s" * (len(servers) > 1) + ".", flush=True)
+        while True:
+            for server in servers:
+                if server.proc.poll() is not None:
+                    raise server.died()
+            time.sleep(0.5)
+    except _Terminated:
+        return 0
+    finally:
+        interrupt = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not orphan
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        for server in servers:
+            server.stop()
+        signal.signal(signal.SIGINT, interrupt)
+        signal.signal(signal.SIGTERM, previous)
+
+
+def serve_optuna_dashboard(storage_url: str, host: str, port: int) -> None:
+    """optuna-dashboard on the study storage (a journal file through Optuna's JournalFileBackend),
+    served by wsgiref's threading server without a log line per request."""
+    from socketserver import ThreadingMixIn
+    from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+    from optuna_dashboard import wsgi
+
+    from symattn.sweep.storage import open_storage
+
+    class Threaded(ThreadingMixIn, WSGIServer):
+        daemon_threads = True
+
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+    app = wsgi(open_storage(storage_url))
+    make_server(host, port, app, server_class=Threaded, handler_class=Quiet).serve_forever()
+
+
+if __name__ == "__main__":  # the optuna-dashboard child: STORAGE HOST PORT
+    serve_optuna_dashboard(sys.argv[1], sys.argv[2], int(sys.argv[3]))

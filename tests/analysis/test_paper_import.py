@@ -1,0 +1,231 @@
+"""`symattn import acl2024`: the paper's published results as MLflow runs in the shape of the suite's,
+read back through the same reader path as our runs, on real sqlite stores.
+
+The fast tests import a subset of the reference files (every pre-training run, a few fine-tunings);
+the slow one imports everything and compares every table of `symattn figures acl2024` drawn from
+MLflow with the one drawn from the CSV files."""
+
+import sqlite3
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from analysis import frames
+from analysis.paper_import import import_paper, paper_runs_to_import
+from analysis.paths import REFERENCE_DIR
+from symattn import keys
+from symattn.cli import main
+
+TABLES = ("runs", "metrics", "latest_metrics", "params", "tags", "experiments", "experiment_tags")
+
+
+def small_reference(folder):
+    """The reference files cut down: the first evaluations of every loss curve, and the fine-tunings
+    of CoLA and MNLI (MNLI has a mismatched dev set) for two seeds and three checkpoints."""
+    folder.mkdir()
+    for size in ("base", "small"):
+        name = f"validation_loss_bert_{size}.csv"
+        lines = (REFERENCE_DIR / name).read_text().splitlines(keepends=True)
+        (folder / name).write_text("".join(lines[:5]))  # 4 evaluations
+    final = pd.read_csv(REFERENCE_DIR / frames.PAPER_GLUE_FILES["final"])
+    final = final[final["finetune_seed"].isin([1, 2]) & final["task"].isin(["cola", "mnli"])]
+    final.to_csv(folder / frames.PAPER_GLUE_FILES["final"], index=False)
+    every = pd.read_csv(REFERENCE_DIR / frames.PAPER_GLUE_FILES["checkpoints"])
+    every = every[
+        every["checkpoint_step"].isin([10000, 50000, 200000]) & every["task"].isin(["cola", "mnli"])
+    ]
+    every.to_csv(folder / frames.PAPER_GLUE_FILES["checkpoints"], index=False)
+    return folder
+
+
+def row_counts(uri) -> dict:
+    """Rows of every table that holds what runs record: runs, every metric point, params, tags."""
+    with sqlite3.connect(uri.removeprefix("sqlite:///")) as db:
+        return {table: db.execute(f"select count(*) from {table}").fetchone()[0] for table in TABLES}
+
+
+def paper_ids(uri) -> dict:
+    """MLflow run id -> the paper's run id (`acl2024/base/vanilla`), from the imported runs' tags."""
+    runs = frames.search_runs(frames.client(uri), frames.PAPER_NAME, {keys.KIND: keys.PRETRAIN})
+    return {run.info.run_id: run.data.tags[keys.IMPORTED_ID] for run in runs}
+
+
+@pytest.fixture
+def small(tmp_path):
+    reference = small_reference(tmp_path / "reference")
+    return reference, f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+@pytest.fixture(scope="module")
+def imported(tmp_path_factory):
+    """The cut-down reference imported once, for the tests that only read."""
+    folder = tmp_path_factory.mktemp("imported")
+    reference, uri = small_reference(folder / "reference"), f"sqlite:///{folder / 'mlflow.db'}"
+    import_paper(uri, reference)
+    return reference, uri
+
+
+def test_import_is_complete_and_a_second_import_changes_nothing(small):
+    reference, uri = small
+    expected = len(paper_runs_to_import(reference))
+    first = import_paper(uri, reference)
+    assert (first.created, first.kept, first.replaced) == (expected, 0, 0)
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name(frames.PAPER_NAME)
+    assert experiment.tags[keys.EXPERIMENT_KIND] == keys.CUSTOM_MODEL_DEVELOPMENT
+    assert "Findings of ACL 2024" in experiment.tags[keys.NOTE]
+    before = row_counts(uri)
+    assert before["runs"] == expected == 6 + 2 * 3 * 2 * 2 + 3 * 3 * 2
+    second = import_paper(uri, reference)
+    assert (second.created, second.kept, second.replaced) == (0, expected, 0)
+    assert row_counts(uri) == before  # no run, metric point, param or tag added
+
+    # An import interrupted mid-run left that run unfinished: the next one writes it again.
+    [victim] = client.search_runs(
+        [experiment.experiment_id],
+        f"tags.`{keys.IMPORTED_ID}` = 'acl2024/final/small/pairwise/step200000/mnli/ft2'",
+    )
+    client.update_run(victim.info.run_id, status="RUNNING")
+    third = import_paper(uri, reference)
+    assert (third.created, third.kept, third.replaced) == (1, expected - 1, 1)
+    active = frames.search_runs(client, frames.PAPER_NAME)
+    assert len(active) == expected and {r.info.status for r in active} == {"FINISHED"}
+
+
+def test_imported_runs_have_the_suites_shape_and_cannot_be_taken_for_its_runs(imported):
+    reference, uri = imported
+    client = MlflowClient(uri)
+    runs = frames.search_runs(client, frames.PAPER_NAME)
+    by_id = {run.data.tags[keys.IMPORTED_ID]: run for run in runs}
+    base = by_id["acl2024/base/vanilla"]
+    tags = base.data.tags
+    assert base.info.run_name == "bert_base_vanilla" and base.info.status == "FINISHED"
+    assert (tags[keys.KIND], tags[keys.SIZE], tags[keys.VARIANT]) == ("pretrain", "base", "vanilla")
+    assert (tags[keys.SEED], tags[keys.GROUP]) == ("1", "acl2024/base")
+    assert tags[keys.IMPORTED_FROM] == "acl2024" and "imported by `symattn import acl2024`" in tags[keys.NOTE]
+    assert base.data.params == {"params_total": "109514298"}
+    history = client.get_metric_history(base.info.run_id, keys.VAL_LOSS)
+    assert [m.step for m in history] == [250, 500, 750, 1000]
+    assert history[0].value == pytest.approx(8.998251914978027)
+    # The authors' run names date their runs.
+    assert pd.Timestamp(base.info.start_time, unit="ms") == pd.Timestamp("2024-02-04 09:34:11")
+    # Nothing the suite resumes or fine-tunes from: no config hash, checkpoint or kept weights.
+    for run in runs:
+        assert not {keys.CONFIG_HASH, keys.CHECKPOINT, keys.DATA_FINGERPRINT} & set(run.data.tags)
+        assert not any(t.startswith(keys.KEPT_CHECKPOINT_PREFIX) for t in run.data.tags)
+
+    mnli = by_id["acl2024/checkpoints/base/pairwise/step50000/mnli/ft1"]
+    tags = mnli.data.tags
+    parent = by_id["acl2024/base/pairwise"].info.run_id
+    assert tags[keys.KIND] == "finetune" and tags[keys.PARENT_RUN_ID] == tags[keys.PRETRAIN_RUN_ID] == parent
+    assert (tags[keys.CHECKPOINT_STEP], tags[keys.TASK], tags[keys.FINETUNE_SEED]) == ("50000", "mnli", "1")
+    assert (tags[keys.VARIANT], tags[keys.SIZE], tags[keys.GROUP]) == ("pairwise", "base", "acl2024/base")
+    assert tags[keys.IMPORTED_FILE] == "glue_over_checkpoints.csv" and "eval_results.json" in tags[keys.NOTE]
+    assert mnli.info.run_name == "bert_base_pairwise-step50000-mnli-ft1"
+    assert {"eval/accuracy", "eval/accuracy_mm", "eval/loss"} <= set(mnli.data.metrics)
+
+    from symattn.finetune_source import run_sources
+
+    with pytest.raises(ValueError, match="published results imported from acl2024"):
+        run_sources(client, parent, "all")
+
+
+def test_the_imported_runs_read_back_as_the_csv_files_frames(imported):
+    reference, uri = imported
+    mlflow, csv = frames.imported_paper_frames(uri), frames.paper_frames(reference)
+    ids = paper_ids(uri)
+    columns = ["run_id", "run_name", "state", "kind", "size", "attention", "scheme", "init", "variant"]
+    columns += ["seed", "group", "params_total"]
+    pd.testing.assert_frame_equal(
+        mlflow.runs.assign(run_id=mlflow.runs["run_id"].map(ids))[columns], csv.runs[columns]
+    )
+
+    def curves(frame):
+        frame = frame.assign(run_id=frame["run_id"].map(lambda r: ids.get(r, r)))
+        return frame.sort_values(["run_id", "step"]).reset_index(drop=True)
+
+    pd.testing.assert_frame_equal(curves(mlflow.curves), curves(csv.curves))
+    for which in ("glue", "glue_checkpoints"):
+        mine = getattr(mlflow, which)
+        mine = mine.assign(pretrain_run_id=mine["pretrain_run_id"].map(ids))
+        pd.testing.assert_frame_equal(mine, getattr(csv, which))
+    assert len(csv.glue) and len(csv.glue_checkpoints)
+
+
+def symattn(*args):
+    return subprocess.run([sys.executable, "-m", "symattn", *args], capture_output=True, text=True)
+
+
+def test_bad_input_is_one_line_and_creates_nothing(tmp_path, capsys):
+    missing = tmp_path / "no-such-folder" / "mlflow.db"
+    out = symattn("import", "acl2024", "--tracking-uri", f"sqlite:///{missing}")
+    assert out.returncode == 2 and out.stderr.strip().count("\n") == 0
+    assert "does not exist" in out.stderr and not missing.parent.exists()
+    out = symattn("import", "acl2025")
+    assert out.returncode == 2 and "invalid choice: 'acl2025'" in out.stderr
+    # Figures from a store that has none: the error says how to import; nothing is created.
+    absent = tmp_path / "absent.db"
+    assert (
+        main(["figures", "acl2024", "--tracking-uri", f"sqlite:///{absent}", "--out", str(tmp_path / "o")])
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert err.startswith("symattn figures: error: no MLflow store") and err.count("\n") == 1
+    assert not absent.exists()
+    empty = f"sqlite:///{tmp_path / 'empty.db'}"
+    MlflowClient(empty).search_experiments()  # a store without the import
+    capsys.readouterr()  # MLflow's lines as it creates the store
+    assert main(["figures", "acl2024", "--tracking-uri", empty, "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "0 of the paper's 6 pre-training runs are imported" in err and "symattn import acl2024" in err
+    assert err.count("\n") == 1 and not (tmp_path / "o").exists()
+    assert [e.name for e in MlflowClient(empty).search_experiments()] == ["Default"]
+
+
+def table_rows(path, ids):
+    """A written table's rows as sets of cells, MLflow run ids read as the paper's (the row order of
+    some tables follows the run ids)."""
+    text = path.read_text()
+    for mlflow_id, paper_id in ids.items():
+        text = text.replace(mlflow_id, paper_id)
+    if path.suffix == ".csv":
+        return sorted(text.splitlines())
+    cells = (tuple(cell.strip() for cell in line.split("|")) for line in text.splitlines())
+    return sorted(tuple("-" if set(cell) == {"-"} else cell for cell in row) for row in cells)  # widths
+
+
+@pytest.mark.slow
+def test_symattn_figures_acl2024_from_mlflow_writes_the_csv_files_tables(tmp_path, capsys):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert main(["import", "acl2024", "--tracking-uri", uri]) == 0
+    assert "762 runs imported, 0 already there" in capsys.readouterr().out
+    counts = row_counts(uri)
+    assert main(["import", "acl2024", "--tracking-uri", uri]) == 0
+    assert "0 runs imported, 762 already there" in capsys.readouterr().out
+    assert row_counts(uri) == counts
+
+    from_csv, from_mlflow = tmp_path / "csv", tmp_path / "mlflow"
+    assert main(["figures", "acl2024", "--out", str(from_csv)]) == 0
+    assert "imported runs" not in capsys.readouterr().out
+    assert main(["figures", "acl2024", "--tracking-uri", uri, "--out", str(from_mlflow)]) == 0
+    text = capsys.readouterr().out
+    assert "79.36 ± 0.37" in text and "vanilla / pairwise crossing steps: 2.00" in text
+    written = sorted(p.name for p in from_csv.iterdir())
+    assert written == sorted(p.name for p in from_mlflow.iterdir())
+    ids = paper_ids(uri)
+    tables = [name for name in written if name.endswith((".csv", ".md"))]
+    assert len(tables) == 16
+    for name in tables:
+        assert table_rows(from_csv / name, ids) == table_rows(from_mlflow / name, ids), name
+
+    # The figures drawn from MLflow are in MLflow too, on the experiment's report run.
+    client = MlflowClient(uri)
+    [report] = frames.search_runs(client, frames.PAPER_NAME, {keys.KIND: keys.REPORT_RUN})
+    logged = {
+        f.path.split("/")[-1] for f in client.list_artifacts(report.info.run_id, keys.FIGURES_ARTIFACTS)
+    }
+    assert logged == set(written)
+    assert f"Logged to MLflow: {len(written)} files in figures/ of the report run" in text
