@@ -30,6 +30,16 @@ def default_out_dir(name: str) -> Path:
     return project_root() / "analysis" / "figures" / re.sub(r"[^\w.-]+", "_", name)
 
 
+def shown_path(path) -> str:
+    """A written folder as a user reads it: relative to the current folder, else to the project,
+    when it is under one (so that printed reports and notebook outputs name no machine's paths)."""
+    path = Path(path).resolve()
+    for base in (Path.cwd().resolve(), project_root()):
+        if path.is_relative_to(base):
+            return str(path.relative_to(base))
+    return str(path)
+
+
 def crossings_as_convergence(
     crossings: pd.DataFrame, fraction: float = 0.95, reference: str = "pairwise"
 ) -> pd.DataFrame:
@@ -372,7 +382,7 @@ def paper_report(out_dir=None, tracking_uri: str | None = None, log_artifacts: b
     if tracking_uri is not None and log_artifacts:
         logged = artifacts.log_figures(tracking_uri, frames.PAPER_NAME, written, data.runs["experiment_id"])
     return (
-        f"ACL 2024 published results{source} -> {out}\n\n{glue_text}{ratio}\n{conv_text}"
+        f"ACL 2024 published results{source} -> {shown_path(out)}\n\n{glue_text}{ratio}\n{conv_text}"
         f"\n{len(written)} files written.\n{logged}"
     )
 
@@ -487,6 +497,6 @@ def runs_report(
         artifacts.log_figures(tracking_uri, name, written, runs["experiment_id"]) if log_artifacts else ""
     )
     return (
-        f"{name}: {len(runs)} pre-training runs used ({state_text} in the store) -> {out}\n\n"
+        f"{name}: {len(runs)} pre-training runs used ({state_text} in the store) -> {shown_path(out)}\n\n"
         f"{design}{conv_text}\n{glue_text}\n{len(written)} files written.\n{logged}"
     )

@@ -42,6 +42,9 @@ def _train(args: argparse.Namespace) -> int:
     if args.print_config:
         print(cfg.to_yaml(), end="")
         return 0
+    from symattn.preflight import check_train
+
+    check_train(cfg, args.resume)  # stores, corpus paths and the run to resume, before any is touched
     import psutil
 
     from symattn.pretrain import pretrain
@@ -68,7 +71,10 @@ def _finetune(args: argparse.Namespace) -> int:
         raise ValueError(
             f"no MLflow store at {uri}; give the store of the pre-training run with --tracking-uri"
         )
-    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    seeds = [s.strip() for s in args.seeds.split(",") if s.strip()]
+    if not seeds or not all(s.isdigit() for s in seeds):
+        raise ValueError(f"--seeds {args.seeds!r} must be comma-separated whole numbers, e.g. 1,2,3")
+    seeds = [int(s) for s in seeds]
     from symattn.finetune import finetune, load_finetune_config
     from symattn.finetune_source import file_source, hf_source, run_sources
     from symattn.tracking import open_store
@@ -132,7 +138,13 @@ def _queue(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_per_device(args: argparse.Namespace) -> None:
+    if args.per_device is not None and args.per_device < 1:
+        raise ValueError(f"--per-device {args.per_device} must be at least 1 (cells at once on each device)")
+
+
 def _work(args: argparse.Namespace) -> int:
+    _check_per_device(args)
     from symattn.sweep.worker import work
 
     done = work(args.study, args.storage, args.devices, args.per_device)
@@ -160,7 +172,11 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    _check_per_device(args)
     spec, cells, finetune_cells = _expanded(args.spec, args.set)
+    from symattn.sweep.worker import parse_devices
+
+    parse_devices(args.devices)  # before the queue is written
     if args.dry_run:
         return _dry_run(cells, finetune_cells)
     from symattn.paths import resolve_uri
@@ -291,8 +307,15 @@ def _add_ui_parser(sub) -> None:
     p.set_defaults(func=ui)
 
 
+class _Parser(argparse.ArgumentParser):
+    """A usage error in one line, as every other refusal (exit 2); subcommands' parsers inherit it."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}; see {self.prog} --help\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="symattn",
         description="Controlled ablations of symmetric dot-product attention in BERT-style models.",
     )

@@ -171,6 +171,9 @@ def finetune_one(
     }
     params = {f"finetune.{k}": v for k, v in flatten(cfg.model_dump(mode="json")).items()}
     params["finetune.total_steps"] = total
+    # Rows a task file held that could not be read (their lines are in the load's warning).
+    splits = {"train": task.train, **task.dev}
+    params.update({f"data.skipped_rows.{n}": s.skipped for n, s in splits.items() if s.skipped})
     name = name or finetune_cell_name(src.label, src.step, cfg.task, cfg.seed)
     tracker = RunTracker.create(client, src.experiment_id or experiment, name, tags, params)
     tracker.set_status("RUNNING")

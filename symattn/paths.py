@@ -47,6 +47,11 @@ def check_uri(uri: Optional[str] = None) -> str:
     uri = resolve_uri(uri)
     scheme = urlparse(uri).scheme
     path = sqlite_path(uri)
+    if scheme == "sqlite" and path is None:
+        raise ValueError(
+            f"tracking URI {uri!r} names no database file; use sqlite:///mlflow.db (three slashes, then "
+            "a relative path) or sqlite:////abs/path/mlflow.db"
+        )
     if path is not None and not path.parent.exists():
         raise ValueError(
             f"tracking store folder {str(path.parent)!r} does not exist; create it or fix tracking.uri"

@@ -44,7 +44,8 @@ def _glue(root):
         lines = "".join(
             f"{i}\t1\t1e\tgov\t-\t-\t-\t-\t{a}\t{b}\t{y}\t{y}\n" for i, (a, b, y) in enumerate(MNLI_ROWS)
         )
-        (root / "MNLI" / f"{name}.tsv").write_text(MNLI_HEAD + lines)
+        broken = "99\tmalformed row\n" if name == "train" else ""  # skipped, and recorded
+        (root / "MNLI" / f"{name}.tsv").write_text(MNLI_HEAD + lines + broken)
     return root
 
 
@@ -125,6 +126,8 @@ def test_mnli_evaluates_both_dev_sets_and_a_seed_repeats_itself(pretrained):
     }
     losses = [[m.value for m in client.get_metric_history(r["run_id"], "train/loss")] for r in (a, b)]
     assert losses[0] == losses[1]
+    params = client.get_run(a["run_id"]).data.params  # the malformed training row, counted
+    assert params["data.skipped_rows.train"] == "1" and "data.skipped_rows.dev_matched" not in params
 
 
 def test_weights_of_another_model_size_are_refused(pretrained):

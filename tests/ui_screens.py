@@ -13,7 +13,7 @@ What it relies on is MLflow 3.17's UI: the route `#/experiments/<id>?workflowTyp
 (`.ag-row[row-id=<run id>]` in `.ag-pinned-left-cols-container`) with the expand button of a parent
 run (`button[data-component-id*=runnamecellrenderer]`), the "Search metric charts" box of a run's
 Model metrics tab and its legend "<run name> (<metric>)", the artifact tree's entries as text and
-the preview's `img` (a blob URL), the assistant panel's localStorage keys, and (for the picture)
+the preview's `img` (a blob URL), the assistant panel's localStorage keys and close button, and (for the picture)
 the Run Name column's resize handle.
 """
 
@@ -144,6 +144,17 @@ def open_page(d, base: str, route: str) -> None:
     d.get(f"{base}/#/{route}{'&' if '?' in route else '?'}{MODEL_TRAINING}")
 
 
+def close_assistant(d) -> None:
+    """Close MLflow's assistant panel if it opened anyway (it takes a quarter of the page)."""
+    from selenium.webdriver.common.by import By
+
+    for button in d.find_elements(
+        By.CSS_SELECTOR, "button[data-component-id='mlflow.assistant.chat_panel.close']"
+    ):
+        if button.is_displayed():
+            button.click()
+
+
 def parent_rows(d) -> list:
     from selenium.webdriver.common.by import By
 
@@ -198,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         d = chrome(*paths)
         try:
             rows = experiment_with_study_expanded(d, base, study["experiment_id"], study["run_id"])
+            close_assistant(d)
             widen_run_names(d)
             d.save_screenshot(str(Path(args.out).resolve()))
         finally:

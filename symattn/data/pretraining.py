@@ -253,6 +253,18 @@ def _stage(what: str, since: Optional[float] = None) -> float:
     return time.perf_counter()
 
 
+def _warn_if_lopsided(val_tokens: int, tokens: int, val_docs: int, docs: int) -> None:
+    """The split picks documents, not tokens: a few very long documents can make the validation set
+    far larger (or smaller) than `val_docs` suggests. Said when it holds over twice its share."""
+    share, doc_share = val_tokens / max(tokens, 1), val_docs / docs
+    if share > 2 * doc_share:
+        _stage(
+            f"warning: the validation split holds {share:.0%} of the tokens with {val_docs:,} of "
+            f"{docs:,} documents ({doc_share:.0%}); a few long documents dominate it: split them into "
+            "smaller files or lower val_docs"
+        )
+
+
 def _build(cfg: DataConfig, cache: Path, corpus: Corpus) -> str:
     t0 = time.perf_counter()
     train_docs, val_docs = split_documents(corpus.documents, cfg.val_docs)
@@ -281,6 +293,9 @@ def _build(cfg: DataConfig, cache: Path, corpus: Corpus) -> str:
         since = _stage(
             f"tokenised and packed {name}: {len(stream):,} tokens into {len(blocks):,} blocks", since
         )
+    _warn_if_lopsided(
+        splits["val"][1], splits["train"][1] + splits["val"][1], len(val_docs), len(corpus.documents)
+    )
     t2 = time.perf_counter()
     train, val = splits["train"][0], splits["val"][0]
     fingerprint = _fingerprint(tokenizer, train, val)

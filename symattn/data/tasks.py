@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bz2
 import csv
+import dataclasses
 import hashlib
 import io
 import itertools
@@ -49,6 +50,7 @@ class TaskSplit:
     texts: list[str]
     pairs: Optional[list[str]]  # second segments of pair tasks
     labels: np.ndarray  # int64 class ids, or float32 scores for regression
+    skipped: int = 0  # malformed rows left out of the file (a fine-tuning run records them)
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -165,21 +167,30 @@ def _read_tsv(info: TaskInfo, path: Path) -> TaskSplit:
         i_a, i_label = header.index(col_a), header.index(col_label)
         i_b = header.index(col_b) if col_b else None
         body = rows[1:]
-    texts, pairs, labels, bad = [], [], [], 0
+    texts, pairs, labels, bad = [], [], [], []
     need = max(i for i in (i_a, i_b, i_label) if i is not None)
     for n, row in enumerate(body, start=2 if col_a else 1):
         if len(row) <= need:
-            bad += 1  # a few QQP rows are known to be malformed
+            bad.append(n)  # a few QQP rows are known to be malformed
             continue
         texts.append(row[i_a])
         if i_b is not None:
             pairs.append(row[i_b])
         labels.append(_label(info, row[i_label], f"{path}:{n}"))
     if bad:
-        log.warning("%s: skipped %d malformed row(s)", path, bad)
+        lines = ", ".join(map(str, bad[:10])) + (f" and {len(bad) - 10} more" if len(bad) > 10 else "")
+        log.warning(
+            "%s: skipped %d malformed row(s) with fewer than %d columns, at line(s) %s",
+            path,
+            len(bad),
+            need + 1,
+            lines,
+        )
     if not texts:
         raise DataError(f"{path} has no examples")
-    return _split(info, texts, pairs if i_b is not None else None, labels)
+    return dataclasses.replace(
+        _split(info, texts, pairs if i_b is not None else None, labels), skipped=len(bad)
+    )
 
 
 def _load_glue_tsv(info: TaskInfo, root: Path) -> TaskData:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import sys
 import time
 from datetime import datetime
-from pathlib import Path
 from typing import Callable, Optional, TextIO
 
 import optuna
@@ -17,21 +16,9 @@ from symattn import keys
 from symattn.config import RunConfig
 from symattn.sweep.finetune_cells import is_finetune
 from symattn.sweep.progress import RUN_ID, STEP, VAL_LOSS, cell_eta, cell_rate, duration, study_eta
-from symattn.sweep.storage import default_storage, load_study, open_storage
+from symattn.sweep.storage import load_study, open_existing_storage
 
 ACTIVE = ("WAITING", "RUNNING")
-
-
-def _existing_storage(study_name: str, url: Optional[str]):
-    """The storage at `url`, refusing a journal or sqlite file that does not exist (a reader must not
-    create a store)."""
-    url = url or default_storage()
-    path = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else url.removeprefix("journal://")
-    if "://" not in path and not Path(path).exists():
-        raise ValueError(
-            f"no study {study_name!r}: there is no Optuna store at {path}; queue it first with `symattn queue SPEC`"
-        )
-    return open_storage(url)
 
 
 def status_rows(
@@ -39,7 +26,7 @@ def status_rows(
 ) -> list[dict]:
     """One row per cell: its latest trial's state, attempts, MLflow run id, progress and last loss,
     and what the study's ETA is computed from (`progress.study_eta`)."""
-    storage = _existing_storage(study_name, storage_url)
+    storage = open_existing_storage(study_name, storage_url)
     study = load_study(study_name, storage, storage_url)
     trials = list(study.get_trials(deepcopy=False))
     for name in study.user_attrs.get("searches", {}):

@@ -40,6 +40,18 @@ def open_storage(url: Optional[str] = None) -> optuna.storages.BaseStorage:
     return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
 
 
+def open_existing_storage(study_name: str, url: Optional[str] = None) -> optuna.storages.BaseStorage:
+    """The storage of a study that must exist already: a journal or sqlite file that does not exist
+    is refused, not created (status and work only read or run what `queue` made)."""
+    url = url or default_storage()
+    path = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else url.removeprefix("journal://")
+    if "://" not in path and not Path(path).exists():
+        raise ValueError(
+            f"no study {study_name!r}: there is no Optuna store at {path}; queue it first with `symattn queue SPEC`"
+        )
+    return open_storage(url)
+
+
 def load_study(name: str, storage, url: Optional[str] = None) -> optuna.Study:
     """The study `name`, or a one-line error saying how to create it."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -123,3 +123,13 @@ def test_model_compatibility(small_cfg):
         data.check_model(vocab_size=30522, max_positions=512)
     with pytest.raises(DataError, match="data.seq_len 32 exceeds the model's 16 positions"):
         data.check_model(vocab_size=300, max_positions=16)
+
+
+def test_a_validation_split_that_holds_far_more_than_its_share_of_tokens_is_warned_about(capsys):
+    from symattn.data.pretraining import _warn_if_lopsided
+
+    _warn_if_lopsided(val_tokens=720, tokens=1000, val_docs=20, docs=264)  # 72% of tokens, 8% of docs
+    err = capsys.readouterr().err
+    assert "warning: the validation split holds 72% of the tokens with 20 of 264 documents (8%)" in err
+    _warn_if_lopsided(val_tokens=150, tokens=1000, val_docs=20, docs=264)  # under twice its share
+    assert capsys.readouterr().err == ""

@@ -75,6 +75,14 @@ def glue_dir(tmp_path):
     return root
 
 
+def test_a_malformed_row_is_skipped_with_its_file_and_line(glue_dir, caplog):
+    with caplog.at_level("WARNING"):
+        train = load_task("qqp", glue_dir=glue_dir).train
+    assert len(train) == 2 and train.skipped == 1  # counted: a fine-tuning run records it
+    warning = next(r.getMessage() for r in caplog.records if "malformed" in r.getMessage())
+    assert str(glue_dir / "QQP" / "train.tsv") in warning and "at line(s) 3" in warning
+
+
 def test_registry():
     assert GLUE_TASKS == ("cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte", "wnli")
     assert OFFLINE_TASKS == ("rotten-tomatoes", "sms-spam", "trec6", "bbc-news")
