@@ -87,8 +87,11 @@ class PretrainingDataModule(pl.LightningDataModule):
         # Lightning restores a checkpoint's step before asking for data: continue where it stopped.
         o = self.cfg.optim
         start = t.global_step * o.accumulate if t else 0
+        # As long as a whole run from any start: the run is one epoch, and Lightning restores the
+        # epoch's batch index with a checkpoint's step, so a loader of the steps left would end the
+        # epoch early and draw the batches from the resume step again. Training stops at max_steps.
         return DataLoader(
-            MicroBatches(batches, start, o.max_steps * o.accumulate),
+            MicroBatches(batches, start, start + o.max_steps * o.accumulate),
             batch_size=None,
             num_workers=self.cfg.speed.loader_workers,
             persistent_workers=self.cfg.speed.loader_workers > 0,

@@ -1,8 +1,9 @@
 """One tracked pre-training run: `pretrain(cfg)` and the callback that ties the run's life to MLflow.
 
-Invariants: a run is exactly one MLflow run (also when resumed); a checkpoint is written only after
-the metrics up to its step are in the store; a NaN marks the run FAILED with the reason; Ctrl-C or
-SIGTERM leaves a checkpoint and a KILLED run that `resume` continues.
+Invariants: a run is exactly one MLflow run (also when resumed), written by one process at a time
+(its lock); a checkpoint is written only after the metrics up to its step are in the store, its
+evaluation included; a NaN marks the run FAILED with the reason; Ctrl-C or SIGTERM leaves a
+checkpoint and a KILLED run that `resume` continues with the uninterrupted curve, step for step.
 """
 
 from __future__ import annotations
@@ -41,6 +42,11 @@ from symattn.tracking import (
 )
 
 FLUSH_SECONDS = 5.0  # metrics reach the store at least this often, and before every checkpoint
+RUN_LOCK_SECONDS = 120.0  # how long a run waits for another process that still writes it to stop
+
+
+class RunBusy(RuntimeError):
+    """Another live process still writes this run (a cell of a worker that was killed, stopping)."""
 
 
 class RunLifecycle(pl.Callback):
@@ -78,6 +84,9 @@ class RunLifecycle(pl.Callback):
         self.val_start = 0.0
         self.at_boundary = True  # the last finished micro-batch completed an optimizer step
         self.stop_requested = False  # set by Ctrl-C; honoured at the next optimizer-step boundary
+        # At an evaluation step the checkpoint (and a requested stop) waits until the evaluation is
+        # in the store: a checkpoint written before it would resume past an evaluation never made.
+        self.pending_checkpoint = False
 
     def _log(self, step: int, metrics: dict) -> None:
         if self.tracker is not None:
@@ -156,15 +165,22 @@ class RunLifecycle(pl.Callback):
             self.window_start, self.window_first_step, self.excluded_seconds = now, step, 0.0
         if self.cfg.checkpoint.keeps(step):
             self.keep_weights(trainer, pl_module, step)
+        if self.pending_checkpoint:  # the evaluation it waited for did not run
+            self.pending_checkpoint = False
+            self.save_checkpoint(trainer)
+        evaluates = trainer.state.fn == TrainerFn.FITTING and step % self.cfg.eval.every_n_steps == 0
         if step % self.cfg.checkpoint_every == 0:
             if not pl_module.train_window_finite():
                 raise NonFiniteLoss(
                     f"training loss became non-finite by step {step}; lower optim.lr or enable grad_clip"
                 )
-            self.save_checkpoint(trainer)
+            if evaluates:
+                self.pending_checkpoint = True  # written once its evaluation is logged
+            else:
+                self.save_checkpoint(trainer)
         elif time.monotonic() - self.last_flush > FLUSH_SECONDS:
             self._flush()
-        if self.stop_requested:
+        if self.stop_requested and not evaluates:
             raise KeyboardInterrupt
 
     def request_stop(self, signum, frame) -> None:
@@ -174,19 +190,32 @@ class RunLifecycle(pl.Callback):
 
     def on_validation_start(self, trainer, pl_module) -> None:
         self.val_start = time.perf_counter()
+        # A stop inside an evaluation leaves the last checkpoint: the resumed run evaluates again.
+        self.at_boundary = False
 
     def on_validation_end(self, trainer, pl_module: MLMPretraining) -> None:
         self.excluded_seconds += time.perf_counter() - self.val_start
         if trainer.sanity_checking:
             return
+        fitting = trainer.state.fn == TrainerFn.FITTING
+        self.at_boundary = fitting
         self._log(trainer.global_step, pl_module.val_metrics)
-        if self.stop_level is not None and trainer.state.fn == TrainerFn.FITTING:
+        if self.stop_level is not None and fitting:
             below = pl_module.val_metrics[keys.VAL_LOSS] < self.stop_level
             self.evals_below = self.evals_below + 1 if below else 0
             if self.evals_below >= self.cfg.eval.stop_below.evaluations:
                 trainer.should_stop = True
                 if self.tracker is not None:
                     self.tracker.set_tags({keys.STOPPED_EARLY_AT: trainer.global_step})
+        if not fitting:
+            return
+        # Saved here, the checkpoint holds the step with its evaluation done (and logged): Lightning
+        # resumes after the evaluation, neither losing nor repeating it.
+        if self.pending_checkpoint:
+            self.pending_checkpoint = False
+            self.save_checkpoint(trainer)
+        if self.stop_requested:
+            raise KeyboardInterrupt
 
     def record_escape(self, step: int) -> None:
         """The run's escape from its floor, recorded at its last step `step` however it ends (after
@@ -196,6 +225,17 @@ class RunLifecycle(pl.Callback):
 
     def state_dict(self) -> dict:
         return {"evals_below": self.evals_below}
+
+    # The training window (losses and accuracy since the last report): a run stopped between two
+    # reports resumes it, so the next report averages the same steps as without the stop.
+    WINDOW = ("window_loss", "window_steps", "window_correct", "window_masked")
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        checkpoint["symattn_train_window"] = {k: getattr(pl_module, k) for k in self.WINDOW}
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        for k, v in checkpoint.get("symattn_train_window", {}).items():
+            setattr(pl_module, k, v)
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.evals_below = state_dict.get("evals_below", 0)
@@ -358,7 +398,20 @@ def pretrain(
     the newest unfinished run of this exact config; "auto" continues one if there is one; a run id
     continues that run. `callbacks`: extra Lightning callbacks. `started_at`: the Unix time the
     run's start-up cost is counted from (default: now; `symattn train` passes its process start).
-    Returns the final metrics with `run_id`, `steps` and `status`."""
+    Returns the final metrics with `run_id`, `steps` and `status`.
+
+    One writer per run: the process that writes a run holds its lock (`_lock_run`) until it ends,
+    however it ends; a second process resuming the same run waits for it, and leaves a run that
+    the first one finished untouched."""
+    held: list = []
+    try:
+        return _pretrain(cfg, resume, callbacks, started_at, held)
+    finally:
+        for lock in held:
+            lock.release()
+
+
+def _pretrain(cfg: RunConfig, resume, callbacks, started_at: Optional[float], held: list) -> dict:
     from symattn.data import prepare_pretraining
 
     if started_at is None:
@@ -383,6 +436,15 @@ def pretrain(
         note = None if keys.STUDY in cfg.tracking.tags else STANDALONE_NOTE
         exp_id = experiment_id(client, cfg.tracking.experiment, note)
         run_id = _pick_run(client, exp_id, given, cfg, resume)
+        if run_id is not None:
+            _lock_run(cfg, run_id, held)
+            run = client.get_run(run_id)
+            if run.info.status == "FINISHED":  # finished by the process we waited for: not touched
+                return _finished_result(run)
+        if run_id is None and resume == "auto" and keys.CELL in cfg.tracking.tags:
+            done = _finished_cell_run(client, exp_id, given, cfg)
+            if done is not None:  # a sweep cell whose run another process has just finished
+                return _finished_result(done)
         if run_id is None:
             tracker = RunTracker.create(
                 client,
@@ -392,6 +454,7 @@ def pretrain(
                 run_params(cfg, counts, data.floor, val_floor),
             )
             run_id = tracker.run_id
+            _lock_run(cfg, run_id, held)
         else:
             tracker = RunTracker(client, run_id)
         log_dataset(tracker, cfg, data)
@@ -489,6 +552,46 @@ def _pick_run(client, exp_id: str, given: RunConfig, resolved: RunConfig, resume
     if run_id is None and resume is True:
         raise ValueError("no unfinished run of this config to resume; drop --resume to start a new run")
     return run_id
+
+
+def _lock_run(cfg: RunConfig, run_id: str, held: list) -> None:
+    """Take the run's lock, a file beside its checkpoint (`run.lock`, an OS lock that the kernel
+    releases when its process dies, SIGKILL included), waiting up to `RUN_LOCK_SECONDS` for a
+    process that still writes the run; raises RunBusy if it does not stop."""
+    from filelock import FileLock, Timeout
+
+    ckpt_dir = Path(cfg.checkpoint.dir or default_checkpoint_dir()) / cfg.tracking.experiment / run_id
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(ckpt_dir / "run.lock")
+    try:
+        lock.acquire(timeout=RUN_LOCK_SECONDS)
+    except Timeout:
+        raise RunBusy(
+            f"run {run_id} is still written by another process after {RUN_LOCK_SECONDS:.0f}s "
+            f"(lock {lock.lock_file}); stop it first"
+        ) from None
+    held.append(lock)
+
+
+def _finished_cell_run(client, exp_id: str, given: RunConfig, resolved: RunConfig):
+    """A FINISHED run of this sweep cell's config, if any."""
+    hashes = dict.fromkeys((given.config_hash(), resolved.config_hash()))
+    for h in hashes:
+        runs = client.search_runs(
+            [exp_id],
+            filter_string=f"tags.config_hash = '{h}' and attributes.status = 'FINISHED'",
+            max_results=1,
+        )
+        if runs:
+            return runs[0]
+    return None
+
+
+def _finished_result(run) -> dict:
+    """What `pretrain` returns for a run that was already FINISHED (and is left as it is)."""
+    metrics = dict(run.data.metrics)
+    steps = int(run.data.params.get("optim.max_steps", 0))
+    return {"run_id": run.info.run_id, "steps": steps, **metrics, "status": "FINISHED"}
 
 
 def _world_size(cfg: RunConfig) -> int:

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 EXIT_NON_FINITE = 3  # a deterministic failure: retrying would fail the same way
 EXIT_PRUNED = 4  # a search trial stopped by its pruner
 EXIT_INVALID = 5  # a cell whose input is invalid: retrying would fail the same way
+EXIT_BUSY = 6  # the cell's run is still written by another process (a cell of a dead worker)
 
 _IN_SERVER = "SYMATTN_CELL_SERVER"  # set in the server's environment only
 
@@ -45,7 +46,7 @@ def context():
 def _preload() -> None:
     # The server's own signals: Ctrl-C is the worker's to handle (the server would otherwise die of
     # it while still importing), and a SIGTERM sent to the whole process group must not take the
-    # server down before the cells have stopped cleanly (a cell dies with the server). Each cell
+    # server down before the cells have stopped cleanly (a cell stops when the server exits). Each cell
     # restores both.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -68,14 +69,72 @@ def _preload() -> None:
         )
 
 
-def _child(device: str, environ: Optional[dict]) -> None:
-    """A cell's process set-up: die with the cell server, which exits when its worker does (a killed
-    worker leaves no run behind); the worker's environment; the device."""
+Watch = tuple  # (pid, create time) of the worker a cell dies with
+
+WATCH_SECONDS = 0.5  # how often a cell checks that its worker lives
+STOP_SECONDS = 30.0  # how long a cell whose worker died has to stop cleanly before it exits
+
+
+def worker_identity() -> Watch:
+    """This process as a cell's `watch`: its pid and start time (a pid alone may be reused)."""
+    import psutil
+
+    return os.getpid(), psutil.Process().create_time()
+
+
+def _alive(watch: Watch) -> bool:
+    import psutil
+
+    pid, created = watch
+    try:
+        proc = psutil.Process(pid)
+        return proc.create_time() == created and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:  # gone (or no longer ours to see)
+        return False
+
+
+def _watch_worker(watch: Watch) -> None:
+    """A cell's watchdog thread: once its worker is gone (killed by any means, its process group
+    or not), stop as SIGTERM stops a cell (checkpoint, run KILLED); exit if that takes too long."""
+    import time
+
+    while _alive(watch):
+        time.sleep(WATCH_SECONDS)
+    print(f"cell {os.getpid()}: its worker {watch[0]} is gone; stopping", file=sys.stderr, flush=True)
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(STOP_SECONDS)
+    os._exit(143)
+
+
+def _child(device: str, environ: Optional[dict], watch: Optional[Watch] = None) -> None:
+    """A cell's process set-up: die with its worker (`watch`) and with the cell server, whatever
+    kills them; the worker's environment; the device.
+
+    The forkserver hands each child its end of the "alive" pipe, whose EOF tells the server that no
+    client is left: a cell that kept it would keep the server (and, through its parent-death
+    signal, itself) alive after its worker was killed. The cell closes it, so the server exits as
+    soon as its worker does, and the parent-death signal (SIGTERM: a clean stop) reaches the cell;
+    the watchdog thread covers the rest (a server that lingers, a worker that is not our parent)."""
+    from multiprocessing import forkserver as fs
+
+    alive = getattr(fs._forkserver, "_forkserver_alive_fd", None)
+    if alive is not None:
+        try:
+            os.close(alive)
+        except OSError:
+            pass
+        fs._forkserver._forkserver_alive_fd = None
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the server ignores it; Lightning handles it here
     if sys.platform == "linux":
         import ctypes
 
-        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the server ignores it; Lightning handles it here
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        if os.getppid() == 1:  # the server died before the signal was armed
+            os.kill(os.getpid(), signal.SIGTERM)
+    if watch is not None:
+        import threading
+
+        threading.Thread(target=_watch_worker, args=(watch,), name="worker-watchdog", daemon=True).start()
     if environ is not None:
         os.environ.clear()
         os.environ.update(environ)
@@ -90,16 +149,18 @@ def cell_main(
     report=None,
     launched_at: Optional[float] = None,
     environ: Optional[dict] = None,
+    watch: Optional[Watch] = None,
 ) -> None:
     """Body of a pre-training cell's child process: train (resuming the cell's run if any).
     `report`: the cell's `progress.TrialReport` (its progress, and a search trial's pruning).
     `launched_at`: when the worker started the cell, which the run's start-up cost counts from.
-    `environ`: the worker's environment at launch (the cell server's own dates from its start)."""
-    _child(device, environ)
+    `environ`: the worker's environment at launch (the cell server's own dates from its start).
+    `watch`: the worker's `worker_identity()`; the cell stops when that process is gone."""
+    _child(device, environ, watch)
     from optuna import TrialPruned
 
     from symattn.errors import NonFiniteLoss, RunStopped
-    from symattn.pretrain import pretrain
+    from symattn.pretrain import RunBusy, pretrain
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the worker decides; it sends SIGTERM to stop a cell
     try:
@@ -113,6 +174,9 @@ def cell_main(
         sys.exit(EXIT_NON_FINITE)
     except RunStopped:
         sys.exit(143)
+    except RunBusy as exc:  # another process still writes the run: retried later, never run twice
+        print(f"cell not started: {exc}", file=sys.stderr)
+        sys.exit(EXIT_BUSY)
 
 
 def finetune_main(
@@ -124,9 +188,10 @@ def finetune_main(
     name: str,
     device: str,
     environ: Optional[dict] = None,
+    watch: Optional[Watch] = None,
 ) -> None:
     """Body of a fine-tuning cell's child process: fine-tune run `run_id`'s weights at `step`."""
-    _child(device, environ)
+    _child(device, environ, watch)
     from symattn.finetune import finetune
     from symattn.finetune_source import run_sources
     from symattn.tracking import open_store

@@ -74,16 +74,23 @@ def _set_fixed_params(study: optuna.Study, trial: FrozenTrial) -> None:
                 pass
 
 
-def fail_stale(study: optuna.Study, grace_seconds: float) -> Iterator[FrozenTrial]:
-    """Fail the running trials whose heartbeat is older than `grace_seconds`; yields each one this
-    caller failed (another worker may fail it first)."""
+def fail_stale(
+    study: optuna.Study,
+    grace_seconds: float,
+    outcome: Optional[Callable[[FrozenTrial], tuple[TrialState, Optional[float]]]] = None,
+) -> Iterator[tuple[FrozenTrial, TrialState]]:
+    """End the running trials whose heartbeat is older than `grace_seconds`, as `outcome(trial)`
+    says (a state and a value; default: FAIL); yields each one this caller ended, with its state
+    (another worker may end it first)."""
     storage, now = study._storage, time.time()
     for trial in storage.get_all_trials(study._study_id, deepcopy=False, states=(TrialState.RUNNING,)):
         if now - last_beat(trial) < grace_seconds:
             continue
+        state, value = outcome(trial) if outcome is not None else (TrialState.FAIL, None)
         try:
-            if storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
-                yield trial
+            values = None if value is None else [value]
+            if storage.set_trial_state_values(trial._trial_id, state=state, values=values):
+                yield trial, state
         except UpdateFinishedTrialError:
             pass
 

@@ -1,6 +1,7 @@
-"""A worker: slots pinned to devices, each pulling cells until the queue is empty. Each cell trains
-in a child process forked from the cell server; the slot sends its heartbeats, reclaims cells whose
-worker died, records the outcome on the trial and retries what may succeed on a second try. It says
+"""A worker: slots pinned to devices, each pulling cells until none is waiting or running. Each cell
+trains in a child process forked from the cell server, and stops when its worker is gone; the slot
+sends its heartbeats, reclaims cells whose worker died, records the outcome on the trial and
+retries what may succeed on a second try. It says
 what it does in `HH:MM:SS` lines, and shows each slot's progress (`SlotProgress`)."""
 
 from __future__ import annotations
@@ -19,19 +20,21 @@ from optuna.trial import FrozenTrial, TrialState
 from symattn import keys
 from symattn.sweep import optuna_internals as internals
 from symattn.sweep.cell_server import (
+    EXIT_BUSY,
     EXIT_INVALID,
     EXIT_NON_FINITE,
     EXIT_PRUNED,
     cell_main,
     context,
     finetune_main,
+    worker_identity,
 )
 from symattn.sweep.finetune_cells import PRETRAIN_CELL, PretrainStages, finetune_config, is_finetune
 from symattn.sweep.progress import PROGRESS, RUN_ID, STEP, VAL_LOSS, TrialReport, progress_text
 from symattn.sweep.records import cell_config, finished_run, latest_run, runs_of
 from symattn.sweep.search import ask, budget_used, load_search
 from symattn.sweep.spec import SweepSpec
-from symattn.sweep.storage import default_storage, load_study, open_storage, redact
+from symattn.sweep.storage import default_storage, load_study, open_existing_storage, redact
 from symattn.sweep.study_run import end_study_run, open_study_run
 
 log = logging.getLogger("symattn.sweep")
@@ -48,28 +51,66 @@ def parse_devices(devices: str) -> list[str]:
     parts = [d.strip() for d in devices.split(",") if d.strip()]
     if not parts or not all(p.isdigit() for p in parts):
         raise ValueError(f"--devices {devices!r} must be cpu, auto, or GPU indices such as 0,1")
+    import torch
+
+    count = torch.cuda.device_count()
+    missing = [p for p in parts if int(p) >= count]
+    if missing:
+        raise ValueError(
+            f"--devices {devices!r}: no GPU {', '.join(missing)} on this machine ({count} GPUs); "
+            "use --devices cpu or auto"
+        )
     return parts
 
 
-def _retry(study: optuna.Study, trial: FrozenTrial, max_retries: int, why: str) -> None:
+def _retry(study: optuna.Study, trial: FrozenTrial, max_retries: int, why: str, count: bool = True) -> None:
+    """Enqueue the cell again. `count`: the try counts as an attempt (False: the cell was stopped
+    with its worker, by Ctrl-C or SIGTERM, and had not failed)."""
     attempt = int(trial.user_attrs.get("attempt", 1))
-    if attempt > max_retries:
+    if count and attempt > max_retries:
         log.warning("cell %s failed %d times (%s); not retried", trial.user_attrs.get("name"), attempt, why)
         return
     # A finished trial takes no more attributes: the copy records what it retries and why.
-    attrs = {**trial.user_attrs, "attempt": attempt + 1, "retry_of": trial.number, "retry_reason": why}
+    attrs = {**trial.user_attrs, "attempt": attempt + count, "retry_of": trial.number, "retry_reason": why}
     for progress in PROGRESS:  # the retry reports its own
         attrs.pop(progress, None)
     study.enqueue_trial(trial.params, user_attrs=attrs)
 
 
-def reclaim_stale(study: optuna.Study, grace_seconds: float, max_retries: int) -> int:
-    """Fail running cells whose worker stopped sending heartbeats, and enqueue their retries."""
+def reclaim_stale(study: optuna.Study, grace_seconds: float, max_retries: int, client=None) -> int:
+    """End the running cells whose worker stopped sending heartbeats: a cell whose MLflow run is
+    FINISHED (its worker died after the run ended, or its cell finished it after the worker died)
+    is COMPLETE, as its worker would have recorded it (`client`: the MLflow store to look in);
+    any other fails, and its retry is enqueued (it resumes the run)."""
+
+    def outcome(trial: FrozenTrial):
+        try:
+            run = finished_run(client, trial) if client is not None else None
+        except Exception as exc:  # noqa: BLE001  not found: retried, and the retry finds it
+            log.debug("cell %s: its run not looked up (%s)", trial.user_attrs.get("name"), exc)
+            run = None
+        if run is None:
+            return TrialState.FAIL, None
+        internals.set_user_attrs(
+            internals.storage_of(study), internals.trial_id(trial), {RUN_ID: run.info.run_id}
+        )
+        return TrialState.COMPLETE, run.data.metrics.get(keys.VAL_LOSS)
+
     n = 0
-    for trial in internals.fail_stale(study, grace_seconds):
-        _retry(study, trial, max_retries, "worker stopped sending heartbeats")
+    for trial, state in internals.fail_stale(study, grace_seconds, outcome):
+        name = trial.user_attrs.get("name")
+        if state == TrialState.COMPLETE:
+            _say(f"{name}: its worker stopped beating after its run FINISHED: COMPLETE")
+        else:
+            _say(f"{name}: its worker stopped beating; retried, from its run's last checkpoint")
+            _retry(study, trial, max_retries, "worker stopped sending heartbeats")
         n += 1
     return n
+
+
+def running_cells(studies: list[optuna.Study]) -> int:
+    """The cells RUNNING in these studies, on any worker (this one included)."""
+    return sum(len(s.get_trials(deepcopy=False, states=(TrialState.RUNNING,))) for s in studies)
 
 
 _SAYING = threading.Lock()  # slots say their lines whole
@@ -145,7 +186,7 @@ class Worker:
         progress_every: float = 30.0,
     ) -> None:
         self.storage_url = storage_url or default_storage()
-        self.storage = open_storage(self.storage_url)
+        self.storage = open_existing_storage(study_name, self.storage_url)
         self.study = load_study(study_name, self.storage, self.storage_url)
         spec = SweepSpec.model_validate(self.study.user_attrs["spec"])
         self.workers, self.search = spec.workers, spec.search
@@ -171,6 +212,8 @@ class Worker:
         self.children: set = set()
         self.lock = threading.Lock()
         self.done: list[tuple[str, str]] = []  # (cell name, final state)
+        self.watch = worker_identity()  # each cell stops once this process is gone
+        self.waiting_said = False
         self.study_run_id: Optional[str] = None  # the MLflow parent run of the cells' runs
 
     def run(self) -> list[tuple[str, str]]:
@@ -209,9 +252,21 @@ class Worker:
                 if p.is_alive():
                     os.kill(p.pid, signal.SIGTERM)  # the run writes a checkpoint and ends KILLED
 
+    def _reclaim(self, study: optuna.Study) -> int:
+        from symattn.tracking import open_store
+
+        return reclaim_stale(
+            study, self.workers.grace_seconds, self.workers.max_retries, open_store(self.mlflow_uri)
+        )
+
     def _slot(self, ctx, device: str, slot: int) -> None:
+        """Pull cells until none is waiting and none runs anywhere. While cells run (on this worker
+        or another) and none waits, the slot waits at the heartbeat's rate: a running cell may fail
+        and be retried, or its worker may be dead, and then its heartbeats go stale, and after
+        `grace_seconds` it is reclaimed (`reclaim_stale`) and resumed here. So a worker started
+        again after a crash finishes the study, and a worker beside live ones stays until they end."""
         while not self.stopping.is_set():
-            reclaim_stale(self.study, self.workers.grace_seconds, self.workers.max_retries)
+            self._reclaim(self.study)
             stages = PretrainStages(self.study.get_trials(deepcopy=False))
             trial = internals.pop_waiting(self.study, stages.ready)
             if trial is not None:
@@ -225,10 +280,29 @@ class Worker:
             if job is not None:
                 study, trial = job
                 self._run_cell(ctx, study, trial, (device, slot), self._report(study, trial, self.search))
-            elif stages.awaited:  # fine-tuning cells wait for pre-training running elsewhere
+            elif stages.awaited or (running := running_cells([self.study, *self._searches()])):
+                # fine-tuning cells wait for pre-training; other cells may fail, or go stale
+                if not stages.awaited:
+                    self._say_waiting(running)
                 self.stopping.wait(self.workers.heartbeat_seconds)
             else:
                 return
+
+    def _searches(self) -> list[optuna.Study]:
+        if self.search is None:
+            return []
+        return [load_search(self.storage, n, self.search) for n in self.study.user_attrs.get("searches", {})]
+
+    def _say_waiting(self, running: int) -> None:
+        with self.lock:
+            mine = len(self.children)
+            if self.waiting_said or running <= mine:
+                return
+            self.waiting_said = True
+        _say(
+            f"no cell waiting; {running - mine} running elsewhere: waiting until they end, or take "
+            f"them over if their worker stops beating for {self.workers.grace_seconds:g}s"
+        )
 
     def _report(self, study: optuna.Study, trial: FrozenTrial, search=None) -> TrialReport:
         search = search.model_dump(mode="json") if search is not None else None
@@ -240,7 +314,7 @@ class Worker:
             return None
         for name, attrs in self.study.user_attrs.get("searches", {}).items():
             study = load_search(self.storage, name, self.search)
-            reclaim_stale(study, self.workers.grace_seconds, self.workers.max_retries)
+            self._reclaim(study)
             trial = internals.pop_waiting(study)
             if trial is not None:
                 return study, trial
@@ -254,7 +328,7 @@ class Worker:
     ) -> None:
         device = place[0]
         config = cell_config(trial, device, self.cpu_threads, self.study_run_id)
-        args = (config, device, report, time.time(), dict(os.environ))
+        args = (config, device, report, time.time(), dict(os.environ), self.watch)
         self._launch(ctx, study, trial, place, cell_main, args, total=config.optim.max_steps)
 
     def _run_finetune(self, ctx, trial: FrozenTrial, place: tuple[str, int], run_id: str) -> None:
@@ -267,7 +341,9 @@ class Worker:
         config = finetune_config(trial, device, self.cpu_threads)
         args = (run_id, attrs[keys.CHECKPOINT_STEP], config, self.mlflow_uri, tags, attrs["name"], device)
         # A fine-tuning is not resumed: its retry starts over.
-        self._launch(ctx, self.study, trial, place, finetune_main, (*args, dict(os.environ)), restart=True)
+        self._launch(
+            ctx, self.study, trial, place, finetune_main, (*args, dict(os.environ), self.watch), restart=True
+        )
 
     def _launch(
         self,
@@ -351,11 +427,17 @@ class Worker:
             internals.finish(storage, tid, TrialState.PRUNED)
             state = "PRUNED"
         else:
-            internals.set_user_attrs(storage, tid, {"failure": f"exit code {code}"})
+            reason = run.data.tags.get(keys.FAILURE_REASON) if run is not None and code != EXIT_BUSY else None
+            internals.set_user_attrs(
+                storage, tid, {"failure": f"exit code {code}" + (f": {reason}" if reason else "")}
+            )
             internals.finish(storage, tid, TrialState.FAIL)
             state = "FAIL"
+            # A cell stopped with its worker (Ctrl-C, SIGTERM) had not failed: its retry is not counted.
+            stopped = self.stopping.is_set() and code in (143, -signal.SIGTERM)
             if code not in (EXIT_NON_FINITE, EXIT_INVALID):
-                _retry(study, trial, self.workers.max_retries, f"exit code {code}")
+                why = "stopped with its worker" if stopped else f"exit code {code}"
+                _retry(study, trial, self.workers.max_retries, why, count=not stopped)
         self.done.append((name, state))
         return state
 

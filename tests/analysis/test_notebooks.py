@@ -52,8 +52,9 @@ def test_paper_figures_notebook(monkeypatch, tmp_path):
 
 
 @pytest.mark.slow
-def test_demo_notebook_from_its_own_folder(monkeypatch, tmp_path, store, known):
-    # Started in analysis/, with no store given: it finds the project's store (here $SYMATTN_HOME's).
+@pytest.mark.parametrize("cwd", [PACKAGE_DIR, ROOT], ids=["analysis", "root"])
+def test_demo_notebook_from_its_own_folder_or_the_root(cwd, monkeypatch, tmp_path, store, known):
+    # With no store given, it finds the project's store (here $SYMATTN_HOME's) wherever it starts.
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("SYMATTN_TRACKING_URI", raising=False)
     notebook = _run(
@@ -64,7 +65,7 @@ def test_demo_notebook_from_its_own_folder(monkeypatch, tmp_path, store, known):
             "SYMATTN_EXPERIMENT": known.EXPERIMENT,
             "SYMATTN_FIGURES_DIR": str(tmp_path),
         },
-        cwd=PACKAGE_DIR,
+        cwd=cwd,
     )
     text, images = _outputs(notebook)
     assert "escape_0.25" in text and "pairwise-diagonal-identity" in text
