@@ -15,6 +15,11 @@ class NonFiniteLoss(RunError):
     pass
 
 
+class CheckpointNotWritten(RunError):
+    """A checkpoint that could not be written (a full disk, a read-only folder): the last one stands,
+    and the run continues from it with `--resume` once the folder can take it."""
+
+
 class RunStopped(RunError):
     exit_code = 130
 

@@ -70,3 +70,17 @@ def check_uri(uri: Optional[str] = None) -> str:
             f"tracking URI {uri!r} is not one MLflow can use; use sqlite:///path/mlflow.db or http://host:port"
         )
     return uri
+
+
+def check_writable(uri: str) -> None:
+    """Refuse a sqlite store that cannot be written (a read-only folder or file system) before a run
+    or a worker starts, rather than failing at its first write."""
+    db = sqlite_path(uri)
+    if db is None:
+        return
+    folder = db.resolve().parent
+    if not os.access(folder, os.W_OK) or (db.exists() and not os.access(db, os.W_OK)):
+        raise ValueError(
+            f"the MLflow store {db} cannot be written (read-only); make {folder} writable or give "
+            "another tracking.uri"
+        )

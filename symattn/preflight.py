@@ -9,11 +9,12 @@ from typing import Union
 
 from symattn import keys
 from symattn.config import RunConfig
-from symattn.paths import check_uri, sqlite_path
+from symattn.paths import check_uri, check_writable, sqlite_path
 
 
 def check_train(cfg: RunConfig, resume: Union[bool, str, None]) -> None:
     uri = check_uri(cfg.tracking.uri)
+    check_writable(uri)
     for source in cfg.data.source:
         if source.type == "path" and not source.path.expanduser().exists():
             raise ValueError(

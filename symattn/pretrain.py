@@ -26,7 +26,7 @@ from symattn import keys, quiet  # noqa: F401  quiet: imported for its effect
 from symattn.config import RunConfig, flatten
 from symattn.data.cache import sha256_file
 from symattn.diagnostics import coefficient_spectra
-from symattn.errors import NonFiniteLoss, RunStopped, one_line
+from symattn.errors import CheckpointNotWritten, NonFiniteLoss, RunStopped, one_line
 from symattn.mlm import MLMPretraining, PretrainingDataModule, validation_batches
 from symattn.model import count_parameters, flops_per_token
 from symattn.paths import default_checkpoint_dir
@@ -100,9 +100,17 @@ class RunLifecycle(pl.Callback):
     def save_checkpoint(self, trainer: pl.Trainer) -> None:
         self._flush()  # metrics first: a resumed run drops the steps the store already holds
         tmp = self.ckpt_path.with_suffix(".tmp")
-        trainer.save_checkpoint(tmp, weights_only=False)  # full state: optimizer, loops, scheduler
-        if trainer.is_global_zero:
-            os.replace(tmp, self.ckpt_path)  # atomic: a kill never leaves a half-written checkpoint
+        try:
+            trainer.save_checkpoint(tmp, weights_only=False)  # full state: optimizer, loops, scheduler
+            if trainer.is_global_zero:
+                os.replace(tmp, self.ckpt_path)  # atomic: a kill never leaves a half-written checkpoint
+        except OSError as exc:  # a full disk, a read-only folder
+            tmp.unlink(missing_ok=True)
+            resume = f"--resume {self.tracker.run_id}" if self.tracker is not None else "--resume"
+            raise CheckpointNotWritten(
+                f"cannot write the checkpoint {self.ckpt_path} ({exc.strerror or one_line(exc)}); the "
+                f"previous one stands: free space or fix the folder, then continue with {resume}"
+            ) from exc
 
     def keep_weights(self, trainer: pl.Trainer, pl_module: MLMPretraining, step: int) -> None:
         """Keep the weights at `step` (HF BERT names, no optimizer state) beside the resumable

@@ -21,7 +21,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from symattn import keys
-from symattn.paths import check_uri, project_root, sqlite_path
+from symattn.paths import check_uri, check_writable, project_root, sqlite_path
 
 PACKAGES = ("symattn", "torch", "pytorch-lightning", "mlflow", "optuna", "tokenizers", "numpy")
 _BATCH = 100  # MLflow's limit of params per log_batch call is 100
@@ -31,6 +31,7 @@ def open_store(uri: Optional[str] = None) -> MlflowClient:
     """A client on the store, created or migrated now, not mid-run. Two processes creating or
     migrating one sqlite file at once crash, so for a sqlite store they take turns."""
     uri = check_uri(uri)
+    check_writable(uri)
     db = sqlite_path(uri)
     with FileLock(f"{db}.lock") if db else nullcontext():
         client = MlflowClient(tracking_uri=uri)

@@ -9,7 +9,7 @@ from typing import Optional
 
 import optuna
 
-from symattn.paths import check_uri
+from symattn.paths import check_uri, check_writable
 from symattn.sweep.finetune_cells import FinetuneCell, expand_finetune, finetune_attrs
 from symattn.sweep.records import cell_attrs
 from symattn.sweep.spec import Cell, SweepSpec, expand, spec_digest
@@ -43,6 +43,7 @@ def queue(
     cells = cells if cells is not None else expand(spec)  # every cell valid before anything is written
     finetune_cells = finetune_cells if finetune_cells is not None else expand_finetune(spec, cells)
     mlflow_uri = check_uri(cells[0].config.tracking.uri)
+    check_writable(mlflow_uri)  # its workers will write runs there
     url = storage_url or spec.stores.optuna or default_storage()
     storage = open_storage(url)
 
