@@ -107,10 +107,17 @@ def test_a_killed_worker_leaves_exactly_one_finetune_run_per_cell(spec_path, tmp
     worker.wait()
     time.sleep(9)  # past the grace period: the cell's heartbeat is stale
     done = work(STUDY, storage, "cpu")
-    assert {state for _, state in done} == {"COMPLETE"} and len(done) == 4
+    assert {state for _, state in done} == {"COMPLETE"}
+    rows = status_rows(STUDY, storage)
+    assert {r["state"] for r in rows} == {"COMPLETE"}
     runs = finetune_runs(tmp_path)
     finished = [r for r in runs if r.info.status == "FINISHED"]
     cells = [r.data.tags["cell"] for r in finished]
     assert len(finished) == 4 and len(set(cells)) == 4  # one per (checkpoint, task, seed)
-    assert {r.info.status for r in runs if r not in finished} <= {"KILLED"}  # the dead worker's run
-    assert max(r["attempts"] for r in status_rows(STUDY, storage)) == 2
+    killed = [r for r in runs if r not in finished]
+    assert {r.info.status for r in killed} <= {"KILLED"}  # the dead worker's run, stopped with it
+    # The killed cell either stopped with its worker (its run KILLED, or not yet made) and ran again,
+    # its second attempt; or it finished its run as it stopped, and the next worker recorded that
+    # run (COMPLETE, one attempt, not run again).
+    attempts = max(r["attempts"] for r in rows)
+    assert (attempts, len(done)) in ((2, 4), (1, 3)) and len(killed) <= attempts - 1
