@@ -215,6 +215,7 @@ class Worker:
         self.watch = worker_identity()  # each cell stops once this process is gone
         self.waiting_said = False
         self.study_run_id: Optional[str] = None  # the MLflow parent run of the cells' runs
+        self.client = None  # the MLflow store, for reclaiming (opened at the first look)
 
     def run(self) -> list[tuple[str, str]]:
         ctx = context()  # cells fork from a server that has their imports loaded
@@ -253,11 +254,13 @@ class Worker:
                     os.kill(p.pid, signal.SIGTERM)  # the run writes a checkpoint and ends KILLED
 
     def _reclaim(self, study: optuna.Study) -> int:
+        """Reclaim stale cells; the MLflow store is opened once, the first time a slot looks."""
         from symattn.tracking import open_store
 
-        return reclaim_stale(
-            study, self.workers.grace_seconds, self.workers.max_retries, open_store(self.mlflow_uri)
-        )
+        with self.lock:
+            if self.client is None:
+                self.client = open_store(self.mlflow_uri)
+        return reclaim_stale(study, self.workers.grace_seconds, self.workers.max_retries, self.client)
 
     def _slot(self, ctx, device: str, slot: int) -> None:
         """Pull cells until none is waiting and none runs anywhere. While cells run (on this worker
