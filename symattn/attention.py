@@ -5,6 +5,10 @@ Every variant maps the hidden states X to a query side, a key side and values, t
     vanilla    Q = X W_q + b_q, K = X W_k + b_k          logits Q_h K_h^T / sqrt(d_h)
     symmetric  K := Q (no key projection)                logits Q_h Q_h^T / sqrt(d_h)
     pairwise   K := Q, learned S_h per head              logits Q_h S_h Q_h^T / sqrt(d_h)
+    shared     P = X W + b; Q, K, V = P diag(a_q), P diag(a_k), P diag(a_v)   (Kowsher et al.)
+
+d_h is the query/key width per head: hidden / heads unless `qk_dim` sets it (values keep
+hidden / heads).
 
 Pairwise attention is computed as vanilla attention on (Q S, Q, V), so the fast path is plain
 `scaled_dot_product_attention` with no custom kernel. The math path materialises the attention
@@ -228,7 +232,8 @@ def _attend_dropout_cpu(
     the values. Dropout draws its mask exactly as `attend_math` does (same shape, same
     generator), so in training both paths give the same result up to float rounding."""
     b, h, t, d = q.shape
-    q3, k3, v3 = (x.reshape(b * h, t, d) for x in (q, k, v))
+    q3, k3 = (x.reshape(b * h, t, d) for x in (q, k))
+    v3 = v.reshape(b * h, t, v.shape[-1])
     if mask is None:
         logits = torch.bmm(q3, k3.transpose(1, 2)).mul_(1.0 / math.sqrt(d))
     else:
@@ -240,7 +245,7 @@ def _attend_dropout_cpu(
         bias = bias.expand(b, h, 1, t).reshape(b * h, 1, t)
         logits = torch.baddbmm(bias, q3, k3.transpose(1, 2), alpha=1.0 / math.sqrt(d))
     probs = dropout(logits.softmax(dim=-1), dropout_p, True)
-    return torch.bmm(probs, v3).view(b, h, t, d)
+    return torch.bmm(probs, v3).view(b, h, t, v.shape[-1])
 
 
 def attend(
@@ -275,28 +280,31 @@ class SelfAttention(nn.Module):
 
     def __init__(self, hidden: int, heads: int, dropout: float, config: AttentionConfig) -> None:
         super().__init__()
-        self.heads, self.head_dim = heads, hidden // heads
+        self.heads, self.head_dim = heads, config.qk_dim or hidden // heads  # the query/key width
         self.dropout_p = dropout
-        self.query = nn.Linear(hidden, hidden)
+        self.query = nn.Linear(hidden, heads * self.head_dim)
         if self.has_key:
-            self.key = nn.Linear(hidden, hidden)
-        self.value = nn.Linear(hidden, hidden)
+            self.key = nn.Linear(hidden, heads * self.head_dim)
+        if self.variant.has_value:
+            self.value = nn.Linear(hidden, hidden)
 
     def projections(self) -> list[nn.Linear]:
         """The projection layers, in the order `project` returns them."""
-        return [self.query, self.key, self.value] if self.has_key else [self.query, self.value]
+        return [getattr(self, name) for name in ("query", "key", "value") if hasattr(self, name)]
 
     def project(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Each projection of x (B, T, hidden), as (B, T, hidden) views into one fused product."""
+        """Each projection of x (B, T, hidden), as (B, T, width) views into one fused product."""
         layers = self.projections()
+        if len(layers) == 1:
+            return (layers[0](x),)
         weight = torch.cat([layer.weight for layer in layers])
         bias = torch.cat([layer.bias for layer in layers])
-        return F.linear(x, weight, bias).chunk(len(layers), dim=-1)
+        return F.linear(x, weight, bias).split([layer.out_features for layer in layers], dim=-1)
 
     def split_heads(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, T, hidden) -> (B, H, T, d_h): a view, no copy (also of a slice of the fused output)."""
-        b, t, _ = x.shape
-        return x.view(b, t, self.heads, self.head_dim).transpose(1, 2)
+        """(B, T, H * w) -> (B, H, T, w): a view, no copy (also of a slice of the fused output)."""
+        b, t, width = x.shape
+        return x.view(b, t, self.heads, width // self.heads).transpose(1, 2)
 
     def query_key_value(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         raise NotImplementedError
@@ -357,6 +365,22 @@ class PairwiseAttention(SelfAttention):
     def query_key_value(self, x):
         q, v = (self.split_heads(y) for y in self.project(x))
         return self.scheme.apply(q, self.pairwise_factors), q, v
+
+
+@register_attention("shared")
+class SharedProjectionAttention(SelfAttention):
+    """One projection P = X W + b (HF name `query`) serves all three roles, each scaled by its own
+    learned per-channel vector (`role_scales`: rows a_q, a_k, a_v, initialised to ones): Q = P a_q,
+    K = P a_k, V = P a_v. Logits P_h diag(a_q a_k) P_h^T are symmetric (Kowsher et al.)."""
+
+    def __init__(self, hidden: int, heads: int, dropout: float, config: AttentionConfig) -> None:
+        super().__init__(hidden, heads, dropout, config)
+        self.role_scales = nn.Parameter(torch.ones(3, hidden))
+
+    def query_key_value(self, x):
+        (p,) = self.project(x)
+        scaled = p.unsqueeze(-2) * self.role_scales  # (B, T, 3, hidden): one broadcast multiply
+        return tuple(self.split_heads(scaled[..., i, :]) for i in range(3))
 
 
 if set(ATTENTIONS) != set(variants.VARIANTS) or (tuple(COEFFICIENT_SCHEMES), tuple(COEFFICIENT_INITS)) != (

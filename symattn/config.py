@@ -192,12 +192,12 @@ class RunConfig(_Block):
     def _identity(self) -> dict:
         """What a run's hash covers: the settings that change results. The attention variant and
         a data source's type are hashed under their earlier name `kind`, so that every recorded
-        run keeps its hash (and resumes) across the rename."""
+        run keeps its hash (and resumes) across the rename; so do the attention controls, hashed only
+        where set."""
         d = self.to_dict()
         for block in ("speed", "tracking", "checkpoint"):
             d.pop(block)
-        attention = d["model"]["attention"]
-        d["model"]["attention"] = {"kind": attention.pop("variant"), **attention}
+        d["model"]["attention"] = self.model.attention.identity()
         d["data"]["source"] = [{"kind": s.pop("type"), **s} for s in d["data"]["source"]]
         return d
 

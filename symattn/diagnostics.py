@@ -15,16 +15,26 @@ from symattn.attention import SelfAttention
 
 @torch.no_grad()
 def attention_stats(probs: list[torch.Tensor], attention_mask: torch.Tensor) -> dict[str, float]:
-    """probs: per layer (B, H, T, T); averaged over heads and real (non-padding) query tokens."""
+    """probs: per layer (B, H, T, T); averaged over heads and real (non-padding) query tokens.
+
+    `logit_sd` is the spread of one query's scaled logits over the real keys (their standard
+    deviation, which is that of the log-probabilities: softmax only shifts a row), the scale at
+    which attention starts: near 0 it is uniform, large it is peaked."""
     real = attention_mask.bool()  # (B, T)
     n = real.sum().clamp(min=1) * probs[0].shape[1]
+    keys_real = real[:, None, None, :].float()  # (B, 1, 1, T)
+    n_keys = keys_real.sum(-1).clamp(min=1)
     out = {}
     for i, p in enumerate(probs):
         p = p.float()
-        entropy = -(p * p.clamp_min(1e-30).log()).sum(-1)  # (B, H, T)
+        log_p = p.clamp_min(1e-30).log()
+        entropy = -(p * log_p).sum(-1)  # (B, H, T)
         self_mass = p.diagonal(dim1=-2, dim2=-1)  # (B, H, T)
+        mean = (log_p * keys_real).sum(-1, keepdim=True) / n_keys[..., None]
+        logit_sd = (((log_p - mean) ** 2 * keys_real).sum(-1) / n_keys).sqrt()  # (B, H, T)
         out[keys.diag(i, "entropy")] = float((entropy * real[:, None]).sum() / n)
         out[keys.diag(i, "self_mass")] = float((self_mass * real[:, None]).sum() / n)
+        out[keys.diag(i, "logit_sd")] = float((logit_sd * real[:, None]).sum() / n)
     return out
 
 

@@ -193,6 +193,21 @@ class MLMPretraining(pl.LightningModule):
         self._val_count += n
         self._val_correct += _correct_and_masked(out.logits, batch["labels"])[0]
 
+    @torch.no_grad()
+    def diagnostics_now(self) -> dict[str, float]:
+        """The diagnostics of an evaluation (on its first batch), without the loss: at step 0 they
+        show where each variant starts (initial logit sd, entropy, self-attention mass)."""
+        batch = next(iter(self.trainer.datamodule.val_dataloader()))
+        batch = {k: v.to(self.device) for k, v in batch.items() if k != "micro_step"}
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            out = self.model(**batch, output_attentions=True)
+        finally:
+            self.model.train(was_training)
+        layers = [layer.attention.self for layer in self.model.bert.encoder.layer]
+        return {**attention_stats(out.attentions, batch["attention_mask"]), **weight_stats(layers)}
+
     def on_validation_epoch_end(self) -> None:
         total = self.trainer.strategy.reduce(self._val_sum, reduce_op="sum")
         count = self.trainer.strategy.reduce(self._val_count, reduce_op="sum")

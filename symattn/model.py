@@ -206,8 +206,10 @@ class BertPreTrainedModel(nn.Module):
                         p.fill_(1.0 if p_name == "weight" else 0.0)
                     elif p_name == "bias":
                         p.zero_()
+                    elif p_name == "role_scales":  # the shared projection's role scalings
+                        p.fill_(1.0)
                     else:  # Linear and Embedding weights: N(0, 0.02), as BERT
-                        p.normal_(0.0, std, generator=gen)
+                        p.normal_(0.0, std * _gain(self.config, mod_name), generator=gen)
                         if isinstance(module, nn.Embedding) and module.padding_idx is not None:
                             p[module.padding_idx].zero_()
 
@@ -215,6 +217,12 @@ class BertPreTrainedModel(nn.Module):
         """Load an HF BERT state dict (or one of ours); `position_ids` buffers are ignored."""
         sd = {k: v for k, v in state_dict.items() if not k.endswith("embeddings.position_ids")}
         return self.load_state_dict(sd, strict=strict)
+
+
+def _gain(c: ModelConfig, module_name: str) -> float:
+    """`model.attention.qk_gain` for the query and key projections, else 1."""
+    gain = c.attention.qk_gain
+    return gain if gain and module_name.endswith(("attention.self.query", "attention.self.key")) else 1.0
 
 
 def _generator(seed: int, name: str) -> torch.Generator:
@@ -306,13 +314,15 @@ def flops_per_token(c: ModelConfig, seq_len: int, mlm_fraction: float = 0.15, tr
 
     The MLM head runs on the masked fraction only, as the model computes it.
     """
-    h, d, heads = c.n_hidden, c.n_hidden // c.n_heads, c.n_heads
-    n_proj = 3 if c.attention.spec.has_key else 2
-    coef = {"none": 0, "diagonal": h}.get(c.attention.resolved_scheme, 2 * heads * d * d)
+    h, heads = c.n_hidden, c.n_heads
+    d = c.attention.qk_dim or h // heads  # query/key width per head
+    spec = c.attention.spec
+    projected = heads * d * (1 + spec.has_key) + h * spec.has_value  # output widths of the projections
+    coef = {"none": 0, "diagonal": heads * d}.get(c.attention.resolved_scheme, 2 * heads * d * d)
     per_layer = (
-        2 * h * h * n_proj  # q, (k), v projections
+        2 * h * projected  # q, (k), (v) projections
         + coef  # q S
-        + 2 * 2 * seq_len * h  # Q K^T and probabilities x V
+        + 2 * seq_len * (heads * d + h)  # Q K^T and probabilities x V
         + 2 * h * h  # attention output
         + 2 * 2 * h * c.n_intermediate  # FFN
     )

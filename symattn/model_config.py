@@ -28,6 +28,13 @@ class AttentionConfig(BaseModel):
     variant: str = "vanilla"  # a name in the registry, symattn.variants.VARIANTS
     scheme: Optional[str] = None
     init: Optional[str] = None
+    # Controls. The query (and key) width per head, default hidden / heads: vanilla at half the
+    # width has symmetric's parameter count exactly (`symattn params --match`). Logits are scaled
+    # by 1/sqrt(qk_dim); values keep hidden / heads.
+    qk_dim: Optional[int] = Field(None, gt=0)
+    # A fixed gain on the initial query and key weights (std init_std * qk_gain, not learned): the
+    # initial logits scale by qk_gain^2, so a variant can start at another variant's logit scale.
+    qk_gain: Optional[float] = Field(None, gt=0)
 
     @model_validator(mode="before")
     @classmethod
@@ -39,6 +46,11 @@ class AttentionConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> "AttentionConfig":
+        if self.qk_dim is not None and not self.spec.has_value:
+            raise ValueError(
+                f"attention {self.variant!r} derives queries, keys and values from one projection, "
+                "so model.attention.qk_dim does not apply; remove it"
+            )
         if not self.spec.has_coefficients:
             for field in ("scheme", "init"):
                 if getattr(self, field) not in (None, "none"):
@@ -74,7 +86,19 @@ class AttentionConfig(BaseModel):
     @property
     def label(self) -> str:
         """Short name for tables and plots (`symattn.variants.variant_label`)."""
-        return variant_label(self.variant, self.resolved_scheme, self.resolved_init)
+        return variant_label(
+            self.variant, self.resolved_scheme, self.resolved_init, self.qk_dim, self.qk_gain
+        )
+
+    def identity(self) -> dict:
+        """The block as a run's hash covers it: the variant under its earlier name `kind`, and the
+        controls only where set, so runs recorded before they existed keep their hashes."""
+        d = self.model_dump(mode="json")
+        d = {"kind": d.pop("variant"), **d}
+        for control in ("qk_dim", "qk_gain"):
+            if d[control] is None:
+                d.pop(control)
+        return d
 
 
 class ModelConfig(BaseModel):

@@ -127,6 +127,8 @@ class RunLifecycle(pl.Callback):
     def on_train_start(self, trainer, pl_module) -> None:
         if trainer.global_step == 0 and self.cfg.checkpoint.keeps(0):
             self.keep_weights(trainer, pl_module, 0)
+        if trainer.global_step == 0 and self.cfg.eval.diagnostics:
+            self._log(0, pl_module.diagnostics_now())
         self.last_step = trainer.global_step
         self.window_first_step = trainer.global_step
         self.window_start = self.fit_start = time.perf_counter()

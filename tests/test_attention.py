@@ -147,8 +147,8 @@ def test_bad_attention_config_is_refused(kwargs, words):
         AttentionConfig(**kwargs)
 
 
-def test_registry_lists_the_three_variants():
-    assert list(ATTENTIONS) == ["vanilla", "symmetric", "pairwise"]
+def test_registry_lists_the_variants():
+    assert list(ATTENTIONS) == ["vanilla", "symmetric", "pairwise", "shared"]
 
 
 # --- the fast path against the plain one ---------------------------------------------------------
@@ -158,6 +158,9 @@ from symattn.attention import Dropout, attend, dropout  # noqa: E402
 
 def plain_query_key_value(att, x):
     """The unfused computation: one Linear per projection, broadcast q @ S."""
+    if att.name == "shared":
+        p = att.query(x)
+        return tuple(att.split_heads(p * scale) for scale in att.role_scales)
     q = att.split_heads(att.query(x))
     v = att.split_heads(att.value(x))
     if att.name == "vanilla":
