@@ -53,17 +53,75 @@ OTHER_COLORS = [
     "#4e9f9f",
 ]
 VARIANT_ORDER = list(VARIANTS)  # the registry's order: vanilla, symmetric, pairwise, ...
+# A label derived from a variant (`vanilla-qk32`, `pairwise-scaled`: a control or an option of it)
+# takes its variant's hue, lighter or darker, and a dashed line; its k-th such label (by name) the
+# k-th of these, so that every label of a report has its own colour and line.
+DERIVED_SHADES = (("white", 0.45), ("black", 0.35), ("white", 0.7), ("black", 0.55))
+DERIVED_LINESTYLES = ("--", "-.", ":", (0, (5, 1, 1, 1, 1, 1)))
+
+
+def base_variant(label: str) -> str:
+    """The variant a label derives from (`vanilla-qk32` -> `vanilla`); the label itself when it is
+    not one of a registered variant."""
+    head = str(label).split("-", 1)[0]
+    return head if head in VARIANTS else str(label)
 
 
 def order_variants(variants) -> list[str]:
-    """The paper's variants first (vanilla, symmetric, pairwise), then the others by name."""
+    """The paper's variants first (vanilla, symmetric, pairwise), then the registry's others, each
+    followed by the labels derived from it (by name); then any other label, by name."""
     unique = list(dict.fromkeys(v for v in variants if isinstance(v, str)))
-    return [v for v in VARIANT_ORDER if v in unique] + sorted(v for v in unique if v not in VARIANT_ORDER)
+    bases = [v for v in VARIANT_ORDER if any(base_variant(u) == v for u in unique)]
+    ordered = []
+    for base in bases:
+        ordered += [base] if base in unique else []
+        ordered += sorted(u for u in unique if u != base and base_variant(u) == base)
+    return ordered + sorted(u for u in unique if u not in ordered)
+
+
+def _derived_rank(variants) -> dict[str, int]:
+    """Each derived label's place among the labels derived from its variant (0, 1, ...)."""
+    rank, seen = {}, {}
+    for v in order_variants(variants):
+        base = base_variant(v)
+        if base != v:
+            rank[v] = seen.get(base, 0)
+            seen[base] = rank[v] + 1
+    return rank
+
+
+def _shade(color: str, toward: str, amount: float) -> str:
+    rgb = np.array(matplotlib.colors.to_rgb(color))
+    target = np.ones(3) if toward == "white" else np.zeros(3)
+    return matplotlib.colors.to_hex(rgb + (target - rgb) * amount)
 
 
 def variant_colors(variants) -> dict[str, str]:
+    """A colour per label: the paper's variants the paper's colours, other variants the next of
+    `OTHER_COLORS`, and a label derived from a variant a shade of its variant's (`DERIVED_SHADES`)."""
+    ordered = order_variants(variants)
+    rank = _derived_rank(ordered)
     others = iter(OTHER_COLORS * 4)
-    return {v: COLORS.get(v) or next(others) for v in order_variants(variants)}
+    base_colors = {}
+    for v in ordered:
+        base = base_variant(v)
+        if base not in base_colors:
+            base_colors[base] = COLORS.get(base) or next(others)
+    return {
+        v: _shade(base_colors[base_variant(v)], *DERIVED_SHADES[rank[v] % len(DERIVED_SHADES)])
+        if v in rank
+        else base_colors[v]
+        for v in ordered
+    }
+
+
+def variant_linestyles(variants) -> dict:
+    """Solid for a variant, dashed (`DERIVED_LINESTYLES`) for a label derived from one."""
+    rank = _derived_rank(variants)
+    return {
+        v: DERIVED_LINESTYLES[rank[v] % len(DERIVED_LINESTYLES)] if v in rank else "-"
+        for v in order_variants(variants)
+    }
 
 
 def kilo(x, _pos=None) -> str:
@@ -150,6 +208,7 @@ def loss_curves(
         meta = meta[meta["size"] == size]
     data = curves[curves["metric"] == metric].merge(meta, on="run_id")
     colors = colors or variant_colors(data["variant"])
+    styles = variant_linestyles(colors)
     bands = {"minmax": "min\u2013max", "std": "\u00b11 std"}
     with style():
         fig = Figure(figsize=STYLE["figure.figsize"], layout=None if segments else "constrained")
@@ -170,7 +229,7 @@ def loss_curves(
             beyond = wide.loc[last_common:].dropna(axis=1, thresh=2)
             ran_on = ran_on or (n > 1 and beyond.shape[1] > 0)
             for ax in axes:
-                ax.plot(mean.index, mean.to_numpy(), color=colors[variant], label=label)
+                ax.plot(mean.index, mean.to_numpy(), color=colors[variant], ls=styles[variant], label=label)
                 if n > 1:
                     low, high = (
                         (common.min(axis=1), common.max(axis=1))
@@ -188,7 +247,12 @@ def loss_curves(
                     for run in beyond:
                         run_curve = beyond[run].dropna()
                         ax.plot(
-                            run_curve.index, run_curve.to_numpy(), color=colors[variant], lw=0.8, alpha=0.7
+                            run_curve.index,
+                            run_curve.to_numpy(),
+                            color=colors[variant],
+                            ls=styles[variant],
+                            lw=0.8,
+                            alpha=0.7,
                         )
         if ran_on:
             axes[-1].plot([], [], color="0.4", lw=0.8, label="thin: a run past its variant's shortest")
@@ -395,6 +459,7 @@ def glue_over_checkpoints(
     curves = variant_curves(seed_scores if per_seed else scores, by=("variant",))
     variants = order_variants(curves["variant"])
     colors = colors or variant_colors(variants)
+    styles = variant_linestyles(colors)
     with style():
         fig = Figure(figsize=(6.4, 5.2), layout="constrained")
         ax = fig.subplots()
@@ -402,7 +467,7 @@ def glue_over_checkpoints(
             curve = curves[curves["variant"] == variant]
             steps, mean, std = (curve[c].to_numpy(dtype=float) for c in ("checkpoint_step", "mean", "std"))
             label = _curve_label(variant, curve, per_seed)
-            ax.plot(steps, mean, color=colors[variant], marker="o", ms=4, label=label)
+            ax.plot(steps, mean, color=colors[variant], ls=styles[variant], marker="o", ms=4, label=label)
             if (curve["n"] > 1).any():
                 ax.fill_between(steps, mean - std, mean + std, color=colors[variant], alpha=0.2, linewidth=0)
         low = np.nanmin(np.concatenate([curves["mean"] - curves["std"].fillna(0), curves["mean"]]))
@@ -467,3 +532,91 @@ def _threshold_marks(
 
 def _value_range(values) -> str:
     return f"{min(values):.2f}\u2013{max(values):.2f}"
+
+
+FOREST_TICKS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9, 1, 1.1, 1.25, 1.5, 2, 3, 5, 10, 20)
+
+
+def forest_plot(rows: pd.DataFrame, title: str | None = None, colors: dict | None = None) -> Figure:
+    """Paired ratios of steps against the baseline (`tables.forest_rows`), one panel per
+    definition, one row per arm: the geometric-mean ratio over matched pairs where both steps are
+    exact, with its interval (an open dot where one pair gives no interval), on a log axis with a
+    line at 1; beside each row, its label: the ratio, its interval with method and n, the pairs,
+    faster/slower/undecided and the sign test, or why there is no ratio."""
+    definitions = list(dict.fromkeys(rows["definition"]))
+    variants = order_variants(rows["variant"])
+    colors = colors or variant_colors(variants)
+    baseline = rows["baseline"].iloc[0] if len(rows) else "vanilla"
+    drawn = rows[rows["ratio"].notna()]
+    ends = pd.concat([drawn["ratio"], drawn["ci_low"], drawn["ci_high"]]).dropna()
+    ends = ends[ends > 0]
+    low, high = (min(ends.min(), 1.0), max(ends.max(), 1.0)) if len(ends) else (1.0, 1.0)
+    pad = max(np.log(high / low) * 0.08, np.log(1.3))
+    xlim = (low * np.exp(-pad), high * np.exp(pad))
+    ticks = [t for t in FOREST_TICKS if xlim[0] <= t <= xlim[1]]
+    while len(ticks) > 7:  # thin out, keeping 1
+        ticks = [t for i, t in enumerate(ticks) if t == 1 or i % 2 == ticks.index(1) % 2]
+    panel_heights = [0.5 * max(1, (rows["definition"] == d).sum()) + 0.6 for d in definitions]
+    with style():
+        fig = Figure(figsize=(10.5, sum(panel_heights) + 1.4), layout="constrained")
+        grid = fig.subplots(
+            len(definitions),
+            2,
+            squeeze=False,
+            sharey="row",
+            gridspec_kw={"width_ratios": (1, 1.45), "height_ratios": panel_heights},
+        )
+        for (ax, side), definition in zip(grid, definitions):
+            part = rows[rows["definition"] == definition].set_index("variant")
+            labels = [v for v in variants if v in part.index]
+            for y, variant in enumerate(labels):
+                r = part.loc[variant]
+                color = colors.get(variant, "0.4")
+                if pd.notna(r["ratio"]):
+                    has_interval = pd.notna(r["ci_low"])
+                    ax.errorbar(
+                        r["ratio"],
+                        y,
+                        xerr=[[r["ratio"] - r["ci_low"]], [r["ci_high"] - r["ratio"]]]
+                        if has_interval
+                        else None,
+                        fmt="o",
+                        color=color,
+                        mfc=color if has_interval else "white",
+                        ms=6,
+                        capsize=3,
+                        lw=1.4,
+                        zorder=3,
+                    )
+                else:
+                    ax.text(
+                        1.0,
+                        y,
+                        "no ratio",
+                        ha="center",
+                        va="center",
+                        color="0.4",
+                        fontsize=8,
+                        style="italic",
+                        bbox=dict(fc="white", ec="none", pad=1),
+                        zorder=3,
+                    )
+                side.text(0, y, r["text"], va="center", fontsize=8, color="0.4" if r["why"] else "0.1")
+            ax.axvline(1.0, color="0.3", ls="--", lw=1.0, zorder=1)
+            ax.set_xscale("log")
+            ax.set_xlim(*xlim)
+            ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+            ax.set_xticks([], minor=True)
+            ax.set_yticks(range(len(labels)), labels)
+            ax.set_ylim(len(labels) - 0.5, -0.5)  # first arm on top
+            ax.set_title(describe_definition(definition), loc="left")
+            ax.grid(axis="y", visible=False)
+            side.set_xlim(0, 1)
+            side.axis("off")
+        grid[-1, 0].set_xlabel(
+            f"steps, arm / {baseline} (log scale; < 1: faster)\ngeometric mean over matched pairs\n"
+            "where both steps are exact, 95% interval"
+        )
+        if title:
+            fig.suptitle(title)
+    return fig

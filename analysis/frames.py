@@ -44,6 +44,7 @@ TAG_COLUMNS = [
     keys.GIT_COMMIT,
     keys.PRETRAIN_RUN_ID,
     keys.CHECKPOINT_STEP,
+    keys.STOPPED_EARLY_AT,
     keys.TASK,
     keys.FINETUNE_SEED,
 ]

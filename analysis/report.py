@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from analysis import artifacts, convergence, figures, frames, glue, stats, tables
+from analysis import artifacts, convergence, diagnostics, figures, frames, glue, stats, tables
 from symattn import keys
 from symattn.paths import project_root
 
@@ -305,9 +305,12 @@ def _convergence_section(
     written: list,
     baseline: str = "vanilla",
     level_note: str = "",
+    arms: pd.DataFrame | None = None,
+    name: str = "",
 ) -> str:
     """Tables and figures of steps to convergence; a grid's settings (a `setting` column) are
-    summarised, compared and drawn apart, never pooled."""
+    summarised, compared and drawn apart, never pooled. With `arms` (the runs: size, setting,
+    variant), also the paired-ratio forest plot of each size (and setting), every arm a row."""
     if conv.empty:
         return ""
     keys = ["size", "setting"] if "setting" in conv else ["size"]
@@ -328,12 +331,95 @@ def _convergence_section(
             title=f"Steps to convergence ({size})" + (f"\n{setting}" if setting else ""),
         )
         written += figures.save(fig, out, f"convergence_{size}" + (f"_{i + 1}" if len(keys) > 1 else ""))
+    forest = (
+        _forest_section(conv, paired, arms, keys, out, colors, written, baseline, name)
+        if arms is not None
+        else ""
+    )
     return (
         "Steps to convergence (a mean is over runs with an exact step; ratio = geometric mean "
         f"over matched pairs with exact steps vs {baseline}; sign test over decided pairs):\n"
         + level_note
         + tables.to_markdown(formatted)
+        + forest
     )
+
+
+def _forest_section(conv, paired, arms, keys, out, colors, written, baseline, name) -> str:
+    """`convergence_forest_<size>[_k]`: per escape margin, each arm's paired ratio against the
+    baseline, or why it has none."""
+    settings = list(dict.fromkeys(arms["setting"])) if "setting" in arms else [""]
+    drawn = []
+    for key, part in arms.groupby(keys, sort=False):
+        key = key if isinstance(key, tuple) else (key,)
+        size, setting = key[0], (key[1] if len(keys) > 1 else "")
+        mine = conv[(conv[keys] == pd.Series(dict(zip(keys, key)))).all(axis=1)]
+        pairs = (
+            paired[(paired[keys] == pd.Series(dict(zip(keys, key)))).all(axis=1)] if len(paired) else paired
+        )
+        if baseline not in set(part["variant"]) or part["variant"].nunique() < 2 or mine.empty:
+            continue
+        rows = tables.forest_rows(mine, pairs, part["variant"], baseline)
+        if rows.empty:
+            continue
+        title = f"{name}: {size}, steps to escape vs {baseline} in matched groups" + (
+            f"\n{setting}" if setting else ""
+        )
+        figure = f"convergence_forest_{size}" + (
+            f"_{settings.index(setting) + 1}" if len(settings) > 1 else ""
+        )
+        written += figures.save(figures.forest_plot(rows, title=title, colors=colors), out, figure)
+        drawn.append(figure)
+    if not drawn:
+        return ""
+    return (
+        f"{', '.join(drawn)}: per escape margin, each arm's geometric-mean ratio of steps vs {baseline} "
+        "over pairs both exact, with its interval, pairs and sign test (or why it has none).\n"
+    )
+
+
+def _arms_section(name: str, data: frames.Frames, runs: pd.DataFrame, out, colors, written, stopped) -> str:
+    """The per-arm table, the step-0 diagnostics per arm, and the diagnostics over steps."""
+    lines = []
+    arms = tables.arms_table(runs, data.curves, stopped)
+    written += tables.write_table(arms, out, "arms", tables.arms_formatted(arms))
+    lines.append(
+        "arms: per arm, parameters, runs, final val/loss, early stops, steps and wall-clock of finished runs."
+    )
+    by = ("size", "setting", "variant") if runs["setting"].nunique() > 1 else ("size", "variant")
+    initial, missing = diagnostics.initial_table(data.curves, runs, by=by)
+    note = (
+        f"{len(missing)} of {len(runs)} runs have no step-0 diagnostics (made before runs logged them): "
+        "left out.\n"
+        if missing
+        else ""
+    )
+    if len(initial):
+        formatted = diagnostics.initial_formatted(initial)
+        written += tables.write_table(initial, out, "initial_diagnostics", formatted, note=note)
+        lines.append(
+            "initial_diagnostics: per arm, logit spread, entropy and self mass at step 0, mean \u00b1 std "
+            "over runs (n), over layers and per layer."
+        )
+    elif missing:
+        note = (
+            f"initial_diagnostics: not written: none of the {len(runs)} runs logged diagnostics at step 0.\n"
+        )
+    if note:
+        lines.append(note.strip())
+    settings = list(dict.fromkeys(runs["setting"]))
+    means = diagnostics.layer_means(data.curves)
+    for (size, setting), these in runs.groupby(["size", "setting"], sort=False):
+        if not means["run_id"].isin(these["run_id"]).any():
+            continue
+        suffix = f"_{settings.index(setting) + 1}" if len(settings) > 1 else ""
+        title = f"{name}: {size}" + (f", {setting}" if setting else "")
+        fig = diagnostics.diagnostics_plot(data.curves, these, title=title, colors=colors)
+        written += figures.save(fig, out, f"diagnostics_{size}{suffix}")
+        lines.append(
+            f"diagnostics_{size}{suffix}: self mass, entropy and logit spread (mean over layers) by step, per arm."
+        )
+    return "\n".join(lines) + "\n"
 
 
 def paper_report(out_dir=None, tracking_uri: str | None = None, log_artifacts: bool = True) -> str:
@@ -406,7 +492,7 @@ def runs_report(
     """The same figures and tables from the MLflow runs of the experiment or study `name`, also
     logged as artifacts of its study run (or report run: `artifacts`) unless `log_artifacts` is off."""
     out = Path(out_dir) if out_dir else default_out_dir(name)
-    data = frames.load_runs(name, tracking_uri)
+    data = frames.load_runs(name, tracking_uri, metrics=(keys.VAL_LOSS, *diagnostics.METRICS))
     if data.runs.empty:
         raise LookupError(f"no pre-training runs in {name!r}")
     states = data.runs["state"].value_counts().to_dict()
@@ -482,7 +568,9 @@ def runs_report(
             f"{unknown} runs have no recorded floor and their data cache entry is gone: "
             "no escape step for them.\n"
         )
-    conv_text = _convergence_section(conv, out, colors, written, baseline, note)
+    conv_text = _convergence_section(conv, out, colors, written, baseline, note, arms=runs, name=name)
+    stopped = pd.to_numeric(runs.set_index("run_id")[keys.STOPPED_EARLY_AT], errors="coerce").dropna()
+    arms_text = _arms_section(name, data, runs, out, colors, written, stopped.to_dict())
     state_text = ", ".join(f"{n} {s.lower()}" for s, n in states.items())
     design = (
         (
@@ -498,5 +586,5 @@ def runs_report(
     )
     return (
         f"{name}: {len(runs)} pre-training runs used ({state_text} in the store) -> {shown_path(out)}\n\n"
-        f"{design}{conv_text}\n{glue_text}\n{len(written)} files written.\n{logged}"
+        f"{design}{conv_text}\n{arms_text}\n{glue_text}\n{len(written)} files written.\n{logged}"
     )

@@ -33,13 +33,18 @@ def to_markdown(frame: pd.DataFrame) -> str:
     return markdown_table([str(c) for c in frame.columns], body, text_columns=frame.shape[1]) + "\n"
 
 
-def write_table(frame: pd.DataFrame, out_dir, name: str, formatted: pd.DataFrame | None = None) -> list[Path]:
-    """`<name>.csv` holds `frame` at full precision; `<name>.md` holds `formatted` (or `frame`)."""
+def write_table(
+    frame: pd.DataFrame, out_dir, name: str, formatted: pd.DataFrame | None = None, note: str = ""
+) -> list[Path]:
+    """`<name>.csv` holds `frame` at full precision; `<name>.md` holds `formatted` (or `frame`),
+    and `note` below it."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     csv, md = out_dir / f"{name}.csv", out_dir / f"{name}.md"
     frame.to_csv(csv, index=False)
-    md.write_text(to_markdown(frame if formatted is None else formatted))
+    md.write_text(
+        to_markdown(frame if formatted is None else formatted) + (f"\n{note.strip()}\n" if note else "")
+    )
     return [csv, md]
 
 
@@ -221,3 +226,174 @@ def _noise_cell(r) -> str:
     where = f"{r.n_checkpoints} checkpoint" + ("s" if r.n_checkpoints > 1 else "")
     runs = f" \u00d7 {r.n_runs} runs" if r.n_runs > 1 else ""
     return f"{r.median_std:.2f} (n={seeds} seeds; {where}{runs})"
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}" + ("" if n == 1 else "s")
+
+
+def forest_rows(
+    conv: pd.DataFrame, paired: pd.DataFrame, arms, baseline: str = "vanilla", definitions=None
+) -> pd.DataFrame:
+    """The rows of a paired-ratio forest plot (`figures.forest_plot`), one per definition (every
+    `escape_*` one of `conv` unless given) and arm of `arms` other than the baseline, in order:
+    the geometric-mean ratio of steps (arm / baseline) over matched pairs where both are exact,
+    with its interval, from `stats.paired_vs_baseline` (`paired`, of the same runs); `why` says
+    why there is none (no pair with both steps exact, no matched run), so that an arm is never
+    dropped unseen; `text` is the row's label: the ratio and its interval, or `why`, and what it
+    rests on (pairs, faster/slower/undecided, the sign test with its n). Inexact steps are never
+    put in a ratio."""
+    if definitions is None:
+        definitions = [d for d in dict.fromkeys(conv["definition"]) if str(d).startswith("escape_")]
+    rows = []
+    for definition in definitions:
+        part = conv[conv["definition"] == definition]
+        exact = part[~part["censored"].astype(bool)]
+        base_groups = set(part.loc[part["variant"] == baseline, "group"].dropna())
+        for arm in [a for a in order_variants(arms) if a != baseline]:
+            row = {"definition": definition, "variant": arm, "baseline": baseline}
+            row.update(ratio=math.nan, ci_low=math.nan, ci_high=math.nan, ci_method="", n_both_exact=0)
+            row.update(n_pairs=0, why="", text="")
+            mine = part[part["variant"] == arm]
+            match = (
+                paired[(paired["definition"] == definition) & (paired["variant"] == arm)]
+                if len(paired)
+                else paired
+            )
+            if mine.empty:
+                row["why"] = f"no {arm} run with a step: no curve, or no floor, yet"
+            elif not base_groups:
+                row["why"] = f"no {baseline} run with a step to pair with"
+            elif match.empty:
+                row["why"] = f"no {baseline} run in the matched groups of its {_count(len(mine), 'run')}"
+            else:
+                p = match.iloc[0]
+                n_both, n_pairs = int(p["n_both_exact"]), int(p["n_pairs"])
+                row.update(n_both_exact=n_both, n_pairs=n_pairs)
+                counts = (
+                    f"faster/slower/undecided {p['n_faster']}/{p['n_slower']}/{p['n_undecided']}; "
+                    "sign test p: " + stats.p_text(p["sign_p"], int(p["sign_n"]))
+                )
+                if n_both == 0:
+                    groups = set(mine["group"].dropna()) & base_groups
+                    escaped = exact[exact["group"].isin(groups)]
+                    n, mine_exact = len(groups), (escaped["variant"] == arm).sum()
+                    row["why"] = (
+                        f"no exact pairs: {arm} exact in {mine_exact} of {n}, "
+                        f"{baseline} in {(escaped['variant'] == baseline).sum()} of {n}"
+                    )
+                    row["text"] = f"{row['why']}\n{counts}"
+                else:
+                    row.update(ratio=p["ratio"], ci_low=p["ratio_ci_low"], ci_high=p["ratio_ci_high"])
+                    row["ci_method"] = p["ratio_ci_method"]
+                    interval = (
+                        stats.interval_text(
+                            p["ratio_ci_low"], p["ratio_ci_high"], p["ratio_ci_method"], n_both, "{:.2f}"
+                        )
+                        if n_both > 1
+                        else "(no interval: n=1)"
+                    )
+                    row["text"] = (
+                        f"{p['ratio']:.2f} {interval}; {n_both} of {_count(n_pairs, 'pair')} both exact\n{counts}"
+                    )
+            row["text"] = row["text"] or row["why"]
+            rows.append(row)
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "definition",
+            "variant",
+            "baseline",
+            "ratio",
+            "ci_low",
+            "ci_high",
+            "ci_method",
+            "n_both_exact",
+            "n_pairs",
+            "why",
+            "text",
+        ],
+    )
+
+
+def arms_table(
+    runs: pd.DataFrame, curves: pd.DataFrame, stopped_early: dict | None = None, metric: str = "val/loss"
+) -> pd.DataFrame:
+    """Per arm (size, setting where a grid has several, variant): parameter counts, runs by state,
+    and over its FINISHED runs: the final `metric` (mean, std, n), how many stopped early
+    (`stopped_early`: run id -> the step of the tag `stopped_early_at`) and at which steps, the
+    steps run (last evaluation), and the wall-clock from MLflow start to end, in minutes."""
+    by = [k for k in ("size", "setting", "variant") if k in runs]
+    stopped_early = stopped_early or {}
+    losses = curves[curves["metric"] == metric].sort_values("step", kind="stable").groupby("run_id")
+    final, last_step = losses["value"].last(), losses["step"].max()
+    rows = []
+    for key, part in runs.groupby(by, sort=False, dropna=False):
+        done = part[part["state"] == "FINISHED"]
+        loss = done["run_id"].map(final).dropna()
+        steps = done["run_id"].map(last_step).dropna()
+        early = done["run_id"].map(lambda r: stopped_early.get(r)).dropna().astype(float)
+        minutes = ((done["end_time"] - done["start_time"]).dt.total_seconds() / 60).dropna()
+        row = dict(zip(by, key if isinstance(key, tuple) else (key,)))
+        for count in ("params_total", "params_non_embedding"):
+            if count in part:
+                row[count] = part[count].dropna().iloc[0] if part[count].notna().any() else pd.NA
+        states = part["state"].value_counts()
+        row.update(
+            n_runs=len(part),
+            n_finished=int(states.get("FINISHED", 0)),
+            other_states=", ".join(f"{n} {s.lower()}" for s, n in states.items() if s != "FINISHED"),
+            final_loss=loss.mean() if len(loss) else math.nan,
+            final_loss_std=loss.std(ddof=1) if len(loss) > 1 else math.nan,
+            final_loss_n=len(loss),
+            n_stopped_early=len(early),
+            stopped_early_min=early.min() if len(early) else math.nan,
+            stopped_early_max=early.max() if len(early) else math.nan,
+            steps_min=steps.min() if len(steps) else math.nan,
+            steps_max=steps.max() if len(steps) else math.nan,
+            minutes_mean=minutes.mean() if len(minutes) else math.nan,
+            minutes_total=minutes.sum() if len(minutes) else math.nan,
+            minutes_n=len(minutes),
+        )
+        rows.append(row)
+    return _sorted(pd.DataFrame(rows), keys=[k for k in by if k != "variant"])
+
+
+def _span(low, high) -> str:
+    if pd.isna(low):
+        return ""
+    return f"{low:,.0f}" if low == high else f"{low:,.0f}\u2013{high:,.0f}"
+
+
+def arms_formatted(table: pd.DataFrame) -> pd.DataFrame:
+    """`arms_table` as read: final loss `mean ± std (n=k)`, stopped early `k of n (at a–b)`."""
+    keep = [c for c in ("size", "setting", "variant") if c in table and (c != "setting" or table[c].any())]
+    out = table[keep].copy()
+    if "params_total" in table:
+        out["params (total)"] = table["params_total"]
+    if "params_non_embedding" in table:
+        out["params (non-embedding)"] = table["params_non_embedding"]
+    out["runs"] = [
+        f"{n}" + (f" ({other})" if other else "") for n, other in zip(table["n_runs"], table["other_states"])
+    ]
+    out["final val/loss of finished runs"] = [
+        f"{mean_std(m, s, 3)} (n={n})" if n else "none finished"
+        for m, s, n in zip(table["final_loss"], table["final_loss_std"], table["final_loss_n"])
+    ]
+    out["stopped early"] = [
+        (f"{k} of {n}" + (f" (at {_span(lo, hi)})" if k else "")) if n else ""
+        for k, n, lo, hi in zip(
+            table["n_stopped_early"],
+            table["n_finished"],
+            table["stopped_early_min"],
+            table["stopped_early_max"],
+        )
+    ]
+    out["steps run"] = [_span(lo, hi) for lo, hi in zip(table["steps_min"], table["steps_max"])]
+    out["minutes per run (mean)"] = [
+        f"{m:.1f}" if n else "" for m, n in zip(table["minutes_mean"], table["minutes_n"])
+    ]
+    out["minutes (total)"] = [
+        f"{t:.1f}" if n else "" for t, n in zip(table["minutes_total"], table["minutes_n"])
+    ]
+    return out

@@ -148,10 +148,14 @@ def _work(args: argparse.Namespace) -> int:
     from symattn.sweep.worker import work
 
     done = work(args.study, args.storage, args.devices, args.per_device)
-    failed = [name for name, state in done if state != "COMPLETE"]
+    failed = [name for name, state in done if state not in ("COMPLETE", "STOPPED")]
+    stopped = sum(state == "STOPPED" for _, state in done)
     print(
-        f"study {args.study}: {len(done) - len(failed)} cells completed, {len(failed)} failed by this worker"
+        f"study {args.study}: {len(done) - len(failed) - stopped} cells completed, {len(failed)} failed "
+        f"by this worker" + (f", {stopped} stopped and queued again" if stopped else "")
     )
+    if stopped:
+        return 1
     return 1 if failed else 0
 
 
@@ -189,6 +193,10 @@ def _run(args: argparse.Namespace) -> int:
     work(spec.name, result.storage, args.devices, args.per_device)
     rows = status_rows(spec.name, result.storage)
     print(format_status(rows))
+    left = sum(r["state"] in ("WAITING", "RUNNING") for r in rows)
+    if left:  # stopped (Ctrl-C, SIGTERM): no figures of a study half done
+        print(f"{spec.name}: {left} cells left; the same command continues the study where it stopped")
+        return 1
     if args.figures:
         from analysis.report import runs_report
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 import tempfile
 import time
 import warnings
@@ -24,6 +25,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from symattn import keys, quiet  # noqa: F401  quiet: imported for its effect
 from symattn.config import RunConfig, flatten
+from symattn.data.budget import epochs_warning
 from symattn.data.cache import sha256_file
 from symattn.diagnostics import coefficient_spectra
 from symattn.errors import CheckpointNotWritten, NonFiniteLoss, RunStopped, one_line
@@ -434,6 +436,12 @@ def _pretrain(cfg: RunConfig, resume, callbacks, started_at: Optional[float], he
     given, cfg = cfg, resolve_vocab(cfg, data)
     data.check_model(cfg.model.vocab_size, cfg.model.max_positions)
     rank_zero = _is_rank_zero()
+    o = cfg.optim
+    too_long = epochs_warning(
+        corpus_name(cfg), o.max_steps, o.batch_size * o.accumulate * _world_size(cfg), len(data.train)
+    )
+    if too_long and rank_zero:
+        print(too_long, file=sys.stderr)
 
     # The floor of what this run is measured on: its escape and early stop are relative to it.
     val_floor = round(data.evaluated_floor(validation_batches(cfg, data)), 6)

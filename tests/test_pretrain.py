@@ -78,9 +78,20 @@ def test_a_run_logs_exactly_what_it_promises(run_overrides, tmp_path):
     for layer in (0, 1):
         expected |= {
             f"diag/layer{layer}/{k}"
-            for k in ("entropy", "self_mass", "s_symmetry", "s_sv_max", "s_sv_min", "s_effective_rank")
+            for k in (
+                "entropy",
+                "self_mass",
+                "logit_sd",
+                "s_symmetry",
+                "s_sv_max",
+                "s_sv_min",
+                "s_effective_rank",
+            )
         }
     assert set(run.data.metrics) == expected
+    # Diagnostics also at step 0, before any update: where each variant starts.
+    for key in ("diag/layer0/logit_sd", "diag/layer1/entropy", "diag/layer0/s_sv_max"):
+        assert [s for s, _ in history(cfg, run.info.run_id, key)] == [0, 20, 40]
     assert [s for s, _ in history(cfg, run.info.run_id, "train/loss")] == list(range(5, 41, 5))
     assert [s for s, _ in history(cfg, run.info.run_id, "val/loss")] == [20, 40]
     accuracy = history(cfg, run.info.run_id, "val/accuracy")

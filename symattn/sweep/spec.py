@@ -12,6 +12,7 @@ from typing import Any, Literal, Optional, Sequence, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from symattn import keys
 from symattn.config import FinetuneConfig, RunConfig, apply_overrides, digest, flatten, read_yaml_mapping
 
 
@@ -33,7 +34,14 @@ class WorkersSpec(BaseModel):
 
 class SearchSpec(BaseModel):
     """A search per cell over one numeric setting (e.g. the learning rate of each variant, for a fair
-    comparison): Optuna TPE proposes values, runs are pruned on validation loss."""
+    comparison): Optuna TPE proposes values, each trial is one run, `trials` per cell.
+
+    `objective`, what a trial's value is (lower is better): `final_loss`, its run's last validation
+    loss (runs pruned on it with `pruner: median`); `escape`, its run's escape step from the floor,
+    a run that never escaped ranked after every one that did (`search.escape_value`). An escape
+    search is not pruned (`pruner: none`, its default): on the plateau the validation loss does
+    not tell which run will leave it first, so a loss-based pruner would stop runs that were about
+    to escape; a run that has escaped frees its slot by `eval.stop_below` instead."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -41,13 +49,31 @@ class SearchSpec(BaseModel):
     low: float
     high: float
     log: bool = True
-    trials: int = Field(8, ge=1)  # per cell
-    pruner: Literal["median", "none"] = "median"
+    trials: int = Field(8, ge=1)  # per cell: every cell (variant) gets the same budget
+    objective: Literal["final_loss", "escape"] = "final_loss"
+    pruner: Literal["median", "none"] = "median"  # default none with objective: escape
     warmup_evals: int = Field(2, ge=0)  # evaluations before a run may be pruned
     seed: int = 0  # of the TPE sampler
 
+    @model_validator(mode="before")
+    @classmethod
+    def _default_pruner(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("objective") == "escape" and "pruner" not in data:
+            data = {**data, "pruner": "none"}
+        return data
+
     @model_validator(mode="after")
     def _check(self) -> "SearchSpec":
+        if self.objective == "escape" and self.pruner != "none":
+            raise ValueError(
+                "objective: escape takes pruner: none; the validation loss on the plateau does not "
+                "predict the escape step, so pruning on it would stop runs about to escape"
+            )
+        if self.objective == "escape" and self.param == "optim.max_steps":
+            raise ValueError(
+                "objective: escape ranks a run that did not escape by its budget; search another "
+                "param than optim.max_steps, or use objective: final_loss"
+            )
         if not self.low < self.high:
             raise ValueError(f"search range low {self.low} must be below high {self.high}")
         if self.log and self.low <= 0:
@@ -103,11 +129,23 @@ class SweepSpec(BaseModel):
     workers: WorkersSpec = Field(default_factory=WorkersSpec)
     search: Optional[SearchSpec] = None
     finetune: Optional[FinetuneSpec] = None
+    # The second stage of a tuning: the name of a finished search study (a spec with `search`, in
+    # this spec's Optuna store). Each cell takes its search param (e.g. optim.lr) from the best trial
+    # of that study's search whose cell has the same settings but for the seed; read when the cells
+    # are expanded (`search.tuned_values`).
+    tuned_from: Optional[str] = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
     @model_validator(mode="after")
     def _search_not_an_axis(self) -> "SweepSpec":
         if self.search is not None and self.search.param in self.axes:
             raise ValueError(f"{self.search.param!r} is both an axis and the search param; keep one")
+        if self.tuned_from is not None and self.search is not None:
+            raise ValueError(
+                "a spec with tuned_from runs the best values of a finished search; move its search "
+                "block to a spec of its own"
+            )
+        if self.tuned_from is not None and self.tuned_from == self.name:
+            raise ValueError(f"tuned_from names the spec itself ({self.name!r}); name the search study")
         if self.search is not None and self.finetune is not None:
             raise ValueError(
                 "a spec with a search cannot fine-tune; fine-tune the chosen runs in a spec of their own"
@@ -135,7 +173,8 @@ class Cell:
 
     @property
     def group(self) -> str:
-        return self.config.group_id()
+        """Its matched group: the config's, or the design's where rates are tuned per variant."""
+        return self.config.tracking.tags.get(keys.GROUP) or self.config.group_id()
 
 
 def is_attention_axis(key: str) -> bool:
@@ -167,9 +206,15 @@ def _check_axis_key(key: str) -> None:
 
 
 def expand(spec: SweepSpec) -> list[Cell]:
-    """Every cell of the design, validated; raises ValueError naming the first bad one."""
+    """Every cell of the design, validated; raises ValueError naming the first bad one. A spec with
+    `tuned_from` reads its search study's best values here (its Optuna store must hold it, finished)."""
     for key in spec.axes:
         _check_axis_key(key)
+    tuned = None
+    if spec.tuned_from is not None:
+        from symattn.sweep.search import tuned_values
+
+        tuned = tuned_values(spec.tuned_from, spec.stores.optuna)
     order = _attention_last(spec.axes)
     cells, seen = [], {}
     for i, values in enumerate(itertools.product(*(spec.axes[k] for k in order))):
@@ -184,6 +229,10 @@ def expand(spec: SweepSpec) -> list[Cell]:
             tracking["uri"] = spec.stores.mlflow
         try:
             cfg = RunConfig.model_validate(d)
+            if tuned is not None:
+                # The matched group is the design's, before each variant takes its own tuned rate.
+                tracking["tags"] = {**tracking.get("tags", {}), keys.GROUP: cfg.group_id()}
+                cfg = RunConfig.model_validate(apply_overrides(d, [tuned.override(cfg)]))
         except ValueError as exc:
             from symattn.errors import one_line
 

@@ -26,7 +26,12 @@ def study_note(spec: SweepSpec) -> str:
     lines += ["", f"Design, {cells} pre-training cell{'s' * (cells != 1)}:", axes or "- one cell, no axes"]
     if spec.search is not None:
         s = spec.search
-        lines += ["", f"Search per cell: `{s.param}` in [{s.low:g}, {s.high:g}], {s.trials} trials."]
+        lines += [
+            "",
+            f"Search per cell: `{s.param}` in [{s.low:g}, {s.high:g}], {s.trials} trials, on {s.objective}.",
+        ]
+    if spec.tuned_from is not None:
+        lines += ["", f"Each cell at the best value of its search in the study `{spec.tuned_from}`."]
     if spec.finetune is not None:
         f = spec.finetune
         lines += ["", f"Fine-tuning: {', '.join(f.tasks)}; seeds {', '.join(map(str, f.seeds))}."]

@@ -32,7 +32,7 @@ from symattn.sweep.cell_server import (
 from symattn.sweep.finetune_cells import PRETRAIN_CELL, PretrainStages, finetune_config, is_finetune
 from symattn.sweep.progress import PROGRESS, RUN_ID, STEP, VAL_LOSS, TrialReport, progress_text
 from symattn.sweep.records import cell_config, finished_run, latest_run, runs_of
-from symattn.sweep.search import ask, budget_used, load_search
+from symattn.sweep.search import ask, budget_used, load_search, trial_value
 from symattn.sweep.spec import SweepSpec
 from symattn.sweep.storage import default_storage, load_study, open_existing_storage, redact
 from symattn.sweep.study_run import end_study_run, open_study_run
@@ -77,10 +77,13 @@ def _retry(study: optuna.Study, trial: FrozenTrial, max_retries: int, why: str, 
     study.enqueue_trial(trial.params, user_attrs=attrs)
 
 
-def reclaim_stale(study: optuna.Study, grace_seconds: float, max_retries: int, client=None) -> int:
+def reclaim_stale(
+    study: optuna.Study, grace_seconds: float, max_retries: int, client=None, search=None
+) -> int:
     """End the running cells whose worker stopped sending heartbeats: a cell whose MLflow run is
     FINISHED (its worker died after the run ended, or its cell finished it after the worker died)
-    is COMPLETE, as its worker would have recorded it (`client`: the MLflow store to look in);
+    is COMPLETE, as its worker would have recorded it (`client`: the MLflow store to look in;
+    `search`: the `SearchSpec` of a search study, whose trials take its objective's value);
     any other fails, and its retry is enqueued (it resumes the run)."""
 
     def outcome(trial: FrozenTrial):
@@ -91,10 +94,15 @@ def reclaim_stale(study: optuna.Study, grace_seconds: float, max_retries: int, c
             run = None
         if run is None:
             return TrialState.FAIL, None
+        try:
+            value = cell_value(client, run, search)
+        except Exception as exc:  # noqa: BLE001  its retry finds the run, and records why it has no value
+            log.debug("cell %s: no value (%s)", trial.user_attrs.get("name"), exc)
+            return TrialState.FAIL, None
         internals.set_user_attrs(
             internals.storage_of(study), internals.trial_id(trial), {RUN_ID: run.info.run_id}
         )
-        return TrialState.COMPLETE, run.data.metrics.get(keys.VAL_LOSS)
+        return TrialState.COMPLETE, value
 
     n = 0
     for trial, state in internals.fail_stale(study, grace_seconds, outcome):
@@ -108,12 +116,21 @@ def reclaim_stale(study: optuna.Study, grace_seconds: float, max_retries: int, c
     return n
 
 
+def cell_value(client, run, search=None) -> Optional[float]:
+    """A finished pre-training cell's trial value: its final validation loss, or, in a search study,
+    what the search's objective makes of its run (`search.trial_value`)."""
+    if search is None:
+        return run.data.metrics.get(keys.VAL_LOSS)
+    return trial_value(search, client, run)
+
+
 def running_cells(studies: list[optuna.Study]) -> int:
     """The cells RUNNING in these studies, on any worker (this one included)."""
     return sum(len(s.get_trials(deepcopy=False, states=(TrialState.RUNNING,))) for s in studies)
 
 
 _SAYING = threading.Lock()  # slots say their lines whole
+STOPPED = "STOPPED"  # what this worker did with a cell stopped with it: queued again, not failed
 
 
 def _say(message: str) -> None:
@@ -260,7 +277,12 @@ class Worker:
         with self.lock:
             if self.client is None:
                 self.client = open_store(self.mlflow_uri)
-        return reclaim_stale(study, self.workers.grace_seconds, self.workers.max_retries, self.client)
+        search = self._search_of(study)
+        return reclaim_stale(study, self.workers.grace_seconds, self.workers.max_retries, self.client, search)
+
+    def _search_of(self, study: optuna.Study):
+        """The `SearchSpec` of a search study of this study (None for the study itself)."""
+        return None if study.study_name == self.study.study_name else self.search
 
     def _slot(self, ctx, device: str, slot: int) -> None:
         """Pull cells until none is waiting and none runs anywhere. While cells run (on this worker
@@ -412,6 +434,8 @@ class Worker:
         minutes = f"{(time.monotonic() - started) / 60:.1f} min"
         if state == "COMPLETE":
             _say(f"{name}: COMPLETE, {_outcome(finished)}, {minutes}")
+        elif state == STOPPED:
+            _say(f"{name}: stopped, queued again to resume from its last checkpoint, {minutes}")
         else:
             _say(f"{name}: {state}" + ("" if state == "PRUNED" else f" (exit code {code})") + f", {minutes}")
 
@@ -422,13 +446,24 @@ class Worker:
         if run is not None:
             internals.set_user_attrs(storage, tid, {RUN_ID: run.info.run_id})
             client.set_tag(run.info.run_id, keys.OPTUNA_TRIAL, str(trial.number))
-        if finished is not None:
-            # A pre-training cell's value is its final validation loss; a fine-tuning cell has none.
-            internals.finish(storage, tid, TrialState.COMPLETE, finished.data.metrics.get(keys.VAL_LOSS))
+        value, why = None, None
+        if finished is not None and not is_finetune(trial):
+            # A pre-training cell's value is its final validation loss, or its search's objective; a
+            # fine-tuning cell has none.
+            try:
+                value = cell_value(client, finished, self._search_of(study))
+            except Exception as exc:  # noqa: BLE001  a run without what its value needs: the trial fails
+                why = f"no value: {type(exc).__name__}: {exc}"
+        if finished is not None and why is None:
+            internals.finish(storage, tid, TrialState.COMPLETE, value)
             state = "COMPLETE"
         elif code == EXIT_PRUNED:
             internals.finish(storage, tid, TrialState.PRUNED)
             state = "PRUNED"
+        elif why is not None:  # FINISHED, but its search's objective cannot be computed: not retried
+            internals.set_user_attrs(storage, tid, {"failure": why})
+            internals.finish(storage, tid, TrialState.FAIL)
+            state = "FAIL"
         else:
             reason = run.data.tags.get(keys.FAILURE_REASON) if run is not None and code != EXIT_BUSY else None
             internals.set_user_attrs(
@@ -441,6 +476,8 @@ class Worker:
             if code not in (EXIT_NON_FINITE, EXIT_INVALID):
                 why = "stopped with its worker" if stopped else f"exit code {code}"
                 _retry(study, trial, self.workers.max_retries, why, count=not stopped)
+                if stopped:
+                    state = STOPPED
         self.done.append((name, state))
         return state
 
