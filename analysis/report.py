@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from analysis import artifacts, convergence, diagnostics, figures, frames, glue, stats, tables
+from analysis import artifacts, convergence, diagnostics, figures, frames, glue, loss_at_step, stats, tables
 from symattn import keys
 from symattn.paths import project_root
 
@@ -422,6 +422,20 @@ def _arms_section(name: str, data: frames.Frames, runs: pd.DataFrame, out, color
     return "\n".join(lines) + "\n"
 
 
+def _loss_section(curves, finished: pd.DataFrame, out, written, baseline: str) -> str:
+    """`loss_at_step`: every finished run's validation loss at the last step all of them reached,
+    paired against the baseline."""
+    table = loss_at_step.loss_table(curves, finished, baseline)
+    if table.empty:
+        return ""
+    written += tables.write_table(table, out, "loss_at_step", loss_at_step.formatted(table, baseline))
+    steps = ", ".join(f"{step:,}" for step in table["step"].unique())
+    return (
+        f"loss_at_step: val/loss of the finished runs at step {steps} (the last all reached), paired vs "
+        f"{baseline}: mean difference, sign and Wilcoxon tests with their n.\n"
+    )
+
+
 def paper_report(out_dir=None, tracking_uri: str | None = None, log_artifacts: bool = True) -> str:
     """The paper's GLUE tables (base, small), loss figures and GLUE-over-checkpoints figure with
     each variant's crossing of 95% of the pairwise model's final score, from its raw results; with
@@ -571,6 +585,7 @@ def runs_report(
     conv_text = _convergence_section(conv, out, colors, written, baseline, note, arms=runs, name=name)
     stopped = pd.to_numeric(runs.set_index("run_id")[keys.STOPPED_EARLY_AT], errors="coerce").dropna()
     arms_text = _arms_section(name, data, runs, out, colors, written, stopped.to_dict())
+    arms_text += _loss_section(data.curves, runs[runs["state"] == "FINISHED"], out, written, baseline)
     state_text = ", ".join(f"{n} {s.lower()}" for s, n in states.items())
     design = (
         (
