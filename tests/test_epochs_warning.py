@@ -117,3 +117,14 @@ def test_a_hub_dataset_at_a_pinned_commit_is_found_in_the_cache_without_reading_
     # unpinned (a branch name can move), the dataset is read each time to know its text
     moving = DataConfig(source=[{**source, "revision": "main"}], vocab_size=200, seq_len=32, val_docs=4)
     assert prepare_pretraining(moving).fingerprint == built.fingerprint and len(loads) == 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["paper-small", "paper-base"])
+def test_the_paper_specs_pass_their_dry_run_on_the_cpu(name, tmp_path, capsys, monkeypatch):
+    """Every cell's model at full size, two steps on random tokens; the hub corpus is not fetched."""
+    monkeypatch.setenv("SYMATTN_HOME", str(tmp_path))
+    out = dry_run_output(capsys, REPO / "experiments" / f"{name}.yaml")
+    assert sum(f"-s{seed}" in line for line in out for seed in (1, 2, 3)) >= 9  # 3 variants x 3 seeds
+    assert any("2.7 epochs" in line for line in out)
+    assert list(tmp_path.iterdir()) == []  # nothing written
