@@ -45,6 +45,7 @@ TAG_COLUMNS = [
     keys.PRETRAIN_RUN_ID,
     keys.CHECKPOINT_STEP,
     keys.STOPPED_EARLY_AT,
+    keys.STOPPED_AT_STEP,
     keys.TASK,
     keys.FINETUNE_SEED,
 ]

@@ -12,6 +12,7 @@ from analysis import glue as glue_mod
 from analysis import stats
 from analysis.convergence import step_text
 from analysis.figures import order_variants
+from symattn import keys
 from symattn.markdown import markdown_table
 from symattn.model_config import SIZES
 
@@ -322,7 +323,8 @@ def arms_table(
     """Per arm (size, setting where a grid has several, variant): parameter counts, runs by state,
     and over its FINISHED runs: the final `metric` (mean, std, n), how many stopped early
     (`stopped_early`: run id -> the step of the tag `stopped_early_at`) and at which steps, the
-    steps run (last evaluation), and the wall-clock from MLflow start to end, in minutes."""
+    steps run (last evaluation), and the wall-clock from MLflow start to end, in minutes, of the
+    runs never stopped and resumed (n: how many)."""
     by = [k for k in ("size", "setting", "variant") if k in runs]
     stopped_early = stopped_early or {}
     losses = curves[curves["metric"] == metric].sort_values("step", kind="stable").groupby("run_id")
@@ -333,7 +335,9 @@ def arms_table(
         loss = done["run_id"].map(final).dropna()
         steps = done["run_id"].map(last_step).dropna()
         early = done["run_id"].map(lambda r: stopped_early.get(r)).dropna().astype(float)
-        minutes = ((done["end_time"] - done["start_time"]).dt.total_seconds() / 60).dropna()
+        # A run stopped and resumed spans the pause between: its wall-clock says nothing of its cost.
+        uninterrupted = done[done[keys.STOPPED_AT_STEP].isna()] if keys.STOPPED_AT_STEP in done else done
+        minutes = ((uninterrupted["end_time"] - uninterrupted["start_time"]).dt.total_seconds() / 60).dropna()
         row = dict(zip(by, key if isinstance(key, tuple) else (key,)))
         for count in ("params_total", "params_non_embedding"):
             if count in part:
@@ -390,8 +394,8 @@ def arms_formatted(table: pd.DataFrame) -> pd.DataFrame:
         )
     ]
     out["steps run"] = [_span(lo, hi) for lo, hi in zip(table["steps_min"], table["steps_max"])]
-    out["minutes per run (mean)"] = [
-        f"{m:.1f}" if n else "" for m, n in zip(table["minutes_mean"], table["minutes_n"])
+    out["minutes per run (mean, n)"] = [
+        f"{m:.1f} (n={n})" if n else "" for m, n in zip(table["minutes_mean"], table["minutes_n"])
     ]
     out["minutes (total)"] = [
         f"{t:.1f}" if n else "" for t, n in zip(table["minutes_total"], table["minutes_n"])
