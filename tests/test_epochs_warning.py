@@ -1,6 +1,7 @@
 """The suite says how many epochs of its corpus a budget is, and warns beyond a few: the dry run of
 a spec (from the built data, or a hub corpus's published size), and a run whose data is built."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -98,11 +99,15 @@ def test_a_hub_dataset_at_a_pinned_commit_is_found_in_the_cache_without_reading_
     cache, tmp_path, monkeypatch, documents
 ):
     datasets = pytest.importorskip("datasets")
-    loads = []
+    # The hub is out of reach: the hub name reads a local JSON-lines copy, through the real
+    # `datasets` loader, and every read is counted.
+    local = tmp_path / "corpus.jsonl"
+    local.write_text("".join(json.dumps({"text": doc}) + "\n" for doc in documents(40)))
+    real, loads = datasets.load_dataset, []
 
     def load_dataset(name, config=None, split=None, revision=None, data_files=None):
         loads.append((name, config, split, revision))
-        return datasets.Dataset.from_dict({"text": documents(40)})
+        return real("json", data_files=str(local), split=split, cache_dir=str(tmp_path / "hf"))
 
     monkeypatch.setattr(datasets, "load_dataset", load_dataset)
     source = {"type": "hf", "name": "someone/corpus", "config": "small", "revision": "a" * 40}
