@@ -93,6 +93,10 @@ def running_ui(*args: str, env: dict | None = None, timeout: float = 240):
     )
     lines: queue.Queue = queue.Queue()
     threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
+    # stderr is drained as it comes: a full pipe would block the process at its next write.
+    errors: list[str] = []
+    drain = threading.Thread(target=lambda: errors.extend(proc.stderr), daemon=True)
+    drain.start()
     printed: list[str] = []
     ui = None
     deadline = time.monotonic() + timeout
@@ -111,7 +115,8 @@ def running_ui(*args: str, env: dict | None = None, timeout: float = 240):
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
             proc.wait(timeout=60)
-        stderr = proc.stderr.read()
+        drain.join(timeout=10)
+        stderr = "".join(errors)
         print(stderr, end="", file=sys.stderr)  # pytest shows it if the test fails
         if ui is not None:
             ui.stderr = stderr
