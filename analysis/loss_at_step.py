@@ -17,23 +17,6 @@ import pandas as pd
 from analysis import figures, stats
 
 METRIC = "val/loss"
-COLUMNS = [
-    "size",
-    "variant",
-    "step",
-    "n",
-    "loss_mean",
-    "loss_std",
-    "n_pairs",
-    "diff_mean",
-    "diff_ci_low",
-    "diff_ci_high",
-    "diff_ci_method",
-    "n_lower",
-    "n_higher",
-    "sign_p",
-    "wilcoxon_p",
-]
 
 
 def common_step(curves: pd.DataFrame, run_ids) -> float:
@@ -49,92 +32,68 @@ def common_step(curves: pd.DataFrame, run_ids) -> float:
 
 
 def loss_table(curves: pd.DataFrame, runs: pd.DataFrame, baseline: str = "vanilla") -> pd.DataFrame:
-    """Per size and arm: the loss at the size's common step (mean, std, n) and, against `baseline`
-    in matched groups (column `group`), the paired difference (arm - baseline) and its tests."""
-    rows = []
+    """Per size (and setting, in a grid) and arm: the loss at their common step (mean, std, n)
+    and, against `baseline` in matched groups (column `group`), the paired difference (arm -
+    baseline) and its tests, as `stats.paired_vs_baseline` makes them of exact values."""
     by = ["size", "setting"] if "setting" in runs and runs["setting"].nunique() > 1 else ["size"]
-    for key, part in runs.groupby(by, sort=False):
-        size = key[0] if isinstance(key, tuple) else key
+    observed = []
+    for _, part in runs.groupby(by, sort=False):
         step = common_step(curves, part["run_id"])
         if math.isnan(step):
             continue
-        at = curves[(curves["metric"] == METRIC) & (curves["step"] == step)]
-        loss = part.assign(loss=part["run_id"].map(at.drop_duplicates("run_id").set_index("run_id")["value"]))
-        base = loss[loss["variant"] == baseline].drop_duplicates("group").set_index("group")["loss"]
-        for variant in figures.order_variants(loss["variant"].unique()):
-            arm = loss[loss["variant"] == variant]
-            values = arm["loss"].to_numpy(dtype=float)
-            row = {
-                **dict(zip(by, key if isinstance(key, tuple) else (key,))),
-                "size": size,
-                "variant": variant,
-                "step": int(step),
-                "n": len(values),
-                "loss_mean": float(values.mean()),
-                "loss_std": float(values.std(ddof=1)) if len(values) > 1 else math.nan,
-            }
-            if variant != baseline:
-                pairs = (
-                    arm.drop_duplicates("group")
-                    .set_index("group")["loss"]
-                    .to_frame("arm")
-                    .join(base.rename("base"), how="inner")
-                )
-                diff = (pairs["arm"] - pairs["base"]).to_numpy(dtype=float)
-                low, high, method = stats.mean_interval(diff)
-                lower, higher = int((diff < 0).sum()), int((diff > 0).sum())
-                row.update(
-                    n_pairs=len(diff),
-                    diff_mean=float(diff.mean()) if len(diff) else math.nan,
-                    diff_ci_low=low,
-                    diff_ci_high=high,
-                    diff_ci_method=method,
-                    n_lower=lower,
-                    n_higher=higher,
-                    sign_p=stats.sign_test(lower, higher),
-                    wilcoxon_p=stats.wilcoxon(diff)[1],
-                )
-            rows.append(row)
-    return pd.DataFrame(rows, columns=COLUMNS)
+        at = curves[(curves["metric"] == METRIC) & (curves["step"] == step)].drop_duplicates("run_id")
+        loss = part["run_id"].map(at.set_index("run_id")["value"])
+        observed.append(part[[*by, "variant", "group"]].assign(step=int(step), loss=loss.to_numpy()))
+    if not observed:
+        return pd.DataFrame(columns=[*by, "variant", "step", "n", "loss_mean", "loss_std"])
+    data = pd.concat(observed, ignore_index=True)
+    keys_ = [*by, "step", "variant"]
+    summary = data.groupby(keys_, sort=False)["loss"].agg(n="count", loss_mean="mean", loss_std="std")
+    paired = stats.paired_vs_baseline(data, baseline, value="loss", by=(*by, "step"))
+    table = summary.reset_index()
+    if len(paired):
+        # For losses, "faster" (smaller) is lower.
+        paired = paired.drop(columns="baseline").rename(
+            columns={"n_faster": "n_lower", "n_slower": "n_higher"}
+        )
+        table = table.merge(paired, on=keys_, how="left")
+    order = {v: i for i, v in enumerate(figures.order_variants(table["variant"].unique()))}
+    return table.sort_values(
+        [*by, "variant"], key=lambda c: c.map(order) if c.name == "variant" else c, kind="stable"
+    ).reset_index(drop=True)
 
 
 def formatted(table: pd.DataFrame, baseline: str = "vanilla") -> pd.DataFrame:
     """The table as the report shows it: every interval and p-value with its method and n."""
+    others = table["variant"] != baseline
+    lower, higher = table.get("n_lower"), table.get("n_higher")
 
     def diff_text(r) -> str:
-        if r["variant"] == baseline or not r["n_pairs"] > 0:
+        if r["variant"] == baseline or not r.get("n_both_exact", 0) > 0:
             return ""
+        n = int(r["n_both_exact"])
         interval = stats.interval_text(
-            r["diff_ci_low"], r["diff_ci_high"], r["diff_ci_method"], int(r["n_pairs"]), "{:+.3f}"
+            r["diff_ci_low"], r["diff_ci_high"], r["ratio_ci_method"], n, "{:+.3f}"
         )
         return f"{r['diff_mean']:+.3f} {interval}"
 
-    out = pd.DataFrame(
-        {
-            "size": table["size"],
-            "variant": table["variant"],
-            "step": table["step"].map("{:,}".format),
-            "val/loss, mean ± std (n)": [
-                f"{m:.3f}" + ("" if np.isnan(s) else f" ± {s:.3f}") + f" (n={n})"
-                for m, s, n in zip(table["loss_mean"], table["loss_std"], table["n"])
-            ],
-            f"paired difference vs {baseline}, 95% interval": table.apply(diff_text, axis=1),
-            "lower/higher": [
-                "" if v == baseline else f"{int(lo)}/{int(hi)}"
-                for v, lo, hi in zip(
-                    table["variant"], table["n_lower"].fillna(0), table["n_higher"].fillna(0)
-                )
-            ],
-            "sign test p": [
-                "" if v == baseline else stats.p_text(p, int(lo + hi))
-                for v, p, lo, hi in zip(
-                    table["variant"], table["sign_p"], table["n_lower"].fillna(0), table["n_higher"].fillna(0)
-                )
-            ],
-            "wilcoxon p": [
-                "" if v == baseline else stats.p_text(p, int(n))
-                for v, p, n in zip(table["variant"], table["wilcoxon_p"], table["n_pairs"].fillna(0))
-            ],
-        }
-    )
+    keep = [c for c in ("size", "setting") if c in table]
+    out = table[keep].copy()
+    out["variant"] = table["variant"]
+    out["step"] = table["step"].map("{:,}".format)
+    out["val/loss, mean ± std (n)"] = [
+        f"{m:.3f}" + ("" if np.isnan(s) else f" ± {s:.3f}") + f" (n={n})"
+        for m, s, n in zip(table["loss_mean"], table["loss_std"], table["n"])
+    ]
+    if lower is None:  # no arm had a matched baseline run
+        return out
+    out[f"paired difference vs {baseline}, 95% interval"] = table.apply(diff_text, axis=1)
+    out["lower/higher"] = [f"{int(lo)}/{int(hi)}" if o else "" for o, lo, hi in zip(others, lower, higher)]
+    out["sign test p"] = [
+        stats.p_text(p, int(n)) if o else "" for o, p, n in zip(others, table["sign_p"], table["sign_n"])
+    ]
+    out["wilcoxon p"] = [
+        stats.p_text(p, int(n)) if o else ""
+        for o, p, n in zip(others, table["wilcoxon_p"], table["wilcoxon_n"])
+    ]
     return out

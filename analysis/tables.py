@@ -397,7 +397,7 @@ def arms_formatted(table: pd.DataFrame) -> pd.DataFrame:
     out["minutes per run (mean, n)"] = [
         f"{m:.1f} (n={n})" if n else "" for m, n in zip(table["minutes_mean"], table["minutes_n"])
     ]
-    out["minutes (total)"] = [
+    out["minutes (total over the same n)"] = [
         f"{t:.1f}" if n else "" for t, n in zip(table["minutes_total"], table["minutes_n"])
     ]
     return out

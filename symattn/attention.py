@@ -287,10 +287,12 @@ class SelfAttention(nn.Module):
             self.key = nn.Linear(hidden, heads * self.head_dim)
         if self.variant.has_value:
             self.value = nn.Linear(hidden, hidden)
+        # Named once here: `project` runs in every forward.
+        self.projection_names = tuple(n for n in ("query", "key", "value") if n in self._modules)
 
     def projections(self) -> list[nn.Linear]:
         """The projection layers, in the order `project` returns them."""
-        return [getattr(self, name) for name in ("query", "key", "value") if hasattr(self, name)]
+        return [getattr(self, name) for name in self.projection_names]
 
     def project(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Each projection of x (B, T, hidden), as (B, T, width) views into one fused product."""
