@@ -3,8 +3,14 @@
 They go to the run that stands for the report's runs, in the artifact folder `figures/`: a sweep's
 study run (kind `study`, the parent of its cells); for runs without one (standalone `symattn train`
 runs, the imported paper), one run of kind `report` in their experiment, found or created, tagged
-`report_of=NAME`. A new report replaces the files of the same names; readers never take a study or
-report run for a run of the design (they select runs by kind).
+`report_of=NAME`. A new report logs its files, then removes from `figures/` every file it did not
+write, so no figure of an earlier report survives; readers never take a study or report run for a
+run of the design (they select runs by kind).
+
+MLflow's client can log artifacts but neither delete nor rename them; its artifact repositories
+(`mlflow.store.artifact`) can delete (local and file stores, S3, GCS, Azure, a tracking server
+serving artifacts). There is no atomic swap: a report stopped between logging and removing leaves
+the new files beside stale ones, which the next report removes.
 """
 
 from __future__ import annotations
@@ -54,6 +60,7 @@ def log_figures(tracking_uri: str | None, name: str, written: list[Path], experi
         for path in written:
             mlflow_client.log_artifact(run_id, str(path), keys.FIGURES_ARTIFACTS)
         run = mlflow_client.get_run(run_id)
+        removed = _remove_stale(mlflow_client, run, {Path(p).name for p in written})
         if run.data.tags.get(keys.KIND) == keys.REPORT_RUN:
             mlflow_client.set_terminated(run_id, "FINISHED")  # its end time: when last updated
     except (MlflowException, OSError) as error:
@@ -61,5 +68,26 @@ def log_figures(tracking_uri: str | None, name: str, written: list[Path], experi
     kind = run.data.tags.get(keys.KIND)
     return (
         f"Logged to MLflow: {len(written)} files in {keys.FIGURES_ARTIFACTS}/ of the {kind} run "
-        f"{run.info.run_name!r} ({run_id}).\n"
+        f"{run.info.run_name!r} ({run_id}).\n{removed}"
     )
+
+
+def _remove_stale(mlflow_client, run, names: set) -> str:
+    """Delete the files under `figures/` of `run` that are not in `names`; the line that says so."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    listed = mlflow_client.list_artifacts(run.info.run_id, keys.FIGURES_ARTIFACTS)
+    stale = sorted(f.path for f in listed if f.path.rsplit("/", 1)[-1] not in names)
+    if not stale:
+        return ""
+    try:
+        repository = get_artifact_repository(run.info.artifact_uri)
+        for path in stale:
+            repository.delete_artifacts(path)
+    except (MlflowException, OSError, NotImplementedError) as error:
+        return (
+            f"{len(stale)} files an earlier report logged in {keys.FIGURES_ARTIFACTS}/ stay there: this "
+            f"artifact store refused to delete them ({' '.join(str(error).split())[:200]}).\n"
+        )
+    return f"{len(stale)} files an earlier report logged there and this one did not write: removed.\n"

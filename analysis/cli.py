@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from symattn import arguments as A
+
 TRACKING_URI_HELP = "MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)"
 
 
@@ -25,6 +27,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("name", help="'acl2024', or an MLflow experiment or study name")
     parser.add_argument(
         "--tracking-uri",
+        type=A.tracking_uri,
         default=None,
         help=TRACKING_URI_HELP + "; for acl2024 it implies --from-mlflow",
     )
@@ -39,11 +42,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         action="store_false",
         help="do not log the figures and tables to MLflow (they are written to --out either way)",
     )
-    parser.add_argument("--out", default=None, help="output folder (default: analysis/figures/NAME)")
+    parser.add_argument(
+        "--out", type=A.output_folder, default=None, help="output folder (default: analysis/figures/NAME)"
+    )
     parser.add_argument(
         "--loss-threshold",
-        type=float,
-        action="append",
+        type=A.real(above=0, what="a validation loss"),
+        action=A.AppendOnce,
         default=[],
         help="also report steps to this validation loss (repeatable)",
     )
@@ -88,20 +93,18 @@ def add_import_parser(subparsers) -> argparse.ArgumentParser:
         "adds only what is missing. 'symattn figures acl2024 --from-mlflow' reads them.",
     )
     parser.add_argument("source", choices=["acl2024"], help="the published results to import")
-    parser.add_argument("--tracking-uri", default=None, help=TRACKING_URI_HELP)
+    parser.add_argument("--tracking-uri", type=A.tracking_uri, default=None, help=TRACKING_URI_HELP)
     parser.set_defaults(func=run_import, handler=run_import)
     return parser
 
 
 def run_import(args: argparse.Namespace) -> int:
     from analysis.paper_import import import_paper
-    from symattn.paths import resolve_uri
-    from symattn.sweep.storage import redact
+    from symattn.paths import redact, resolve_uri
 
     result = import_paper(args.tracking_uri)
-    replaced = f", {result.replaced} unfinished ones replaced" if result.replaced else ""
     print(
-        f"{args.source}: {result.created} runs imported, {result.kept} already there{replaced} "
+        f"{args.source}: {result.counts()} "
         f"(experiment {args.source}, id {result.experiment_id}, in {redact(resolve_uri(args.tracking_uri))}; "
         f"{result.seconds:.1f} s)"
     )

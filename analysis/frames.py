@@ -5,7 +5,8 @@ Both sources produce the same `Frames`:
 - `curves`: one row per run x metric x step (`run_id, metric, step, value`);
 - `glue`: fine-tuning results (GLUE or offline tasks, `analysis.glue` scores each suite) of the
   final checkpoints, one row per metric value
-  (`pretrain_run_id, size, variant, seed, group, checkpoint_step, finetune_seed, task, metric, value`);
+  (`pretrain_run_id, size, variant, seed, group, checkpoint_step, finetune_seed, recipe, task, metric,
+  value`; `recipe` names the fine-tuning recipe where the runs' recipes differ, see `recipe_labels`);
 - `glue_checkpoints`: the same for every pre-training checkpoint that was fine-tuned.
 """
 
@@ -64,6 +65,7 @@ GLUE_COLUMNS = [
     "group",
     "checkpoint_step",
     "finetune_seed",
+    "recipe",
     "task",
     "metric",
     "value",
@@ -221,6 +223,7 @@ def paper_glue(which: str = "final", reference_dir: Path = REFERENCE_DIR) -> pd.
     raw["pretrain_run_id"] = [_paper_run_id(s, v) for s, v in zip(raw["size"], raw["variant"])]
     raw["seed"] = 1
     raw["group"] = PAPER_NAME + "/" + raw["size"]
+    raw["recipe"] = ""  # one recipe, the paper's
     return _paper_glue_order(_to_ints(raw[GLUE_COLUMNS]))
 
 
@@ -368,9 +371,40 @@ def metrics_frame(
     return frame[CURVE_COLUMNS].reset_index(drop=True)
 
 
+# A fine-tuning run's params (`symattn finetune` logs its config as `finetune.<key>`) that are not
+# its recipe: what a design varies per run (task, seed), what follows from the task (total_steps),
+# and what does not change results (threads, eval_batch_size) or says where data is (glue_dir).
+_NOT_RECIPE = ("task", "seed", "total_steps", "threads", "eval_batch_size", "glue_dir")
+RECIPE_PREFIX = "finetune."
+
+
+def recipe_labels(finetune_runs: list) -> dict[str, str]:
+    """Per fine-tuning run id, its recipe as the recipe settings that differ between the runs
+    (`fine-tuning epochs=3.0, lr=2e-05`; `unrecorded` for a run that did not log one); "" for
+    every run when they share one recipe. Runs of different recipes must never be pooled."""
+    recipes = {
+        run.info.run_id: {
+            key[len(RECIPE_PREFIX) :]: value
+            for key, value in run.data.params.items()
+            if key.startswith(RECIPE_PREFIX) and key[len(RECIPE_PREFIX) :] not in _NOT_RECIPE
+        }
+        for run in finetune_runs
+    }
+    names = sorted({key for recipe in recipes.values() for key in recipe})
+    varying = [k for k in names if len({recipe.get(k) for recipe in recipes.values()}) > 1]
+    if not varying:
+        return dict.fromkeys(recipes, "")
+    return {
+        run_id: "fine-tuning " + ", ".join(f"{k}={recipe.get(k, 'unrecorded')}" for k in varying)
+        for run_id, recipe in recipes.items()
+    }
+
+
 def glue_frame(finetune_runs: list, pretrain: pd.DataFrame) -> pd.DataFrame:
-    """Final eval metrics of fine-tuning runs, keyed by the pre-training run they started from."""
+    """Final eval metrics of fine-tuning runs, keyed by the pre-training run they started from,
+    with their recipe (`recipe_labels`)."""
     attrs = pretrain.set_index("run_id") if len(pretrain) else pd.DataFrame()
+    recipes = recipe_labels(finetune_runs)
     rows = []
     for run in finetune_runs:
         tags = run.data.tags
@@ -399,6 +433,7 @@ def glue_frame(finetune_runs: list, pretrain: pd.DataFrame) -> pd.DataFrame:
                         "group": source["group"],
                         "checkpoint_step": tags.get(keys.CHECKPOINT_STEP),
                         "finetune_seed": tags.get(keys.FINETUNE_SEED),
+                        "recipe": recipes[run.info.run_id],
                         "task": tags.get(keys.TASK),
                         "metric": metric,
                         "value": float(value),
@@ -408,10 +443,11 @@ def glue_frame(finetune_runs: list, pretrain: pd.DataFrame) -> pd.DataFrame:
 
 
 def final_checkpoints(glue: pd.DataFrame) -> pd.DataFrame:
-    """Rows of each pre-training run's last fine-tuned checkpoint."""
+    """Rows of each pre-training run's last fine-tuned checkpoint (per recipe)."""
     if glue.empty:
         return glue
-    last = glue.groupby("pretrain_run_id", dropna=False)["checkpoint_step"].transform("max")
+    by = ["pretrain_run_id", "recipe"] if "recipe" in glue else ["pretrain_run_id"]
+    last = glue.groupby(by, dropna=False)["checkpoint_step"].transform("max")
     keep = (glue["checkpoint_step"] == last).fillna(False) | last.isna()
     return glue[keep.astype(bool)].reset_index(drop=True)
 

@@ -26,7 +26,8 @@ from symattn.data.task_registry import OFFLINE_TASKS, TASKS
 
 SCORE_COLUMNS = list(GLUE_SCORE_KEYS)  # WNLI is left out of the score
 SCORE = "score"
-RUN_KEYS = ["pretrain_run_id", "size", "variant", "seed", "group", "setting", "checkpoint_step"]
+# What keeps one curve of scores apart from another: a run's fine-tunings of two recipes are two.
+RUN_KEYS = ["pretrain_run_id", "size", "variant", "seed", "group", "setting", "recipe", "checkpoint_step"]
 GLUE_TASKS = tuple(dict.fromkeys(task for task, _ in COLUMNS.values()))
 _METRIC_NAMES = {"f1": "F1", "matthews_correlation": "MCC", "pearson": "Pearson", "spearmanr": "Spearman"}
 
@@ -126,6 +127,19 @@ def task_scores(glue: pd.DataFrame, keys=None, suite=None) -> pd.DataFrame:
     frame = pd.DataFrame(out).reindex(columns=list(suite.columns))
     frame[SCORE] = frame[list(suite.score_columns)].mean(axis=1, skipna=False)
     return frame.reset_index()
+
+
+def with_settings(glue: pd.DataFrame, run_settings: pd.Series, settings: list) -> pd.DataFrame:
+    """Fine-tuning rows with a `setting`: their pre-training run's (`run_settings`, by run id) and
+    their recipe where recipes differ (`lr=0.002; fine-tuning epochs=3.0`), so that neither two
+    pre-training settings nor two fine-tuning recipes are pooled. Rows are ordered by the
+    pre-training setting's place in `settings`, then by recipe: the order figures are numbered in."""
+    pretrain = glue["pretrain_run_id"].map(run_settings).fillna("")
+    recipe = glue["recipe"].fillna("") if "recipe" in glue else pd.Series("", index=glue.index)
+    setting = ["; ".join(part for part in pair if part) for pair in zip(pretrain, recipe)]
+    rank = pretrain.map({s: i for i, s in enumerate(settings)}).to_numpy()
+    order = pd.DataFrame({"s": rank, "r": recipe.to_numpy()}).sort_values(["s", "r"], kind="stable").index
+    return glue.assign(setting=setting).iloc[order]
 
 
 def glue_table(glue: pd.DataFrame, by=("size", "variant"), suite=None) -> pd.DataFrame:

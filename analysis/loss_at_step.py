@@ -5,7 +5,8 @@ paired tests have little to decide. The loss itself is observed for every run at
 evaluation, so at the last evaluated step that every run of a comparison reached (a run stopped
 early ends before the budget), each arm's loss is compared with the baseline's pair by pair:
 the mean difference with its interval, the sign test and the Wilcoxon signed-rank test, each
-with its n (`analysis.stats`)."""
+with its n (`analysis.stats`). The table prints losses to 3 decimals, so a pair closer than
+`TIE_TOLERANCE` (which prints as +0.000) is a tie, neither lower nor higher: both tests drop it."""
 
 from __future__ import annotations
 
@@ -17,6 +18,12 @@ import pandas as pd
 from analysis import figures, stats
 
 METRIC = "val/loss"
+TIE_TOLERANCE = 0.0005  # nats: half the last printed digit
+NOTE = (
+    f"A pair whose losses differ by less than \u00b1{TIE_TOLERANCE} nats (printed as +0.000) is tied: "
+    "neither lower nor higher. The sign and Wilcoxon tests drop the ties; their n is the pairs they "
+    "used. The mean difference and its interval are over every pair."
+)
 
 
 def common_step(curves: pd.DataFrame, run_ids) -> float:
@@ -49,7 +56,9 @@ def loss_table(curves: pd.DataFrame, runs: pd.DataFrame, baseline: str = "vanill
     data = pd.concat(observed, ignore_index=True)
     keys_ = [*by, "step", "variant"]
     summary = data.groupby(keys_, sort=False)["loss"].agg(n="count", loss_mean="mean", loss_std="std")
-    paired = stats.paired_vs_baseline(data, baseline, value="loss", by=(*by, "step"))
+    paired = stats.paired_vs_baseline(
+        data, baseline, value="loss", by=(*by, "step"), tie_tolerance=TIE_TOLERANCE
+    )
     table = summary.reset_index()
     if len(paired):
         # For losses, "faster" (smaller) is lower.
@@ -66,7 +75,7 @@ def loss_table(curves: pd.DataFrame, runs: pd.DataFrame, baseline: str = "vanill
 def formatted(table: pd.DataFrame, baseline: str = "vanilla") -> pd.DataFrame:
     """The table as the report shows it: every interval and p-value with its method and n."""
     others = table["variant"] != baseline
-    lower, higher = table.get("n_lower"), table.get("n_higher")
+    lower, higher, ties = table.get("n_lower"), table.get("n_higher"), table.get("n_ties")
 
     def diff_text(r) -> str:
         if r["variant"] == baseline or not r.get("n_both_exact", 0) > 0:
@@ -88,7 +97,9 @@ def formatted(table: pd.DataFrame, baseline: str = "vanilla") -> pd.DataFrame:
     if lower is None:  # no arm had a matched baseline run
         return out
     out[f"paired difference vs {baseline}, 95% interval"] = table.apply(diff_text, axis=1)
-    out["lower/higher"] = [f"{int(lo)}/{int(hi)}" if o else "" for o, lo, hi in zip(others, lower, higher)]
+    out["lower/higher/tied"] = [
+        f"{int(lo)}/{int(hi)}/{int(t)}" if o else "" for o, lo, hi, t in zip(others, lower, higher, ties)
+    ]
     out["sign test p"] = [
         stats.p_text(p, int(n)) if o else "" for o, p, n in zip(others, table["sign_p"], table["sign_n"])
     ]

@@ -11,14 +11,18 @@ seed, every value as `eval/<metric>`. Two series of fine-tunings exist, apart: t
 (`glue_over_checkpoints.csv`); the tag `imported_file` says which.
 
 Every run is tagged `imported_from=acl2024` and with an `imported_id`; a second import adds only
-what is missing (a run left unfinished by an interrupted import is replaced). Imported runs carry
-no config hash, checkpoint or kept weights: nothing can resume or fine-tune them.
+what is missing (a run left unfinished by an interrupted import is replaced, a second run of one
+result is removed). An import checks and writes under the store's lock, the one every writer of a
+sqlite store takes (`symattn.tracking`), so imports started at once take turns and the later finds
+the earlier's runs. Imported runs carry no config hash, checkpoint or kept weights: nothing can
+resume or fine-tune them.
 """
 
 from __future__ import annotations
 
 import re
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -53,10 +57,20 @@ _INHERITED = (keys.VARIANT, keys.ATTENTION, keys.SCHEME, keys.INIT, keys.SIZE, k
 @dataclass
 class ImportResult:
     experiment_id: str
-    created: int  # runs written by this import
+    created: int  # runs written by this import (created + kept: every result)
     kept: int  # complete runs found from an earlier import
-    replaced: int  # unfinished runs of an interrupted import, deleted and written again
+    replaced: int  # of `created`: results whose run an interrupted import left unfinished, written again
     seconds: float
+    duplicates: int = 0  # further runs of a result already held (or of a removed run's children): deleted
+
+    def counts(self) -> str:
+        """`762 runs imported, 0 already there`, and what was deleted, only where something was."""
+        text = f"{self.created} run{'' if self.created == 1 else 's'} imported, {self.kept} already there"
+        if self.replaced:
+            text += f", {self.replaced} unfinished {'one' if self.replaced == 1 else 'ones'} replaced"
+        if self.duplicates:
+            text += f", {self.duplicates} duplicate{'' if self.duplicates == 1 else 's'} removed"
+        return text
 
 
 def _millis(stamp: str) -> int:
@@ -206,15 +220,29 @@ def _write(client, exp_id: str, run: _Run, parent_id: str | None) -> str:
 def import_paper(tracking_uri: str | None = None, reference_dir: Path = REFERENCE_DIR) -> ImportResult:
     """Import the paper's results into the experiment `acl2024` of the store (created if needed),
     adding only the runs it does not hold complete yet. Everything is read and checked first."""
-    from mlflow.entities import ViewType
+    from filelock import FileLock
 
-    from symattn.paths import check_uri
-    from symattn.tracking import experiment_id, open_store
+    from symattn.paths import check_uri, sqlite_path
+    from symattn.tracking import open_store
 
     uri = check_uri(tracking_uri)
     todo = paper_runs_to_import(reference_dir)
     started = time.perf_counter()
     client = open_store(uri)
+    db = sqlite_path(uri)
+    # Another store (a server, PostgreSQL) has no such lock: imports at once there may both write,
+    # and the next import removes the duplicates.
+    with FileLock(f"{db}.lock") if db else nullcontext():
+        exp_id, created, kept, replaced, duplicates = _import(client, todo)
+    return ImportResult(exp_id, created, kept, replaced, time.perf_counter() - started, duplicates)
+
+
+def _import(client, todo: list[_Run]) -> tuple[str, int, int, int, int]:
+    """The check-and-write: (experiment id, created, kept, replaced, duplicates)."""
+    from mlflow.entities import ViewType
+
+    from symattn.tracking import experiment_id
+
     exp_id = experiment_id(client, PAPER, EXPERIMENT_NOTE)
     existing = frames._paged(
         client.search_runs,
@@ -223,18 +251,32 @@ def import_paper(tracking_uri: str | None = None, reference_dir: Path = REFERENC
         run_view_type=ViewType.ACTIVE_ONLY,
         max_results=1000,
     )
-    done, replaced = {}, 0
+    by_id: dict[str, list] = {}
     for found in sorted(existing, key=lambda r: (r.info.start_time, r.info.run_id)):
-        imported_id = found.data.tags.get(keys.IMPORTED_ID)
-        if found.info.status == "FINISHED" and imported_id not in done:
-            done[imported_id] = found.info.run_id
-        else:  # left unfinished by an interrupted import (or a duplicate): written again
-            client.delete_run(found.info.run_id)
-            replaced += 1
-    created = 0
-    for run in todo:
-        if run.imported_id in done:
+        by_id.setdefault(found.data.tags.get(keys.IMPORTED_ID), []).append(found)
+    done, kept, created, replaced, duplicates = {}, 0, 0, 0, 0
+    for run in todo:  # pre-training runs first: a fine-tuning run's parent is settled before it
+        found = by_id.get(run.imported_id, [])
+        parent = done.get(run.parent) if run.parent else None
+        complete = [
+            r
+            for r in found
+            if r.info.status == "FINISHED"
+            and (parent is None or r.data.tags.get(keys.PRETRAIN_RUN_ID) == parent)
+        ]
+        for other in found:
+            if not complete or other is not complete[0]:
+                client.delete_run(other.info.run_id)
+        if complete:
+            done[run.imported_id] = complete[0].info.run_id
+            kept += 1
+            duplicates += len(found) - 1
             continue
-        done[run.imported_id] = _write(client, exp_id, run, done.get(run.parent) if run.parent else None)
+        # An unfinished run of an interrupted import is replaced; any other run is a duplicate
+        # (a complete run under a removed parent).
+        unfinished = any(r.info.status != "FINISHED" for r in found)
+        replaced += unfinished
+        duplicates += len(found) - unfinished
+        done[run.imported_id] = _write(client, exp_id, run, parent)
         created += 1
-    return ImportResult(exp_id, created, len(todo) - created, replaced, time.perf_counter() - started)
+    return exp_id, created, kept, replaced, duplicates

@@ -16,7 +16,18 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from analysis import artifacts, convergence, diagnostics, figures, frames, glue, loss_at_step, stats, tables
+from analysis import (
+    artifacts,
+    convergence,
+    diagnostics,
+    figures,
+    frames,
+    glue,
+    loss_at_step,
+    outdir,
+    stats,
+    tables,
+)
 from symattn import keys
 from symattn.paths import project_root
 
@@ -50,7 +61,7 @@ def crossings_as_convergence(
     suite = out["suite"] if "suite" in out else "glue"
     reference = out["reference"] if "reference" in out else reference
     out["definition"] = suite + f">={fraction:.0%}_" + reference
-    return out[convergence.RESULT_COLUMNS]
+    return out[convergence.RESULT_COLUMNS + (["setting"] if "setting" in out else [])]
 
 
 def reference_variant(variants, preferred: str = "pairwise", fallback: str = "vanilla") -> str | None:
@@ -132,11 +143,20 @@ def _suite_section(suite: glue.Suite, frames_, sink: _Sink, fraction, reference,
     crossings = pd.DataFrame()
     if len(scores) and scores["checkpoint_step"].nunique() > 1:
         reference = reference_variant(scores["variant"], reference, fallback)
-        crossings = glue.crossing_brackets(scores, convergence.glue_crossings(scores, reference, fraction))
+        # Per setting: a run fine-tuned with two recipes has two curves, each with its threshold.
+        parts = scores.groupby("setting", sort=False) if "setting" in scores else [("", scores)]
+        crossings = pd.concat(
+            [
+                glue.crossing_brackets(part, convergence.glue_crossings(part, reference, fraction)).assign(
+                    setting=setting
+                )
+                for setting, part in parts
+            ],
+            ignore_index=True,
+        )
         crossings["reference"] = reference
-        if "setting" in scores:
-            setting = scores.groupby("pretrain_run_id")["setting"].first()
-            crossings["setting"] = crossings["pretrain_run_id"].map(setting)
+        if "setting" not in scores:
+            crossings = crossings.drop(columns="setting")
         if len(crossings):
             text += _crossings_text(suite, scores, crossings, reference, fraction, sink)
             seed_scores = glue.task_scores(every, suite=suite)
@@ -182,7 +202,8 @@ def _flat_reference_note(scores, reference: str, suite) -> str:
     """The paper's threshold presumes that pre-training raised the reference's score: where its
     final score is not above its first checkpoint's, every run can cross without pre-training."""
     lines = []
-    for group, part in scores[scores["variant"] == reference].groupby("group", sort=False):
+    by = ["group", "setting"] if "setting" in scores else ["group"]
+    for (group, *_), part in scores[scores["variant"] == reference].groupby(by, sort=False):
         part = part.sort_values("checkpoint_step")
         first, final = part.iloc[0], part.iloc[-1]
         if len(part) > 1 and final["score"] <= first["score"]:
@@ -206,17 +227,19 @@ def _draw_over_checkpoints(suite, seed_scores, scores, crossings, reference, fra
     for key, part in scores.groupby(keys, sort=False):
         size, setting = key[0], (key[1] if len(key) > 1 else "")
         runs = set(part["pretrain_run_id"])
+        mine = crossings["pretrain_run_id"].isin(runs) & (crossings.get("setting", "") == setting)
+        seeds = seed_scores["pretrain_run_id"].isin(runs) & (seed_scores.get("setting", "") == setting)
         title = f"{sink.title(size)}: {suite.short} over pre-training" + (f"\n{setting}" if setting else "")
         if suite.name != "glue":
             title += "\n" + textwrap.fill(suite.definition, 70)
         fig = figures.glue_over_checkpoints(
             part,
-            crossings[crossings["pretrain_run_id"].isin(runs)],
+            crossings[mine],
             title=title,
             reference=reference,
             fraction=fraction,
             colors=sink.colors,
-            seed_scores=seed_scores[seed_scores["pretrain_run_id"].isin(runs)],
+            seed_scores=seed_scores[seeds],
             ylabel=suite.short if suite.name == "glue" else f"{suite.short} (%)",
         )
         name = sink.figure_name(f"{suite.name}_over_checkpoints", size, scores["size"].nunique(), setting)
@@ -428,11 +451,14 @@ def _loss_section(curves, finished: pd.DataFrame, out, written, baseline: str) -
     table = loss_at_step.loss_table(curves, finished, baseline)
     if table.empty:
         return ""
-    written += tables.write_table(table, out, "loss_at_step", loss_at_step.formatted(table, baseline))
+    formatted = loss_at_step.formatted(table, baseline)
+    note = loss_at_step.NOTE if "n_ties" in table else ""
+    written += tables.write_table(table, out, "loss_at_step", formatted, note=note)
     steps = ", ".join(f"{step:,}" for step in table["step"].unique())
     return (
         f"loss_at_step: val/loss of the finished runs at step {steps} (the last all reached), paired vs "
-        f"{baseline}: mean difference, sign and Wilcoxon tests with their n.\n"
+        f"{baseline}: mean difference, sign and Wilcoxon tests with their n (ties within "
+        f"\u00b1{loss_at_step.TIE_TOLERANCE} dropped).\n"
     )
 
 
@@ -440,9 +466,23 @@ def paper_report(out_dir=None, tracking_uri: str | None = None, log_artifacts: b
     """The paper's GLUE tables (base, small), loss figures and GLUE-over-checkpoints figure with
     each variant's crossing of 95% of the pairwise model's final score, from its raw results; with
     `tracking_uri`, from its runs imported into that store (`symattn import acl2024`), where the
-    files are then logged too (`artifacts`)."""
-    out = Path(out_dir) if out_dir else default_out_dir(frames.PAPER_NAME)
+    files are then logged too (`artifacts`). The files replace the folder's earlier set (`outdir`)."""
+    final = Path(out_dir) if out_dir else default_out_dir(frames.PAPER_NAME)
     data = frames.paper_frames() if tracking_uri is None else frames.imported_paper_frames(tracking_uri)
+    with outdir.Staged(final) as stage:
+        text, written = _paper_files(data, stage.path)
+        written = stage.commit(written)
+    source = "" if tracking_uri is None else f" (imported runs in {tracking_uri})"
+    logged = ""
+    if tracking_uri is not None and log_artifacts:
+        logged = artifacts.log_figures(tracking_uri, frames.PAPER_NAME, written, data.runs["experiment_id"])
+    return (
+        f"ACL 2024 published results{source} -> {shown_path(final)}\n\n{text}"
+        f"\n{len(written)} files written.\n{stage.kept_text()}{logged}"
+    )
+
+
+def _paper_files(data: frames.Frames, out: Path) -> tuple[str, list]:
     colors = figures.variant_colors(data.runs["variant"])
     written: list[Path] = []
     glue_text, crossings = _glue_section(data, out, colors, written, title=lambda size: f"BERT-{size}")
@@ -477,22 +517,7 @@ def paper_report(out_dir=None, tracking_uri: str | None = None, log_artifacts: b
     ratio = ""
     if {"vanilla", "pairwise"} <= set(reached.index):
         ratio = f"vanilla / pairwise crossing steps: {reached['vanilla'] / reached['pairwise']:.2f}\n"
-    source = "" if tracking_uri is None else f" (imported runs in {tracking_uri})"
-    logged = ""
-    if tracking_uri is not None and log_artifacts:
-        logged = artifacts.log_figures(tracking_uri, frames.PAPER_NAME, written, data.runs["experiment_id"])
-    return (
-        f"ACL 2024 published results{source} -> {shown_path(out)}\n\n{glue_text}{ratio}\n{conv_text}"
-        f"\n{len(written)} files written.\n{logged}"
-    )
-
-
-def with_settings(glue_frame: pd.DataFrame, runs: pd.DataFrame, settings: list) -> pd.DataFrame:
-    """Fine-tuning rows with their pre-training run's `setting`, in the order of `settings` (the
-    order in which a report numbers them)."""
-    setting = glue_frame["pretrain_run_id"].map(runs.set_index("run_id")["setting"])
-    order = setting.map({s: i for i, s in enumerate(settings)})
-    return glue_frame.assign(setting=setting).iloc[np.argsort(order.to_numpy(), kind="stable")]
+    return f"{glue_text}{ratio}\n{conv_text}", written
 
 
 def runs_report(
@@ -504,8 +529,9 @@ def runs_report(
     log_artifacts: bool = True,
 ) -> str:
     """The same figures and tables from the MLflow runs of the experiment or study `name`, also
-    logged as artifacts of its study run (or report run: `artifacts`) unless `log_artifacts` is off."""
-    out = Path(out_dir) if out_dir else default_out_dir(name)
+    logged as artifacts of its study run (or report run: `artifacts`) unless `log_artifacts` is off.
+    The files replace the folder's earlier set (`outdir`)."""
+    final = Path(out_dir) if out_dir else default_out_dir(name)
     data = frames.load_runs(name, tracking_uri, metrics=(keys.VAL_LOSS, *diagnostics.METRICS))
     if data.runs.empty:
         raise LookupError(f"no pre-training runs in {name!r}")
@@ -519,6 +545,21 @@ def runs_report(
         glue_checkpoints=data.glue_checkpoints[data.glue_checkpoints["pretrain_run_id"].isin(kept)],
         source=name,
     )
+    with outdir.Staged(final) as stage:
+        text, written = _runs_files(name, data, stage.path, thresholds, baseline)
+        written = stage.commit(written)
+    state_text = ", ".join(f"{n} {s.lower()}" for s, n in states.items())
+    logged = (
+        artifacts.log_figures(tracking_uri, name, written, runs["experiment_id"]) if log_artifacts else ""
+    )
+    return (
+        f"{name}: {len(runs)} pre-training runs used ({state_text} in the store) -> {shown_path(final)}\n\n"
+        f"{text}\n{len(written)} files written.\n{stage.kept_text()}{logged}"
+    )
+
+
+def _runs_files(name: str, data: frames.Frames, out: Path, thresholds, baseline: str) -> tuple[str, list]:
+    runs = data.runs
     colors = figures.variant_colors(runs["variant"])
     written: list[Path] = []
     floors = data_floors(runs)
@@ -547,21 +588,24 @@ def runs_report(
                 )
                 written += figures.save(fig, out, f"loss_{size}{suffix}" + ("_log" if log_steps else ""))
     written += tables.write_table(tables.params_table(runs), out, "params")
-    if len(settings) > 1:  # fine-tuning results of different settings are never pooled either
+    # Fine-tuning results of different settings, or of different recipes, are never pooled either.
+    tuned = settings
+    if len(settings) > 1 or data.glue_checkpoints.get("recipe", pd.Series()).nunique() > 1:
+        by_run = runs.set_index("run_id")["setting"]
         data.glue, data.glue_checkpoints = (
-            with_settings(f, runs, settings) for f in (data.glue, data.glue_checkpoints)
+            glue.with_settings(f, by_run, settings) for f in (data.glue, data.glue_checkpoints)
         )
+        tuned = list(dict.fromkeys(data.glue_checkpoints["setting"]))
     glue_text, crossings = _glue_section(
-        data, out, colors, written, title=lambda size: f"{name}: {size}", fallback=baseline, settings=settings
+        data, out, colors, written, title=lambda size: f"{name}: {size}", fallback=baseline, settings=tuned
     )
     conv = convergence.convergence_table(data.curves, runs, floors, baseline=baseline, thresholds=thresholds)
-    if len(crossings):
-        conv = pd.concat([conv, crossings_as_convergence(crossings)], ignore_index=True)
     if len(settings) > 1:
         conv["setting"] = conv["run_id"].map(runs.set_index("run_id")["setting"])
-        settings_text = "".join(f"  setting {k + 1}: {s}\n" for k, s in enumerate(settings))
-    else:
-        settings_text = ""
+    if len(crossings):  # each crossing keeps its own setting (with its recipe)
+        conv = pd.concat([conv, crossings_as_convergence(crossings)], ignore_index=True)
+    if "setting" in conv:
+        conv["setting"] = conv["setting"].fillna("")
     unknown = int(floors.isna().sum())
     data_floor = expected_floors(runs)
     note = (
@@ -586,20 +630,14 @@ def runs_report(
     stopped = pd.to_numeric(runs.set_index("run_id")[keys.STOPPED_EARLY_AT], errors="coerce").dropna()
     arms_text = _arms_section(name, data, runs, out, colors, written, stopped.to_dict())
     arms_text += _loss_section(data.curves, runs[runs["state"] == "FINISHED"], out, written, baseline)
-    state_text = ", ".join(f"{n} {s.lower()}" for s, n in states.items())
-    design = (
-        (
-            f"{len(settings)} settings, each drawn and compared on its own (figure suffix _k):\n"
-            + settings_text
-            + "\n"
+    design = _settings_text(settings, "settings, each drawn and compared on its own (figure suffix _k)")
+    if tuned != settings:
+        design += _settings_text(
+            tuned, "fine-tuning settings (pre-training setting; recipe), each scored on its own (suffix _k)"
         )
-        if settings_text
-        else ""
-    )
-    logged = (
-        artifacts.log_figures(tracking_uri, name, written, runs["experiment_id"]) if log_artifacts else ""
-    )
-    return (
-        f"{name}: {len(runs)} pre-training runs used ({state_text} in the store) -> {shown_path(out)}\n\n"
-        f"{design}{conv_text}\n{arms_text}\n{glue_text}\n{len(written)} files written.\n{logged}"
-    )
+    return f"{design}{conv_text}\n{arms_text}\n{glue_text}", written
+
+
+def _settings_text(settings: list, what: str) -> str:
+    lines = "".join(f"  setting {k + 1}: {s or '(the rest)'}\n" for k, s in enumerate(settings))
+    return f"{len(settings)} {what}:\n{lines}\n" if len(settings) > 1 else ""

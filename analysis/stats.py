@@ -9,7 +9,8 @@ stated with what their n can support.
   bootstrap (scipy.stats.bootstrap), whose coverage at small n is far below nominal (about 75% at
   n = 3). Every interval carries its method and n.
 - Paired tests: the exact sign test over every decided pair (scipy.stats.binomtest), and the
-  Wilcoxon signed-rank test over the pairs where both runs have exact steps. Every p-value carries
+  Wilcoxon signed-rank test over the pairs where both runs have exact steps; both drop ties (equal
+  values, or closer than a stated tolerance) and count them apart. Every p-value carries
   its n and the smallest p that n can give (2 / 2^n, two-sided); below `MIN_PAIRS_FOR_5PCT` pairs
   no test can reach p < 0.05, and tables say so instead of printing a p.
 """
@@ -157,14 +158,18 @@ def paired_vs_baseline(
     by=("size", "definition"),
     match_on: str = "group",
     level: float = LEVEL,
+    tie_tolerance: float = 0.0,
 ) -> pd.DataFrame:
     """Each variant against the baseline within matched groups.
 
     Every pair is decided faster or slower when it can be: by the exact steps, or by intervals
     that do not overlap (a variant that converged at step s against a baseline that never did up
-    to a later step is faster). Over decided pairs: the exact sign test. Over pairs where both
-    steps are exact: the mean difference (variant - baseline), the geometric-mean ratio (variant /
-    baseline) with an interval on the mean log-ratio (`mean_interval`), and the Wilcoxon test."""
+    to a later step is faster). A pair of exact values closer than `tie_tolerance` (or equal), or
+    of bounds that only touch, is a tie (`n_ties`, counted among `n_undecided`). Over decided
+    pairs: the exact sign test, ties dropped. Over pairs where both steps are exact: the mean
+    difference (variant - baseline), the geometric-mean ratio (variant / baseline) with an
+    interval on the mean log-ratio (`mean_interval`), and the Wilcoxon test, whose ranks drop
+    the ties too; each test's n is the pairs it used."""
     by = [c for c in by if c in table]
     data = _observations(table, value)
     rows = []
@@ -174,25 +179,27 @@ def paired_vs_baseline(
             pairs = (
                 runs.drop_duplicates(match_on)
                 .set_index(match_on)
-                .join(base[[value, "_exact", "_low", "_high"]], how="inner", rsuffix="_base")
+                .join(base[[value, "_exact", "_low", "_high"]].add_suffix("_base"), how="inner")
             )
             if pairs.empty:  # no matched baseline run: nothing to compare
                 continue
             v, b = pairs[value].astype(float), pairs[f"{value}_base"].astype(float)
             both = pairs["_exact"] & pairs["_exact_base"]
-            faster = (both & (v < b)) | (~both & (pairs["_high"] <= pairs["_low_base"]))
-            slower = (both & (v > b)) | (~both & (pairs["_low"] >= pairs["_high_base"]))
+            close = both & (((v - b).abs() < tie_tolerance) | (v == b))
+            faster = (both & ~close & (v < b)) | (~both & (pairs["_high"] <= pairs["_low_base"]))
+            slower = (both & ~close & (v > b)) | (~both & (pairs["_low"] >= pairs["_high_base"]))
             # Two bounds that only touch (both across at the same first evaluation) decide nothing.
-            tie = faster & slower
-            faster, slower = faster & ~tie, slower & ~tie
+            touch = faster & slower
+            faster, slower = faster & ~touch, slower & ~touch
             diff = (v - b)[both].to_numpy(dtype=float)
+            ranked = np.where(np.abs(diff) < tie_tolerance, 0.0, diff)  # ties: zeros, which it drops
             log_ratio = np.log((v / b)[both].to_numpy(dtype=float))
             d_low, d_high, _ = mean_interval(diff, level)
             r_low, r_high, r_method = mean_interval(log_ratio, level)
-            statistic, w_p = wilcoxon(diff)
+            statistic, w_p = wilcoxon(ranked)
             n_faster, n_slower = int(faster.sum()), int(slower.sum())
             n_sign = n_faster + n_slower
-            n_wilcoxon = int(np.count_nonzero(diff))
+            n_wilcoxon = int(np.count_nonzero(ranked))
             rows.append(
                 {
                     **dict(zip(by, key if isinstance(key, tuple) else (key,))),
@@ -203,6 +210,7 @@ def paired_vs_baseline(
                     "n_faster": n_faster,
                     "n_slower": n_slower,
                     "n_undecided": len(pairs) - n_sign,
+                    "n_ties": int((close | touch).sum()),
                     "diff_mean": float(diff.mean()) if len(diff) else math.nan,
                     "diff_ci_low": d_low,
                     "diff_ci_high": d_high,

@@ -379,6 +379,15 @@ class SharedProjectionAttention(SelfAttention):
         super().__init__(hidden, heads, dropout, config)
         self.role_scales = nn.Parameter(torch.ones(3, hidden))
 
+    def reset_role_scales(self, qk_gain: Optional[float] = None) -> None:
+        """Ones; `qk_gain` goes on a_q and a_k only. The projection also makes the values, so a gain on
+        its weights would scale V too: here the initial logits scale by qk_gain^2, as for any variant,
+        and V and P start as without it."""
+        with torch.no_grad():
+            self.role_scales.fill_(1.0)
+            if qk_gain:
+                self.role_scales[:2].mul_(qk_gain)
+
     def query_key_value(self, x):
         (p,) = self.project(x)
         scaled = p.unsqueeze(-2) * self.role_scales  # (B, T, 3, hidden): one broadcast multiply

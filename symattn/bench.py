@@ -493,10 +493,6 @@ def machine() -> str:
 # --- command line --------------------------------------------------------------------------------
 
 
-def _names(text: str) -> tuple[str, ...]:
-    return tuple(x.strip() for x in text.split(",") if x.strip())
-
-
 def command(args: argparse.Namespace) -> int:
     """`symattn bench` (its arguments: `symattn.cli`)."""
     overhead_spec = None
@@ -521,11 +517,11 @@ def _step_bench(args: argparse.Namespace) -> None:
         batch=args.batch,
         seq_len=args.seq_len,
         vocab=args.vocab,
-        phases=_names(args.phases),
+        phases=tuple(args.phases),
         ft_batch=args.ft_batch,
         ft_seq_len=args.ft_seq_len,
-        variants=_names(args.variants),
-        precisions=_names(args.precision),
+        variants=tuple(args.variants),
+        precisions=tuple(args.precision),
         hf=not args.no_hf,
         rounds=args.rounds,
         steps=args.steps,

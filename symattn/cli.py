@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 
+from symattn import arguments as A
+from symattn.data.task_registry import TASKS
 from symattn.errors import RunError, one_line
 from symattn.model_config import SIZES
 from symattn.variants import VARIANTS
@@ -14,6 +18,10 @@ from symattn.variants import VARIANTS
 def _params(args: argparse.Namespace) -> int:
     from symattn.params_table import format_rows, parameter_rows
 
+    if args.seq_len > args.max_positions:
+        raise ValueError(
+            f"--seq-len {args.seq_len} exceeds --max-positions {args.max_positions}; lower it or raise --max-positions"
+        )
     sizes = list(SIZES) if args.size == "all" else [args.size]
     for size in sizes:
         print(f"\n{size}  (vocab {args.vocab:,}, {args.max_positions} positions)")
@@ -29,15 +37,18 @@ def _config_and_overrides(items: list[str], flagged: list[str]) -> tuple[str | N
         raise ValueError(
             f"more than one config file given ({', '.join(paths)}); give one, and overrides as key=value"
         )
-    return (paths[0] if paths else None), [item for item in items if "=" in item] + list(flagged)
+    overrides = [A.override(item) for item in items if "=" in item] + list(flagged)
+    keys = [A.override_key(item) for item in overrides]
+    repeated = [k for i, k in enumerate(keys) if k in keys[:i]]
+    if repeated:
+        raise ValueError(f"{repeated[0]} is set twice on the command line; set it once")
+    return (paths[0] if paths else None), overrides
 
 
 def _train(args: argparse.Namespace) -> int:
     from symattn.config import load_config
 
     path, overrides = _config_and_overrides(args.items, args.set)
-    if isinstance(args.resume, str) and "=" in args.resume:
-        raise ValueError(f"--resume {args.resume!r} is not a run id; put overrides before --resume")
     cfg = load_config(path, overrides)  # validated completely before anything is created
     if args.print_config:
         print(cfg.to_yaml(), end="")
@@ -71,22 +82,24 @@ def _finetune(args: argparse.Namespace) -> int:
         raise ValueError(
             f"no MLflow store at {uri}; give the store of the pre-training run with --tracking-uri"
         )
-    seeds = [s.strip() for s in args.seeds.split(",") if s.strip()]
-    if not seeds or not all(s.isdigit() for s in seeds):
-        raise ValueError(f"--seeds {args.seeds!r} must be comma-separated whole numbers, e.g. 1,2,3")
-    seeds = [int(s) for s in seeds]
-    from symattn.finetune import finetune, load_finetune_config
+    seeds = args.seeds
+    from symattn.finetune import finetune, load_finetune_config, prepare
     from symattn.finetune_source import file_source, hf_source, run_sources
     from symattn.tracking import open_store
 
     cfg = load_finetune_config(args.items)
-    if args.hf is not None:
+    if args.hf is not None:  # the weights and tasks are checked before the store is created
         sources = [hf_source(args.hf)]
-    elif args.weights is not None:
-        sources = [file_source(open_store(uri), args.weights)]
+        prepared = prepare(sources, args.task, cfg)
+        client = open_store(uri)
     else:
-        sources = run_sources(open_store(uri), args.run, "all" if args.steps else [args.step])
-    results = finetune(open_store(uri), sources, args.task, seeds, cfg, experiment=args.experiment)
+        client = open_store(uri)
+        if args.weights is not None:
+            sources = [file_source(client, args.weights)]
+        else:
+            sources = run_sources(client, args.run, "all" if args.steps else [args.step])
+        prepared = prepare(sources, args.task, cfg)
+    results = finetune(client, sources, args.task, seeds, cfg, experiment=args.experiment, prepared=prepared)
     for r in results:
         scores = ", ".join(
             f"{k.removeprefix('eval/')} {v:.4f}" for k, v in sorted(r.items()) if k.startswith("eval/")
@@ -124,7 +137,7 @@ def _expanded(path: str, overrides: list[str]):
 
 
 def _queue(args: argparse.Namespace) -> int:
-    from symattn.sweep.storage import redact
+    from symattn.paths import redact
 
     spec, cells, finetune_cells = _expanded(args.spec, args.set)
     if args.dry_run:
@@ -138,13 +151,7 @@ def _queue(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_per_device(args: argparse.Namespace) -> None:
-    if args.per_device is not None and args.per_device < 1:
-        raise ValueError(f"--per-device {args.per_device} must be at least 1 (cells at once on each device)")
-
-
 def _work(args: argparse.Namespace) -> int:
-    _check_per_device(args)
     from symattn.sweep.worker import work
 
     done = work(args.study, args.storage, args.devices, args.per_device)
@@ -162,8 +169,6 @@ def _work(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     from symattn.sweep.status import eta_line, format_status, status_rows, watch
 
-    if args.interval <= 0:
-        raise ValueError(f"--interval {args.interval:g} must be positive (seconds)")
     if args.watch:
         try:
             watch(args.study, args.storage, args.interval)
@@ -176,7 +181,6 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    _check_per_device(args)
     spec, cells, finetune_cells = _expanded(args.spec, args.set)
     from symattn.sweep.worker import parse_devices
 
@@ -212,32 +216,56 @@ def _add_bench_parser(sub) -> None:
         "HF BERT of the same configuration, interleaved: the pre-training step (BertForMaskedLM) and the "
         "fine-tuning step (BertForSequenceClassification); prints a table per step and writes CSV.",
     )
-    p.add_argument("--size", default="mini", help=f"model size preset: {', '.join(SIZES)} (default: mini)")
+    p.add_argument(
+        "--size", default="mini", choices=SIZES, help=f"model size preset: {', '.join(SIZES)} (default: mini)"
+    )
     p.add_argument(
         "--phases",
+        type=A.listed(),
         default="pretrain,finetune",
         help="comma-separated steps to time: pretrain (MLM), finetune (sequence classification)",
     )
-    p.add_argument("--batch", type=int, default=32, help="sequences per pre-training step (default: 32)")
-    p.add_argument("--seq-len", type=int, default=128, help="tokens per pre-training sequence (default: 128)")
     p.add_argument(
-        "--ft-batch", type=int, default=16, help="sequences per fine-tuning step (default: 16, the paper's)"
+        "--batch", type=A.positive, default=32, help="sequences per pre-training step (default: 32)"
+    )
+    p.add_argument(
+        "--seq-len", type=A.positive, default=128, help="tokens per pre-training sequence (default: 128)"
+    )
+    p.add_argument(
+        "--ft-batch",
+        type=A.positive,
+        default=16,
+        help="sequences per fine-tuning step (default: 16, the paper's)",
     )
     p.add_argument(
         "--ft-seq-len",
-        type=int,
+        type=A.positive,
         default=128,
         help="width of a fine-tuning batch, rows padded within it (default: 128, the paper's max length)",
     )
-    p.add_argument("--vocab", type=int, default=30522, help="vocabulary size (default: 30522)")
-    p.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated attention variants")
-    p.add_argument("--precision", default="fp32,bf16", help="comma-separated: fp32, bf16 (autocast)")
+    p.add_argument("--vocab", type=A.positive, default=30522, help="vocabulary size (default: 30522)")
+    p.add_argument(
+        "--variants",
+        type=A.listed(choices=VARIANTS),
+        default=",".join(VARIANTS),
+        help="comma-separated attention variants",
+    )
+    p.add_argument(
+        "--precision", type=A.listed(), default="fp32,bf16", help="comma-separated: fp32, bf16 (autocast)"
+    )
     p.add_argument("--no-hf", action="store_true", help="leave out HF BertForMaskedLM")
-    p.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default: 5)")
-    p.add_argument("--steps", type=int, default=2, help="timed steps per model per round (default: 2)")
-    p.add_argument("--warmup", type=int, default=2, help="untimed steps per model first (default: 2)")
-    p.add_argument("--device", default="auto", help="cpu, cuda, or auto: cuda when there is a GPU (default)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's, one per core)")
+    p.add_argument("--rounds", type=A.positive, default=5, help="interleaved rounds (default: 5)")
+    p.add_argument("--steps", type=A.positive, default=2, help="timed steps per model per round (default: 2)")
+    p.add_argument("--warmup", type=A.count, default=2, help="untimed steps per model first (default: 2)")
+    p.add_argument(
+        "--device",
+        default="auto",
+        choices=["cpu", "cuda", "auto"],
+        help="cpu, cuda, or auto: cuda when there is a GPU (default)",
+    )
+    p.add_argument(
+        "--threads", type=A.positive, default=None, help="CPU threads (default: torch's, one per core)"
+    )
     p.add_argument(
         "--clock",
         choices=["wall", "cpu"],
@@ -245,7 +273,10 @@ def _add_bench_parser(sub) -> None:
         help="wall: elapsed time (default); cpu: process CPU time, steadier on a shared machine",
     )
     p.add_argument(
-        "--peak-size", type=int, default=None, help="n of the n x n matmul peak (default: 1024 CPU, 8192 GPU)"
+        "--peak-size",
+        type=A.positive,
+        default=None,
+        help="n of the n x n matmul peak (default: 1024 CPU, 8192 GPU)",
     )
     p.add_argument("--compile", action="store_true", help="torch.compile every model (HF too)")
     p.add_argument(
@@ -259,21 +290,26 @@ def _add_bench_parser(sub) -> None:
         action="store_true",
         help="let freed memory go back to the OS (to measure that setting)",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of the batch and the models (default: 0)")
+    p.add_argument("--seed", type=A.count, default=0, help="seed of the batch and the models (default: 0)")
     p.add_argument(
         "--csv",
+        type=A.output_file,
         default="bench.csv",
         help="CSV file to write ('' for none; default: bench.csv); the overhead rows go to NAME-overhead.csv",
     )
     p.add_argument(
         "--overhead",
         metavar="SPEC",
+        type=A.existing_file,
         default=None,
         help="also run the first matched group of this sweep spec through a real worker, shortened, and "
         "report each cell's start-up (launch and worker start to first step) and tracking share",
     )
     p.add_argument(
-        "--overhead-steps", type=int, default=200, help="steps per cell of the overhead sweep (default: 200)"
+        "--overhead-steps",
+        type=A.positive,
+        default=200,
+        help="steps per cell of the overhead sweep (default: 200)",
     )
     p.add_argument(
         "--overhead-only", action="store_true", help="skip the step benchmark; only the overhead sweep"
@@ -295,13 +331,22 @@ def _add_ui_parser(sub) -> None:
         "included, and prints its address: the newest study's experiment, in model-training mode. "
         "Ctrl-C stops it.",
     )
-    p.add_argument("--port", type=int, default=5000, help="port of the MLflow UI (default: 5000)")
+    p.add_argument("--port", type=A.port, default=5000, help="port of the MLflow UI (default: 5000)")
     p.add_argument(
-        "--host", default="127.0.0.1", help="interface to listen on (default: 127.0.0.1, this machine only)"
+        "--host",
+        type=A.host,
+        default="127.0.0.1",
+        help="interface to listen on (default: 127.0.0.1, this machine only)",
     )
-    p.add_argument("--tracking-uri", help="the MLflow store (default: $MLFLOW_TRACKING_URI, else mlflow.db)")
+    p.add_argument(
+        "--tracking-uri",
+        type=A.tracking_uri,
+        help="the MLflow store (default: $MLFLOW_TRACKING_URI, else mlflow.db)",
+    )
     p.add_argument("--optuna", action="store_true", help="also serve optuna-dashboard on the study storage")
-    p.add_argument("--optuna-port", type=int, default=8080, help="port of optuna-dashboard (default: 8080)")
+    p.add_argument(
+        "--optuna-port", type=A.port, default=8080, help="port of optuna-dashboard (default: 8080)"
+    )
     p.add_argument(
         "--storage",
         help="Optuna storage of --optuna: a journal file or sqlite:/// / postgresql:// URL (default: optuna.journal)",
@@ -332,17 +377,21 @@ def build_parser() -> argparse.ArgumentParser:
     def add_set(p, what: str) -> None:
         p.add_argument(
             "--set",
-            action="append",
+            action=A.AppendOnce,
+            key=A.override_key,
+            type=A.override,
             default=[],
             metavar="KEY=VALUE",
             help=f"dotted override of {what}, e.g. optim.lr=3e-4 (repeatable)",
         )
 
     p = sub.add_parser("params", help="parameter counts of every variant and coefficient scheme")
-    p.add_argument("--size", default="base", help="model size preset, or 'all' (default: base)")
-    p.add_argument("--vocab", type=int, default=30522, help="vocabulary size (default: 30522)")
-    p.add_argument("--max-positions", type=int, default=512, help="position embeddings (default: 512)")
-    p.add_argument("--seq-len", type=int, default=128, help="sequence length for FLOPs (default: 128)")
+    p.add_argument(
+        "--size", default="base", choices=[*SIZES, "all"], help="model size preset, or 'all' (default: base)"
+    )
+    p.add_argument("--vocab", type=A.positive, default=30522, help="vocabulary size (default: 30522)")
+    p.add_argument("--max-positions", type=A.positive, default=512, help="position embeddings (default: 512)")
+    p.add_argument("--seq-len", type=A.positive, default=128, help="sequence length for FLOPs (default: 128)")
     p.set_defaults(func=_params)
 
     p = sub.add_parser("train", help="one tracked MLM pre-training run")
@@ -359,6 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="?",
         const=True,
         default=False,
+        type=A.resume,
         metavar="RUN_ID",
         help="continue the newest unfinished run of this config, or the given run, from its last checkpoint",
     )
@@ -367,21 +417,44 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("finetune", help="fine-tune pre-trained weights on downstream tasks")
     source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--run", help="a pre-training run (MLflow run id), with --step or --steps")
     source.add_argument(
-        "--weights", help="a kept weights file (<run id>/kept/step-N.pt) of a run in the store"
+        "--run", type=A.run_id, help="a pre-training run (MLflow run id), with --step or --steps"
     )
     source.add_argument(
-        "--hf", metavar="DIR", help="a Hugging Face BertForMaskedLM folder with its tokenizer"
+        "--weights",
+        type=A.existing_file,
+        help="a kept weights file (<run id>/kept/step-N.pt) of a run in the store",
+    )
+    source.add_argument(
+        "--hf",
+        metavar="DIR",
+        type=A.existing_folder,
+        help="a Hugging Face BertForMaskedLM folder with its tokenizer",
     )
     which = p.add_mutually_exclusive_group()
-    which.add_argument("--step", type=int, help="one kept step of the run")
+    which.add_argument("--step", type=A.count, help="one kept step of the run")
     which.add_argument("--steps", choices=["all"], help="all: the run's whole kept series")
-    p.add_argument("--experiment", help="the MLflow experiment of an --hf folder's runs (default: finetune)")
-    p.add_argument("--task", action="append", required=True, help="a task (repeatable): GLUE or offline")
-    p.add_argument("--seeds", default="1", help="fine-tuning seeds, comma-separated (default: 1)")
     p.add_argument(
-        "--tracking-uri", help="the pre-training run's store (default: $MLFLOW_TRACKING_URI, else mlflow.db)"
+        "--experiment", type=A.name, help="the MLflow experiment of an --hf folder's runs (default: finetune)"
+    )
+    p.add_argument(
+        "--task",
+        action=A.AppendOnce,
+        choices=TASKS,
+        metavar="TASK",
+        required=True,
+        help="a task (repeatable): GLUE or offline",
+    )
+    p.add_argument(
+        "--seeds",
+        type=A.listed(A.count),
+        default=[1],
+        help="fine-tuning seeds, comma-separated (default: 1)",
+    )
+    p.add_argument(
+        "--tracking-uri",
+        type=A.tracking_uri,
+        help="the pre-training run's store (default: $MLFLOW_TRACKING_URI, else mlflow.db)",
     )
     p.add_argument(
         "items",
@@ -397,7 +470,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "queue", help="create the stores and study of a sweep spec; enqueue every missing cell once"
     )
-    p.add_argument("spec", help="sweep spec YAML (see experiments/)")
+    p.add_argument("spec", type=A.existing_file, help="sweep spec YAML (see experiments/)")
     add_set(p, "the spec's base config")
     p.add_argument("--storage", help=storage_help)
     p.add_argument(
@@ -410,21 +483,24 @@ def build_parser() -> argparse.ArgumentParser:
     def add_worker_args(p):
         p.add_argument("--storage", help=storage_help)
         p.add_argument(
-            "--devices", default="auto", help="cpu, auto (every GPU, else cpu), or GPU indices 0,1,..."
+            "--devices",
+            type=A.devices,
+            default="auto",
+            help="cpu, auto (every GPU, else cpu), or GPU indices 0,1,...",
         )
         p.add_argument(
             "--per-device",
-            type=int,
+            type=A.positive,
             help="cells at once on each device (default: the spec's workers.per_device)",
         )
 
     p = sub.add_parser("work", help="pull cells of a queued study until none are left")
-    p.add_argument("study", help="study name (the spec's name)")
+    p.add_argument("study", type=A.study, help="study name (the spec's name)")
     add_worker_args(p)
     p.set_defaults(func=_work)
 
     p = sub.add_parser("status", help="cells of a study by state, with run ids, progress and final losses")
-    p.add_argument("study")
+    p.add_argument("study", type=A.study, help="study name (the spec's name)")
     p.add_argument("--storage", help=storage_help)
     p.add_argument(
         "--watch",
@@ -432,12 +508,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="refresh until no cell is waiting or running (Ctrl-C stops), with the study's ETA",
     )
     p.add_argument(
-        "--interval", type=float, default=5.0, metavar="S", help="seconds between refreshes (default: 5)"
+        "--interval", type=A.seconds, default=5.0, metavar="S", help="seconds between refreshes (default: 5)"
     )
     p.set_defaults(func=_status)
 
     p = sub.add_parser("run", help="queue a sweep spec, work it on the local devices, then draw its figures")
-    p.add_argument("spec", help="sweep spec YAML")
+    p.add_argument("spec", type=A.existing_file, help="sweep spec YAML")
     add_set(p, "the spec's base config")
     add_worker_args(p)
     p.add_argument("--no-figures", dest="figures", action="store_false", help="skip the figures")
@@ -462,14 +538,28 @@ def _starts_cells(argv: list[str]) -> bool:
     return argv[:1] in (["work"], ["run"]) and not {"--dry-run", "-h", "--help"} & set(argv)
 
 
+def _interruptible() -> None:
+    """Ctrl-C (SIGINT) stops every command, however it was started. A background job of a
+    non-interactive shell (`cmd &` in a script, nohup) starts with SIGINT ignored, and Python then
+    installs no KeyboardInterrupt handler: a server or worker would be unstoppable by SIGINT."""
+    if (
+        signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        and threading.current_thread() is threading.main_thread()
+    ):
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    _interruptible()
+    try:
+        args = build_parser().parse_args(argv)  # a bad argument is refused here, before anything starts
+    except SystemExit as exc:  # argparse's refusal (2) or --help (0), as a status like any other
+        return exc.code if isinstance(exc.code, int) else 2
     if _starts_cells(argv):
         from symattn.sweep.cell_server import context
 
-        context()  # before anything else: the cells' server imports torch and co. while this process does
-    parser = build_parser()
-    args = parser.parse_args(argv)
+        context()  # first: the cells' server imports torch and co. while this process does
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError, KeyError) as exc:

@@ -18,7 +18,7 @@ from typing import Any, Literal, Optional, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from symattn.data.config import DataConfig
+from symattn.data.config import BERT_UNCASED, BERT_UNCASED_VOCAB_SIZE, WORDPIECE, DataConfig
 from symattn.model_config import ModelConfig
 
 
@@ -167,7 +167,32 @@ class RunConfig(_Block):
                 f"data.seq_len {self.data.seq_len} exceeds model.max_positions {self.model.max_positions}; "
                 "lower data.seq_len or raise model.max_positions"
             )
+        if "vocab_size" in self.model.model_fields_set:
+            self._check_model_vocab()
+        beyond = [step for step in self.checkpoint.keep if step > self.optim.max_steps]
+        if beyond:
+            raise ValueError(
+                f"checkpoint.keep step {beyond[0]} is beyond optim.max_steps {self.optim.max_steps}, so it "
+                f"would never be kept; remove it from checkpoint.keep or raise optim.max_steps to {beyond[-1]}"
+            )
         return self
+
+    def _check_model_vocab(self) -> None:
+        """A model vocabulary given explicitly must be the tokenizer's (it follows the tokenizer
+        otherwise): refused here where the tokenizer's size is known without building, BERT's, or at
+        most `data.vocab_size` for a trained WordPiece (a tokenizer file's: `data.checks`)."""
+        given, data = self.model.vocab_size, self.data
+        if data.tokenizer == BERT_UNCASED and given != BERT_UNCASED_VOCAB_SIZE:
+            raise ValueError(
+                f"model.vocab_size {given} does not match the {BERT_UNCASED_VOCAB_SIZE} tokens of the "
+                f"tokenizer {BERT_UNCASED}; remove model.vocab_size (it follows the tokenizer)"
+            )
+        if data.tokenizer == WORDPIECE and given > data.resolved_vocab_size:
+            raise ValueError(
+                f"model.vocab_size {given} exceeds data.vocab_size {data.resolved_vocab_size}, the most "
+                "tokens the trained WordPiece vocabulary holds; remove model.vocab_size (it follows the "
+                "tokenizer) or raise data.vocab_size"
+            )
 
     @property
     def checkpoint_every(self) -> int:

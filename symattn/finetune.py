@@ -220,12 +220,15 @@ def finetune(
     tags: dict | None = None,
     name: str | None = None,
     experiment: str | None = None,
+    prepared: tuple | None = None,
 ) -> list[dict]:
     """Fine-tune every source (`finetune_source`) on every task and seed. Every combination is
     checked before the first run is created. `tags`, `name`: as `finetune_one` takes them (a sweep's
     cell fine-tunes one combination). `experiment`: where the runs of a source without a
-    pre-training run go (an HF folder's)."""
-    data, tokenizer = prepare(sources, tasks, cfg)
+    pre-training run go (an HF folder's). `prepared`: what `prepare(sources, tasks, cfg)` returned,
+    for a caller that checks the tasks before it opens the store (an HF folder needs no store to
+    find its weights)."""
+    data, tokenizer = prepared if prepared is not None else prepare(sources, tasks, cfg)
     exp_id = None
     if any(src.experiment_id is None for src in sources):
         exp_id = experiment_id(client, experiment or DEFAULT_EXPERIMENT)

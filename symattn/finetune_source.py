@@ -13,10 +13,12 @@ from pathlib import Path
 from typing import Optional
 
 import yaml
+from pydantic import ValidationError
 
 from symattn import keys
 from symattn.config import RunConfig, flatten
 from symattn.data.cache import sha256_file
+from symattn.errors import one_line
 from symattn.model_config import SIZES, ModelConfig
 from symattn.tracking import kept_checkpoints
 
@@ -83,6 +85,11 @@ def config_from_params(params: dict[str, str]) -> RunConfig:
         for block in blocks:
             node = node.setdefault(block, {})
         node[leaf] = value
+    # A recorded keep list may name steps past the run's budget (which a config refuses): it never
+    # reached them, so they are dropped, and the steps it did keep still load.
+    keep, max_steps = config.get("checkpoint", {}).get("keep"), config.get("optim", {}).get("max_steps")
+    if isinstance(keep, list) and isinstance(max_steps, int):
+        config["checkpoint"]["keep"] = [s for s in keep if not isinstance(s, int) or s <= max_steps]
     return RunConfig.model_validate(config)
 
 
@@ -170,43 +177,64 @@ def file_source(client, path: str) -> Source:
     return src
 
 
+_SAVE_AGAIN = (
+    "write the folder again with BertForMaskedLM.save_pretrained and the tokenizer's save_pretrained"
+)
+# What config.json must give (BertConfig writes them all): the model's dimensions.
+_HF_DIMS = (
+    "num_hidden_layers",
+    "hidden_size",
+    "num_attention_heads",
+    "intermediate_size",
+    "vocab_size",
+    "max_position_embeddings",
+)
+
+
 def hf_source(folder: str) -> Source:
     """A Hugging Face `BertForMaskedLM` folder (as `save_pretrained` writes it, with its tokenizer):
-    vanilla attention, the model's dimensions taken from config.json."""
+    vanilla attention, the model's dimensions taken from config.json. Every file is checked here,
+    before a store is opened: the config, that the weights file is one, and the tokenizer."""
     root = Path(folder).expanduser()
     config_path = root / "config.json"
     if not config_path.is_file():
         raise ValueError(
             f"{folder} has no config.json; give a folder written by BertForMaskedLM.save_pretrained"
         )
-    hf = json.loads(config_path.read_text())
-    if hf.get("model_type") != "bert":
-        raise ValueError(f"{config_path} is a {hf.get('model_type')!r} model; only BERT loads here")
-    if hf.get("hidden_act", "gelu") != "gelu" or hf.get("position_embedding_type", "absolute") != "absolute":
-        raise ValueError(f"{config_path}: only gelu activations and absolute positions load here")
     weights = next((root / n for n in HF_WEIGHTS if (root / n).is_file()), None)
-    tokenizer = next((root / n for n in HF_TOKENIZERS if (root / n).is_file()), None)
-    if weights is None or tokenizer is None:
-        missing = "weights (model.safetensors or pytorch_model.bin)" if weights is None else "tokenizer"
-        raise ValueError(
-            f"{folder} has no {missing}; save the model and its tokenizer there with save_pretrained"
+    tokenizer_path = next((root / n for n in HF_TOKENIZERS if (root / n).is_file()), None)
+    missing = [
+        what
+        for what, found in (
+            (f"weights ({' or '.join(HF_WEIGHTS)})", weights),
+            (f"tokenizer ({' or '.join(HF_TOKENIZERS)})", tokenizer_path),
         )
+        if found is None
+    ]
+    if missing:
+        raise ValueError(f"{folder} has no {' and no '.join(missing)}; {_SAVE_AGAIN} there")
+    hf = _hf_config(config_path)
     dims = (hf["num_hidden_layers"], hf["hidden_size"], hf["num_attention_heads"])
     size = next((name for name, preset in SIZES.items() if tuple(preset[:3]) == dims), None)
-    model = ModelConfig(
-        size=size or "base",
-        layers=None if size else dims[0],
-        hidden=None if size else dims[1],
-        heads=None if size else dims[2],
-        intermediate=hf["intermediate_size"] if hf["intermediate_size"] != 4 * dims[1] else None,
-        vocab_size=hf["vocab_size"],
-        max_positions=hf["max_position_embeddings"],
-        type_vocab_size=hf.get("type_vocab_size", 2),
-        dropout=hf.get("hidden_dropout_prob", 0.1),
-        attention_dropout=hf.get("attention_probs_dropout_prob", 0.1),
-        layer_norm_eps=hf.get("layer_norm_eps", 1e-12),
-        pad_token_id=hf.get("pad_token_id", 0),
-    )
+    try:
+        model = ModelConfig(
+            size=size or "base",
+            layers=None if size else dims[0],
+            hidden=None if size else dims[1],
+            heads=None if size else dims[2],
+            intermediate=hf["intermediate_size"] if hf["intermediate_size"] != 4 * dims[1] else None,
+            vocab_size=hf["vocab_size"],
+            max_positions=hf["max_position_embeddings"],
+            type_vocab_size=hf.get("type_vocab_size", 2),
+            dropout=hf.get("hidden_dropout_prob", 0.1),
+            attention_dropout=hf.get("attention_probs_dropout_prob", 0.1),
+            layer_norm_eps=hf.get("layer_norm_eps", 1e-12),
+            pad_token_id=hf.get("pad_token_id", 0),
+        )
+    except ValidationError as exc:
+        raise ValueError(f"{config_path}: {one_line(exc)}") from None
+    _check_weights_file(weights)
+    _check_tokenizer(tokenizer_path, model.vocab_size)
     tags = {
         keys.VARIANT: model.attention.label,
         keys.ATTENTION: model.attention.variant,
@@ -215,5 +243,76 @@ def hf_source(folder: str) -> Source:
         keys.WEIGHTS_SHA256: sha256_file(weights),
     }
     return Source(
-        model=model, weights=weights, label=root.resolve().name, tags=tags, tokenizer_file=tokenizer
+        model=model, weights=weights, label=root.resolve().name, tags=tags, tokenizer_file=tokenizer_path
     )
+
+
+def _hf_config(path: Path) -> dict:
+    """config.json of an HF BERT folder, with the keys the model needs, or a one-line refusal that
+    names the file, what is wrong and the fix."""
+    try:
+        hf = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not UTF-8 text, so not a config.json; {_SAVE_AGAIN}") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(
+            f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}); {_SAVE_AGAIN}"
+        ) from None
+    if not isinstance(hf, dict):
+        raise ValueError(f"{path} holds a JSON {type(hf).__name__}, not a mapping of settings; {_SAVE_AGAIN}")
+    lacking = [key for key in ("model_type", *_HF_DIMS) if key not in hf]
+    if lacking:
+        raise ValueError(f"{path} lacks {', '.join(lacking)}, which the model needs; {_SAVE_AGAIN}")
+    if hf["model_type"] != "bert":
+        raise ValueError(
+            f"{path} is a {hf['model_type']!r} model; only BERT loads here (a BertForMaskedLM folder)"
+        )
+    for key in _HF_DIMS:
+        value = hf[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ValueError(
+                f"{path}: {key} is {json.dumps(value)}, not a whole number above 0; {_SAVE_AGAIN}"
+            )
+    if hf.get("hidden_act", "gelu") != "gelu" or hf.get("position_embedding_type", "absolute") != "absolute":
+        raise ValueError(f"{path}: only gelu activations and absolute positions load here")
+    return hf
+
+
+def _check_weights_file(path: Path) -> None:
+    """That the weights file is one (its format's header reads), without loading the tensors:
+    whether they fit the model is checked when the model is built, before any run is created."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if path.suffix == ".safetensors":
+            n = int.from_bytes(head, "little") if len(head) == 8 else 0
+            ok = 0 < n <= size - 8
+            if ok:
+                try:
+                    ok = isinstance(json.loads(f.read(n)), dict)
+                except (UnicodeDecodeError, json.JSONDecodeError):
+                    ok = False
+            what = "safetensors"
+        else:  # torch.save: a zip archive, or a pickle in the legacy format
+            ok = head.startswith(b"PK\x03\x04") or head.startswith(b"\x80")
+            what = "PyTorch weights"
+    if not ok:
+        raise ValueError(f"{path} is not a readable {what} file ({size:,} bytes); {_SAVE_AGAIN}")
+
+
+def _check_tokenizer(path: Path, vocab_size: int) -> None:
+    """That the tokenizer loads, has BERT's special tokens, and emits no id the model lacks."""
+    from symattn.data.errors import DataError
+    from symattn.data.tokenizer import load_tokenizer_file
+
+    try:
+        tokenizer = load_tokenizer_file(path)
+    except DataError as exc:
+        text = one_line(exc)
+        raise ValueError(text if str(path) in text else f"{path}: {text}") from None
+    n = tokenizer.get_vocab_size(with_added_tokens=True)
+    if n > vocab_size:
+        raise ValueError(
+            f"{path} has {n} tokens, but config.json's vocab_size {vocab_size} covers ids up to {vocab_size - 1}; "
+            "give the tokenizer saved with this model"
+        )

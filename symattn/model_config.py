@@ -20,6 +20,15 @@ SIZES: dict[str, tuple[int, int, int]] = {
 }
 
 
+# Earlier names of attention settings, still read (configs, MLflow params and sweep axes): earlier -> now.
+EARLIER_NAMES = {"kind": "variant"}
+
+
+def same_setting(earlier: str, name: str) -> str:
+    """The refusal of a setting given under both its names."""
+    return f"{earlier} and {name} are the same setting ({earlier} is the earlier name of {name}); keep {name}"
+
+
 class AttentionConfig(BaseModel):
     """Which attention every layer uses. `scheme` and `init` apply to variants with coefficients."""
 
@@ -34,14 +43,20 @@ class AttentionConfig(BaseModel):
     qk_dim: Optional[int] = Field(None, gt=0)
     # A fixed gain on the initial query and key weights (std init_std * qk_gain, not learned): the
     # initial logits scale by qk_gain^2, so a variant can start at another variant's logit scale.
+    # `shared` makes V from the same projection: its gain starts the Q and K role scalings instead.
     qk_gain: Optional[float] = Field(None, gt=0)
 
     @model_validator(mode="before")
     @classmethod
     def _earlier_name(cls, data: Any) -> Any:
         # Configs and MLflow params recorded before the field was named `variant` call it `kind`.
-        if isinstance(data, dict) and "kind" in data and "variant" not in data:
-            data = {("variant" if k == "kind" else k): v for k, v in data.items()}
+        if not isinstance(data, dict):
+            return data
+        for earlier, name in EARLIER_NAMES.items():
+            if earlier in data and name in data:
+                raise ValueError(same_setting(earlier, name))
+            if earlier in data:
+                data = {(name if k == earlier else k): v for k, v in data.items()}
         return data
 
     @model_validator(mode="after")

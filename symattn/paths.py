@@ -84,3 +84,15 @@ def check_writable(uri: str) -> None:
             f"the MLflow store {db} cannot be written (read-only); make {folder} writable or give "
             "another tracking.uri"
         )
+
+
+def redact(url: str) -> str:
+    """A storage URL fit for logs: its password replaced by ***."""
+    if "://" not in url:
+        return url
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url.split("://", 1)[0] + "://..."

@@ -1,7 +1,9 @@
 """What `symattn train` checks before it builds data, opens a store or imports torch: the tracking
-URI, the local corpus paths, and the run a `--resume` asks for. A refused command writes nothing and
-answers in a second or two; `pretrain` checks the same facts again once the data is built (the
-vocabulary it resolves is part of a run's identity)."""
+URI, the data settings (the cache folder, local corpus paths, a tokenizer file and the model's
+vocabulary against it: `symattn.data.checks`), and the run a `--resume` asks for. A refused command
+writes nothing, in a store or in the data cache, and answers in a second or two; `pretrain` checks
+the same facts again once the data is built (the vocabulary it resolves is part of a run's
+identity)."""
 
 from __future__ import annotations
 
@@ -9,18 +11,15 @@ from typing import Union
 
 from symattn import keys
 from symattn.config import RunConfig
+from symattn.data.checks import check_data
 from symattn.paths import check_uri, check_writable, sqlite_path
 
 
 def check_train(cfg: RunConfig, resume: Union[bool, str, None]) -> None:
     uri = check_uri(cfg.tracking.uri)
     check_writable(uri)
-    for source in cfg.data.source:
-        if source.type == "path" and not source.path.expanduser().exists():
-            raise ValueError(
-                f"corpus path {source.path.expanduser()} does not exist; point the path: source at a text "
-                "file or folder"
-            )
+    given_vocab = cfg.model.vocab_size if "vocab_size" in cfg.model.model_fields_set else None
+    check_data(cfg.data, given_vocab)
     if resume:
         _check_resume(cfg, uri, resume)
 

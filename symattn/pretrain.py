@@ -3,7 +3,8 @@
 Invariants: a run is exactly one MLflow run (also when resumed), written by one process at a time
 (its lock); a checkpoint is written only after the metrics up to its step are in the store, its
 evaluation included; a NaN marks the run FAILED with the reason; Ctrl-C or SIGTERM leaves a
-checkpoint and a KILLED run that `resume` continues with the uninterrupted curve, step for step.
+checkpoint and a KILLED run that `resume` continues with the uninterrupted curve, step for step; a
+store with no room left (`StoreFull`) ends the run there, its last checkpoint and metrics intact.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from symattn.config import RunConfig, flatten
 from symattn.data.budget import epochs_warning
 from symattn.data.cache import sha256_file
 from symattn.diagnostics import coefficient_spectra
-from symattn.errors import CheckpointNotWritten, NonFiniteLoss, RunStopped, one_line
+from symattn.errors import CheckpointNotWritten, NonFiniteLoss, RunError, RunStopped, one_line
 from symattn.mlm import MLMPretraining, PretrainingDataModule, validation_batches
 from symattn.model import count_parameters, flops_per_token
 from symattn.paths import default_checkpoint_dir
@@ -36,6 +37,7 @@ from symattn.speed import apply_speed_settings
 from symattn.sweep.spec import cell_name
 from symattn.tracking import (
     RunTracker,
+    StoreFull,
     experiment_id,
     find_resumable_run,
     open_store,
@@ -44,10 +46,13 @@ from symattn.tracking import (
 )
 
 FLUSH_SECONDS = 5.0  # metrics reach the store at least this often, and before every checkpoint
-RUN_LOCK_SECONDS = 120.0  # how long a run waits for another process that still writes it to stop
+# How long a run waits for another process that still writes it to stop; the environment variable
+# SYMATTN_RUN_LOCK_SECONDS sets another wait (read at each start, so a sweep's cells follow their
+# worker's environment).
+RUN_LOCK_SECONDS = 120.0
 
 
-class RunBusy(RuntimeError):
+class RunBusy(RunError, RuntimeError):
     """Another live process still writes this run (a cell of a worker that was killed, stopping)."""
 
 
@@ -73,6 +78,7 @@ class RunLifecycle(pl.Callback):
         self.stop_level = stop_level  # eval.stop_below's loss level, resolved against the data's floor
         self.floor = floor  # the run's escape is measured from it (`record_escape`)
         self.evals_below = 0  # consecutive evaluations below it (kept in checkpoints)
+        self.saved_step: Optional[int] = None  # the step of the run's last checkpoint, once known
         self.tokens_per_step = tokens_per_step
         self.started_at = started_at
         self.first_batch = True
@@ -106,6 +112,7 @@ class RunLifecycle(pl.Callback):
             trainer.save_checkpoint(tmp, weights_only=False)  # full state: optimizer, loops, scheduler
             if trainer.is_global_zero:
                 os.replace(tmp, self.ckpt_path)  # atomic: a kill never leaves a half-written checkpoint
+            self.saved_step = trainer.global_step
         except OSError as exc:  # a full disk, a read-only folder
             tmp.unlink(missing_ok=True)
             resume = f"--resume {self.tracker.run_id}" if self.tracker is not None else "--resume"
@@ -127,6 +134,8 @@ class RunLifecycle(pl.Callback):
             self.tracker.set_tags({keys.kept_checkpoint(step): json.dumps(record)})
 
     def on_train_start(self, trainer, pl_module) -> None:
+        if self.ckpt_path.exists():  # a resumed run: restored from it
+            self.saved_step = trainer.global_step
         if trainer.global_step == 0 and self.cfg.checkpoint.keeps(0):
             self.keep_weights(trainer, pl_module, 0)
         if trainer.global_step == 0 and self.cfg.eval.diagnostics:
@@ -264,6 +273,16 @@ class RunLifecycle(pl.Callback):
                 self.tracker.set_tags({keys.STOPPED_AT_STEP: trainer.global_step})
                 self.tracker.set_status("KILLED")
             return
+        if isinstance(exception, StoreFull):
+            # Nothing else is written, so the store keeps the run as it was (RUNNING) unless this
+            # small update still fits; `--resume` continues it either way.
+            try:
+                if self.tracker is not None:
+                    self.tracker.set_tags({keys.FAILURE_REASON: f"StoreFull: {exception.reason}"})
+                    self.tracker.set_status("FAILED")
+            except StoreFull:
+                pass
+            return
         self._flush()
         if self.tracker is not None:
             self.record_escape(trainer.global_step)
@@ -285,8 +304,8 @@ def record_escape(tracker: RunTracker, floor: float, step: int) -> None:
     included, so that the run table sorts by it: metrics at `step` (`escape/low`, `escape/censored`,
     and `escape/step` only when the step is exact) and the tag `escape` as the report prints it
     (`symattn.keys`). A censored run never shows an exact-looking `escape/step`: one that an earlier
-    end of the run recorded is overwritten with NaN. Never raises: a run's end is not to be lost to
-    its summary."""
+    end of the run recorded is overwritten with NaN. Never raises but `StoreFull` (the run cannot end
+    in a full store): a run's end is not to be lost to its summary."""
     from analysis.convergence import headline_escape
 
     try:
@@ -304,6 +323,8 @@ def record_escape(tracker: RunTracker, floor: float, step: int) -> None:
         tracker.log(step, metrics)
         tracker.flush()
         tracker.set_tags({keys.ESCAPE: str(escape)})
+    except StoreFull:
+        raise
     except Exception as exc:  # noqa: BLE001
         warnings.warn(f"run {tracker.run_id}: its escape was not recorded ({one_line(exc)})", stacklevel=2)
 
@@ -347,6 +368,18 @@ def run_tags(cfg: RunConfig, data_fingerprint: str) -> dict[str, str]:
         **{f"{keys.VERSION_PREFIX}{k}": v for k, v in package_versions().items()},
         **own,
     }
+
+
+def skipped_files(corpus: dict) -> dict[str, str]:
+    """The corpus files its data left out as not UTF-8 (`invalid_utf8: skip`), as the run's tags: how
+    many, and the first (when the corpus stats name it); none when no file was skipped. `corpus`:
+    the data's corpus stats, one source's or several (`sources`)."""
+    parts = corpus.get("sources") or [corpus]
+    count = sum(int(part.get("invalid_utf8_skipped") or 0) for part in parts)
+    if not count:
+        return {}
+    first = next((part["invalid_utf8_first"] for part in parts if part.get("invalid_utf8_first")), None)
+    return {keys.INVALID_UTF8_SKIPPED: str(count), **({keys.INVALID_UTF8_FIRST: str(first)} if first else {})}
 
 
 # The description of an experiment of standalone runs (a sweep's worker describes its study's).
@@ -468,7 +501,7 @@ def _pretrain(cfg: RunConfig, resume, callbacks, started_at: Optional[float], he
                 client,
                 exp_id,
                 cfg.tracking.run_name or cell_name(given, {}),  # as a sweep names its cells
-                run_tags(given, data.fingerprint),
+                {**run_tags(given, data.fingerprint), **skipped_files(data.stats.get("corpus", {}))},
                 run_params(cfg, counts, data.floor, val_floor),
             )
             run_id = tracker.run_id
@@ -531,6 +564,9 @@ def _pretrain(cfg: RunConfig, resume, callbacks, started_at: Optional[float], he
             raise RunStopped(
                 f"run {run_id} stopped at step {trainer.global_step}; continue it with --resume {run_id}"
             ) from exc
+        except StoreFull as exc:
+            exc.step = lifecycle.saved_step
+            raise
         finally:
             signal.signal(signal.SIGINT, previous)
             os.environ.pop("SYMATTN_RUN_ID", None)
@@ -539,10 +575,14 @@ def _pretrain(cfg: RunConfig, resume, callbacks, started_at: Optional[float], he
 
     result = {"run_id": run_id, "steps": trainer.global_step, **module.val_metrics}
     if tracker is not None:
-        lifecycle._flush()
-        lifecycle.record_escape(trainer.global_step)
-        _log_artifacts(tracker, cfg, module)
-        tracker.set_status("FINISHED")
+        try:
+            lifecycle._flush()
+            lifecycle.record_escape(trainer.global_step)
+            _log_artifacts(tracker, cfg, module)
+            tracker.set_status("FINISHED")
+        except StoreFull as exc:
+            exc.step = lifecycle.saved_step
+            raise
     result["status"] = "FINISHED"
     return result
 
@@ -581,14 +621,28 @@ def _lock_run(cfg: RunConfig, run_id: str, held: list) -> None:
     ckpt_dir = Path(cfg.checkpoint.dir or default_checkpoint_dir()) / cfg.tracking.experiment / run_id
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     lock = FileLock(ckpt_dir / "run.lock")
+    wait = _lock_seconds()
     try:
-        lock.acquire(timeout=RUN_LOCK_SECONDS)
+        lock.acquire(timeout=wait)
     except Timeout:
         raise RunBusy(
-            f"run {run_id} is still written by another process after {RUN_LOCK_SECONDS:.0f}s "
-            f"(lock {lock.lock_file}); stop it first"
+            f"run {run_id} is still written by another process after {wait:g}s "
+            f"(lock {lock.lock_file}); wait for it to end, or stop it"
         ) from None
     held.append(lock)
+
+
+def _lock_seconds() -> float:
+    """`RUN_LOCK_SECONDS`, or the wait SYMATTN_RUN_LOCK_SECONDS gives."""
+    text = os.environ.get("SYMATTN_RUN_LOCK_SECONDS")
+    if text is None:
+        return RUN_LOCK_SECONDS
+    try:
+        return max(0.0, float(text))
+    except ValueError:
+        raise ValueError(
+            f"SYMATTN_RUN_LOCK_SECONDS={text!r} is not a number of seconds; set it to one, or unset it"
+        ) from None
 
 
 def _finished_cell_run(client, exp_id: str, given: RunConfig, resolved: RunConfig):

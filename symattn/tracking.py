@@ -3,12 +3,15 @@
 Metrics are buffered and written in one batch when a checkpoint is written, so the store never holds
 a step that a resumed run will compute again: a resumed curve has no duplicated or missing steps.
 Each point keeps the time it was logged, not the time it was written, so MLflow's time axes are true.
+A write the store has no room for (its disk is full) raises `StoreFull`, which says how to go on.
 """
 
 from __future__ import annotations
 
+import errno
 import importlib.metadata
 import json
+import logging
 import subprocess
 import time
 from contextlib import contextmanager, nullcontext
@@ -21,10 +24,90 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from symattn import keys
+from symattn.errors import RunError
 from symattn.paths import check_uri, check_writable, project_root, sqlite_path
 
 PACKAGES = ("symattn", "torch", "pytorch-lightning", "mlflow", "optuna", "tokenizers", "numpy")
 _BATCH = 100  # MLflow's limit of params per log_batch call is 100
+
+
+# How a full disk reads in an exception: sqlite's SQLITE_FULL, an OS error, a server's message.
+_NO_SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+_NO_SPACE_WORDS = ("database or disk is full", "no space left on device", "disk quota exceeded")
+
+
+def no_space(exc: BaseException) -> Optional[str]:
+    """What says that `exc` is a write refused for lack of space (`database or disk is full`, an OS
+    error's text), looked for along its chain of causes (MLflow wraps SQLAlchemy's error, which wraps
+    sqlite's); None if it is not one."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in _NO_SPACE_ERRNOS:
+            return exc.strerror or errno.errorcode[exc.errno]
+        text = str(exc).lower()
+        word = next((w for w in _NO_SPACE_WORDS if w in text), None)
+        if word is not None:
+            return word
+        exc = exc.__cause__ or exc.__context__ or getattr(exc, "orig", None)
+    return None
+
+
+class _FullStoreSaidOnce(logging.Filter):
+    """MLflow's SQL store logs each database error with its traceback before it raises it; a full
+    disk is said once, in the `StoreFull` line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and record.exc_info[1] is not None and no_space(record.exc_info[1]))
+
+
+logging.getLogger("mlflow.store.db.utils").addFilter(_FullStoreSaidOnce())
+
+
+class StoreFull(RunError):
+    """The MLflow store had no room for a write (its disk is full). A refused write leaves the store
+    as it was (sqlite rolls it back), the run keeps its last checkpoint (written only after its
+    metrics are in the store), and `--resume` continues it once there is space. `run_id` and `step`
+    (the last checkpoint's) are filled in by whoever knows them."""
+
+    def __init__(self, where: str, reason: str, run_id: Optional[str] = None) -> None:
+        super().__init__(where, reason)
+        self.where, self.reason, self.run_id = where, reason, run_id
+        self.step: Optional[int] = None
+
+    def __str__(self) -> str:
+        db = sqlite_path(self.where)
+        space = f"free space in {db.resolve().parent}" if db else "free space on its server"
+        if self.step is not None:
+            kept = f"its metrics and its checkpoint up to step {self.step:,} stand"
+        else:
+            kept = "what it holds stands"
+        then = f"then continue with --resume {self.run_id}" if self.run_id else "then start again"
+        return f"the MLflow store {_shown(self.where)} is full ({self.reason}); {kept}: {space}, {then}"
+
+
+def _shown(uri: str) -> str:
+    """A store as a user knows it: a sqlite store's file, another store's URI without its password."""
+    db = sqlite_path(uri)
+    if db is not None:
+        return str(db)
+    from symattn.paths import redact
+
+    return redact(uri)
+
+
+@contextmanager
+def full_store_refused(uri: str, run_id: Optional[str] = None):
+    """Writes to the store `uri` inside: one refused for lack of space raises `StoreFull`."""
+    try:
+        yield
+    except StoreFull:
+        raise
+    except Exception as exc:
+        reason = no_space(exc)
+        if reason is None:
+            raise
+        raise StoreFull(uri, reason, run_id) from exc
 
 
 def open_store(uri: Optional[str] = None) -> MlflowClient:
@@ -33,7 +116,7 @@ def open_store(uri: Optional[str] = None) -> MlflowClient:
     uri = check_uri(uri)
     check_writable(uri)
     db = sqlite_path(uri)
-    with FileLock(f"{db}.lock") if db else nullcontext():
+    with FileLock(f"{db}.lock") if db else nullcontext(), full_store_refused(uri):
         client = MlflowClient(tracking_uri=uri)
         client.search_experiments(max_results=1)  # creates or migrates the schema
     return client
@@ -44,6 +127,11 @@ def experiment_id(client: MlflowClient, name: str, note: Optional[str] = None) -
     mlartifacts/ next to the database file (the default store: at the project root). An experiment
     without a kind or a description gets them here: MLflow 3 opens one without a kind as GenAI, and
     `note` (default: a generic line) describes it; an existing description is left alone."""
+    with full_store_refused(client.tracking_uri):
+        return _experiment_id(client, name, note)
+
+
+def _experiment_id(client: MlflowClient, name: str, note: Optional[str]) -> str:
     exp = client.get_experiment_by_name(name)
     tags = {keys.EXPERIMENT_KIND: keys.CUSTOM_MODEL_DEVELOPMENT, keys.NOTE: note or _default_note(name)}
     if exp is None:
@@ -167,9 +255,11 @@ class RunTracker:
 
     @contextmanager
     def _timed(self):
+        """A write, timed; one the store has no room for raises `StoreFull`."""
         start = time.perf_counter()
         try:
-            yield
+            with full_store_refused(self.client.tracking_uri, self.run_id):
+                yield
         finally:
             self.seconds += time.perf_counter() - start
 
@@ -177,11 +267,13 @@ class RunTracker:
     def create(
         cls, client: MlflowClient, exp_id: str, run_name: Optional[str], tags: dict, params: dict
     ) -> "RunTracker":
-        run = client.create_run(exp_id, run_name=run_name, tags={k: str(v) for k, v in tags.items()})
+        with full_store_refused(client.tracking_uri):
+            run = client.create_run(exp_id, run_name=run_name, tags={k: str(v) for k, v in tags.items()})
         tracker = cls(client, run.info.run_id)
         items = [Param(k, _param_value(v)) for k, v in params.items()]
-        for i in range(0, len(items), _BATCH):
-            client.log_batch(tracker.run_id, params=items[i : i + _BATCH])
+        with tracker._timed():
+            for i in range(0, len(items), _BATCH):
+                client.log_batch(tracker.run_id, params=items[i : i + _BATCH])
         return tracker
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
@@ -234,7 +326,8 @@ class RunTracker:
             self.client.log_inputs(self.run_id, datasets=[DatasetInput(dataset, tags=[context])])
 
     def log_artifact(self, path: Path, artifact_path: Optional[str] = None) -> None:
-        self.client.log_artifact(self.run_id, str(path), artifact_path)
+        with self._timed():
+            self.client.log_artifact(self.run_id, str(path), artifact_path)
 
 
 def _param_value(v) -> str:

@@ -1,11 +1,13 @@
 """`symattn ui`: the MLflow UI on the project's store, and with `--optuna` optuna-dashboard on the
 study storage, on loopback, until Ctrl-C or SIGTERM.
 
-Each server is a child process in a process group of its own (Ctrl-C at the terminal reaches this
-process only), stopped with its whole group: SIGTERM, then SIGKILL after `STOP_SECONDS`. Every store
-and port is checked before anything starts, so bad input creates nothing (MLflow and Optuna would
-create an empty store at a path that has none). MLflow is not imported here: the address printed is
-found through the server's REST API.
+Each server runs under a guard (`symattn.guard`) in a session of its own (Ctrl-C at the terminal
+reaches this process only): the guard stops the server's whole process group when this process
+stops it or dies, SIGKILL included, so no server outlives `symattn ui`. Store URLs reach the servers
+through their environment, never their command line, where any user could read a password. Every
+store and port is checked before anything starts, so bad input creates nothing (MLflow and Optuna
+would create an empty store at a path that has none). MLflow is not imported here: the address
+printed is found through the server's REST API.
 
 MLflow 3.17 opens an experiment in GenAI mode whatever its `mlflow.experimentKind` tag says (the
 mode is the URL's `workflowType`, else the browser's last choice, else GenAI), so the addresses
@@ -31,11 +33,12 @@ from typing import Optional
 
 from symattn import keys
 from symattn.errors import RunError
+from symattn.guard import STOP_SECONDS, guarded
 from symattn.paths import check_uri, project_root, resolve_uri, sqlite_path
 
 READY_SECONDS = 180.0  # mlflow server takes 8-25 s to answer on a busy 2-core machine
-STOP_SECONDS = 10.0
 MODEL_TRAINING = "workflowType=machine_learning"
+DASHBOARD_STORAGE = "SYMATTN_DASHBOARD_STORAGE"  # the dashboard child's storage URL
 
 
 class _Terminated(Exception):
@@ -90,14 +93,14 @@ def check_port(host: str, port: int, flag: str) -> None:
 
 
 class Server:
-    """One server in a child process of its own process group, its output kept in a temporary file
+    """One server under a guard, in a session of its own, its output kept in a temporary file
     (shown if it dies)."""
 
     def __init__(self, name: str, argv: list[str], health_url: str, env: Optional[dict] = None):
         self.name, self.health_url = name, health_url
         self.log = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(
-            argv,
+            guarded(argv),
             stdin=subprocess.DEVNULL,
             stdout=self.log,
             stderr=subprocess.STDOUT,
@@ -128,28 +131,25 @@ class Server:
         raise ServerDied(f"{self.name} did not answer at {self.health_url} within {timeout:.0f} s")
 
     def stop(self) -> None:
-        """SIGTERM to its whole process group, SIGKILL to what is left of it after STOP_SECONDS."""
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(self.proc.pid, sig)
-            except ProcessLookupError:
-                break
-            deadline = time.monotonic() + STOP_SECONDS
-            while time.monotonic() < deadline:
-                self.proc.poll()  # reaps the leader: a zombie would keep its group alive
-                if not _group_alive(self.proc.pid):
-                    break
-                time.sleep(0.1)
-        self.proc.poll()
+        """The guard stops the server's group and exits; if the guard itself hangs, what it
+        guards is killed from here."""
+        import psutil
+
+        try:
+            guarded_procs = psutil.Process(self.proc.pid).children(recursive=True)
+        except psutil.Error:
+            guarded_procs = []
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=2 * STOP_SECONDS + 5)
+        except subprocess.TimeoutExpired:
+            for p in [*guarded_procs, psutil.Process(self.proc.pid)]:
+                try:
+                    p.kill()
+                except psutil.Error:
+                    pass
+            self.proc.wait()
         self.log.close()
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-        return True
-    except (ProcessLookupError, PermissionError):
-        return False
 
 
 def display_host(host: str) -> str:
@@ -190,8 +190,8 @@ def newest_study(base: str, name: Optional[str] = None) -> Optional[dict]:
     return runs[0]["info"] if runs else None
 
 
-def mlflow_argv(backend: str, artifacts: Path, host: str, port: int) -> list[str]:
-    """`mlflow server` on the store. The suite's experiments keep their artifacts at file:// URIs
+def mlflow_argv(artifacts: Path, host: str, port: int) -> list[str]:
+    """`mlflow server` on the store named by `MLFLOW_BACKEND_STORE_URI` in its environment. The suite's experiments keep their artifacts at file:// URIs
     (mlartifacts/ beside a sqlite store), which the server reads itself for the artifacts tab and
     its previews; `--artifacts-destination` puts those of an experiment created in the UI (an
     mlflow-artifacts:/ root) in the same folder, not in ./mlartifacts of the current directory. One
@@ -201,8 +201,6 @@ def mlflow_argv(backend: str, artifacts: Path, host: str, port: int) -> list[str
         "-m",
         "mlflow",
         "server",
-        "--backend-store-uri",
-        backend,
         "--artifacts-destination",
         artifacts.as_uri(),
         "--host",
@@ -232,16 +230,13 @@ def command(args: argparse.Namespace) -> int:
     servers: list[Server] = []
     try:
         # MLflow's job runner (GenAI evaluation, scorers: 8 more processes) is not used by the suite.
-        env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-        servers.append(
-            Server(
-                "mlflow server", mlflow_argv(backend, artifacts, args.host, args.port), f"{base}/health", env
-            )
-        )
+        env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_BACKEND_STORE_URI": backend}
+        argv = mlflow_argv(artifacts, args.host, args.port)
+        servers.append(Server("mlflow server", argv, f"{base}/health", env))
         if storage is not None:
             dash = f"http://{display_host(args.host)}:{args.optuna_port}"
-            argv = [sys.executable, "-m", "symattn.ui", storage, args.host, str(args.optuna_port)]
-            servers.append(Server("optuna-dashboard", argv, f"{dash}/api/meta"))
+            argv = [sys.executable, "-m", "symattn.ui", args.host, str(args.optuna_port)]
+            servers.append(Server("optuna-dashboard", argv, f"{dash}/api/meta", {DASHBOARD_STORAGE: storage}))
         for server in servers:
             server.wait_ready()
         try:
@@ -293,5 +288,5 @@ def serve_optuna_dashboard(storage_url: str, host: str, port: int) -> None:
     make_server(host, port, app, server_class=Threaded, handler_class=Quiet).serve_forever()
 
 
-if __name__ == "__main__":  # the optuna-dashboard child: STORAGE HOST PORT
-    serve_optuna_dashboard(sys.argv[1], sys.argv[2], int(sys.argv[3]))
+if __name__ == "__main__":  # the optuna-dashboard child: HOST PORT, its storage in the environment
+    serve_optuna_dashboard(os.environ.pop(DASHBOARD_STORAGE), sys.argv[1], int(sys.argv[2]))

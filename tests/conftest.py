@@ -143,3 +143,12 @@ def run_overrides(corpus_dir, cache, tmp_path):
         "speed.threads=1",
         "speed.progress_bar=false",
     ]
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    """A real PostgreSQL server (tests/postgres.py) for the module that asks for it; skipped where
+    the server binaries are not installed."""
+    from tests.postgres import running_postgres
+
+    yield from running_postgres()

@@ -19,7 +19,7 @@ def test_params_bad_size_is_one_line_error():
     out = symattn("params", "--size", "huge")
     assert out.returncode == 2
     assert out.stderr.strip().count("\n") == 0
-    assert "unknown model size 'huge'" in out.stderr
+    assert "invalid choice: 'huge'" in out.stderr
 
 
 def test_train_takes_bare_overrides_beside_set_and_prints_the_resolved_config(tmp_path):

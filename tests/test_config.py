@@ -8,6 +8,7 @@ import pytest
 from symattn import variants
 from symattn.config import RunConfig, load_config
 from symattn.data.config import DataConfig
+from symattn.errors import one_line
 from symattn.sweep.spec import SweepSpec, expand
 
 
@@ -95,3 +96,49 @@ def test_run_identity_is_stable_and_earlier_field_names_still_load():
     now = {**pairwise, "data": {"source": [{"type": "path", "path": "/tmp/x.txt"}]}}
     assert RunConfig.model_validate(earlier) == RunConfig.model_validate(now)
     assert RunConfig.model_validate(now).model.attention.variant == "pairwise"
+
+
+def test_a_kept_step_beyond_the_budget_is_refused_naming_the_step_and_the_fix():
+    with pytest.raises(ValueError) as info:
+        load_config(None, ["optim.max_steps=3000", "checkpoint.keep=[1500, 3000, 4000, 5000]"])
+    line = one_line(info.value)
+    assert "checkpoint.keep" in line and "4000" in line and "max_steps 3000" in line, line
+    assert "raise optim.max_steps" in line and "\n" not in line, line
+    # step 0 (the initial weights) and the last step are kept
+    assert load_config(None, ["optim.max_steps=20", "checkpoint.keep=[0, 20]"]).checkpoint.keep == [0, 20]
+
+
+def _spec(axes: dict, base: dict | None = None) -> SweepSpec:
+    return SweepSpec.model_validate({"name": "s", "base": base or {}, "axes": axes})
+
+
+def test_a_spec_takes_the_earlier_attention_key_as_the_config_does():
+    now = expand(_spec({"seed": [0, 1], "model.attention.variant": ["vanilla", "pairwise"]}))
+    earlier_spec = _spec({"seed": [0, 1], "model.attention.kind": ["vanilla", "pairwise"]})
+    earlier = expand(earlier_spec)
+    # resolved to the one name: the same cells, ids, names and axis values
+    assert list(earlier_spec.axes) == ["seed", "model.attention.variant"]
+    assert [(c.id, c.name, c.axes) for c in earlier] == [(c.id, c.name, c.axes) for c in now]
+    assert [c.id for c in now] == [
+        RunConfig.model_validate({"seed": s, "model": {"attention": {"variant": v}}}).config_hash()
+        for s in (0, 1)
+        for v in ("vanilla", "pairwise")
+    ]
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: load_config(None, ["model.attention.kind=pairwise", "model.attention.variant=vanilla"]),
+        lambda: _spec({"model.attention.kind": ["vanilla"], "model.attention.variant": ["pairwise"]}),
+        lambda: expand(
+            _spec({"model.attention.variant": ["pairwise"]}, {"model": {"attention": {"kind": "vanilla"}}})
+        ),
+    ],
+    ids=["config", "spec-axes", "spec-base-and-axis"],
+)
+def test_both_names_of_the_variant_are_refused_as_one_setting(build):
+    with pytest.raises(ValueError) as info:
+        build()
+    line = one_line(info.value)
+    assert "same setting" in line and "keep variant" in line and "unknown setting" not in line, line

@@ -120,6 +120,30 @@ def test_the_gain_scales_the_initial_query_and_key_weights_only():
         torch.testing.assert_close(gained[name], value * factor, msg=name)
 
 
+def test_the_gain_on_the_shared_projection_scales_its_query_and_key_roles_not_its_values():
+    """One projection makes Q, K and V: the gain goes on the Q and K role scalings, so the initial
+    logits scale by gain^2 as for any variant, and the values (and the projection) are untouched."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 128)
+    plain, gained = (
+        BertForMaskedLM(
+            ModelConfig(size="tiny", attention=AttentionConfig(variant="shared", qk_gain=g)), seed=4
+        )
+        for g in (None, 2.5)
+    )
+    p_state, g_state = plain.state_dict(), gained.state_dict()
+    for name, value in p_state.items():
+        if name.endswith("role_scales"):
+            torch.testing.assert_close(g_state[name], torch.tensor([[2.5], [2.5], [1.0]]).expand_as(value))
+        else:
+            torch.testing.assert_close(g_state[name], value, msg=name)
+    layers = [m.bert.encoder.layer[0].attention.self for m in (plain, gained)]
+    (q0, k0, v0), (q1, k1, v1) = (layer.query_key_value(x) for layer in layers)
+    torch.testing.assert_close(v1, v0)
+    torch.testing.assert_close(q1, 2.5 * q0)
+    torch.testing.assert_close(q1 @ k1.transpose(-1, -2), 2.5**2 * (q0 @ k0.transpose(-1, -2)))
+
+
 def test_controls_are_new_runs_of_the_same_matched_group():
     base = RunConfig()
     for attention in ({"qk_dim": 32}, {"qk_gain": 2.83}):

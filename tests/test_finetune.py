@@ -2,14 +2,17 @@
 runs it records, what the analysis reads from them, and the inputs it refuses before writing."""
 
 import dataclasses
+import json
 import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
 from symattn.config import FinetuneConfig, load_config
+from symattn.errors import one_line
 from symattn.finetune import _model, finetune
 from symattn.finetune_source import hf_source, run_sources
 from symattn.pretrain import pretrain
@@ -210,9 +213,9 @@ def _cli(pretrained, *args, env=None):
 @pytest.mark.parametrize(
     "args, words",
     [
-        (["--run", "nosuchrun", "--step", "10", "--task", "sst2"], "no MLflow run 'nosuchrun'"),
+        (["--run", "0" * 32, "--step", "10", "--task", "sst2"], f"no MLflow run '{'0' * 32}'"),
         (["--step", "15", "--task", "sst2"], "kept no weights at step 15; kept steps: 10, 20"),
-        (["--step", "10", "--task", "nosuchtask"], "unknown task 'nosuchtask'"),
+        (["--step", "10", "--task", "nosuchtask"], "'nosuchtask'"),
         (["--step", "10", "--task", "rte"], "RTE"),  # no RTE in the local GLUE folder
         (["--step", "10", "--task", "sst2", "epochs=0"], "epochs"),
         (["--step", "10", "--task", "sst2", "max_length=600"], "exceeds the model's 512 positions"),
@@ -227,3 +230,123 @@ def test_bad_input_is_refused_in_one_line_and_writes_nothing(pretrained, args, w
     assert out.returncode == 2, out.stderr
     assert out.stderr.strip().count("\n") == 0 and words in out.stderr, out.stderr
     assert len(client.search_runs([client.get_experiment_by_name("ft").experiment_id])) == before
+
+
+HF_CONFIG = {
+    "model_type": "bert",
+    "vocab_size": 40,
+    "hidden_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "intermediate_size": 512,
+    "max_position_embeddings": 128,
+}
+HF_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *"abcdefghijklmnopqrstuvwxyz"]
+
+
+def _bare_hf_folder(root, **config):
+    """The files of an HF BERT folder, written by hand (hf_source reads them; the weights' header
+    only): config.json, vocab.txt and model.safetensors."""
+    from safetensors.numpy import save_file
+
+    root.mkdir()
+    (root / "config.json").write_text(json.dumps({**HF_CONFIG, **config}))
+    (root / "vocab.txt").write_text("\n".join(HF_VOCAB) + "\n")
+    save_file(
+        {"bert.embeddings.word_embeddings.weight": np.zeros((40, 128), np.float32)},
+        root / "model.safetensors",
+    )
+    return root
+
+
+def _without(key):
+    return lambda root: (root / "config.json").write_text(
+        json.dumps({k: v for k, v in HF_CONFIG.items() if k != key})
+    )
+
+
+def _config(**changes):
+    return lambda root: (root / "config.json").write_text(json.dumps({**HF_CONFIG, **changes}))
+
+
+BAD_HF_FOLDERS = {
+    "config-not-json": (
+        lambda root: (root / "config.json").write_text('{"model_type": "bert",'),
+        ["config.json", "is not valid JSON", "save_pretrained"],
+    ),
+    "config-not-a-mapping": (
+        lambda root: (root / "config.json").write_text("[1, 2]"),
+        ["config.json", "not a mapping"],
+    ),
+    "config-lacks-a-key": (_without("hidden_size"), ["config.json", "lacks hidden_size", "save_pretrained"]),
+    "config-lacks-model-type": (_without("model_type"), ["config.json", "lacks model_type"]),
+    "config-wrong-type": (_config(hidden_size="big"), ["config.json", "hidden_size", "whole number"]),
+    "config-not-bert": (_config(model_type="roberta"), ["config.json", "roberta", "only BERT"]),
+    "config-heads-do-not-divide": (_config(num_attention_heads=3), ["config.json", "heads do not divide"]),
+    "no-config": (lambda root: (root / "config.json").unlink(), ["has no config.json", "save_pretrained"]),
+    "no-tokenizer": (
+        lambda root: (root / "vocab.txt").unlink(),
+        ["no tokenizer (tokenizer.json or vocab.txt)", "save_pretrained"],
+    ),
+    "no-weights": (
+        lambda root: (root / "model.safetensors").unlink(),
+        ["no weights (model.safetensors or pytorch_model.bin)"],
+    ),
+    "weights-unreadable": (
+        lambda root: (root / "model.safetensors").write_bytes(b"\x00" * 12),
+        ["model.safetensors", "is not a readable safetensors file"],
+    ),
+    "tokenizer-without-pad": (
+        lambda root: (root / "vocab.txt").write_text("\n".join(HF_VOCAB[1:]) + "\n"),
+        ["vocab.txt", "[PAD]"],
+    ),
+    "tokenizer-beyond-vocab": (
+        lambda root: (root / "vocab.txt").write_text(
+            "\n".join(HF_VOCAB + [f"w{i}" for i in range(20)]) + "\n"
+        ),
+        ["vocab.txt", "51 tokens", "vocab_size 40"],
+    ),
+}
+
+
+def test_a_sound_bare_hf_folder_passes(tmp_path):
+    src = hf_source(str(_bare_hf_folder(tmp_path / "bert")))
+    assert src.model.size == "tiny" and src.model.vocab_size == 40
+
+
+@pytest.mark.parametrize("damage, words", list(BAD_HF_FOLDERS.values()), ids=list(BAD_HF_FOLDERS))
+def test_a_bad_hf_folder_is_refused_in_one_line_naming_the_file_and_the_fix(tmp_path, damage, words):
+    folder = _bare_hf_folder(tmp_path / "bert")
+    damage(folder)
+    with pytest.raises(ValueError) as info:
+        hf_source(str(folder))
+    line = one_line(info.value)
+    assert all(w in line for w in words), line
+
+
+def test_a_bad_hf_folder_is_refused_by_the_command_before_any_store_is_opened(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    folder = _bare_hf_folder(tmp_path / "bert")
+    (folder / "config.json").write_text("{nope")
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "SYMATTN_CACHE")}
+    env.update(SYMATTN_HOME=str(home), SYMATTN_CACHE=str(home / "cache"), HF_DATASETS_OFFLINE="1")
+    out = subprocess.run(
+        [sys.executable, "-m", "symattn", "finetune", "--hf", str(folder), "--task", "sst2"],
+        cwd=home,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 2 and len(lines) == 1, out.stderr
+    assert f"{folder / 'config.json'} is not valid JSON" in lines[0], lines[0]
+    assert list(home.iterdir()) == []
+
+
+def test_a_recorded_keep_list_past_the_budget_still_loads_its_run():
+    from symattn.finetune_source import config_from_params
+
+    params = {"optim.max_steps": "20", "checkpoint.keep": "[10, 20, 500]", "model.size": "tiny"}
+    assert config_from_params(params).checkpoint.keep == [10, 20]

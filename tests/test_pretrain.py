@@ -35,6 +35,7 @@ def test_a_run_logs_exactly_what_it_promises(run_overrides, tmp_path):
     assert tags["size"] == "tiny" and tags["seed"] == "0" and tags["kind"] == "pretrain"
     assert len(tags["group"]) == 12 and len(tags["data_fingerprint"]) >= 12 and tags["git_commit"]
     assert tags["version.torch"].startswith("2.") and "version.mlflow" in tags
+    assert "invalid_utf8_skipped" not in tags  # no file of the corpus was skipped
 
     params = run.data.params
     assert params["optim.lr"] == "0.001" and params["model.attention.variant"] == "pairwise"
@@ -294,11 +295,13 @@ def symattn(capsys, *args):
         ("optim.lrr=1", "optim.lrr: unknown setting"),
         ("model.attention.variant=banded", "unknown attention 'banded'"),
         ("data.seq_len=1024", "data.seq_len 1024 exceeds model.max_positions 512"),
-        ("optim.lr", "not of the form key=value"),
+        ("optim.lr", "not key=value"),
+        ("optim.lr=1e-3", "optim.lr is given twice"),
     ],
 )
 def test_bad_override_is_one_line_and_creates_nothing(run_overrides, tmp_path, capsys, override, words):
-    code, err = symattn(capsys, "train", *[a for o in run_overrides for a in ("--set", o)], "--set", override)
+    given = [o for o in run_overrides if o.split("=")[0] != override.split("=")[0] or "twice" in words]
+    code, err = symattn(capsys, "train", *[a for o in given for a in ("--set", o)], "--set", override)
     assert code == 2, err
     assert err.strip().count("\n") == 0 and words in err
     assert not (tmp_path / "mlflow.db").exists()
@@ -372,3 +375,29 @@ def test_a_kept_checkpoint_series_survives_a_resume_without_duplicates(run_overr
 def test_a_bad_keep_series_is_refused(keep, words):
     with pytest.raises(ValueError, match=words):
         load_config(None, [f"checkpoint.keep={keep}"])
+
+
+def test_corpus_files_skipped_as_not_utf8_are_recorded_on_the_run(run_overrides, corpus_dir):
+    """As a fine-tuning run records the task rows it skipped: the count, and the first file."""
+    from symattn import keys
+
+    for name in ("doc900.txt", "doc901.txt"):
+        (corpus_dir / name).write_bytes(b"Latin-1 text, caf\xe9 and cr\xe8me, is not UTF-8.")
+    cfg = load_config(None, run_overrides + ["optim.max_steps=5", "eval.every_n_steps=5"])
+    tags = client_of(cfg).get_run(pretrain(cfg)["run_id"]).data.tags
+    assert tags[keys.INVALID_UTF8_SKIPPED] == "2"
+    assert tags[keys.INVALID_UTF8_FIRST] == str(corpus_dir / "doc900.txt")
+
+
+def test_skipped_files_are_counted_over_every_source_of_a_corpus():
+    from symattn import keys
+    from symattn.pretrain import skipped_files
+
+    one = {"files": 9, "invalid_utf8_skipped": 2, "invalid_utf8_first": "/c/a.txt"}
+    assert skipped_files(one) == {keys.INVALID_UTF8_SKIPPED: "2", keys.INVALID_UTF8_FIRST: "/c/a.txt"}
+    several = {
+        "documents": 20,
+        "sources": [{"invalid_utf8_skipped": 0}, {}, one, {"invalid_utf8_skipped": 1}],
+    }
+    assert skipped_files(several) == {keys.INVALID_UTF8_SKIPPED: "3", keys.INVALID_UTF8_FIRST: "/c/a.txt"}
+    assert skipped_files({"files": 9, "invalid_utf8_skipped": 0}) == skipped_files({}) == {}

@@ -15,8 +15,10 @@ from mlflow.tracking import MlflowClient
 from symattn.sweep.queue import queue
 from symattn.sweep.spec import expand, load_spec
 from symattn.sweep.status import status_rows
+from symattn.sweep.storage import open_storage
 from symattn.sweep.worker import work
 from symattn.tracking import open_store
+from tests.processes import end_tree, heartbeats_stale, until
 
 
 def overrides_to_base(overrides):
@@ -135,7 +137,11 @@ def test_two_workers_drain_the_queue_exactly_once(spec_path, tmp_path):
         subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         for _ in range(2)
     ]
-    outs = [p.communicate(timeout=600)[0] for p in procs]
+    try:
+        outs = [p.communicate(timeout=600)[0] for p in procs]
+    finally:
+        for p in procs:
+            end_tree(p)
     assert all(p.returncode == 0 for p in procs), outs
     client, runs = finished_runs(tmp_path)
     assert len(runs) == 4 and all(r.info.status == "FINISHED" for r in runs)
@@ -162,6 +168,15 @@ def test_two_workers_drain_the_queue_exactly_once(spec_path, tmp_path):
     assert work("mini-sweep", str(tmp_path / "optuna.journal"), "cpu") == []
 
 
+def _trained(client, step: int) -> bool:
+    """Whether the mini sweep's first cell has logged its training loss at `step`."""
+    exp = client.get_experiment_by_name("mini-sweep")
+    runs = client.search_runs([exp.experiment_id], filter_string="tags.kind = 'pretrain'") if exp else []
+    return bool(runs) and any(
+        m.step >= step for m in client.get_metric_history(runs[0].info.run_id, "train/loss")
+    )
+
+
 @pytest.mark.slow
 def test_a_killed_worker_is_replaced_and_the_sweep_completes_once(spec_path, tmp_path):
     raw = yaml.safe_load(spec_path.read_text())
@@ -172,18 +187,16 @@ def test_a_killed_worker_is_replaced_and_the_sweep_completes_once(spec_path, tmp
     storage = str(tmp_path / "optuna.journal")
     cmd = work_command(tmp_path)
     worker = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    # A client creating the fresh store as the worker does would crash one of them: take turns.
-    client = open_store(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    deadline = time.time() + 300
-    while time.time() < deadline:  # wait until the first cell has a checkpoint and some steps logged
-        exp = client.get_experiment_by_name("mini-sweep")
-        runs = client.search_runs([exp.experiment_id], filter_string="tags.kind = 'pretrain'") if exp else []
-        if runs and any(m.step >= 20 for m in client.get_metric_history(runs[0].info.run_id, "train/loss")):
-            break
-        time.sleep(0.5)
-    worker.send_signal(signal.SIGKILL)
-    worker.wait()
-    time.sleep(11)  # past the grace period: the cell's heartbeat is stale
+    try:
+        # A client creating the fresh store as the worker does would crash one of them: take turns.
+        client = open_store(f"sqlite:///{tmp_path / 'mlflow.db'}")
+        until(lambda: _trained(client, 20), "cell past its first checkpoint", proc=worker)
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+        study = optuna.load_study(study_name="mini-sweep", storage=open_storage(storage))
+        until(lambda: heartbeats_stale(study, 10), "stale heartbeat", timeout=60)  # grace_seconds
+    finally:
+        end_tree(worker)
     done = work("mini-sweep", storage, "cpu")
     assert sorted(state for _, state in done) == ["COMPLETE", "COMPLETE"]
     runs = client.search_runs(
@@ -210,17 +223,14 @@ def test_sigterm_to_the_whole_process_group_stops_cells_cleanly(spec_path, tmp_p
     worker = subprocess.Popen(
         cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
-    # A client creating the fresh store as the worker does would crash one of them: take turns.
-    client = open_store(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    deadline = time.time() + 300
-    while time.time() < deadline:  # until the cell has trained a while
-        exp = client.get_experiment_by_name("mini-sweep")
-        runs = client.search_runs([exp.experiment_id], filter_string="tags.kind = 'pretrain'") if exp else []
-        if runs and any(m.step >= 20 for m in client.get_metric_history(runs[0].info.run_id, "train/loss")):
-            break
-        time.sleep(0.5)
-    os.killpg(worker.pid, signal.SIGTERM)
-    worker.wait(timeout=120)
+    try:
+        # A client creating the fresh store as the worker does would crash one of them: take turns.
+        client = open_store(f"sqlite:///{tmp_path / 'mlflow.db'}")
+        until(lambda: _trained(client, 20), "cell past its first checkpoint", proc=worker)
+        os.killpg(worker.pid, signal.SIGTERM)
+        worker.wait(timeout=120)
+    finally:
+        end_tree(worker)
     [run] = client.search_runs(
         [client.get_experiment_by_name("mini-sweep").experiment_id], filter_string="tags.kind = 'pretrain'"
     )
@@ -332,3 +342,34 @@ def test_cells_see_the_workers_environment_at_launch_not_the_servers(spec_path, 
         ("tiny-vanilla-lr0.001-s0", "COMPLETE")
     ]
     assert any(late.rglob("*")), "the cell built its corpus elsewhere"
+
+
+def test_status_says_why_each_failed_cell_failed(spec_path, tmp_path):
+    """A cell that fails in training (a NaN loss: its run says why) and one that fails before its run
+    exists (its data refused): `symattn status` shows each one's error under its row."""
+    from symattn.cli import main
+    from symattn.sweep.status import format_status
+
+    raw = yaml.safe_load(spec_path.read_text())
+    raw["base"]["optim"].update(lr=1e12, grad_clip=None, warmup_steps=0)
+    raw["axes"] = {"data.val_docs": [8, 1000]}  # 1000 leaves the 60-document corpus no training text
+    raw["workers"]["max_retries"] = 0  # neither would succeed on a second try
+    spec_path.write_text(yaml.safe_dump(raw))
+    queue(load_spec(spec_path))
+    storage = str(tmp_path / "optuna.journal")
+    assert [state for _, state in work("mini-sweep", storage, "cpu")] == ["FAIL", "FAIL"]
+
+    nan, data = status_rows("mini-sweep", storage)
+    assert nan["failure"].startswith("NonFiniteLoss: training loss became")
+    assert nan["failure"].endswith("lower optim.lr or enable grad_clip (exit code 3)")
+    assert data["failure"].startswith("DataError: val_docs 1000 leaves no training documents")
+    assert data["failure"].endswith("(exit code 1)")
+    assert data["run_id"] == ""  # it failed before its run was created: only its trial knows why
+    lines = format_status([nan, data]).splitlines()
+    for row in (nan, data):
+        at = next(i for i, line in enumerate(lines) if line.startswith(row["cell"]))
+        assert " FAIL " in lines[at] and lines[at + 1].startswith("  failed: ")
+        reason = [lines[at + 1]] + [line for line in lines[at + 2 : at + 4] if line.startswith(" " * 10)]
+        assert all(len(line) <= 110 for line in reason)  # wrapped to a wide terminal
+        assert " ".join(line.strip() for line in reason) == f"failed: {row['failure']}"
+    assert main(["status", "mini-sweep", "--storage", storage]) == 0

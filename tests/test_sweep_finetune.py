@@ -4,7 +4,6 @@ they need exist, exactly once per (checkpoint, task, seed), even across a killed
 import signal
 import subprocess
 import sys
-import time
 
 import optuna
 import pytest
@@ -15,6 +14,7 @@ from symattn.sweep.queue import queue
 from symattn.sweep.spec import load_spec
 from symattn.sweep.status import status_rows
 from symattn.sweep.worker import work
+from tests.processes import end_tree, heartbeats_stale, until
 from tests.test_finetune import _glue
 from tests.test_sweep import overrides_to_base
 
@@ -96,16 +96,21 @@ def test_a_killed_worker_leaves_exactly_one_finetune_run_per_cell(spec_path, tmp
         study_name=STUDY,
         storage=optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(storage)),
     )
-    deadline = time.time() + 300
-    while time.time() < deadline:  # until a fine-tuning cell runs
-        trials = study.get_trials(deepcopy=False)
-        if any(t.user_attrs.get("kind") == "finetune" and t.state.name == "RUNNING" for t in trials):
-            break
-        time.sleep(0.2)
-    time.sleep(1.0)  # its run has started
-    worker.send_signal(signal.SIGKILL)
-    worker.wait()
-    time.sleep(9)  # past the grace period: the cell's heartbeat is stale
+    try:
+
+        def finetune_cell_running() -> bool:
+            trials = study.get_trials(deepcopy=False)
+            return any(t.user_attrs.get("kind") == "finetune" and t.state.name == "RUNNING" for t in trials)
+
+        until(finetune_cell_running, "fine-tuning cell", proc=worker)  # the store exists by then
+        until(
+            lambda: any(r.info.status == "RUNNING" for r in finetune_runs(tmp_path)), "its run", proc=worker
+        )
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+        until(lambda: heartbeats_stale(study, 8), "stale heartbeat", timeout=60)  # grace_seconds
+    finally:
+        end_tree(worker)
     done = work(STUDY, storage, "cpu")
     assert {state for _, state in done} == {"COMPLETE"}
     rows = status_rows(STUDY, storage)

@@ -16,6 +16,7 @@ import pytest
 
 from symattn import keys
 from symattn.cli import main
+from tests.processes import ignoring_sigint
 from tests.ui_screens import (
     body_text,
     browser_paths,
@@ -49,16 +50,22 @@ def get_json(url: str, body: dict | None = None) -> dict:
 
 
 @pytest.mark.parametrize(
-    "stop, status, optuna_too", [(signal.SIGINT, 130, False), (signal.SIGTERM, 0, True)], ids=["int", "term"]
+    "stop, status, optuna_too, launch",
+    [
+        (signal.SIGINT, 130, False, None),
+        (signal.SIGINT, 130, True, ignoring_sigint),  # as `symattn ui &` from a script starts it
+        (signal.SIGTERM, 0, True, None),
+    ],
+    ids=["int", "int-when-ignored", "term"],
 )
 def test_ui_serves_the_stores_until_stopped_and_leaves_no_process(
-    stores, child_env, stop, status, optuna_too
+    stores, child_env, stop, status, optuna_too, launch
 ):
     port, dash_port = free_port(), free_port()
     args = ["--port", str(port), "--tracking-uri", f"sqlite:///{stores / 'mlflow.db'}"]
     if optuna_too:
         args += ["--optuna", "--optuna-port", str(dash_port), "--storage", str(stores / "optuna.journal")]
-    with running_ui(*args, env=child_env) as ui:
+    with running_ui(*args, env=child_env, preexec_fn=launch) as ui:
         assert ui.url == f"http://127.0.0.1:{port}/"  # no study in the store: its root
         children = psutil.Process(ui.proc.pid).children(recursive=True)
         assert children
@@ -70,10 +77,45 @@ def test_ui_serves_the_stores_until_stopped_and_leaves_no_process(
             assert [s["study_name"] for s in studies] == ["ui-study"]
         ui.proc.send_signal(stop)
         assert ui.proc.wait(timeout=60) == status
-    _, alive = psutil.wait_procs(children, timeout=10)
-    assert not alive
+        _, alive = psutil.wait_procs(children, timeout=10)
+        assert not alive
     assert ui.stderr == ("symattn ui: interrupted\n" if stop == signal.SIGINT else "")
     assert {p.name for p in stores.iterdir()} == {"mlflow.db", "mlflow.db.lock", "optuna.journal"}
+
+
+def test_ui_killed_leaves_no_server_running(stores, child_env):
+    """SIGKILL gives `symattn ui` no chance to stop its servers: their guards do it."""
+    args = ["--port", str(free_port()), "--tracking-uri", f"sqlite:///{stores / 'mlflow.db'}", "--optuna"]
+    args += ["--optuna-port", str(free_port()), "--storage", str(stores / "optuna.journal")]
+    with running_ui(*args, env=child_env) as ui:
+        children = psutil.Process(ui.proc.pid).children(recursive=True)
+        assert len(children) >= 4  # two guards, two servers (and the MLflow server's uvicorn)
+        ui.proc.kill()
+        assert ui.proc.wait(timeout=10) == -signal.SIGKILL
+        _, alive = psutil.wait_procs(children, timeout=30)
+        assert not alive, [p.cmdline() for p in alive]
+
+
+@pytest.mark.slow
+def test_no_password_shows_on_a_servers_command_line(postgres, child_env):
+    """Both stores on a real PostgreSQL server with a password: the servers get their URLs through
+    their environment, where only their user can read them."""
+    from tests.postgres import PASSWORD
+
+    optuna.create_study(study_name="pg-ui", storage=optuna.storages.RDBStorage(postgres.url()))
+    args = ["--port", str(free_port()), "--tracking-uri", postgres.create_database("mlflow_ui")]
+    args += ["--optuna", "--optuna-port", str(free_port()), "--storage", postgres.url()]
+    with running_ui(*args, env=child_env) as ui:
+        children = psutil.Process(ui.proc.pid).children(recursive=True)
+        assert len(children) >= 4  # two guards, two servers (and the MLflow server's uvicorn)
+        for child in children:
+            assert PASSWORD not in " ".join(child.cmdline()), child.cmdline()
+        found = get_json(f"{ui.url}api/2.0/mlflow/experiments/search", {"max_results": 10})
+        assert [e["name"] for e in found["experiments"]] == ["Default"]  # the server reads the store
+        [line] = [line for line in ui.printed if line.startswith("Optuna dashboard: ")]
+        dash = line.split()[-1].removesuffix("/dashboard")
+        studies = get_json(f"{dash}/api/studies")["study_summaries"]
+        assert [s["study_name"] for s in studies] == ["pg-ui"]
 
 
 @pytest.mark.parametrize(

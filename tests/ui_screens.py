@@ -24,7 +24,6 @@ import os
 import queue
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -81,15 +80,20 @@ def chrome(chromium: str, driver: str):
 
 
 @contextmanager
-def running_ui(*args: str, env: dict | None = None, timeout: float = 240):
+def running_ui(*args: str, env: dict | None = None, timeout: float = 240, preexec_fn=None):
     """`symattn ui ARGS` in a child process, until it printed its address: yields its `proc`, `url`
-    and the lines `printed`; Ctrl-C (SIGINT) to it at the end if it still runs, then its `stderr`."""
+    and the lines `printed`; at the end, if it still runs, Ctrl-C (SIGINT) to it, then SIGTERM and
+    SIGKILL to it and its servers if they linger (pass or fail, nothing is left running); then its
+    `stderr`."""
+    from tests.processes import end_tree
+
     proc = subprocess.Popen(
         [sys.executable, "-m", "symattn", "ui", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env=env,
+        preexec_fn=preexec_fn,
     )
     lines: queue.Queue = queue.Queue()
     threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
@@ -112,9 +116,7 @@ def running_ui(*args: str, env: dict | None = None, timeout: float = 240):
         ui = SimpleNamespace(proc=proc, url=address.split()[2], printed=printed, stderr=None)
         yield ui
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            proc.wait(timeout=60)
+        end_tree(proc)
         drain.join(timeout=10)
         stderr = "".join(errors)
         print(stderr, end="", file=sys.stderr)  # pytest shows it if the test fails

@@ -32,9 +32,30 @@ def default_cache_dir() -> Path:
     return Path(base).expanduser() / "symattn"
 
 
+def cache_path(cache_dir: str | os.PathLike | None = None) -> Path:
+    """The cache folder (`cache_dir`, else the default), not created."""
+    return Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+
+
+def check_cache_dir(path: Path) -> None:
+    """That the cache folder exists and can be written, or can be created; nothing is created."""
+    existing = path
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    reason = None
+    if not existing.is_dir():
+        reason = f"{existing} is not a folder"
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        reason = f"{existing} is not writable"
+    if reason is not None:
+        raise DataError(
+            f"cannot create the data cache {path} ({reason}); set {ENV_VAR} or data.cache_dir to a writable folder"
+        )
+
+
 def resolve_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
     """The cache folder, created if needed."""
-    path = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    path = cache_path(cache_dir)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -109,13 +130,17 @@ def build_lock(cache: Path, key: str) -> Iterator[None]:
     """Serialise builds of one cache entry across processes (a sweep's workers start together):
     the second builder waits for the first, then finds the entry built.
 
-    The lock is `locks/<key>.lock` under the cache (an flock on Unix; the file stays, and is
-    created as any cache file, under the umask). Were two builds to overlap anyway, they would only
-    waste time, since entries are renamed into place whole.
+    The lock is `locks/<key>.lock` under the cache (an flock on Unix, created as any cache file,
+    under the umask). It stays after a build, and a failed build removes the one it made, so that a
+    refused build leaves the cache as it was. Were two builds to overlap (a process waiting on a
+    removed file, and a newcomer), they would only waste time, since entries are renamed into place
+    whole.
     """
     lock_dir = cache / "locks"
     lock_dir.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(lock_dir / f"{key}.lock")
+    path = lock_dir / f"{key}.lock"
+    ours = not path.exists()
+    lock = FileLock(path)
     try:
         lock.acquire(timeout=0)
     except Timeout:  # say why this process waits (a build takes a minute or more)
@@ -127,5 +152,31 @@ def build_lock(cache: Path, key: str) -> Iterator[None]:
         lock.acquire()
     try:
         yield
-    finally:
+    except BaseException:
         lock.release()
+        if ours:
+            with contextlib.suppress(OSError):
+                path.unlink()
+        raise
+    else:
+        lock.release()
+
+
+# The cache's folders, each before the folder that holds it.
+_FOLDERS = ("locks", "wheels", "vocab/bert-base-uncased", "vocab", "index", "pretrain", "tasks", ".")
+
+
+@contextlib.contextmanager
+def leave_as_found(cache: Path) -> Iterator[None]:
+    """On a failure, remove the cache's folders that this block created and left empty (the cache
+    itself included), so that a refused build leaves a cold cache uncreated."""
+    folders = [cache / name for name in _FOLDERS]
+    existed = {folder for folder in folders if folder.exists()}
+    try:
+        yield
+    except BaseException:
+        for folder in folders:
+            if folder not in existed:
+                with contextlib.suppress(OSError):
+                    folder.rmdir()  # only if empty
+        raise

@@ -66,8 +66,12 @@ SourceSpec = Annotated[Union[RegistrySource, PathSource, HFSource], Field(discri
 
 def parse_source(value: Any) -> Any:
     """Shorthands: `pypi-news`, `path:corpus/`, `hf:wikitext:wikitext-103-raw-v1`."""
-    if isinstance(value, dict) and "kind" in value and "type" not in value:
+    if isinstance(value, dict) and "kind" in value:
         # Configs recorded before the field was named `type` call it `kind`.
+        if "type" in value:
+            raise ValueError(
+                "kind and type are the same setting of a source (kind is its earlier name); keep type"
+            )
         return {("type" if k == "kind" else k): v for k, v in value.items()}
     if not isinstance(value, str):
         return value

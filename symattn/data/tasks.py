@@ -203,6 +203,11 @@ def _load_glue_tsv(info: TaskInfo, root: Path) -> TaskData:
     return TaskData(info, train, {s: _read_tsv(info, folder / _TSV_FILES[s]) for s in info.dev_splits})
 
 
+# How long the hub may take to answer before GLUE from the hub is given up. The datasets loader
+# retries an unreachable hub for about 30 s, printing each retry; one short request tells first.
+HUB_TIMEOUT_S = 5.0
+
+
 def _load_glue_hf(info: TaskInfo, hf_name: str, revision: Optional[str]) -> TaskData:
     try:
         import datasets
@@ -210,16 +215,33 @@ def _load_glue_hf(info: TaskInfo, hf_name: str, revision: Optional[str]) -> Task
         raise DataError(
             f"GLUE needs the `datasets` package (pip install 'symattn[hf]') or a local GLUE folder in {GLUE_DIR_ENV}"
         ) from None
+    local = Path(hf_name).expanduser().exists()  # a dataset folder laid out as the hub's
+    offline = bool(datasets.config.HF_HUB_OFFLINE)  # HF_DATASETS_OFFLINE, else HF_HUB_OFFLINE
+    if not local and not offline:
+        unreachable = _hub_unreachable(hf_name, revision)
+        if unreachable is not None:
+            raise DataError(
+                f"GLUE {info.name}: no local copy (glue_dir and {GLUE_DIR_ENV} are unset) and the hub "
+                f"cannot serve {hf_name!r} ({unreachable}); {_provide(info)}, or set "
+                "HF_DATASETS_OFFLINE=1 to read a copy in the datasets cache"
+            )
     col_a, col_b = _HF_COLS[info.name]
     out = {}
     for split in ("train", *info.dev_splits):
         try:
             ds = datasets.load_dataset(hf_name, info.name, split=_HF_SPLITS[split], revision=revision)
         except Exception as exc:
+            if offline and not local:
+                flag = "HF_DATASETS_OFFLINE" if os.environ.get("HF_DATASETS_OFFLINE") else "HF_HUB_OFFLINE"
+                raise DataError(
+                    f"GLUE {info.name}: no copy of {hf_name!r} in the datasets cache "
+                    f"({datasets.config.HF_DATASETS_CACHE}) and {flag} keeps the hub off; {_provide(info)}, "
+                    f"or unset {flag} where the hub can be reached"
+                ) from None
             msg = " ".join(str(exc).split())[:200]
             raise DataError(
                 f"cannot load GLUE {info.name} from {hf_name!r} ({type(exc).__name__}: {msg}); with no hub, "
-                f"point {GLUE_DIR_ENV} at a GLUE folder or set HF_DATASETS_OFFLINE=1 with a cached copy"
+                f"{_provide(info)}"
             ) from None
         labels = np.asarray(ds["label"])
         keep = labels >= 0 if not info.is_regression else np.ones(len(labels), bool)  # -1 = unlabelled
@@ -227,6 +249,30 @@ def _load_glue_hf(info: TaskInfo, hf_name: str, revision: Optional[str]) -> Task
         pairs = [t for t, k in zip(ds[col_b], keep) if k] if col_b else None
         out[split] = _split(info, texts, pairs, labels[keep])
     return TaskData(info, out.pop("train"), out)
+
+
+def _provide(info: TaskInfo) -> str:
+    """How to give a task's local copy."""
+    folder = _TSV[info.name][0]
+    files = ", ".join(f"{folder}/{_TSV_FILES[s]}" for s in ("train", *info.dev_splits))
+    return f"give glue_dir=DIR (or set {GLUE_DIR_ENV}) to a GLUE download's folder, which holds {files}"
+
+
+def _hub_unreachable(hf_name: str, revision: Optional[str]) -> Optional[str]:
+    """Why the hub gives no answer within HUB_TIMEOUT_S (a connection refused or timed out, a name
+    that does not resolve), or None when it answers. Any answer, an error status included, counts:
+    the loader then reports what the hub said."""
+    from huggingface_hub import HfApi, constants
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        HfApi().dataset_info(hf_name, revision=revision, timeout=HUB_TIMEOUT_S)
+    except HfHubHTTPError:
+        return None
+    except Exception as exc:  # the HTTP client's connection errors, of whichever library it is
+        reason = " ".join(str(exc).split())[:120] or type(exc).__name__
+        return f"{constants.ENDPOINT}: {reason}"
+    return None
 
 
 # --- the offline suite ----------------------------------------------------------------------------

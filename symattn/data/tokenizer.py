@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
@@ -108,23 +109,11 @@ def train_wordpiece(documents: Sequence[str], vocab_size: int, min_frequency: in
     and fixing the alphabet, makes the result the same in every process and on every machine.
     """
     normed = normalize_documents(documents)
-    codes = np.frombuffer("".join(normed).encode("utf-32-le"), dtype=np.uint32)
-    chars, counts = np.unique(codes, return_counts=True)
-    alphabet = sorted(
-        chr(c) for c, n in zip(chars.tolist(), counts.tolist()) if n >= min_frequency and not chr(c).isspace()
-    )
-    pre = pre_tokenizers.BertPreTokenizer()
-    # Characters that can continue a word (not punctuation or CJK, which BERT splits off).
-    continuing = [c for c in alphabet if len(pre.pre_tokenize_str(f"a{c}a")) == 1]
+    alphabet, continuing = _alphabet(_char_counts(normed), min_frequency)
     specials = list(SPECIAL_TOKENS) + [f"##{c}" for c in continuing]
-    floor = len(specials) + len(alphabet)
-    if vocab_size <= floor:
-        raise DataError(
-            f"vocab_size {vocab_size} leaves no room for merges: this corpus needs {floor} tokens for its "
-            f"characters alone; raise vocab_size above {floor}"
-        )
+    check_vocab_room(vocab_size, len(specials) + len(alphabet))
     tok = Tokenizer(models.WordPiece(unk_token=UNK, continuing_subword_prefix="##"))
-    tok.pre_tokenizer = pre
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     trainer = trainers.WordPieceTrainer(
         vocab_size=vocab_size,
         min_frequency=min_frequency,
@@ -136,6 +125,48 @@ def train_wordpiece(documents: Sequence[str], vocab_size: int, min_frequency: in
     )
     tok.train_from_iterator(normed, trainer)
     return bert_pipeline(tok.get_vocab())
+
+
+def _char_counts(texts: Sequence[str], chunk: int = 4096) -> Counter:
+    """How often each character occurs, counted a chunk of texts at a time (bounded memory)."""
+    counts: Counter = Counter()
+    for i in range(0, len(texts), chunk):
+        codes = np.frombuffer("".join(texts[i : i + chunk]).encode("utf-32-le"), dtype=np.uint32)
+        chars, n = np.unique(codes, return_counts=True)
+        counts.update(dict(zip(map(chr, chars.tolist()), n.tolist())))
+    return counts
+
+
+def _alphabet(counts: Counter, min_frequency: int) -> tuple[list[str], list[str]]:
+    """The WordPiece alphabet of normalised text with these character counts, and the characters
+    that can continue a word (not punctuation or CJK, which BERT splits off)."""
+    alphabet = sorted(c for c, n in counts.items() if n >= min_frequency and not c.isspace())
+    pre = pre_tokenizers.BertPreTokenizer()
+    return alphabet, [c for c in alphabet if len(pre.pre_tokenize_str(f"a{c}a")) == 1]
+
+
+def wordpiece_floor(documents: Sequence[str], min_frequency: int = 2) -> int:
+    """The fewest tokens a WordPiece vocabulary trained on `documents` holds (special tokens, the
+    alphabet and its `##` pieces), as `train_wordpiece` counts them, without training: the
+    normaliser maps each character alone, so the counts of the raw characters give the normalised
+    text's."""
+    norm = normalizers.BertNormalizer(
+        clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=True
+    )
+    counts: Counter = Counter()
+    for char, n in _char_counts(documents).items():
+        for out in norm.normalize_str(char):
+            counts[out] += n
+    alphabet, continuing = _alphabet(counts, min_frequency)
+    return len(SPECIAL_TOKENS) + len(continuing) + len(alphabet)
+
+
+def check_vocab_room(vocab_size: int, floor: int) -> None:
+    if vocab_size <= floor:
+        raise DataError(
+            f"vocab_size {vocab_size} leaves no room for merges: this corpus needs {floor} tokens for its "
+            f"characters alone; raise vocab_size above {floor}"
+        )
 
 
 def read_vocab_txt(path: Path) -> dict[str, int]:

@@ -170,13 +170,24 @@ def cell_main(
     except TrialPruned:
         sys.exit(EXIT_PRUNED)
     except NonFiniteLoss as exc:
+        _failed(report, exc)
         print(f"cell failed: {exc}", file=sys.stderr)
         sys.exit(EXIT_NON_FINITE)
     except RunStopped:
         sys.exit(143)
     except RunBusy as exc:  # another process still writes the run: retried later, never run twice
+        _failed(report, exc)
         print(f"cell not started: {exc}", file=sys.stderr)
         sys.exit(EXIT_BUSY)
+    except Exception as exc:
+        _failed(report, exc)
+        raise
+
+
+def _failed(report, exc: BaseException) -> None:
+    """The cell's error on its trial (`progress.TrialReport.failed`), when it has one."""
+    if report is not None:
+        report.failed(exc)
 
 
 def finetune_main(
@@ -189,8 +200,10 @@ def finetune_main(
     device: str,
     environ: Optional[dict] = None,
     watch: Optional[Watch] = None,
+    report=None,
 ) -> None:
-    """Body of a fine-tuning cell's child process: fine-tune run `run_id`'s weights at `step`."""
+    """Body of a fine-tuning cell's child process: fine-tune run `run_id`'s weights at `step`.
+    `report`: the cell's `progress.TrialReport`, which records its error if it fails."""
     _child(device, environ, watch)
     from symattn.finetune import finetune
     from symattn.finetune_source import run_sources
@@ -203,10 +216,14 @@ def finetune_main(
             client, run_sources(client, run_id, [step]), [config.task], [config.seed], config, tags, name
         )
     except ValueError as exc:  # e.g. its pre-training stopped early, before this step was kept
+        _failed(report, exc)
         print(f"cell failed: {exc}", file=sys.stderr)
         sys.exit(EXIT_INVALID)
     except KeyboardInterrupt:  # SIGTERM from the worker: the run is marked KILLED
         sys.exit(143)
+    except Exception as exc:
+        _failed(report, exc)
+        raise
 
 
 if os.environ.get(_IN_SERVER):

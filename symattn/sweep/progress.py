@@ -1,7 +1,8 @@
 """What a running cell reports to its trial, so that `symattn status` reads a study from the Optuna
 store alone (MLflow is not imported): the cell's MLflow run id when training starts, the step and
-validation loss at each evaluation, and the step with its time every few seconds in between. A
-search trial also reports the loss to its pruner and stops when pruned.
+validation loss at each evaluation, and the step with its time every few seconds in between; a cell
+that fails reports its error in a line. A search trial also reports the loss to its pruner and
+stops when pruned.
 
 From these a reader computes a cell's step rate and ETA, and a study's ETA (`cell_eta`,
 `study_eta`: pure functions of the reported attributes, no clock of their own)."""
@@ -15,10 +16,11 @@ from symattn import keys
 
 # A cell's progress, as user attributes of its trial (beside those named in `records`): its run id,
 # the last step and when it was reported (Unix time), the last validation loss, and the step and
-# time at which this attempt's training began (what its step rate counts from).
+# time at which this attempt's training began (what its step rate counts from); and the error it
+# failed with, in a line (`error_line`).
 RUN_ID, STEP, VAL_LOSS = "mlflow_run_id", "step", "val_loss"
-STEP_TIME, TRAIN_START = "step_time", "train_start"
-PROGRESS = (RUN_ID, STEP, VAL_LOSS, STEP_TIME, TRAIN_START)  # a retry reports its own
+STEP_TIME, TRAIN_START, ERROR = "step_time", "train_start", "error"
+PROGRESS = (RUN_ID, STEP, VAL_LOSS, STEP_TIME, TRAIN_START, ERROR)  # a retry reports its own
 REPORT_SECONDS = 5.0  # the step is reported at most this often between evaluations
 
 
@@ -104,6 +106,14 @@ def progress_text(attrs: dict, total: Optional[int], now: float) -> str:
     return ", ".join(parts)
 
 
+def error_line(exc: BaseException, limit: int = 500) -> str:
+    """An exception in a line: its type and the first line of its message (`NonFiniteLoss: training
+    loss became nan by step 12; lower optim.lr or enable grad_clip`), at most `limit` characters."""
+    lines = str(exc).strip().splitlines()
+    text = f"{type(exc).__name__}: {lines[0].strip()}" if lines else type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 class TrialReport:
     """Picklable (it travels to the cell's process); the Lightning callback is built there.
     `search`: a search trial's `SearchSpec` as a dict, for its pruner."""
@@ -117,6 +127,17 @@ class TrialReport:
             trial_id,
             search,
         )
+
+    def failed(self, exc: BaseException) -> None:
+        """Record the cell's error on its trial (`ERROR`), for its worker and `symattn status`. Never
+        raises: without it the worker still records the exit code."""
+        from symattn.sweep import optuna_internals as internals
+        from symattn.sweep.storage import open_storage
+
+        try:
+            internals.set_user_attrs(open_storage(self.storage_url), self.trial_id, {ERROR: error_line(exc)})
+        except Exception:  # noqa: BLE001  reclaimed meanwhile, or the store is gone
+            pass
 
     def callback(self):
         import os

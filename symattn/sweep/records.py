@@ -3,8 +3,9 @@
 A trial's user attributes: `cell` (the config hash), `name`, `group`, `index` (queue order),
 `attempt`, `config` (the run config, as set by the spec; a fine-tuning cell's is its
 `FinetuneConfig`, beside the attributes of `finetune_cells`), and what the running cell reports
-(`progress`: its run id, step and validation loss); a retry adds `retry_of` and `retry_reason`, a
-failure `failure`. Its run carries the tags `keys.STUDY`, `keys.CELL` and `keys.OPTUNA_TRIAL`.
+(`progress`: its run id, step and validation loss, and the error it failed with); a retry adds
+`retry_of` and `retry_reason`, a failure `failure` (`FAILURE`). Its run carries the tags
+`keys.STUDY`, `keys.CELL` and `keys.OPTUNA_TRIAL`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,11 @@ from optuna.trial import FrozenTrial
 
 from symattn import keys
 from symattn.config import RunConfig
+
+# Why a cell's trial FAILED, in a line, as its worker recorded it: the cell's error (or its run's
+# failure reason) and how its process ended, `NonFiniteLoss: training loss became nan by step 12;
+# lower optim.lr or enable grad_clip (exit code 3)`.
+FAILURE = "failure"
 
 
 def cell_attrs(config: RunConfig, name: str, index: int) -> dict:

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from symattn import keys
 from symattn.config import FinetuneConfig, RunConfig, apply_overrides, digest, flatten, read_yaml_mapping
+from symattn.model_config import EARLIER_NAMES, same_setting
 
 
 class StoresSpec(BaseModel):
@@ -155,6 +156,7 @@ class SweepSpec(BaseModel):
     @field_validator("axes")
     @classmethod
     def _axes(cls, axes: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        axes = _current_names(axes)
         for key, values in axes.items():
             if not values:
                 raise ValueError(f"axis {key!r} is empty; give it at least one value or remove it")
@@ -187,6 +189,22 @@ def _attention_last(axes: dict[str, list[Any]]) -> list[str]:
     keys = list(axes)
     attention = [k for k in keys if is_attention_axis(k)]
     return [k for k in keys if k not in attention] + attention
+
+
+# Axes under the earlier name of a setting, as a run config reads them (`model_config.EARLIER_NAMES`).
+_EARLIER_AXES = {
+    f"model.attention.{earlier}": f"model.attention.{name}" for earlier, name in EARLIER_NAMES.items()
+}
+
+
+def _current_names(axes: dict[str, list[Any]]) -> dict[str, list[Any]]:
+    """The axes with each earlier setting name replaced by its current one, in the spec's order, so
+    that a spec means the same cells (ids, names, trial params) under either name."""
+    for earlier, name in _EARLIER_AXES.items():
+        if earlier in axes and name in axes:
+            short = same_setting(earlier.rsplit(".", 1)[-1], name.rsplit(".", 1)[-1])
+            raise ValueError(f"{earlier} and {name}: {short}")
+    return {_EARLIER_AXES.get(key, key): values for key, values in axes.items()}
 
 
 def _check_axis_key(key: str) -> None:

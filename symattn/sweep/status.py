@@ -1,10 +1,11 @@
 """`symattn status`: one row per cell, from its newest trial alone (what the cell reported to it),
-so that it answers without opening MLflow; with `--watch`, again every few seconds with the study's
-ETA until no cell is waiting or running."""
+so that it answers without opening MLflow, and under a FAILED cell's row why it failed; with
+`--watch`, again every few seconds with the study's ETA until no cell is waiting or running."""
 
 from __future__ import annotations
 
 import sys
+import textwrap
 import time
 from datetime import datetime
 from typing import Callable, Optional, TextIO
@@ -15,17 +16,20 @@ from optuna.trial import FrozenTrial
 from symattn import keys
 from symattn.config import RunConfig
 from symattn.sweep.finetune_cells import is_finetune
-from symattn.sweep.progress import RUN_ID, STEP, VAL_LOSS, cell_eta, cell_rate, duration, study_eta
+from symattn.sweep.progress import ERROR, RUN_ID, STEP, VAL_LOSS, cell_eta, cell_rate, duration, study_eta
+from symattn.sweep.records import FAILURE
 from symattn.sweep.storage import load_study, open_existing_storage
 
 ACTIVE = ("WAITING", "RUNNING")
+WIDTH = 110  # a FAILED cell's reason is wrapped to this many columns under its row
+REASON_CHARS = 400  # and cut at this many characters
 
 
 def status_rows(
     study_name: str, storage_url: Optional[str] = None, now: Optional[float] = None
 ) -> list[dict]:
     """One row per cell: its latest trial's state, attempts, MLflow run id, progress and last loss,
-    and what the study's ETA is computed from (`progress.study_eta`)."""
+    why it failed (a FAILED cell), and what the study's ETA is computed from (`progress.study_eta`)."""
     storage = open_existing_storage(study_name, storage_url)
     study = load_study(study_name, storage, storage_url)
     trials = list(study.get_trials(deepcopy=False))
@@ -56,6 +60,10 @@ def _row(t: FrozenTrial, now: float) -> dict:
         "run_id": attrs.get(RUN_ID, ""),
         "progress": f"{attrs.get(STEP, 0)}/{total}" if total else "-",
         "val_loss": attrs.get(VAL_LOSS),
+        # as its worker recorded it, else as the cell reported it (its worker died first)
+        "failure": (attrs.get(FAILURE) or attrs.get(ERROR) or "no reason recorded")
+        if state == "FAIL"
+        else None,
         # what the study's ETA is computed from
         "kind": keys.FINETUNE if finetune else keys.PRETRAIN,
         "seconds": (t.datetime_complete.timestamp() - started)
@@ -81,11 +89,26 @@ def format_status(rows: list[dict]) -> str:
             f"{r['cell']:<{w}} {r['group']:<12} {r['state']:<9} {r['attempts']:>3} {r['run_id']:<32} "
             f"{r['progress']:>13} {loss:>9} {eta:>7}"
         )
+        if r.get("failure"):
+            lines.extend(_reason(r["failure"]))
     counts: dict[str, int] = {}
     for r in rows:
         counts[r["state"]] = counts.get(r["state"], 0) + 1
     lines.append(", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items())) or "no cells")
     return "\n".join(lines)
+
+
+def _reason(text: str) -> list[str]:
+    """A FAILED cell's reason, under its row: `  failed: ...`, wrapped to `WIDTH` columns, its
+    closing `(exit code 1)` kept whole."""
+    text = text if len(text) <= REASON_CHARS else text[: REASON_CHARS - 3] + "..."
+    head, paren, tail = text.rpartition(" (")
+    if paren and tail.endswith(")"):
+        text = head + paren + tail.replace(" ", "\xa0")  # not a place to break the line
+    lines = textwrap.wrap(
+        text, WIDTH, initial_indent="  failed: ", subsequent_indent=" " * 10, break_on_hyphens=False
+    )
+    return [line.replace("\xa0", " ") for line in lines]
 
 
 def eta_line(rows: list[dict]) -> str:

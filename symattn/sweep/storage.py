@@ -8,7 +8,7 @@ from typing import Optional
 
 import optuna
 
-from symattn.paths import project_root
+from symattn.paths import project_root, redact
 
 
 def default_storage() -> str:
@@ -62,18 +62,6 @@ def load_study(name: str, storage, url: Optional[str] = None) -> optuna.Study:
             f"no study {name!r} in {redact(url or default_storage())}; queue it first with "
             "`symattn queue SPEC`"
         ) from None
-
-
-def redact(url: str) -> str:
-    """A storage URL fit for logs: its password replaced by ***."""
-    if "://" not in url:
-        return url
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return url.split("://", 1)[0] + "://..."
 
 
 def _with_driver(url: str) -> str:

@@ -30,8 +30,17 @@ from symattn.sweep.cell_server import (
     worker_identity,
 )
 from symattn.sweep.finetune_cells import PRETRAIN_CELL, PretrainStages, finetune_config, is_finetune
-from symattn.sweep.progress import PROGRESS, RUN_ID, STEP, VAL_LOSS, TrialReport, progress_text
-from symattn.sweep.records import cell_config, finished_run, latest_run, runs_of
+from symattn.sweep.progress import (
+    ERROR,
+    PROGRESS,
+    RUN_ID,
+    STEP,
+    VAL_LOSS,
+    TrialReport,
+    error_line,
+    progress_text,
+)
+from symattn.sweep.records import FAILURE, cell_config, finished_run, latest_run, runs_of
 from symattn.sweep.search import ask, budget_used, load_search, trial_value
 from symattn.sweep.spec import SweepSpec
 from symattn.sweep.storage import default_storage, load_study, open_existing_storage, redact
@@ -64,8 +73,8 @@ def parse_devices(devices: str) -> list[str]:
 
 
 def _retry(study: optuna.Study, trial: FrozenTrial, max_retries: int, why: str, count: bool = True) -> None:
-    """Enqueue the cell again. `count`: the try counts as an attempt (False: the cell was stopped
-    with its worker, by Ctrl-C or SIGTERM, and had not failed)."""
+    """Enqueue the cell again. `count`: the try counts as an attempt (False: the cell had not
+    failed: it was stopped with its worker, by Ctrl-C or SIGTERM, or its run was busy)."""
     attempt = int(trial.user_attrs.get("attempt", 1))
     if count and attempt > max_retries:
         log.warning("cell %s failed %d times (%s); not retried", trial.user_attrs.get("name"), attempt, why)
@@ -93,11 +102,13 @@ def reclaim_stale(
             log.debug("cell %s: its run not looked up (%s)", trial.user_attrs.get("name"), exc)
             run = None
         if run is None:
+            _note_failure(study, trial, "its worker stopped sending heartbeats")
             return TrialState.FAIL, None
         try:
             value = cell_value(client, run, search)
         except Exception as exc:  # noqa: BLE001  its retry finds the run, and records why it has no value
             log.debug("cell %s: no value (%s)", trial.user_attrs.get("name"), exc)
+            _note_failure(study, trial, "its worker stopped sending heartbeats")
             return TrialState.FAIL, None
         internals.set_user_attrs(
             internals.storage_of(study), internals.trial_id(trial), {RUN_ID: run.info.run_id}
@@ -116,6 +127,25 @@ def reclaim_stale(
     return n
 
 
+def _note_failure(study: optuna.Study, trial: FrozenTrial, why: str) -> None:
+    """Record why a trial that another worker ran fails, before it is failed (a finished trial
+    takes no more attributes); another worker may have ended it first."""
+    try:
+        internals.set_user_attrs(internals.storage_of(study), internals.trial_id(trial), {FAILURE: why})
+    except internals.UpdateFinishedTrialError:
+        pass
+
+
+def exit_text(code: Optional[int]) -> str:
+    """A cell process's end in words: `exit code 1`, `killed by SIGKILL`."""
+    if code is not None and code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            pass
+    return f"exit code {code}"
+
+
 def cell_value(client, run, search=None) -> Optional[float]:
     """A finished pre-training cell's trial value: its final validation loss, or, in a search study,
     what the search's objective makes of its run (`search.trial_value`)."""
@@ -131,6 +161,9 @@ def running_cells(studies: list[optuna.Study]) -> int:
 
 _SAYING = threading.Lock()  # slots say their lines whole
 STOPPED = "STOPPED"  # what this worker did with a cell stopped with it: queued again, not failed
+# A cell whose run another live process still writes: queued again, not counted as an attempt (it
+# did not fail; each try waits for the run's lock first). Not an outcome, so not in `Worker.run`'s.
+BUSY = "BUSY"
 
 
 def _say(message: str) -> None:
@@ -365,9 +398,16 @@ class Worker:
         }
         config = finetune_config(trial, device, self.cpu_threads)
         args = (run_id, attrs[keys.CHECKPOINT_STEP], config, self.mlflow_uri, tags, attrs["name"], device)
+        report = self._report(self.study, trial)  # records the cell's error if it fails
         # A fine-tuning is not resumed: its retry starts over.
         self._launch(
-            ctx, self.study, trial, place, finetune_main, (*args, dict(os.environ), self.watch), restart=True
+            ctx,
+            self.study,
+            trial,
+            place,
+            finetune_main,
+            (*args, dict(os.environ), self.watch, report),
+            restart=True,
         )
 
     def _launch(
@@ -436,8 +476,12 @@ class Worker:
             _say(f"{name}: COMPLETE, {_outcome(finished)}, {minutes}")
         elif state == STOPPED:
             _say(f"{name}: stopped, queued again to resume from its last checkpoint, {minutes}")
+        elif state == BUSY:
+            _say(
+                f"{name}: its run is still written by another process; queued again, not counted as an attempt"
+            )
         else:
-            _say(f"{name}: {state}" + ("" if state == "PRUNED" else f" (exit code {code})") + f", {minutes}")
+            _say(f"{name}: {state}" + ("" if state == "PRUNED" else f" ({exit_text(code)})") + f", {minutes}")
 
     def _record(self, study: optuna.Study, trial: FrozenTrial, client, finished, code) -> str:
         """Sets the trial's state from the run and the child's exit code; returns the state."""
@@ -445,7 +489,12 @@ class Worker:
         run = finished or latest_run(client, trial)
         if run is not None:
             internals.set_user_attrs(storage, tid, {RUN_ID: run.info.run_id})
-            client.set_tag(run.info.run_id, keys.OPTUNA_TRIAL, str(trial.number))
+            try:
+                client.set_tag(run.info.run_id, keys.OPTUNA_TRIAL, str(trial.number))
+            except Exception as exc:  # noqa: BLE001  a store with no room left: the trial still names its run
+                log.warning(
+                    "cell %s: its run's tag %s not updated (%s)", name, keys.OPTUNA_TRIAL, error_line(exc)
+                )
         value, why = None, None
         if finished is not None and not is_finetune(trial):
             # A pre-training cell's value is its final validation loss, or its search's objective; a
@@ -461,24 +510,29 @@ class Worker:
             internals.finish(storage, tid, TrialState.PRUNED)
             state = "PRUNED"
         elif why is not None:  # FINISHED, but its search's objective cannot be computed: not retried
-            internals.set_user_attrs(storage, tid, {"failure": why})
+            internals.set_user_attrs(storage, tid, {FAILURE: why})
             internals.finish(storage, tid, TrialState.FAIL)
             state = "FAIL"
         else:
-            reason = run.data.tags.get(keys.FAILURE_REASON) if run is not None and code != EXIT_BUSY else None
-            internals.set_user_attrs(
-                storage, tid, {"failure": f"exit code {code}" + (f": {reason}" if reason else "")}
-            )
+            # Why, in a line: the error the cell reported, else its run's failure reason (a busy
+            # cell's run is another process's), and how the process ended.
+            busy = code == EXIT_BUSY
+            reason = internals.reload(storage, tid).user_attrs.get(ERROR)
+            if reason is None and run is not None and not busy:
+                reason = run.data.tags.get(keys.FAILURE_REASON)
+            failure = f"{reason} ({exit_text(code)})" if reason else exit_text(code)
+            internals.set_user_attrs(storage, tid, {FAILURE: failure})
             internals.finish(storage, tid, TrialState.FAIL)
             state = "FAIL"
-            # A cell stopped with its worker (Ctrl-C, SIGTERM) had not failed: its retry is not counted.
+            # A cell stopped with its worker (Ctrl-C, SIGTERM), or one whose run another process
+            # still writes, had not failed: its retry is not counted as an attempt.
             stopped = self.stopping.is_set() and code in (143, -signal.SIGTERM)
             if code not in (EXIT_NON_FINITE, EXIT_INVALID):
-                why = "stopped with its worker" if stopped else f"exit code {code}"
-                _retry(study, trial, self.workers.max_retries, why, count=not stopped)
-                if stopped:
-                    state = STOPPED
-        self.done.append((name, state))
+                why = "stopped with its worker" if stopped else failure
+                _retry(study, trial, self.workers.max_retries, why, count=not (stopped or busy))
+                state = STOPPED if stopped else BUSY if busy else state
+        if state != BUSY:
+            self.done.append((name, state))
         return state
 
 

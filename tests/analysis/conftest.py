@@ -243,3 +243,47 @@ def known():
         "expected_escape",
     ]
     return SimpleNamespace(**{name: globals()[name] for name in names})
+
+
+ESCAPES = {"vanilla": 400, "symmetric": 300, "pairwise": 200}  # variant -> step it leaves the plateau
+
+
+def plateau_loss(step: int, escape: int) -> float:
+    return 6.0 if step <= escape else max(2.0, 6.0 - (step - escape) / 100)
+
+
+def matched_group(
+    client,
+    exp_id: str,
+    size: str = "tiny",
+    seed: int = 0,
+    lift: float = 0.0,
+    parent: str | None = None,
+    study: str | None = None,
+) -> list[str]:
+    """Three finished runs of one matched group in a real store, with known validation curves
+    (each leaves the plateau at its ESCAPES step; `lift` raises every loss); their run ids."""
+    from mlflow.entities import Metric, Param
+
+    from symattn import keys
+
+    ids = []
+    for variant, escape in ESCAPES.items():
+        tags = {
+            keys.KIND: keys.PRETRAIN,
+            keys.ATTENTION: variant,
+            keys.SCHEME: "none",
+            keys.INIT: "none",
+            keys.VARIANT: variant,
+            keys.SIZE: size,
+            keys.SEED: str(seed),
+            keys.GROUP: f"{size}-s{seed}",
+            **({keys.STUDY: study, keys.PARENT_RUN_ID: parent} if study else {}),
+        }
+        run_id = client.create_run(exp_id, tags=tags, run_name=f"{size}-{variant}-s{seed}").info.run_id
+        params = [Param("params_total", "1000"), Param(keys.VAL_FLOOR, "6.0")]
+        metrics = [Metric(keys.VAL_LOSS, plateau_loss(s, escape) + lift, 0, s) for s in range(50, 1001, 50)]
+        client.log_batch(run_id, metrics=metrics, params=params)
+        client.set_terminated(run_id)
+        ids.append(run_id)
+    return ids

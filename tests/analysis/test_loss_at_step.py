@@ -53,3 +53,37 @@ def test_few_pairs_give_no_p_value_and_a_run_without_losses_gives_no_step():
     table = loss_at_step.loss_table(_curves({"a": [(100, 6.0)], "b": [(100, 6.2)]}), runs)
     assert loss_at_step.formatted(table).iloc[1]["sign test p"] == "n too small for p < 0.05 (n=1)"
     assert loss_at_step.loss_table(_curves({"a": [(100, 6.0)]}), runs).empty
+
+
+def test_a_difference_too_small_to_print_is_a_tie_left_out_of_the_tests(tmp_path):
+    runs = pd.DataFrame(
+        {
+            "run_id": [f"{v}{g}" for g in range(7) for v in ("v", "s")],
+            "variant": ["vanilla", "symmetric"] * 7,
+            "group": [f"g{g}" for g in range(7) for _ in range(2)],
+            "size": "tiny",
+        }
+    )
+    # Symmetric is 0.1 above vanilla in six groups and 0.0002 above it in group 0, which prints
+    # as +0.000: a tie, not "higher".
+    losses = {}
+    for g in range(7):
+        losses[f"v{g}"] = [(100, 6.0 + 0.01 * g)]
+        losses[f"s{g}"] = [(100, 6.0 + 0.01 * g + (0.0002 if g == 0 else 0.1))]
+    table = loss_at_step.loss_table(_curves(losses), runs)
+    symmetric = table.set_index("variant").loc["symmetric"]
+    assert (symmetric["n_lower"], symmetric["n_higher"], symmetric["n_ties"]) == (0, 6, 1)
+    assert symmetric["sign_n"] == symmetric["wilcoxon_n"] == 6  # the ties dropped
+    assert symmetric["sign_p"] == pytest.approx(2 / 2**6)
+    assert symmetric["n_both_exact"] == 7  # the mean difference is over every pair
+    shown = loss_at_step.formatted(table).set_index("variant").loc["symmetric"]
+    assert shown["lower/higher/tied"] == "0/6/1"
+    assert shown["sign test p"] == "0.0312 (n=6, smallest possible 0.031)"
+    assert "(t-interval, n=7)" in shown["paired difference vs vanilla, 95% interval"]
+    assert "±0.0005" in loss_at_step.NOTE and "ties" in loss_at_step.NOTE
+
+    from analysis import report
+
+    written = []
+    report._loss_section(_curves(losses), runs.assign(setting=""), tmp_path, written, "vanilla")
+    assert loss_at_step.NOTE.strip() in (tmp_path / "loss_at_step.md").read_text()

@@ -63,9 +63,10 @@ def _pretrain(client, experiment_id, variant, seed) -> str:
     return run.info.run_id
 
 
-def _finetune(client, experiment_id, parent, variant, seed, step, task, finetune_seed, value):
-    """One run with the tags and metrics `symattn.finetune.finetune_one` writes."""
-    from mlflow.entities import Metric
+def _finetune(client, experiment_id, parent, variant, seed, step, task, finetune_seed, value, params=None):
+    """One run with the tags and metrics (and, given `params`, the params) `symattn.finetune.
+    finetune_one` writes."""
+    from mlflow.entities import Metric, Param
 
     scheme, init = SCHEME[variant]
     tags = {
@@ -92,7 +93,8 @@ def _finetune(client, experiment_id, parent, variant, seed, step, task, finetune
         logged = {"accuracy": SMS_ACCURACY, "f1": value, "score": value}
     metrics = [Metric(f"{keys.EVAL_PREFIX}{name}", v, 0, 40) for name, v in logged.items()]
     metrics.append(Metric(keys.TRAIN_SECONDS, 1.0, 0, 40))
-    client.log_batch(run.info.run_id, metrics=metrics)
+    params = [Param(k, str(v)) for k, v in (params or {}).items()]
+    client.log_batch(run.info.run_id, metrics=metrics, params=params)
     client.set_terminated(run.info.run_id)
 
 
@@ -386,3 +388,58 @@ def test_a_reference_that_pre_training_did_not_raise_is_flagged():
     note = report._flat_reference_note(scores, "pairwise", glue.offline_suite(["trec6"]))
     assert note.count("\n") == 1 and "Group g1" in note and "(30.00 at step 3,000)" in note
     assert "at step 0 (40.00)" in note and "do not measure convergence" in note
+
+
+def test_fine_tuning_recipes_are_scored_apart(tmp_path):
+    """The spec's fine-tuning recipe changed (5 epochs, then 3) after its first cells ran: each
+    recipe gets its own rows, crossings, statistics and figure, never a pooled one."""
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment_id = client.create_experiment("recipes", artifact_location=(tmp_path / "a").as_uri())
+    lift = {5.0: 0, 3.0: 5}  # the 3-epoch recipe scores 5 points more
+    for seed in (1, 2):
+        for variant in ("pairwise", "vanilla"):
+            parent = _pretrain(client, experiment_id, variant, seed)
+            for epochs in lift:
+                for step in (100, 400):
+                    for task in DELTA:
+                        for finetune_seed in (1, 2):
+                            v = (value((variant, seed), step, task, finetune_seed) + lift[epochs]) / 100
+                            # As finetune_one records its config; total_steps and threads differ
+                            # between tasks and machines without making another recipe.
+                            params = {
+                                "finetune.task": task,
+                                "finetune.seed": finetune_seed,
+                                "finetune.epochs": epochs,
+                                "finetune.lr": 1e-5,
+                                "finetune.threads": finetune_seed,
+                                "finetune.total_steps": int(epochs * (10 if task == "sms-spam" else 7)),
+                            }
+                            args = (parent, variant, seed, step, task, finetune_seed, v, params)
+                            _finetune(client, experiment_id, *args)
+    loaded = frames.load_runs("recipes", uri)
+    assert set(loaded.glue_checkpoints["recipe"]) == {"fine-tuning epochs=5.0", "fine-tuning epochs=3.0"}
+
+    out = tmp_path / "out"
+    text = report.runs_report("recipes", uri, out, log_artifacts=False)
+    final = pd.read_csv(out / "offline_tiny.csv").set_index(["setting", "variant"])
+    # Per recipe, the mean over both pre-training runs (78, 72 at checkpoint 400) and both
+    # fine-tuning seeds (deltas -4.5 and 0).
+    assert final.loc[("fine-tuning epochs=5.0", "pairwise"), "score"] == pytest.approx(75 - 2.25)
+    assert final.loc[("fine-tuning epochs=3.0", "pairwise"), "score"] == pytest.approx(80 - 2.25)
+    assert (final["n_runs"] == 2).all() and (final["n_seeds"] == 2).all()
+    crossings = pd.read_csv(out / "offline_crossings.csv")
+    assert len(crossings) == 8  # 4 runs x 2 recipes
+    thresholds = crossings.groupby(["setting", "group"])["threshold"].first()
+    assert thresholds[("fine-tuning epochs=3.0", "tiny-s1")] == pytest.approx(0.95 * (83 - 2.25))
+    assert thresholds[("fine-tuning epochs=5.0", "tiny-s1")] == pytest.approx(0.95 * (78 - 2.25))
+    summary = pd.read_csv(out / "convergence_summary.csv")
+    proxy = summary[summary["definition"] == "offline>=95%_pairwise"]
+    assert len(proxy) == 4 and (proxy["n"] == 2).all()
+    noise = pd.read_csv(out / "offline_finetune_noise.csv")
+    assert (noise["n"] == 2).all()  # the seeds of one recipe, never both recipes' four
+    for k in (1, 2):
+        assert (out / f"offline_over_checkpoints_{k}.png").exists()
+    assert "fine-tuning epochs=3.0" in text and "fine-tuning epochs=5.0" in text

@@ -5,16 +5,20 @@ The fast tests import a subset of the reference files (every pre-training run, a
 the slow one imports everything and compares every table of `symattn figures acl2024` drawn from
 MLflow with the one drawn from the CSV files."""
 
+import os
+import shutil
 import sqlite3
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from analysis import frames
-from analysis.paper_import import import_paper, paper_runs_to_import
+from analysis import frames, outdir
+from analysis.paper_import import _write, import_paper, paper_runs_to_import
 from analysis.paths import REFERENCE_DIR
 from symattn import keys
 from symattn.cli import main
@@ -90,9 +94,23 @@ def test_import_is_complete_and_a_second_import_changes_nothing(small):
     )
     client.update_run(victim.info.run_id, status="RUNNING")
     third = import_paper(uri, reference)
-    assert (third.created, third.kept, third.replaced) == (1, expected - 1, 1)
+    assert (third.created, third.kept, third.replaced, third.duplicates) == (1, expected - 1, 1, 0)
+    assert third.counts() == f"1 run imported, {expected - 1} already there, 1 unfinished one replaced"
     active = frames.search_runs(client, frames.PAPER_NAME)
     assert len(active) == expected and {r.info.status for r in active} == {"FINISHED"}
+
+    # Complete second runs of two results (as imports at once wrote them before they took turns):
+    # removed, and said to be duplicates, not unfinished runs.
+    todo = {run.imported_id: run for run in paper_runs_to_import(reference)}
+    parent = {r.data.tags[keys.IMPORTED_ID]: r.info.run_id for r in active}["acl2024/small/pairwise"]
+    _write(client, experiment.experiment_id, todo["acl2024/small/vanilla"], None)
+    _write(client, experiment.experiment_id, todo[victim.data.tags[keys.IMPORTED_ID]], parent)
+    fourth = import_paper(uri, reference)
+    assert (fourth.created, fourth.kept, fourth.replaced, fourth.duplicates) == (0, expected, 0, 2)
+    assert fourth.counts() == f"0 runs imported, {expected} already there, 2 duplicates removed"
+    active = frames.search_runs(client, frames.PAPER_NAME)
+    assert len(active) == expected and len({r.data.tags[keys.IMPORTED_ID] for r in active}) == expected
+    assert import_paper(uri, reference).counts() == f"0 runs imported, {expected} already there"
 
 
 def test_imported_runs_have_the_suites_shape_and_cannot_be_taken_for_its_runs(imported):
@@ -227,5 +245,27 @@ def test_symattn_figures_acl2024_from_mlflow_writes_the_csv_files_tables(tmp_pat
     logged = {
         f.path.split("/")[-1] for f in client.list_artifacts(report.info.run_id, keys.FIGURES_ARTIFACTS)
     }
-    assert logged == set(written)
-    assert f"Logged to MLflow: {len(written)} files in figures/ of the report run" in text
+    assert logged == set(written) - {outdir.MANIFEST}
+    assert f"Logged to MLflow: {len(written) - 1} files in figures/ of the report run" in text  # no manifest
+
+
+@pytest.mark.slow
+def test_two_imports_started_at_once_write_every_run_once(tmp_path):
+    # In memory where there is /dev/shm: the two imports take turns, so this is two imports long.
+    shm = Path("/dev/shm")
+    folder = Path(tempfile.mkdtemp(dir=shm)) if shm.is_dir() and os.access(shm, os.W_OK) else tmp_path
+    try:
+        uri = f"sqlite:///{folder / 'mlflow.db'}"
+        command = [sys.executable, "-m", "symattn", "import", "acl2024", "--tracking-uri", uri]
+        started = [
+            subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in "ab"
+        ]
+        done = [process.communicate(timeout=600) for process in started]
+        assert [process.returncode for process in started] == [0, 0], [err for _, err in done]
+        assert row_counts(uri)["runs"] == 762  # every row, deleted runs included
+        assert len(frames.search_runs(MlflowClient(uri), frames.PAPER_NAME)) == 762
+        said = sorted(out.strip().split(" (experiment")[0].removeprefix("acl2024: ") for out, _ in done)
+        assert said == ["0 runs imported, 762 already there", "762 runs imported, 0 already there"]
+    finally:
+        if folder != tmp_path:
+            shutil.rmtree(folder, ignore_errors=True)

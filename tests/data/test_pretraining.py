@@ -133,3 +133,24 @@ def test_a_validation_split_that_holds_far_more_than_its_share_of_tokens_is_warn
     assert "warning: the validation split holds 72% of the tokens with 20 of 264 documents (8%)" in err
     _warn_if_lopsided(val_tokens=150, tokens=1000, val_docs=20, docs=264)  # under twice its share
     assert capsys.readouterr().err == ""
+
+
+def _snapshot(root):
+    return {
+        str(p.relative_to(root)): None if p.is_dir() else (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in sorted(root.rglob("*"))
+    }
+
+
+def test_a_failed_build_leaves_a_cold_cache_uncreated_and_a_warm_one_unchanged(small_cfg, cache):
+    # Only the build tells: the one validation document is shorter than a block of 512 tokens.
+    failing = small_cfg.model_copy(update={"seq_len": 512, "val_docs": 1})
+    with pytest.raises(DataError, match="fewer than one block of seq_len 512"):
+        prepare_pretraining(failing)
+    assert not cache.exists()  # no folder, no lock file
+    prepare_pretraining(small_cfg)
+    before = _snapshot(cache)
+    assert any(name.startswith("locks/") for name in before)  # a successful build keeps its lock file
+    with pytest.raises(DataError, match="fewer than one block"):
+        prepare_pretraining(failing)
+    assert _snapshot(cache) == before

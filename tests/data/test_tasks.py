@@ -6,6 +6,10 @@ import csv
 import io
 import json
 import logging
+import os
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -29,6 +33,7 @@ from symattn.data.tasks import (
     task_table,
 )
 from symattn.data.tokenizer import train_wordpiece
+from tests.conftest import REPO
 
 # --- GLUE in the layout of the GLUE download ------------------------------------------------------
 
@@ -383,3 +388,48 @@ def test_glue_score_reproduces_the_paper():
     assert "wnli" not in GLUE_SCORE_KEYS and len(GLUE_SCORE_KEYS) == 9
     with pytest.raises(DataError, match="needs stsb, rte"):
         glue_score({k: v for k, v in seed1.items() if k not in ("rte", "stsb")})
+
+
+# --- GLUE with no local copy and no hub ----------------------------------------------------------
+
+# Nothing listens on port 9 of the loopback: the hub's address answers "connection refused" at once,
+# as a machine without network does, whatever the machine running the tests can reach.
+NO_HUB = "http://127.0.0.1:9"
+
+
+def _glue_in_a_child(tmp_path, env: dict) -> tuple:
+    """load_task('sst2') in a fresh process (the hub's address and offline flags are read at
+    import), with an empty datasets cache; its exit status, stderr and seconds."""
+    code = (
+        "import sys\nfrom symattn.data.errors import DataError\nfrom symattn.data.tasks import load_task\n"
+        "try:\n    load_task('sst2')\nexcept DataError as exc:\n    print(exc, file=sys.stderr)\n    sys.exit(2)\n"
+    )
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "SYMATTN_GLUE"))}
+    base.update(HF_HOME=str(tmp_path / "hf"), PYTHONPATH=str(REPO), **env)
+    started = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", code], env=base, capture_output=True, text=True, timeout=120)
+    return out.returncode, out.stderr.strip().splitlines(), time.perf_counter() - started
+
+
+def test_glue_without_a_local_copy_or_a_hub_fails_fast_in_one_line(tmp_path):
+    pytest.importorskip("datasets")
+    code, lines, seconds = _glue_in_a_child(tmp_path, {"HF_ENDPOINT": NO_HUB})
+    assert code == 2 and len(lines) == 1, lines  # no retry lines before it
+    line = lines[0]
+    assert "GLUE sst2" in line and NO_HUB in line and "glue_dir=DIR" in line and "SYMATTN_GLUE_DIR" in line, (
+        line
+    )
+    assert "SST-2/train.tsv" in line and "HF_DATASETS_OFFLINE=1" in line, line
+    assert seconds < 15, seconds  # the datasets loader's retries took about 30 s
+    assert not (tmp_path / "hf").exists() or not any((tmp_path / "hf").rglob("*.arrow"))
+
+
+@pytest.mark.parametrize("flag", ["HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE"])
+def test_glue_offline_without_a_cached_copy_says_where_it_looked(tmp_path, flag):
+    pytest.importorskip("datasets")
+    code, lines, seconds = _glue_in_a_child(tmp_path, {flag: "1", "HF_ENDPOINT": NO_HUB})
+    assert code == 2 and len(lines) == 1, lines
+    line = lines[0]
+    assert "GLUE sst2" in line and "no copy" in line and str(tmp_path / "hf") in line, line
+    assert flag in line and "glue_dir=DIR" in line and "SYMATTN_GLUE_DIR" in line, line
+    assert seconds < 15, seconds

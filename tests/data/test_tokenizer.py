@@ -15,6 +15,7 @@ from symattn.data.tokenizer import (
     load_tokenizer_file,
     train_wordpiece,
     vocab_digest,
+    wordpiece_floor,
 )
 
 
@@ -93,3 +94,13 @@ def test_model_vocabulary_must_match(trained):
         match="the tokenizer has 300 tokens but the model's vocab_size is 30522; set model.vocab_size to 300",
     ):
         check_vocab_size(trained, 30522)
+
+
+@pytest.mark.parametrize("min_frequency", [1, 2])
+def test_the_vocabulary_floor_is_known_before_training(docs, min_frequency):
+    # Characters the normaliser changes, drops or splits off: accents, CJK, control and zero-width.
+    messy = docs + ["Café NAÏVE résumé, 東京 and 北京.\x07 Zero\u200bwidth ﬁ ½ İstanbul", "ÀÉÎ 東 ½ x\ttab"]
+    floor = wordpiece_floor(messy, min_frequency)
+    with pytest.raises(DataError, match=f"needs {floor} tokens for its characters alone"):
+        train_wordpiece(messy, floor, min_frequency)
+    assert train_wordpiece(messy, floor + 1, min_frequency).get_vocab_size() <= floor + 1

@@ -6,6 +6,7 @@ sqlite MLflow store, a journal file) and with the study on PostgreSQL."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +17,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import REPO, make_documents
-from tests.test_sweep_postgres import postgres  # noqa: F401  (the module's server fixture)
+from tests.processes import end_tree
 
 pytestmark = pytest.mark.slow
 
@@ -71,7 +72,11 @@ def _start_everything_at_once(tmp_path: Path, storage: str | None) -> tuple[Path
         subprocess.Popen(c, cwd=home, env=env, stdout=log, stderr=subprocess.STDOUT)
         for c, log in zip(commands, logs)
     ]
-    codes = [p.wait(timeout=900) for p in processes]
+    try:
+        codes = [p.wait(timeout=900) for p in processes]
+    finally:
+        for p in processes:
+            end_tree(p, first=signal.SIGTERM)
     for command, code, log in zip(commands, codes, logs):
         log.seek(0)
         out = log.read()

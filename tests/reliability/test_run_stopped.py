@@ -6,12 +6,12 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import yaml
 
 from symattn.tracking import open_store
+from tests.processes import end_tree, until
 
 pytestmark = pytest.mark.slow
 
@@ -36,16 +36,19 @@ def test_a_stopped_run_draws_nothing_and_the_same_command_finishes_it(tmp_path, 
     figures = tmp_path / "home" / "analysis" / "figures" / "stopped"
 
     first = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    client = open_store(base["tracking"]["uri"])
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and first.poll() is None:  # a cell past its first checkpoint
-        time.sleep(0.5)
-        exp = client.get_experiment_by_name("stopped")
-        runs = client.search_runs([exp.experiment_id], "tags.kind = 'pretrain'") if exp else []
-        if any(len(client.get_metric_history(r.info.run_id, "train/loss")) >= 8 for r in runs):
-            break
-    first.send_signal(signal.SIGTERM)
-    out, _ = first.communicate(timeout=120)
+    try:
+        client = open_store(base["tracking"]["uri"])
+
+        def past_first_checkpoint() -> bool:
+            exp = client.get_experiment_by_name("stopped")
+            runs = client.search_runs([exp.experiment_id], "tags.kind = 'pretrain'") if exp else []
+            return any(len(client.get_metric_history(r.info.run_id, "train/loss")) >= 8 for r in runs)
+
+        until(past_first_checkpoint, "cell past its first checkpoint", proc=first)
+        first.send_signal(signal.SIGTERM)
+        out, _ = first.communicate(timeout=120)
+    finally:
+        end_tree(first)
     assert first.returncode == 1, out
     assert "cells left; the same command continues the study where it stopped" in out
     assert not figures.exists()
@@ -53,5 +56,6 @@ def test_a_stopped_run_draws_nothing_and_the_same_command_finishes_it(tmp_path, 
     second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert second.returncode == 0, second.stdout + second.stderr
     assert (figures / "params.csv").exists()
+    exp = client.get_experiment_by_name("stopped")
     runs = client.search_runs([exp.experiment_id], "tags.kind = 'pretrain'")
     assert sorted(r.info.status for r in runs) == ["FINISHED", "FINISHED"]  # resumed, not run twice
