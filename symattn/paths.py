@@ -56,7 +56,9 @@ def check_uri(uri: Optional[str] = None) -> str:
         raise ValueError(
             f"tracking store folder {str(path.parent)!r} does not exist; create it or fix tracking.uri"
         )
-    if scheme != "sqlite" and scheme not in (
+    if scheme != "sqlite" and scheme.split("+")[
+        0
+    ] not in (  # a database may name its driver: postgresql+psycopg2
         "http",
         "https",
         "file",

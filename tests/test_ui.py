@@ -100,10 +100,13 @@ def test_ui_killed_leaves_no_server_running(stores, child_env):
 def test_no_password_shows_on_a_servers_command_line(postgres, child_env):
     """Both stores on a real PostgreSQL server with a password: the servers get their URLs through
     their environment, where only their user can read them."""
+    from symattn.sweep.storage import open_storage
     from tests.postgres import PASSWORD
 
-    optuna.create_study(study_name="pg-ui", storage=optuna.storages.RDBStorage(postgres.url()))
-    args = ["--port", str(free_port()), "--tracking-uri", postgres.create_database("mlflow_ui")]
+    optuna.create_study(study_name="pg-ui", storage=open_storage(postgres.url()))
+    postgres.create_database("mlflow_ui")
+    mlflow_store = postgres.url(database="mlflow_ui", driver="+psycopg2")  # SQLAlchemy's default is psycopg 3
+    args = ["--port", str(free_port()), "--tracking-uri", mlflow_store]
     args += ["--optuna", "--optuna-port", str(free_port()), "--storage", postgres.url()]
     with running_ui(*args, env=child_env) as ui:
         children = psutil.Process(ui.proc.pid).children(recursive=True)

@@ -10,6 +10,7 @@ from typing import Optional
 import optuna
 
 from symattn.paths import check_uri, check_writable
+from symattn.sweep.analysis_plan import check_registration, register
 from symattn.sweep.finetune_cells import FinetuneCell, expand_finetune, finetune_attrs
 from symattn.sweep.records import cell_attrs
 from symattn.sweep.spec import Cell, SweepSpec, expand, spec_digest
@@ -48,10 +49,14 @@ def queue(
     storage = open_storage(url)
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if spec.analysis is not None and spec.name in {s.study_name for s in storage.get_all_studies()}:
+        # a changed analysis of cells that started: refused before anything is written
+        check_registration(optuna.load_study(study_name=spec.name, storage=storage), spec.analysis)
     study = optuna.create_study(
         study_name=spec.name, storage=storage, direction="minimize", load_if_exists=True
     )
     study.set_user_attr("spec", spec.model_dump(mode="json"))
+    register(study, spec.analysis)
     study.set_user_attr("spec_digest", spec_digest(spec))
     study.set_user_attr("mlflow_uri", mlflow_uri)
     if spec.search is not None:

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from symattn import keys
 from symattn.config import FinetuneConfig, RunConfig, apply_overrides, digest, flatten, read_yaml_mapping
 from symattn.model_config import EARLIER_NAMES, same_setting
+from symattn.sweep.analysis_plan import AnalysisPlan
 
 
 class StoresSpec(BaseModel):
@@ -130,6 +131,9 @@ class SweepSpec(BaseModel):
     workers: WorkersSpec = Field(default_factory=WorkersSpec)
     search: Optional[SearchSpec] = None
     finetune: Optional[FinetuneSpec] = None
+    # The analysis, stated before the cells run (`symattn.sweep.analysis_plan`); recorded in the
+    # study by `queue`, fixed once a cell has started.
+    analysis: Optional[AnalysisPlan] = None
     # The second stage of a tuning: the name of a finished search study (a spec with `search`, in
     # this spec's Optuna store). Each cell takes its search param (e.g. optim.lr) from the best trial
     # of that study's search whose cell has the same settings but for the seed; read when the cells
@@ -263,6 +267,8 @@ def expand(spec: SweepSpec) -> list[Cell]:
         seen[cell_id] = dict(zip(order, values))
         axes = dict(zip(order, values))
         cells.append(Cell(cell_id, cell_name(cfg, axes), cfg, i, {k: axes[k] for k in spec.axes}))
+    if spec.analysis is not None:
+        spec.analysis.check_cells(cells)
     return cells
 
 
@@ -316,4 +322,5 @@ def load_spec(path: str | Path, overrides: Sequence[str] = ()) -> SweepSpec:
 
 
 def spec_digest(spec: SweepSpec) -> str:
-    return digest(spec.model_dump(mode="json"))
+    # A spec without an analysis keeps the digest it had before specs could state one.
+    return digest(spec.model_dump(mode="json", exclude={"analysis"} if spec.analysis is None else None))
