@@ -37,6 +37,16 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="acl2024: read the paper's runs imported into the tracking store, not the CSV files",
     )
     parser.add_argument(
+        "--from-export",
+        dest="exports",
+        metavar="DIR",
+        type=A.existing_folder,
+        action=A.AppendOnce,
+        default=[],
+        help="read the runs from an export (the export/ folder a report writes) instead of the store; "
+        "repeatable: the exports of one study's parts merge",
+    )
+    parser.add_argument(
         "--no-artifacts",
         dest="artifacts",
         action="store_false",
@@ -63,6 +73,11 @@ def run(args: argparse.Namespace) -> int:
     from symattn.paths import resolve_uri
 
     try:
+        if args.exports and (args.name == frames.PAPER_NAME or args.tracking_uri or args.from_mlflow):
+            raise LookupError(
+                "--from-export reads a study's runs from its export, not a store: drop --tracking-uri "
+                "and --from-mlflow (acl2024's results ship with the package)"
+            )
         if args.name == frames.PAPER_NAME:
             from_mlflow = args.from_mlflow or args.tracking_uri is not None
             uri = resolve_uri(args.tracking_uri) if from_mlflow else None
@@ -74,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
                 args.out,
                 thresholds=tuple(args.loss_threshold),
                 log_artifacts=args.artifacts,
+                exports=tuple(args.exports),
             )
     except (LookupError, FileNotFoundError) as error:  # bad input: a name or store that is not there
         print(f"symattn figures: error: {one_line(error)}", file=sys.stderr)

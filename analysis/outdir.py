@@ -105,8 +105,9 @@ class Staged:
                 f"--out {out} holds the current folder, and a report replaces its folder as a whole; "
                 "pick a folder of its own"
             )
-        written_by_report(self.out)  # a manifest that is not one: refused before any work
+        ours = written_by_report(self.out) or set()  # a manifest that is not one: refused before any work
         folders = sorted(p.name for p in self.out.iterdir() if p.is_dir()) if self.out.is_dir() else []
+        folders = [name for name in folders if name not in ours]  # a report's own folder (export/) is fine
         if folders:
             raise OutDirError(
                 f"--out {out} holds folders a report does not write ({', '.join(folders[:3])}), and a "
@@ -135,7 +136,9 @@ class Staged:
     def commit(self, written) -> list[Path]:
         """Swap the new set in; returns the written files at their final paths. `kept` names the
         files carried over from the earlier folder; `recorded` says whether it had a manifest."""
-        names = list(dict.fromkeys(Path(p).name for p in written))
+        # What the folder holds at its top: a file, or a folder of files (export/).
+        relative = [Path(p).resolve().relative_to(self.path.resolve()) for p in written]
+        names = list(dict.fromkeys(r.parts[0] for r in relative))
         (self.path / MANIFEST).write_text(json.dumps({"files": sorted(names)}, indent=1) + "\n")
         if self.out.is_dir():
             earlier = written_by_report(self.out)
@@ -155,7 +158,7 @@ class Staged:
         else:
             self.path.replace(self.out)
         self.committed = True
-        return [self.out / name for name in names]
+        return [self.out / r for r in dict.fromkeys(relative)]
 
     def kept_text(self) -> str:
         """The line that names the files kept beside the new set, if any."""

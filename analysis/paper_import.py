@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections import Counter
 from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -251,8 +252,11 @@ def _import(client, todo: list[_Run]) -> tuple[str, int, int, int, int]:
         run_view_type=ViewType.ACTIVE_ONLY,
         max_results=1000,
     )
+    # Of several complete runs of one result, the one kept is the one most runs name as their
+    # parent (so its fine-tuning runs stay), then the earliest: never a coin toss of run ids.
+    children = Counter(r.data.tags.get(keys.PRETRAIN_RUN_ID) for r in existing)
     by_id: dict[str, list] = {}
-    for found in sorted(existing, key=lambda r: (r.info.start_time, r.info.run_id)):
+    for found in sorted(existing, key=lambda r: (-children[r.info.run_id], r.info.start_time, r.info.run_id)):
         by_id.setdefault(found.data.tags.get(keys.IMPORTED_ID), []).append(found)
     done, kept, created, replaced, duplicates = {}, 0, 0, 0, 0
     for run in todo:  # pre-training runs first: a fine-tuning run's parent is settled before it

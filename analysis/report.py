@@ -20,11 +20,13 @@ from analysis import (
     artifacts,
     convergence,
     diagnostics,
+    export,
     figures,
     frames,
     glue,
     loss_at_step,
     outdir,
+    preregistered,
     stats,
     tables,
 )
@@ -527,14 +529,27 @@ def runs_report(
     thresholds=(),
     baseline: str = "vanilla",
     log_artifacts: bool = True,
+    exports=(),
 ) -> str:
     """The same figures and tables from the MLflow runs of the experiment or study `name`, also
-    logged as artifacts of its study run (or report run: `artifacts`) unless `log_artifacts` is off.
-    The files replace the folder's earlier set (`outdir`)."""
+    logged as artifacts of its study run (or report run: `artifacts`) unless `log_artifacts` is off;
+    or from `exports` (`analysis.export`: folders written by earlier reports), merged, without a
+    store. The study's runs are exported beside them (export/). The files replace the folder's
+    earlier set (`outdir`)."""
     final = Path(out_dir) if out_dir else default_out_dir(name)
-    data = frames.load_runs(name, tracking_uri, metrics=(keys.VAL_LOSS, *diagnostics.METRICS))
+    if exports:
+        data, registrations = export.read(exports, name)
+        where, log_artifacts = "in the export" + "s" * (len(exports) > 1), False
+    else:
+        data = frames.load_runs(name, tracking_uri, metrics=(keys.VAL_LOSS, *diagnostics.METRICS))
+        where, experiments = "in the store", data.runs.get("experiment_id", pd.Series(dtype=str)).unique()
+        client = frames.client(tracking_uri)
+        registrations = (
+            preregistered.study_registrations(client, experiments, name) if len(experiments) else {}
+        )
     if data.runs.empty:
         raise LookupError(f"no pre-training runs in {name!r}")
+    everything = data
     states = data.runs["state"].value_counts().to_dict()
     runs = frames.one_run_per_cell(data.runs)
     kept = set(runs["run_id"])
@@ -546,23 +561,27 @@ def runs_report(
         source=name,
     )
     with outdir.Staged(final) as stage:
-        text, written = _runs_files(name, data, stage.path, thresholds, baseline)
-        written = stage.commit(written)
+        text, written = _runs_files(name, data, stage.path, thresholds, baseline, registrations)
+        exported = export.write(everything, registrations, stage.path / "export")
+        written = [p for p in stage.commit([*written, *exported]) if p.parent == final.resolve()]
     state_text = ", ".join(f"{n} {s.lower()}" for s, n in states.items())
     logged = (
         artifacts.log_figures(tracking_uri, name, written, runs["experiment_id"]) if log_artifacts else ""
     )
     return (
-        f"{name}: {len(runs)} pre-training runs used ({state_text} in the store) -> {shown_path(final)}\n\n"
-        f"{text}\n{len(written)} files written.\n{stage.kept_text()}{logged}"
+        f"{name}: {len(runs)} pre-training runs used ({state_text} {where}) -> {shown_path(final)}\n\n"
+        f"{text}\n{len(written)} files written, and the runs exported to export/.\n{stage.kept_text()}{logged}"
     )
 
 
-def _runs_files(name: str, data: frames.Frames, out: Path, thresholds, baseline: str) -> tuple[str, list]:
+def _runs_files(
+    name: str, data: frames.Frames, out: Path, thresholds, baseline: str, registrations: dict
+) -> tuple[str, list]:
     runs = data.runs
     colors = figures.variant_colors(runs["variant"])
-    written: list[Path] = []
     floors = data_floors(runs)
+    # The analyses the study stated before it ran come first; the rest is exploratory.
+    stated, written = preregistered.section(registrations, runs, data.curves, floors, out, colors)
     # Runs in the order they started: the design's order, as the sweep queued it.
     runs = runs.sort_values("start_time", kind="stable").reset_index(drop=True)
     runs = runs.assign(setting=frames.setting_labels(runs).to_numpy())
@@ -635,7 +654,7 @@ def _runs_files(name: str, data: frames.Frames, out: Path, thresholds, baseline:
         design += _settings_text(
             tuned, "fine-tuning settings (pre-training setting; recipe), each scored on its own (suffix _k)"
         )
-    return f"{design}{conv_text}\n{arms_text}\n{glue_text}", written
+    return f"{stated}{design}{conv_text}\n{arms_text}\n{glue_text}", written
 
 
 def _settings_text(settings: list, what: str) -> str:

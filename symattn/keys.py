@@ -62,6 +62,7 @@ TRAIN_COMMAND, WORK_COMMAND = "symattn train", "symattn work"  # the source name
 FINETUNE_COMMAND = "symattn finetune"  # a fine-tuning's (a sweep's fine-tuning cell: WORK_COMMAND)
 DATASET_CONTEXT, TRAIN_CONTEXT = "mlflow.data.context", "train"
 SPEC_ARTIFACT = "spec.yaml"  # a study run's sweep spec
+ANALYSES_ARTIFACT = "analyses.json"  # of a study run: its analyses as stated, with when
 AXIS_PREFIX = "axis."  # a study run's params: one per design axis, `axis.seed` = "[0, 1]"
 
 # Params beside the flattened config.

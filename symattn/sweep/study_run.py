@@ -13,6 +13,7 @@ import yaml
 from optuna.trial import TrialState
 
 from symattn import keys
+from symattn.sweep.analysis_plan import registered
 from symattn.sweep.spec import SweepSpec
 
 
@@ -73,6 +74,11 @@ def open_study_run(uri: str, study) -> tuple:
         path = Path(tmp) / keys.SPEC_ARTIFACT
         path.write_text(yaml.safe_dump(study.user_attrs["spec"], sort_keys=False))
         client.log_artifact(run_id, str(path))
+        analyses = registered(study)
+        if analyses:  # as stated, with when: what the report computes first
+            path = Path(tmp) / keys.ANALYSES_ARTIFACT
+            path.write_text(json.dumps(analyses, indent=1))
+            client.log_artifact(run_id, str(path))
     return client, run_id
 
 

@@ -248,8 +248,9 @@ def known():
 ESCAPES = {"vanilla": 400, "symmetric": 300, "pairwise": 200}  # variant -> step it leaves the plateau
 
 
-def plateau_loss(step: int, escape: int) -> float:
-    return 6.0 if step <= escape else max(2.0, 6.0 - (step - escape) / 100)
+def plateau_loss(step: int, escape: int | None) -> float:
+    """6.0 on the plateau until `escape` (None: to the end), then down to 2.0 at 0.01 a step."""
+    return 6.0 if escape is None or step <= escape else max(2.0, 6.0 - (step - escape) / 100)
 
 
 def matched_group(
@@ -260,15 +261,17 @@ def matched_group(
     lift: float = 0.0,
     parent: str | None = None,
     study: str | None = None,
+    escapes: dict | None = None,
 ) -> list[str]:
     """Three finished runs of one matched group in a real store, with known validation curves
-    (each leaves the plateau at its ESCAPES step; `lift` raises every loss); their run ids."""
+    (each leaves the plateau at its ESCAPES step, or as `escapes` says, None for never; `lift`
+    raises every loss); their run ids."""
     from mlflow.entities import Metric, Param
 
     from symattn import keys
 
     ids = []
-    for variant, escape in ESCAPES.items():
+    for variant, escape in {**ESCAPES, **(escapes or {})}.items():
         tags = {
             keys.KIND: keys.PRETRAIN,
             keys.ATTENTION: variant,

@@ -35,7 +35,7 @@ def test_a_studys_figures_and_tables_are_artifacts_of_its_study_run(client, tmp_
     logged = figures_of(client, study_run)
     assert {"loss_tiny.png", "loss_tiny.pdf", "loss_tiny_log.png", "convergence_tiny.png"} <= logged
     assert {"params.csv", "params.md", "convergence_summary.csv", "convergence_summary.md"} <= logged
-    assert logged == {p.name for p in out.iterdir()} - {outdir.MANIFEST}
+    assert logged == {p.name for p in out.iterdir()} - {outdir.MANIFEST, "export"}  # the export stays on disk
     assert f"of the study run 'art' ({study_run})" in text
     # No other run was made, and the readers still see the three runs of the design only.
     assert len(client.search_runs([exp_id])) == 4
