@@ -21,7 +21,12 @@ def logged(client, exp_id: str) -> set:
 
 
 def digests(folder) -> dict:
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.iterdir()}
+    """Every file's digest, those of the export folder too."""
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in folder.rglob("*")
+        if p.is_file()
+    }
 
 
 def figures(name, client, out) -> int:
@@ -56,7 +61,7 @@ def test_a_new_report_leaves_no_stale_file_and_keeps_the_files_it_did_not_write(
     # Only the output folder is left beside it: no partial or old set.
     assert [p.name for p in out.parent.iterdir()] == ["stale"]
     # MLflow holds the same set: the stale figure is removed there too.
-    assert logged(client, exp_id) == names - {"README.md", ".symattn-report.json"}
+    assert logged(client, exp_id) == names - {"README.md", ".symattn-report.json", "export"}
     stale = first - names
     assert {"loss_small.pdf", "loss_small_log.png", "convergence_small.png"} <= stale
     assert f"{len(stale)} files an earlier report logged there and this one did not write: removed" in text
