@@ -166,6 +166,33 @@ def _work(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _extend(args: argparse.Namespace) -> int:
+    from symattn.sweep.extend import extend
+    from symattn.sweep.worker import parse_devices, work
+
+    parse_devices(args.devices)  # before anything is queued
+    done = extend(args.study, args.storage, args.max_steps)
+    left = [
+        f"{len(v)} {what}"
+        for v, what in ((done.stopped_early, "stopped early"), (done.failed, "failed"))
+        if v
+    ]
+    print(
+        f"study {args.study}: {len(done.extended)} cells go on to {args.max_steps:,} steps"
+        + (f" ({', '.join(left)}: left as they are)" if left else "")
+    )
+    if not done.extended:
+        return 0
+    outcomes = work(args.study, args.storage, args.devices, args.per_device)
+    stopped = sum(state == "STOPPED" for _, state in outcomes)
+    if stopped:
+        print(
+            f"study {args.study}: {stopped} cells stopped; the same command, or symattn work, continues them"
+        )
+        return 1
+    return 0 if all(state == "COMPLETE" for _, state in outcomes) else 1
+
+
 def _status(args: argparse.Namespace) -> int:
     from symattn.sweep.status import eta_line, format_status, status_rows, watch
 
@@ -499,6 +526,18 @@ def build_parser() -> argparse.ArgumentParser:
     add_worker_args(p)
     p.set_defaults(func=_work)
 
+    p = sub.add_parser(
+        "extend",
+        help="continue a study's cells that ran to their budget (constant schedule) to a larger one",
+        description="Queue every pre-training cell of the study that ran to its budget (neither stopped "
+        "early below its floor nor failed) to go on to --max-steps, in the same MLflow run from its last "
+        "checkpoint, then work them on the local devices. Only a constant schedule can be extended.",
+    )
+    p.add_argument("study", type=A.study, help="study name (the spec's name)")
+    p.add_argument("--max-steps", type=A.positive, required=True, help="the new budget of every cell")
+    add_worker_args(p)
+    p.set_defaults(func=_extend)
+
     p = sub.add_parser("status", help="cells of a study by state, with run ids, progress and final losses")
     p.add_argument("study", type=A.study, help="study name (the spec's name)")
     p.add_argument("--storage", help=storage_help)
@@ -535,7 +574,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _starts_cells(argv: list[str]) -> bool:
-    return argv[:1] in (["work"], ["run"]) and not {"--dry-run", "-h", "--help"} & set(argv)
+    return argv[:1] in (["work"], ["run"], ["extend"]) and not {"--dry-run", "-h", "--help"} & set(argv)
 
 
 def _interruptible() -> None:

@@ -45,6 +45,20 @@ class OptimConfig(_Block):
             self.warmup_steps if self.warmup_steps is not None else round(self.warmup_ratio * self.max_steps)
         )
 
+    def check_extensible(self, what: str) -> None:
+        """Refuse (ValueError) a budget whose steps would change if it were extended: a budget can
+        grow only where no step's rate depends on it."""
+        if self.schedule != "constant":
+            raise ValueError(
+                f"optim.schedule {self.schedule} decays over optim.max_steps, so a longer budget changes "
+                f"every step's rate: {what} cannot be extended; start a new one"
+            )
+        if self.warmup_steps is None:
+            raise ValueError(
+                "optim.warmup_steps is not set, so the warm-up follows optim.max_steps (warmup_ratio): "
+                f"{what} cannot be extended; set optim.warmup_steps in a new one"
+            )
+
     @model_validator(mode="after")
     def _check(self) -> "OptimConfig":
         if self.warmup > self.max_steps:

@@ -31,6 +31,8 @@ KEPT_CHECKPOINT_PREFIX = "kept_checkpoint."
 # Tags of how a run ended.
 STOPPED_AT_STEP = "stopped_at_step"  # stopped by Ctrl-C or SIGTERM; `--resume` continues it
 STOPPED_EARLY_AT = "stopped_early_at"
+# The budget a run was extended to (`symattn extend`); its param optim.max_steps keeps its first.
+EXTENDED_TO = "extended_to"
 PRUNED_AT_STEP = "pruned_at_step"
 FAILURE_REASON = "failure_reason"
 # Tags of a sweep cell's run.

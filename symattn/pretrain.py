@@ -438,25 +438,30 @@ def pretrain(
     resume: Union[bool, str, None] = False,
     callbacks: Optional[list] = None,
     started_at: Optional[float] = None,
+    extend_from: Optional[int] = None,
 ) -> dict:
     """Run (or continue) one MLM pre-training run. `resume`: False starts a new run; True continues
     the newest unfinished run of this exact config; "auto" continues one if there is one; a run id
     continues that run. `callbacks`: extra Lightning callbacks. `started_at`: the Unix time the
     run's start-up cost is counted from (default: now; `symattn train` passes its process start).
-    Returns the final metrics with `run_id`, `steps` and `status`.
+    `extend_from`: continue the run of this config at that budget (FINISHED, not stopped early)
+    to `cfg.optim.max_steps`, in the same MLflow run (`extension_run`). Returns the final metrics
+    with `run_id`, `steps` and `status`.
 
     One writer per run: the process that writes a run holds its lock (`_lock_run`) until it ends,
     however it ends; a second process resuming the same run waits for it, and leaves a run that
     the first one finished untouched."""
     held: list = []
     try:
-        return _pretrain(cfg, resume, callbacks, started_at, held)
+        return _pretrain(cfg, resume, callbacks, started_at, held, extend_from)
     finally:
         for lock in held:
             lock.release()
 
 
-def _pretrain(cfg: RunConfig, resume, callbacks, started_at: Optional[float], held: list) -> dict:
+def _pretrain(
+    cfg: RunConfig, resume, callbacks, started_at: Optional[float], held: list, extend_from=None
+) -> dict:
     from symattn.data import prepare_pretraining
 
     if started_at is None:
@@ -486,11 +491,16 @@ def _pretrain(cfg: RunConfig, resume, callbacks, started_at: Optional[float], he
         client = open_store(cfg.tracking.uri)
         note = None if keys.STUDY in cfg.tracking.tags else STANDALONE_NOTE
         exp_id = experiment_id(client, cfg.tracking.experiment, note)
-        run_id = _pick_run(client, exp_id, given, cfg, resume)
+        if extend_from is not None:
+            run_id = extension_run(client, exp_id, given, cfg, extend_from)
+            resume = run_id
+        else:
+            run_id = _pick_run(client, exp_id, given, cfg, resume)
         if run_id is not None:
             _lock_run(cfg, run_id, held)
             run = client.get_run(run_id)
-            if run.info.status == "FINISHED":  # finished by the process we waited for: not touched
+            # Finished by the process we waited for (an extension: finished at its new budget).
+            if run.info.status == "FINISHED" and reached(run) >= cfg.optim.max_steps:
                 return _finished_result(run)
         if run_id is None and resume == "auto" and keys.CELL in cfg.tracking.tags:
             done = _finished_cell_run(client, exp_id, given, cfg)
@@ -519,6 +529,8 @@ def _pretrain(cfg: RunConfig, resume, callbacks, started_at: Optional[float], he
         if resume_from:
             tracker.set_resume_floor()
         tracker.set_tags({keys.CHECKPOINT: str(ckpt_path)})
+        if extend_from is not None:
+            tracker.set_tags({keys.EXTENDED_TO: str(cfg.optim.max_steps)})
         tracker.set_status("RUNNING")
 
     o = cfg.optim
@@ -662,8 +674,44 @@ def _finished_cell_run(client, exp_id: str, given: RunConfig, resolved: RunConfi
 def _finished_result(run) -> dict:
     """What `pretrain` returns for a run that was already FINISHED (and is left as it is)."""
     metrics = dict(run.data.metrics)
-    steps = int(run.data.params.get("optim.max_steps", 0))
-    return {"run_id": run.info.run_id, "steps": steps, **metrics, "status": "FINISHED"}
+    return {"run_id": run.info.run_id, "steps": reached(run), **metrics, "status": "FINISHED"}
+
+
+def reached(run) -> int:
+    """The budget a run was given: its extension's, else its config's."""
+    return int(run.data.tags.get(keys.EXTENDED_TO) or run.data.params.get("optim.max_steps", 0))
+
+
+def extension_run(client, exp_id: str, given: RunConfig, resolved: RunConfig, extend_from: int) -> str:
+    """The run to extend: that of this config at budget `extend_from`, which ran to its end. Under a
+    constant schedule the steps it ran are those of a run given the larger budget (the rate at a
+    step does not depend on the budget), so it continues from its last checkpoint; a run that
+    stopped early, or a decaying schedule, is refused."""
+    resolved.optim.check_extensible("the run")
+    if not resolved.optim.max_steps > extend_from:
+        raise ValueError(f"optim.max_steps {resolved.optim.max_steps} does not extend {extend_from}")
+
+    def at_first_budget(cfg: RunConfig) -> str:
+        return cfg.model_copy(
+            update={"optim": cfg.optim.model_copy(update={"max_steps": extend_from})}
+        ).config_hash()
+
+    for h in dict.fromkeys((at_first_budget(given), at_first_budget(resolved))):
+        runs = client.search_runs(
+            [exp_id],
+            f"tags.{keys.CONFIG_HASH} = '{h}'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+        if runs:
+            run = runs[0]
+            if keys.STOPPED_EARLY_AT in run.data.tags:
+                raise ValueError(
+                    f"run {run.info.run_id} stopped early at step {run.data.tags[keys.STOPPED_EARLY_AT]} "
+                    "(below its floor): there is nothing to extend"
+                )
+            return run.info.run_id
+    raise ValueError(f"no run of this config at {extend_from:,} steps to extend")
 
 
 def _world_size(cfg: RunConfig) -> int:

@@ -310,6 +310,26 @@ CASES = [
     ("work-devices-not-indices", ["work", "tiny", "--devices", "gpu"], "--devices", "seeded"),
     ("work-gpu-twice", ["work", "tiny", "--devices", "0,0"], "repeats GPU 0", "seeded"),
     ("work-per-device-not-a-number", ["work", "tiny", "--per-device", "two"], "--per-device", "seeded"),
+    (
+        "extend-unknown-study",
+        ["extend", "nosuch", "--max-steps", "100", "--devices", "cpu"],
+        "nosuch",
+        "seeded",
+    ),
+    ("extend-no-budget", ["extend", "tiny", "--devices", "cpu"], "--max-steps", "seeded"),
+    ("extend-zero-budget", ["extend", "tiny", "--max-steps", "0"], "--max-steps", "seeded"),
+    (
+        "extend-devices-not-indices",
+        ["extend", "tiny", "--max-steps", "100", "--devices", "gpu"],
+        "--devices",
+        "seeded",
+    ),
+    (
+        "extend-cells-waiting",
+        ["extend", "tiny", "--max-steps", "100", "--devices", "cpu"],
+        "still has cells waiting",
+        "seeded",
+    ),
     ("status-bad-study-name", ["status", "a/b"], "not a study name", "seeded"),
     (
         "status-missing-storage",

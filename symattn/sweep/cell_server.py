@@ -150,8 +150,10 @@ def cell_main(
     launched_at: Optional[float] = None,
     environ: Optional[dict] = None,
     watch: Optional[Watch] = None,
+    extend_from: Optional[int] = None,
 ) -> None:
-    """Body of a pre-training cell's child process: train (resuming the cell's run if any).
+    """Body of a pre-training cell's child process: train (resuming the cell's run if any; with
+    `extend_from`, continuing its run at that budget to the config's larger one).
     `report`: the cell's `progress.TrialReport` (its progress, and a search trial's pruning).
     `launched_at`: when the worker started the cell, which the run's start-up cost counts from.
     `environ`: the worker's environment at launch (the cell server's own dates from its start).
@@ -165,7 +167,11 @@ def cell_main(
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the worker decides; it sends SIGTERM to stop a cell
     try:
         pretrain(
-            config, resume="auto", callbacks=[report.callback()] if report else None, started_at=launched_at
+            config,
+            resume="auto",
+            callbacks=[report.callback()] if report else None,
+            started_at=launched_at,
+            extend_from=extend_from,
         )
     except TrialPruned:
         sys.exit(EXIT_PRUNED)
