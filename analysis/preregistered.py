@@ -210,6 +210,23 @@ def text(result: Result) -> str:
     return "\n".join(lines)
 
 
+def _download(client, run_id: str, name: str, folder: str):
+    """One small artifact of a run, without MLflow's progress bar in the report's output."""
+    import os
+
+    from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR
+
+    was = os.environ.get(MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.name)
+    os.environ[MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.name] = "false"
+    try:
+        return client.download_artifacts(run_id, name, folder)
+    finally:
+        if was is None:
+            del os.environ[MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.name]
+        else:
+            os.environ[MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.name] = was
+
+
 def read_registrations(client, study_run_id: str) -> dict[str, dict]:
     """The stated analyses logged with a study's MLflow run (empty if none)."""
     import tempfile
@@ -218,8 +235,7 @@ def read_registrations(client, study_run_id: str) -> dict[str, dict]:
     if keys.ANALYSES_ARTIFACT not in names:
         return {}
     with tempfile.TemporaryDirectory() as tmp:
-        path = client.download_artifacts(study_run_id, keys.ANALYSES_ARTIFACT, tmp)
-        with open(path) as f:
+        with open(_download(client, study_run_id, keys.ANALYSES_ARTIFACT, tmp)) as f:
             return json.load(f)
 
 
@@ -248,7 +264,7 @@ def _from_optuna(client, study_run_id: str, study: str) -> dict[str, dict]:
 
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            spec = yaml.safe_load(open(client.download_artifacts(study_run_id, keys.SPEC_ARTIFACT, tmp)))
+            spec = yaml.safe_load(open(_download(client, study_run_id, keys.SPEC_ARTIFACT, tmp)))
         except Exception:  # noqa: BLE001  no spec logged: the default store
             spec = {}
     url = (spec.get("stores") or {}).get("optuna") or default_storage()

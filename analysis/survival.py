@@ -48,6 +48,7 @@ class Arm:
     median: float  # NaN: not reached
     median_low: float  # NaN: its bound not reached either
     median_high: float  # inf: not reached
+    censored: np.ndarray  # the times of the runs that never escaped
 
 
 def _first_below_half(times: np.ndarray, survival: np.ndarray) -> float:
@@ -80,6 +81,7 @@ def kaplan_meier(time, escaped) -> Arm:
         median=median,
         median_low=_first_below_half(times, low) if escaped.any() else math.nan,
         median_high=upper if not math.isnan(upper) else math.inf,
+        censored=np.sort(time[~escaped]),
     )
 
 

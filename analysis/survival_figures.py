@@ -9,12 +9,14 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from analysis import survival
-from analysis.figures import FOREST_TICKS, kilo, order_variants, style, variant_colors
+from analysis.figures import kilo, order_variants, style, variant_colors
+
+HR_TICKS = (0.01, 0.03, 0.1, 0.3, 1, 3, 10, 30, 100)
 
 
 def survival_plot(arms: dict[str, survival.Arm], title: str, colors: dict | None = None) -> Figure:
     """Fraction of each arm's runs still on the plateau against the step, with its 95% band
-    (log-log); a tick marks each run censored (never escaped by its last evaluation); the legend
+    (log-log); a tick marks each run censored (not escaped by its last evaluation); the legend
     gives each arm's escapes, n and median."""
     order = order_variants(list(arms))
     colors = colors or variant_colors(order)
@@ -38,6 +40,9 @@ def survival_plot(arms: dict[str, survival.Arm], title: str, colors: dict | None
                 low = np.concatenate([[1.0], arm.low])
                 high = np.concatenate([[1.0], arm.high])
                 ax.fill_between(times, low, high, step="post", color=color, alpha=0.12, lw=0)
+            if len(arm.censored):  # where runs stopped without escaping
+                at = np.searchsorted(arm.times, arm.censored, side="right") - 1
+                ax.plot(arm.censored, arm.survival[at], "|", color=color, ms=9, mew=1.5)
         ax.axhline(0.5, color="0.5", lw=0.8, ls=":")
         ax.set_ylim(-0.02, 1.04)
         ax.set_xlabel("step")
@@ -57,7 +62,7 @@ def hazard_forest(comparisons: list[survival.Comparison], adjusted: list[float],
     low, high = (min([*finite, 1.0]), max([*finite, 1.0])) if finite else (1.0, 1.0)
     xlim = (low / 2.0, high * 2.0)
     with style():
-        fig = Figure(figsize=(10.5, 0.55 * rows + 1.5), layout="constrained")
+        fig = Figure(figsize=(10.5, 0.75 * rows + 1.5), layout="constrained")
         ax, side = fig.subplots(1, 2, sharey=True, gridspec_kw={"width_ratios": (1, 1.5)})
         for y, (c, p_adj) in enumerate(zip(comparisons, adjusted)):
             if c.decided == 0:
@@ -82,15 +87,15 @@ def hazard_forest(comparisons: list[survival.Comparison], adjusted: list[float],
             side.text(
                 0,
                 y,
-                f"HR {hr} {interval}; first in {c.won}, {c.lost} of {c.decided} decided "
-                f"(of {c.groups}); p {c.p:.3g}, adjusted {p_adj:.3g}",
+                f"HR {hr} {interval}\n{c.arm} first in {c.won}, {c.reference} in {c.lost} of {c.decided} "
+                f"decided groups (of {c.groups}); p {c.p:.3g}, adjusted {p_adj:.3g}",
                 va="center",
                 fontsize=8,
             )
         ax.axvline(1.0, color="0.5", lw=0.8)
         ax.set_xscale("log")
         ax.set_xlim(*xlim)
-        ticks = [t for t in FOREST_TICKS if xlim[0] <= t <= xlim[1]]
+        ticks = [t for t in HR_TICKS if xlim[0] <= t <= xlim[1]]
         ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
         ax.minorticks_off()
         ax.set_yticks(range(rows), [f"{c.arm} vs {c.reference}" for c in comparisons])
