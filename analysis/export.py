@@ -7,11 +7,13 @@ and parts of one study that ran on different machines or days merge into one ana
 - `curves.csv.gz`: every evaluation of every run (`run_id, metric, step, value`): the validation
   loss and the attention diagnostics;
 - `finetune.csv`: the fine-tuning results, one row per (run, checkpoint, task, seed), if any;
-- `analyses.json`: the analyses the study stated, as recorded when it was queued.
+- `analyses.json`: the analyses the study stated, as recorded when it was queued;
+- `meta.json`: the study it is an export of.
 
 `symattn figures NAME --from-export DIR [--from-export DIR ...]` reads one or several exports
-instead of the store: a run in several is taken once (its finished copy, else its longest), its
-curve points once each.
+instead of the store: exports of one study only; a run in several is taken once (its finished
+copy, else its longest), its curve points once each; an analysis stated in several is taken as
+the export that saw the most cells started before it was stated (the least favourable label).
 """
 
 from __future__ import annotations
@@ -23,13 +25,22 @@ import pandas as pd
 
 from analysis.frames import CURVE_COLUMNS, GLUE_COLUMNS, Frames, final_checkpoints
 
-RUNS, CURVES, FINETUNE, ANALYSES = "runs.csv", "curves.csv.gz", "finetune.csv", "analyses.json"
+RUNS, CURVES, FINETUNE, ANALYSES, META = (
+    "runs.csv",
+    "curves.csv.gz",
+    "finetune.csv",
+    "analyses.json",
+    "meta.json",
+)
 _TIMES = ("start_time", "end_time")
+# Ids read back as text: a hash of digits only would otherwise become a number.
+_TEXT = {c: str for c in ("run_id", "experiment_id", "pretrain_run_id", "group", "cell", "data_fingerprint")}
 
 
 def write(data: Frames, registrations: dict, folder: Path) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
-    written = [folder / RUNS, folder / CURVES, folder / ANALYSES]
+    written = [folder / RUNS, folder / CURVES, folder / ANALYSES, folder / META]
+    (folder / META).write_text(json.dumps({"study": data.source}, indent=1) + "\n")
     data.runs.to_csv(folder / RUNS, index=False)
     curves = data.curves[CURVE_COLUMNS].sort_values(["run_id", "metric", "step"], kind="stable")
     curves.to_csv(
@@ -44,7 +55,7 @@ def write(data: Frames, registrations: dict, folder: Path) -> list[Path]:
 
 def _check(folder: Path) -> Path:
     folder = Path(folder)
-    missing = [name for name in (RUNS, CURVES, ANALYSES) if not (folder / name).is_file()]
+    missing = [name for name in (RUNS, CURVES, ANALYSES, META) if not (folder / name).is_file()]
     if missing:
         raise LookupError(
             f"{folder} is not an export of `symattn figures` (no {missing[0]}); give the export/ folder "
@@ -56,8 +67,12 @@ def _check(folder: Path) -> Path:
 def read(folders, name: str) -> tuple[Frames, dict]:
     """The frames and stated analyses of one or several exports, merged."""
     folders = [_check(f) for f in folders]
-    runs = pd.concat([pd.read_csv(f / RUNS) for f in folders], ignore_index=True)
-    curves = pd.concat([pd.read_csv(f / CURVES) for f in folders], ignore_index=True)
+    for f in folders:
+        study = json.loads((f / META).read_text()).get("study")
+        if study != name:
+            raise LookupError(f"{f} is an export of {study!r}, not of {name!r}; give exports of one study")
+    runs = pd.concat([pd.read_csv(f / RUNS, dtype=_TEXT) for f in folders], ignore_index=True)
+    curves = pd.concat([pd.read_csv(f / CURVES, dtype={"run_id": str}) for f in folders], ignore_index=True)
     curves = curves.drop_duplicates(["run_id", "metric", "step"], keep="last")
     for column in _TIMES:
         runs[column] = pd.to_datetime(runs[column], utc=True, format="ISO8601")
@@ -70,7 +85,7 @@ def read(folders, name: str) -> tuple[Frames, dict]:
         .sort_values("start_time", kind="stable")
         .reset_index(drop=True)
     )
-    glue = [pd.read_csv(f / FINETUNE) for f in folders if (f / FINETUNE).is_file()]
+    glue = [pd.read_csv(f / FINETUNE, dtype=_TEXT) for f in folders if (f / FINETUNE).is_file()]
     glue = (
         pd.concat(glue, ignore_index=True).drop_duplicates() if glue else pd.DataFrame(columns=GLUE_COLUMNS)
     )
@@ -82,6 +97,8 @@ def read(folders, name: str) -> tuple[Frames, dict]:
                 raise LookupError(
                     f"the exports state two different analyses named {analysis!r} ({f}); merge exports of one study"
                 )
+            if registration["cells_started"] > known["cells_started"]:
+                registrations[analysis] = registration
     frames = Frames(
         runs=runs, curves=curves, glue=final_checkpoints(glue), glue_checkpoints=glue, source=name
     )

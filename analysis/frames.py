@@ -47,6 +47,8 @@ TAG_COLUMNS = [
     keys.CHECKPOINT_STEP,
     keys.STOPPED_EARLY_AT,
     keys.STOPPED_AT_STEP,
+    keys.EXTENDED_TO,
+    keys.CELL,
     keys.TASK,
     keys.FINETUNE_SEED,
 ]

@@ -73,14 +73,17 @@ def _sibling(out: Path, kind: str) -> Path:
 
 
 def _remove_leftovers(out: Path) -> None:
-    """Folders a killed report left beside `out` (its partial set, or the earlier set it was
-    removing)."""
+    """Folders a killed report left beside `out`: its partial set is removed; the earlier set it
+    was replacing is put back where a kill between the two renames left `out` missing, else
+    removed."""
     prefix = f".{out.name}."
-    for path in out.parent.iterdir():
+    for path in sorted(out.parent.iterdir()):
         kind, _, rest = path.name.removeprefix(prefix).partition("-")
         pid = rest.partition("-")[0]
         if path.name.startswith(prefix) and kind in (_PARTIAL, _OLD) and pid.isdigit() and path.is_dir():
             if not _alive(int(pid)):
+                if kind == _OLD and not out.exists() and (path / "set").is_dir():
+                    (path / "set").replace(out)
                 shutil.rmtree(path, ignore_errors=True)
 
 

@@ -21,7 +21,7 @@ import pandas as pd
 from scipy import stats as scipy_stats
 
 from analysis import survival, wording
-from analysis.convergence import PATIENCE, REACHED, WINDOW, plateau_escape
+from analysis.convergence import AT_OR_BEFORE, PATIENCE, PROVISIONAL, REACHED, WINDOW, plateau_escape
 from analysis.frames import curve
 from symattn import keys
 
@@ -38,41 +38,60 @@ class Result:
     arms: dict[str, survival.Arm] = field(default_factory=dict)
     comparisons: list[survival.Comparison] = field(default_factory=list)
 
+    notes: list[str] = field(default_factory=list)  # runs left out, and why
+    departures: list[str] = field(default_factory=list)  # how the runs depart from what was stated
+
     @property
     def pre_registered(self) -> bool:
-        return self.registration["cells_started"] == 0
+        """Stated before any cell ran, and the runs analysed are those it was stated for."""
+        return self.registration["cells_started"] == 0 and not self.departures
 
     @property
     def plan(self) -> dict:
         return self.registration["plan"]
 
 
+def _event(esc, last: float) -> tuple[float, bool]:
+    """(time, escaped) of a run from its escape measure: exact where it escaped; at the first
+    evaluation where it was across already; where it crossed, censored, while that crossing was
+    not yet confirmed (its escape, if confirmed, comes no earlier); else at its last evaluation."""
+    if esc.status in (REACHED, AT_OR_BEFORE):
+        return float(esc.step), True
+    if esc.status == PROVISIONAL:
+        return float(esc.low), False
+    return last, False
+
+
 def endpoints(curves: pd.DataFrame, runs: pd.DataFrame, floors: pd.Series, plan: dict) -> pd.DataFrame:
-    """Per run: its arm, matched group and seed; `time`, the step it escaped at (`escaped`) or the
-    last evaluation it was censored at; and `loss_at_<N>` for each stated step N (NaN where the
-    run did not evaluate N, e.g. it stopped before)."""
+    """Per run: its arm, matched group, seed and state; `time`, the step it escaped at (`escaped`)
+    or the step it is censored at (`_event`); and `loss_at_<N>` for each stated step N (NaN where
+    the run did not evaluate N, e.g. it stopped before). A run without a curve or a floor is
+    listed with no time."""
     margin = plan["endpoint"]["margin"]
     steps_wanted = [s["step"] for s in plan.get("secondary", []) if s["measure"] == "loss_at_step"]
     rows = []
     for run in runs.itertuples(index=False):
         steps, loss = curve(curves, run.run_id)
         floor = floors.get(run.run_id, math.nan)
-        if len(steps) == 0 or not np.isfinite(floor):
-            continue
-        esc = plateau_escape(steps, loss, floor, margin, WINDOW, PATIENCE)
-        escaped = esc.status == REACHED
         row = {
             "run_id": run.run_id,
             "run_name": run.run_name,
             "arm": run.variant,
             "group": run.group,
             "seed": run.seed,
+            "state": run.state,
             "floor": floor,
-            "time": float(esc.step) if escaped else float(steps[-1]),
-            "escaped": escaped,
-            "escape_status": esc.status,
-            "last_step": float(steps[-1]),
+            "time": math.nan,
+            "escaped": False,
+            "escape_status": "no curve" if len(steps) == 0 else "no floor",
+            "last_step": float(steps[-1]) if len(steps) else math.nan,
         }
+        if len(steps) == 0 or not np.isfinite(floor):
+            rows.append(row)
+            continue
+        esc = plateau_escape(steps, loss, floor, margin, WINDOW, PATIENCE)
+        row["time"], row["escaped"] = _event(esc, float(steps[-1]))
+        row["escape_status"] = esc.status
         at = dict(zip(steps.tolist(), loss.tolist()))
         for n in steps_wanted:
             row[f"loss_at_{n}"] = at.get(float(n), math.nan)
@@ -90,24 +109,67 @@ def _adjust(pvalues: list[float], correction: str) -> list[float]:
     return [float(p) for p in multipletests(filled, method=correction)[1]]
 
 
-def _loss_pairs(table: pd.DataFrame, arm: str, reference: str, column: str) -> pd.DataFrame:
-    wide = table.pivot_table(index="group", columns="arm", values=column, aggfunc="first")
-    if arm not in wide or reference not in wide:
-        return pd.DataFrame(columns=["diff"])
-    both = wide[[arm, reference]].dropna()
-    return pd.DataFrame({"diff": both[arm] - both[reference]})
+def _loss_pairs(table: pd.DataFrame, arm: str, reference: str, column: str) -> tuple[pd.Series, int]:
+    """The paired differences (arm - reference) at the stated step, and how many groups holding
+    both arms have no loss there for one of them (a run stopped before it): left out, and said."""
+    both = table[table["arm"].isin([arm, reference])] if len(table) else table
+    if not len(both) or both["arm"].nunique() < 2:
+        return pd.Series([], dtype=float), 0
+    counts = both.groupby(["group", "arm"]).size().unstack()
+    paired = counts.index[counts.notna().all(axis=1)]
+    wide = both.set_index(["group", "arm"])[column].unstack().reindex(index=paired, columns=[arm, reference])
+    measured = wide.notna().all(axis=1)
+    return (wide[arm] - wide[reference])[measured], int((~measured).sum())
 
 
-def compute(name: str, registration: dict, curves, runs, floors) -> Result:
-    plan = registration["plan"]
-    table = endpoints(curves, runs, floors, plan)
+def departures(registration: dict, runs: pd.DataFrame) -> list[str]:
+    """How the analysed runs depart from the design the analysis was stated for: runs that
+    started before it was stated, runs of cells it was not stated for (added, or changed: a cell's
+    id is its config's hash), runs extended past their stated budget. Any makes it exploratory."""
+    out = []
+    stated_at = pd.Timestamp(registration["registered_at"], unit="s", tz="UTC")
+    if "start_time" in runs and (early := int((runs["start_time"] < stated_at).sum())):
+        out.append(f"{early} runs started before it was stated")
+    cells = set(registration.get("cells", []))
+    if cells and keys.CELL in runs and (other := int((~runs[keys.CELL].isin(cells)).sum())):
+        out.append(f"{other} runs are of cells it was not stated for (added or changed since)")
+    if keys.EXTENDED_TO in runs and (extended := int(runs[keys.EXTENDED_TO].notna().sum())):
+        out.append(f"{extended} runs were extended past the budget it was stated for")
+    return out
+
+
+def smallest_adjusted_p(groups: int, m: int, correction: str) -> float:
+    """The smallest p-value, after correction over m comparisons, that `groups` decided groups can
+    give (exact two-sided sign test: 2 / 2^n)."""
+    smallest = 2.0 / 2.0**groups if groups else 1.0
+    return min(1.0, smallest * (m if correction in ("holm", "bonferroni") else 1))
+
+
+def _left_out(table: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """The runs the comparisons use, and why any other is left out: a FAILED run diverged, so when
+    it would have escaped is unknown and its pairs decide nothing; a run without a curve or floor
+    has no time."""
+    if not len(table):
+        return table, []
+    failed = table[table["state"] == "FAILED"]
+    missing = table[table["time"].isna() & (table["state"] != "FAILED")]
+    notes = [f"left out, FAILED: {', '.join(failed['run_name'])}"] if len(failed) else []
+    notes += (
+        [f"left out, no validation curve or floor: {', '.join(missing['run_name'])}"] if len(missing) else []
+    )
+    return table[table["time"].notna() & (table["state"] != "FAILED")], notes
+
+
+def _primary(name: str, plan: dict, usable: pd.DataFrame) -> tuple[pd.DataFrame, list]:
     alpha, correction = plan["alpha"], plan["correction"]
     equivalence = (plan.get("equivalence") or {}).get("hazard_ratio")
-    comparisons = [survival.compare(table, a, r) for a, r in plan["comparisons"]] if len(table) else []
+    comparisons = [survival.compare(usable, a, r) for a, r in plan["comparisons"]] if len(usable) else []
     adjusted = _adjust([c.p for c in comparisons], correction)
     m = len(comparisons)
-    primary = pd.DataFrame(
-        [
+    rows = []
+    for c, p_adj in zip(comparisons, adjusted):
+        smallest = smallest_adjusted_p(c.decided, m, correction)
+        rows.append(
             {
                 "analysis": name,
                 "endpoint": f"escape_{plan['endpoint']['margin']:g}",
@@ -124,61 +186,67 @@ def compute(name: str, registration: dict, curves, runs, floors) -> Result:
                 "test": c.test_method,
                 "p": c.p,
                 "p_adjusted": p_adj,
+                "smallest_possible_p_adjusted": smallest,
                 "correction": f"{correction} over {m}",
-                "verdict": wording.escape_verdict(c, p_adj, alpha, correction, m, equivalence),
+                "verdict": wording.escape_verdict(c, p_adj, alpha, correction, m, equivalence, smallest),
             }
-            for c, p_adj in zip(comparisons, adjusted)
-        ]
-    )
-    secondary_rows = []
+        )
+    return pd.DataFrame(rows), comparisons
+
+
+def _secondary(name: str, plan: dict, usable: pd.DataFrame) -> pd.DataFrame:
+    alpha, correction = plan["alpha"], plan["correction"]
+    rows = []
     for s in plan.get("secondary", []):
-        column = f"loss_at_{s['step']}"
         family = []
         for arm, reference in plan["comparisons"]:
-            diffs = _loss_pairs(table, arm, reference, column)["diff"] if len(table) else pd.Series([], float)
+            diffs, unmeasured = _loss_pairs(usable, arm, reference, f"loss_at_{s['step']}")
             lower, higher = int((diffs < -LOSS_TIE).sum()), int((diffs > LOSS_TIE).sum())
-            ties, n = int(len(diffs) - lower - higher), lower + higher
+            n = lower + higher
             p = float(scipy_stats.binomtest(lower, n, 0.5).pvalue) if n else math.nan
-            family.append((arm, reference, lower, higher, ties, len(diffs), p))
-        for (arm, reference, lower, higher, ties, pairs, p), p_adj in zip(
-            family, _adjust([f[-1] for f in family], correction)
-        ):
-            secondary_rows.append(
+            family.append(
+                wording.LossPairs(
+                    arm, reference, s["step"], lower, higher, len(diffs) - n, len(diffs), unmeasured, p
+                )
+            )
+        m = len(family)
+        for pairs, p_adj in zip(family, _adjust([f.p for f in family], correction)):
+            smallest = smallest_adjusted_p(pairs.lower + pairs.higher, m, correction)
+            rows.append(
                 {
                     "analysis": name,
                     "endpoint": f"loss at step {s['step']}",
-                    "arm": arm,
-                    "reference": reference,
-                    "pairs": pairs,
-                    "lower": lower,
-                    "higher": higher,
-                    "tied": ties,
-                    "test": f"exact sign test over {lower + higher} untied pairs (ties: |difference| < {LOSS_TIE})",
-                    "p": p,
+                    "arm": pairs.arm,
+                    "reference": pairs.reference,
+                    "pairs": pairs.pairs,
+                    "groups_without_the_step": pairs.unmeasured,
+                    "lower": pairs.lower,
+                    "higher": pairs.higher,
+                    "tied": pairs.tied,
+                    "test": f"exact sign test over {pairs.lower + pairs.higher} untied pairs (ties: |difference| < {LOSS_TIE})",
+                    "p": pairs.p,
                     "p_adjusted": p_adj,
-                    "correction": f"{correction} over {len(family)}",
-                    "verdict": wording.loss_verdict(
-                        arm,
-                        reference,
-                        s["step"],
-                        lower,
-                        higher,
-                        ties,
-                        pairs,
-                        p,
-                        p_adj,
-                        alpha,
-                        correction,
-                        len(family),
-                    ),
+                    "smallest_possible_p_adjusted": smallest,
+                    "correction": f"{correction} over {m}",
+                    "verdict": wording.loss_verdict(pairs, p_adj, alpha, correction, m, smallest),
                 }
             )
+    return pd.DataFrame(rows)
+
+
+def compute(name: str, registration: dict, curves, runs, floors) -> Result:
+    plan = registration["plan"]
+    table = endpoints(curves, runs, floors, plan)
+    usable, notes = _left_out(table)
+    primary, comparisons = _primary(name, plan, usable)
     arms = (
-        {label: survival.kaplan_meier(part["time"], part["escaped"]) for label, part in table.groupby("arm")}
-        if len(table)
+        {label: survival.kaplan_meier(p["time"], p["escaped"]) for label, p in usable.groupby("arm")}
+        if len(usable)
         else {}
     )
-    return Result(name, registration, table, primary, pd.DataFrame(secondary_rows), arms, comparisons)
+    result = Result(name, registration, table, primary, _secondary(name, plan, usable), arms, comparisons)
+    result.notes, result.departures = notes, departures(registration, runs)
+    return result
 
 
 def ordered(analyses: dict[str, dict]) -> list[tuple[str, dict]]:
@@ -188,11 +256,12 @@ def ordered(analyses: dict[str, dict]) -> list[tuple[str, dict]]:
 
 def header(result: Result) -> str:
     plan, reg = result.plan, result.registration
-    when = (
-        "stated before any cell ran: pre-registered"
-        if result.pre_registered
-        else f"stated after {reg['cells_started']} cells had started: exploratory"
-    )
+    if result.pre_registered:
+        when = "stated before any cell ran: pre-registered"
+    elif reg["cells_started"]:
+        when = f"stated after {reg['cells_started']} cells had started: exploratory"
+    else:
+        when = f"stated before any cell ran, but {'; '.join(result.departures)}: exploratory"
     secondary = ", ".join(f"loss at step {s['step']:,}" for s in plan.get("secondary", [])) or "none"
     return (
         f"Analysis '{result.name}' ({when}). Primary endpoint: escape {plan['endpoint']['margin']:g} "
@@ -202,7 +271,7 @@ def header(result: Result) -> str:
 
 
 def text(result: Result) -> str:
-    lines = [header(result)]
+    lines = [header(result), *(f"({note})" for note in result.notes)]
     lines += [f"- {v}" for v in result.primary.get("verdict", [])]
     if len(result.secondary):
         lines.append("Secondary:")
@@ -240,15 +309,16 @@ def read_registrations(client, study_run_id: str) -> dict[str, dict]:
 
 
 def study_registrations(client, experiment_ids, study: str) -> dict[str, dict]:
-    """The analyses stated for `study`: as its study run logged them, else as its Optuna study
-    holds them (a study run opened before runs logged them); empty for an experiment without one."""
+    """The analyses stated for `study`: as its Optuna study holds them (where that store is here:
+    the study run's copy is only as new as the last worker's start), else as its study run logged
+    them; empty for an experiment without one."""
     runs = client.search_runs(
         list(experiment_ids),
         f"tags.{keys.KIND} = '{keys.STUDY_RUN}' and tags.{keys.STUDY} = '{study}'",
     )
     if not runs:
         return {}
-    return read_registrations(client, runs[0].info.run_id) or _from_optuna(client, runs[0].info.run_id, study)
+    return _from_optuna(client, runs[0].info.run_id, study) or read_registrations(client, runs[0].info.run_id)
 
 
 def _from_optuna(client, study_run_id: str, study: str) -> dict[str, dict]:

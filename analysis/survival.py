@@ -69,6 +69,7 @@ def kaplan_meier(time, escaped) -> Arm:
         low, high = band.low.probabilities, band.high.probabilities
     else:  # no escape: the curve stays at 1 and no band is defined
         low, high = np.full_like(survival, np.nan), np.ones_like(survival)
+    low, high = (np.where(np.isnan(b) & (survival == 0), 0.0, b) for b in (low, high))  # all escaped: 0
     median = _first_below_half(times, survival)
     upper = _first_below_half(times, high)  # the band's upper end crosses last
     return Arm(

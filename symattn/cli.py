@@ -136,15 +136,24 @@ def _expanded(path: str, overrides: list[str]):
     return spec, cells, expand_finetune(spec, cells)
 
 
+def _warn_reach(spec, cells) -> None:
+    """After a spec was accepted: say so where its stated analysis can never reach its level."""
+    if spec.analysis is not None and (warning := spec.analysis.reach_warning(cells)):
+        print(warning, file=sys.stderr)
+
+
 def _queue(args: argparse.Namespace) -> int:
     from symattn.paths import redact
 
     spec, cells, finetune_cells = _expanded(args.spec, args.set)
     if args.dry_run:
-        return _dry_run(cells, finetune_cells)
+        code = _dry_run(cells, finetune_cells)
+        _warn_reach(spec, cells)
+        return code
     from symattn.sweep.queue import queue
 
     result = queue(spec, args.storage, cells, finetune_cells)
+    _warn_reach(spec, cells)
     print(
         f"study {result.study}: {result.added} cells added, {result.existing} already queued ({redact(result.storage)})"
     )
@@ -213,13 +222,16 @@ def _run(args: argparse.Namespace) -> int:
 
     parse_devices(args.devices)  # before the queue is written
     if args.dry_run:
-        return _dry_run(cells, finetune_cells)
+        code = _dry_run(cells, finetune_cells)
+        _warn_reach(spec, cells)
+        return code
     from symattn.paths import resolve_uri
     from symattn.sweep.queue import queue
     from symattn.sweep.status import format_status, status_rows
     from symattn.sweep.worker import work
 
     result = queue(spec, args.storage, cells, finetune_cells)
+    _warn_reach(spec, cells)
     print(f"study {result.study}: {result.added} cells added, {result.existing} already queued")
     work(spec.name, result.storage, args.devices, args.per_device)
     rows = status_rows(spec.name, result.storage)
@@ -580,7 +592,9 @@ def _starts_cells(argv: list[str]) -> bool:
 def _interruptible() -> None:
     """Ctrl-C (SIGINT) stops every command, however it was started. A background job of a
     non-interactive shell (`cmd &` in a script, nohup) starts with SIGINT ignored, and Python then
-    installs no KeyboardInterrupt handler: a server or worker would be unstoppable by SIGINT."""
+    installs no KeyboardInterrupt handler: a server or worker would be unstoppable by SIGINT. So a
+    command started in the background of a script also stops at a Ctrl-C at that terminal, as the
+    MLflow server and uvicorn do (symattn/README.md)."""
     if (
         signal.getsignal(signal.SIGINT) is signal.SIG_IGN
         and threading.current_thread() is threading.main_thread()

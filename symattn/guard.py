@@ -55,13 +55,27 @@ def _stop(signum, frame):
     raise _Stop
 
 
+STOPS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
+
+
 def main(argv: list[str]) -> int:
     parent, cmd = int(argv[0]), argv[1:]
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    for sig in STOPS:
         signal.signal(sig, _stop)
     child = None
     try:
-        child = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, start_new_session=True)
+        # A stop that came between the server's start and `child` being set would leave it
+        # running: held back until then (the server itself starts with them open).
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOPS)
+        try:
+            child = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPS),
+            )
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPS)
         while os.getppid() == parent:
             if child.poll() is not None:
                 return child.returncode if child.returncode >= 0 else 128 - child.returncode
@@ -70,7 +84,7 @@ def main(argv: list[str]) -> int:
     except _Stop:
         return 143
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):  # the group is stopped whatever comes
+        for sig in STOPS:  # the group is stopped whatever comes
             signal.signal(sig, signal.SIG_IGN)
         if child is not None:
             stop_group(child)

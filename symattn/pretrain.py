@@ -42,6 +42,7 @@ from symattn.tracking import (
     find_resumable_run,
     open_store,
     package_versions,
+    reached,
     source_tags,
 )
 
@@ -438,29 +439,29 @@ def pretrain(
     resume: Union[bool, str, None] = False,
     callbacks: Optional[list] = None,
     started_at: Optional[float] = None,
-    extend_from: Optional[int] = None,
+    extend_run: Optional[str] = None,
 ) -> dict:
     """Run (or continue) one MLM pre-training run. `resume`: False starts a new run; True continues
     the newest unfinished run of this exact config; "auto" continues one if there is one; a run id
     continues that run. `callbacks`: extra Lightning callbacks. `started_at`: the Unix time the
     run's start-up cost is counted from (default: now; `symattn train` passes its process start).
-    `extend_from`: continue the run of this config at that budget (FINISHED, not stopped early)
-    to `cfg.optim.max_steps`, in the same MLflow run (`extension_run`). Returns the final metrics
-    with `run_id`, `steps` and `status`.
+    `extend_run`: continue that run of this config (which ran to a smaller budget and did not stop
+    early) to `cfg.optim.max_steps`, in the same MLflow run (`extension_run`). Returns the final
+    metrics with `run_id`, `steps` and `status`.
 
     One writer per run: the process that writes a run holds its lock (`_lock_run`) until it ends,
     however it ends; a second process resuming the same run waits for it, and leaves a run that
     the first one finished untouched."""
     held: list = []
     try:
-        return _pretrain(cfg, resume, callbacks, started_at, held, extend_from)
+        return _pretrain(cfg, resume, callbacks, started_at, held, extend_run)
     finally:
         for lock in held:
             lock.release()
 
 
 def _pretrain(
-    cfg: RunConfig, resume, callbacks, started_at: Optional[float], held: list, extend_from=None
+    cfg: RunConfig, resume, callbacks, started_at: Optional[float], held: list, extend_run=None
 ) -> dict:
     from symattn.data import prepare_pretraining
 
@@ -491,9 +492,9 @@ def _pretrain(
         client = open_store(cfg.tracking.uri)
         note = None if keys.STUDY in cfg.tracking.tags else STANDALONE_NOTE
         exp_id = experiment_id(client, cfg.tracking.experiment, note)
-        if extend_from is not None:
-            run_id = extension_run(client, exp_id, given, cfg, extend_from)
-            resume = run_id
+        if extend_run is not None:
+            ckpt = Path(cfg.checkpoint.dir or default_checkpoint_dir()) / cfg.tracking.experiment / extend_run
+            run_id = resume = extension_run(client, extend_run, given, cfg, ckpt / "last.ckpt")
         else:
             run_id = _pick_run(client, exp_id, given, cfg, resume)
         if run_id is not None:
@@ -529,8 +530,6 @@ def _pretrain(
         if resume_from:
             tracker.set_resume_floor()
         tracker.set_tags({keys.CHECKPOINT: str(ckpt_path)})
-        if extend_from is not None:
-            tracker.set_tags({keys.EXTENDED_TO: str(cfg.optim.max_steps)})
         tracker.set_status("RUNNING")
 
     o = cfg.optim
@@ -591,6 +590,8 @@ def _pretrain(
             lifecycle._flush()
             lifecycle.record_escape(trainer.global_step)
             _log_artifacts(tracker, cfg, module)
+            if extend_run is not None:  # only once it ran to the new budget: readers trust it
+                tracker.set_tags({keys.EXTENDED_TO: str(cfg.optim.max_steps)})
             tracker.set_status("FINISHED")
         except StoreFull as exc:
             exc.step = lifecycle.saved_step
@@ -677,41 +678,39 @@ def _finished_result(run) -> dict:
     return {"run_id": run.info.run_id, "steps": reached(run), **metrics, "status": "FINISHED"}
 
 
-def reached(run) -> int:
-    """The budget a run was given: its extension's, else its config's."""
-    return int(run.data.tags.get(keys.EXTENDED_TO) or run.data.params.get("optim.max_steps", 0))
-
-
-def extension_run(client, exp_id: str, given: RunConfig, resolved: RunConfig, extend_from: int) -> str:
-    """The run to extend: that of this config at budget `extend_from`, which ran to its end. Under a
-    constant schedule the steps it ran are those of a run given the larger budget (the rate at a
-    step does not depend on the budget), so it continues from its last checkpoint; a run that
-    stopped early, or a decaying schedule, is refused."""
+def extension_run(client, run_id: str, given: RunConfig, resolved: RunConfig, ckpt: Path) -> str:
+    """Check that run `run_id` can go on to `resolved`'s larger budget: it is a run of this config
+    at its first budget (its param `optim.max_steps`, which stays), it did not stop early, it has
+    not reached that budget yet, its checkpoint is there (`ckpt`), and no step's rate depends on
+    the budget. Under a constant schedule its steps so far are those a run given the larger budget
+    would have taken, so it continues from its last checkpoint."""
     resolved.optim.check_extensible("the run")
-    if not resolved.optim.max_steps > extend_from:
-        raise ValueError(f"optim.max_steps {resolved.optim.max_steps} does not extend {extend_from}")
+    try:
+        run = client.get_run(run_id)
+    except Exception:  # noqa: BLE001  MLflow's not-found
+        raise ValueError(f"no MLflow run {run_id!r} to extend in the tracking store") from None
+    first = int(run.data.params.get("optim.max_steps", 0))
 
     def at_first_budget(cfg: RunConfig) -> str:
         return cfg.model_copy(
-            update={"optim": cfg.optim.model_copy(update={"max_steps": extend_from})}
+            update={"optim": cfg.optim.model_copy(update={"max_steps": first})}
         ).config_hash()
 
-    for h in dict.fromkeys((at_first_budget(given), at_first_budget(resolved))):
-        runs = client.search_runs(
-            [exp_id],
-            f"tags.{keys.CONFIG_HASH} = '{h}'",
-            order_by=["attributes.start_time DESC"],
-            max_results=1,
+    if run.data.tags.get(keys.CONFIG_HASH) not in {at_first_budget(given), at_first_budget(resolved)}:
+        raise ValueError(f"run {run_id} was made with another config than this one at {first:,} steps")
+    if keys.STOPPED_EARLY_AT in run.data.tags:
+        raise ValueError(
+            f"run {run_id} stopped early at step {run.data.tags[keys.STOPPED_EARLY_AT]} (below its floor): "
+            "there is nothing to extend"
         )
-        if runs:
-            run = runs[0]
-            if keys.STOPPED_EARLY_AT in run.data.tags:
-                raise ValueError(
-                    f"run {run.info.run_id} stopped early at step {run.data.tags[keys.STOPPED_EARLY_AT]} "
-                    "(below its floor): there is nothing to extend"
-                )
-            return run.info.run_id
-    raise ValueError(f"no run of this config at {extend_from:,} steps to extend")
+    if run.info.status == "FINISHED" and reached(run) >= resolved.optim.max_steps:
+        return run_id  # extended already (by a process that held the run before us)
+    if not ckpt.exists():
+        raise ValueError(
+            f"run {run_id} has no checkpoint at {ckpt}; it cannot go on without one (on another machine, "
+            "give checkpoint.dir of the one that ran it)"
+        )
+    return run_id
 
 
 def _world_size(cfg: RunConfig) -> int:

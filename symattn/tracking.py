@@ -232,6 +232,12 @@ def kept_checkpoints(run) -> dict[int, dict]:
     }
 
 
+def reached(run) -> int:
+    """The budget a run was given and ran to: its extension's (tagged once it finished), else its
+    config's."""
+    return int(run.data.tags.get(keys.EXTENDED_TO) or run.data.params.get("optim.max_steps", 0))
+
+
 def find_resumable_run(client: MlflowClient, exp_id: str, config_hash: str) -> Optional[str]:
     """The newest unfinished run of this exact config in the experiment, if any."""
     runs = client.search_runs(

@@ -109,3 +109,12 @@ def test_a_spec_without_an_analysis_keeps_its_digest(write_spec):
     from symattn.sweep.spec import load_spec, spec_digest
 
     assert spec_digest(load_spec("experiments/quick.yaml")) == "4beed4b38f76"
+
+
+def test_a_design_that_cannot_reach_its_level_is_queued_with_a_warning(write_spec, capsys):
+    """Two matched groups: an exact sign test gives p = 0.5 at best, so the warning says so."""
+    assert main(["queue", write_spec(PLAN)]) == 0
+    err = capsys.readouterr().err
+    assert "2 matched groups give an exact p of 0.5 at best" in err and "add seeds" in err
+    assert main(["queue", write_spec(PLAN), "--dry-run"]) == 0
+    assert "no comparison can reach p < 0.05" in capsys.readouterr().err

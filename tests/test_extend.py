@@ -90,18 +90,22 @@ def test_an_extended_study_continues_each_cell_to_the_curve_of_a_longer_run(tmp_
 
 
 @pytest.mark.parametrize(
-    "optim, words",
-    [({"schedule": "linear"}, "optim.schedule linear decays"), ({"warmup_steps": None}, "warm-up follows")],
+    "optim, budget, words",
+    [
+        ({"schedule": "linear"}, "20", "optim.schedule linear decays"),
+        ({"warmup_steps": None}, "20", "warm-up follows"),
+        ({}, "25", "a budget off that grid ends with an evaluation a longer run would not make"),
+    ],
 )
 def test_a_study_whose_steps_depend_on_its_budget_is_refused_with_nothing_queued(
-    tmp_path, run_overrides, capsys, optim, words
+    tmp_path, run_overrides, capsys, optim, budget, words
 ):
     path = spec(tmp_path, run_overrides, max_steps=10, **optim)
     assert main(["run", path, "--devices", "cpu", "--no-figures"]) == 0
     journal = tmp_path / "optuna.journal"
     before = journal.read_bytes()
     capsys.readouterr()
-    assert main(["extend", "ext", "--max-steps", "20", "--storage", str(journal), "--devices", "cpu"]) == 2
+    assert main(["extend", "ext", "--max-steps", budget, "--storage", str(journal), "--devices", "cpu"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and words in err
     assert journal.read_bytes() == before

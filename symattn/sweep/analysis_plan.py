@@ -74,6 +74,11 @@ class AnalysisPlan(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> "AnalysisPlan":
+        if self.equivalence is not None and self.alpha < 0.025:
+            raise ValueError(
+                "analysis.equivalence is judged with the 95% interval (two one-sided tests at 0.025 each); "
+                "give alpha of at least 0.025, or drop equivalence"
+            )
         for arm, reference in self.comparisons:
             if arm == reference:
                 raise ValueError(f"analysis.comparisons compares {arm!r} with itself; name two arms")
@@ -107,6 +112,26 @@ class AnalysisPlan(BaseModel):
                         f"{every} steps up to {optim.max_steps}; give a step it evaluates"
                     )
 
+    def smallest_adjusted_p(self, groups: int) -> float:
+        """The smallest p-value a comparison over `groups` matched groups can give, after the
+        correction over the comparisons (exact two-sided sign test: 2 / 2^n)."""
+        m = len(self.comparisons) if self.correction != "none" else 1
+        return min(1.0, 2.0 / 2.0**groups * m)
+
+    def reach_warning(self, cells) -> str:
+        """A warning where no result could reach `alpha`: too few matched groups for the number of
+        comparisons (empty otherwise)."""
+        groups = len({cell.group for cell in cells})
+        smallest = self.smallest_adjusted_p(groups)
+        if smallest < self.alpha:
+            return ""
+        return (
+            f"warning: analysis {self.name!r}: {groups} matched groups give an exact p of "
+            f"{2.0 / 2.0**groups:.3g} at best, {smallest:.3g} after {self.correction} over "
+            f"{len(self.comparisons)} comparisons: no comparison can reach p < {self.alpha:g}; add "
+            "seeds or state fewer comparisons"
+        )
+
     def digest(self) -> str:
         return digest(self.model_dump(mode="json"))
 
@@ -132,9 +157,10 @@ def check_registration(study, plan: Optional[AnalysisPlan]) -> None:
         )
 
 
-def register(study, plan: Optional[AnalysisPlan]) -> Optional[dict]:
+def register(study, plan: Optional[AnalysisPlan], cells=()) -> Optional[dict]:
     """Record `plan` in the Optuna `study` (its user attribute `analyses`), after
-    `check_registration`. Returns its registration."""
+    `check_registration`, with the ids of the pre-training `cells` it is stated for (a cell's id is
+    its config's hash: a run of another cell departs from the plan). Returns its registration."""
     if plan is None:
         return None
     check_registration(study, plan)
@@ -148,6 +174,7 @@ def register(study, plan: Optional[AnalysisPlan]) -> Optional[dict]:
         "digest": plan.digest(),
         "registered_at": time.time(),
         "cells_started": started,  # 0: stated before any result existed (pre-registered)
+        "cells": sorted({cell.id for cell in cells}),
     }
     study.set_user_attr(ANALYSES, analyses)
     return analyses[plan.name]

@@ -150,10 +150,10 @@ def cell_main(
     launched_at: Optional[float] = None,
     environ: Optional[dict] = None,
     watch: Optional[Watch] = None,
-    extend_from: Optional[int] = None,
+    extend_run: Optional[str] = None,
 ) -> None:
     """Body of a pre-training cell's child process: train (resuming the cell's run if any; with
-    `extend_from`, continuing its run at that budget to the config's larger one).
+    `extend_run`, continuing that run to the config's larger budget).
     `report`: the cell's `progress.TrialReport` (its progress, and a search trial's pruning).
     `launched_at`: when the worker started the cell, which the run's start-up cost counts from.
     `environ`: the worker's environment at launch (the cell server's own dates from its start).
@@ -171,7 +171,7 @@ def cell_main(
             resume="auto",
             callbacks=[report.callback()] if report else None,
             started_at=launched_at,
-            extend_from=extend_from,
+            extend_run=extend_run,
         )
     except TrialPruned:
         sys.exit(EXIT_PRUNED)

@@ -3,10 +3,11 @@
 Under a constant schedule the escape step does not depend on the budget, so a study whose runs
 were censored by it can go on longer. Every pre-training cell whose run ran to its budget (neither
 stopped early below its floor nor failed) is queued again as an extension of itself: the same cell
-and Optuna params, its config's `optim.max_steps` raised to N, `extend_from` its earlier budget.
-A worker continues the cell's MLflow run from its last checkpoint (`pretrain.extension_run`): no
-new cell, no second run, and a curve that equals the one a run given N steps from the start would
-have drawn. Everything is checked before anything is queued.
+and Optuna params, its config's `optim.max_steps` raised to N, `extend_run` its MLflow run and
+`extend_from` the budget that run reached. A worker continues that run from its last checkpoint
+(`pretrain.extension_run`): no new cell, no second run, and a curve that equals the one a run
+given N steps from the start would have drawn. Everything is checked before anything is queued.
+A search study is not extended: its trials' values were ranked at their budget.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from symattn.sweep.finetune_cells import is_finetune
 from symattn.sweep.progress import PROGRESS
 from symattn.sweep.records import finished_run
 from symattn.sweep.storage import load_study, open_existing_storage
+from symattn.tracking import reached
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,11 @@ def extend(study_name: str, storage_url: Optional[str], max_steps: int, client=N
     from symattn.tracking import open_store
 
     study = load_study(study_name, open_existing_storage(study_name, storage_url), storage_url)
+    if study.user_attrs.get("spec", {}).get("search"):
+        raise ValueError(
+            f"study {study_name} is a search, whose trials were ranked at their budget; extend the study "
+            "that runs its best values (tuned_from) instead"
+        )
     trials = _newest_by_cell(study)
     busy = [
         t.user_attrs["name"] for t in trials.values() if t.state in (TrialState.WAITING, TrialState.RUNNING)
@@ -59,8 +66,14 @@ def extend(study_name: str, storage_url: Optional[str], max_steps: int, client=N
             "extend it once they have ended (symattn work)"
         )
     for t in trials.values():
-        optim = RunConfig.model_validate(t.user_attrs["config"]).optim
+        config = RunConfig.model_validate(t.user_attrs["config"])
+        optim, every = config.optim, config.eval.every_n_steps
         optim.check_extensible(f"cell {t.user_attrs['name']}")
+        if optim.max_steps % every or max_steps % every:
+            raise ValueError(
+                f"cell {t.user_attrs['name']} evaluates every {every} steps: a budget off that grid ends "
+                "with an evaluation a longer run would not make; give budgets on it"
+            )
         if not max_steps > optim.max_steps:
             raise ValueError(
                 f"--max-steps {max_steps:,} does not extend cell {t.user_attrs['name']} ({optim.max_steps:,} "
@@ -77,13 +90,14 @@ def extend(study_name: str, storage_url: Optional[str], max_steps: int, client=N
             stopped.append(name)
         else:
             extended.append(name)
-            queue.append(t)
-    for t in queue:
+            queue.append((t, run))
+    for t, run in queue:
         config = t.user_attrs["config"]
         attrs = {k: v for k, v in t.user_attrs.items() if k not in PROGRESS}
         attrs.update(
             config={**config, "optim": {**config["optim"], "max_steps": max_steps}},
-            extend_from=config["optim"]["max_steps"],
+            extend_run=run.info.run_id,
+            extend_from=reached(run),
             extension_of=t.number,
             attempt=1,
         )

@@ -56,7 +56,7 @@ def queue(
         study_name=spec.name, storage=storage, direction="minimize", load_if_exists=True
     )
     study.set_user_attr("spec", spec.model_dump(mode="json"))
-    register(study, spec.analysis)
+    register(study, spec.analysis, cells)
     study.set_user_attr("spec_digest", spec_digest(spec))
     study.set_user_attr("mlflow_uri", mlflow_uri)
     if spec.search is not None:

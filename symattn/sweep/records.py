@@ -79,11 +79,13 @@ def runs_of(client, trial: FrozenTrial, status: Optional[str] = None) -> list:
 
 
 def finished_run(client, trial: FrozenTrial):
-    """The cell's FINISHED run, if any; for an extension trial, one that reached its new budget."""
+    """The cell's FINISHED run, if any; for an extension trial, one finished at its new budget."""
+    from symattn.tracking import reached  # MLflow: not imported by queue and status
+
     runs = runs_of(client, trial, "FINISHED")
-    if "extend_from" in trial.user_attrs:
+    if "extend_run" in trial.user_attrs:
         budget = trial.user_attrs["config"]["optim"]["max_steps"]
-        runs = [r for r in runs if int(r.data.tags.get(keys.EXTENDED_TO) or 0) >= budget]
+        runs = [r for r in runs if reached(r) >= budget]
     return runs[0] if runs else None
 
 

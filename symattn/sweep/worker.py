@@ -386,8 +386,8 @@ class Worker:
     ) -> None:
         device = place[0]
         config = cell_config(trial, device, self.cpu_threads, self.study_run_id)
-        extend_from = trial.user_attrs.get("extend_from")  # a cell extended to a larger budget
-        args = (config, device, report, time.time(), dict(os.environ), self.watch, extend_from)
+        extend_run = trial.user_attrs.get("extend_run")  # a cell extended to a larger budget
+        args = (config, device, report, time.time(), dict(os.environ), self.watch, extend_run)
         self._launch(ctx, study, trial, place, cell_main, args, total=config.optim.max_steps)
 
     def _run_finetune(self, ctx, trial: FrozenTrial, place: tuple[str, int], run_id: str) -> None:

@@ -139,3 +139,63 @@ def test_the_export_regenerates_the_analysis_and_parts_of_a_study_merge_into_one
         for f in (whole, merged)
     ]
     pd.testing.assert_frame_equal(*(r.reset_index(drop=True) for r in runs))
+
+
+def test_a_verdict_says_when_its_n_could_never_reach_the_level():
+    """Six groups and Holm over three comparisons: the smallest adjusted p is 3 x 2/64 = 0.094, so
+    "no difference detected" must say that the design could not have detected one."""
+    from analysis.preregistered import smallest_adjusted_p
+
+    smallest = smallest_adjusted_p(6, 3, "holm")
+    assert smallest == pytest.approx(6 / 64)
+    text = wording.escape_verdict(comparison(6, 0, p=2 / 64), smallest, 0.05, "holm", 3, None, smallest)
+    assert "could not reach p < 0.05 after holm over 3 comparisons (smallest possible 0.0938)" in text
+    reachable = smallest_adjusted_p(6, 1, "holm")
+    assert "could not reach" not in wording.escape_verdict(
+        comparison(4, 2, p=0.69), 0.69, 0.05, "holm", 1, None, reachable
+    )
+
+
+def test_runs_that_depart_from_the_stated_design_make_the_analysis_exploratory():
+    from analysis.preregistered import Result, departures, header
+
+    stated = pd.Timestamp("2026-01-02", tz="UTC")
+    registration = {"registered_at": stated.timestamp(), "cells": ["a", "b"], "cells_started": 0}
+    runs = pd.DataFrame(
+        {
+            "start_time": [stated + pd.Timedelta(hours=1)] * 2,
+            keys.CELL: ["a", "b"],
+            keys.EXTENDED_TO: [None, None],
+        }
+    )
+    assert departures(registration, runs) == []
+    late = runs.assign(**{keys.CELL: ["a", "c"], keys.EXTENDED_TO: [8000.0, None]})
+    late.loc[0, "start_time"] = stated - pd.Timedelta(hours=1)
+    said = departures(registration, late)
+    assert said == [
+        "1 runs started before it was stated",
+        "1 runs are of cells it was not stated for (added or changed since)",
+        "1 runs were extended past the budget it was stated for",
+    ]
+    plan = AnalysisPlan.model_validate({"comparisons": [["symmetric", "vanilla"]]}).model_dump(mode="json")
+    result = Result("primary", {**registration, "plan": plan}, *(pd.DataFrame(),) * 3)
+    result.departures = said
+    assert not result.pre_registered and "exploratory" in header(result)
+
+
+def test_a_failed_run_is_left_out_and_said_and_an_unconfirmed_crossing_is_censored():
+    from analysis.convergence import PROVISIONAL, Convergence
+    from analysis.preregistered import _event, _left_out
+
+    table = pd.DataFrame(
+        {
+            "run_name": ["v0", "s0", "s1"],
+            "state": ["FINISHED", "FAILED", "FINISHED"],
+            "time": [400.0, 300.0, math.nan],
+        }
+    )
+    usable, notes = _left_out(table)
+    assert usable["run_name"].tolist() == ["v0"]
+    assert notes == ["left out, FAILED: s0", "left out, no validation curve or floor: s1"]
+    crossing = Convergence(math.nan, 1000.0, status=PROVISIONAL, low=900.0, high=math.inf)
+    assert _event(crossing, 1000.0) == (900.0, False)  # censored where it crossed, not escaped

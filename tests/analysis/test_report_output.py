@@ -149,3 +149,22 @@ def test_a_folder_without_a_manifest_keeps_every_file_the_report_does_not_write(
         (stage.path / "loss_tiny.png").write_text("newer\n")
         stage.commit([stage.path / "loss_tiny.png"])
     assert stage.kept == ["README.md", "loss_old.png"] and stage.recorded
+
+
+def test_a_report_killed_between_the_two_renames_gets_the_earlier_set_back(tmp_path):
+    """Without renameat2 the earlier set waits under .NAME.old-PID-*/set between two renames: a
+    kill there leaves no `out`, and the next report puts that set back rather than removing it."""
+    out = tmp_path / "out"
+    with outdir.Staged(out) as stage:
+        (stage.path / "a.csv").write_text("1")
+        stage.commit([stage.path / "a.csv"])
+    (out / "README.md").write_text("mine\n")
+    waiting = tmp_path / ".out.old-999999999-0abc"  # a dead process's, as the kill left it
+    waiting.mkdir()
+    out.replace(waiting / "set")
+    with outdir.Staged(out) as stage:
+        (stage.path / "b.csv").write_text("2")
+        stage.commit([stage.path / "b.csv"])
+    assert sorted(p.name for p in out.iterdir()) == [outdir.MANIFEST, "README.md", "b.csv"]
+    assert (out / "README.md").read_text() == "mine\n" and stage.kept == ["README.md"]
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
