@@ -8,6 +8,15 @@ from typing import Optional
 from urllib.parse import urlparse
 
 
+def code_checkout() -> Path | None:
+    """The source checkout holding this package (an editable install); None for an installed one.
+    Where the code comes from, whatever `SYMATTN_HOME` says about where the stores are."""
+    checkout = Path(__file__).resolve().parents[1]
+    if (checkout / "pyproject.toml").is_file() and (checkout / "symattn").is_dir():
+        return checkout
+    return None
+
+
 def project_root() -> Path:
     """The checkout holding this package (an editable install), else the current directory.
 
@@ -15,10 +24,7 @@ def project_root() -> Path:
     """
     if os.environ.get("SYMATTN_HOME"):
         return Path(os.environ["SYMATTN_HOME"]).resolve()
-    checkout = Path(__file__).resolve().parents[1]
-    if (checkout / "pyproject.toml").is_file() and (checkout / "symattn").is_dir():
-        return checkout
-    return Path.cwd()
+    return code_checkout() or Path.cwd()
 
 
 def default_tracking_uri() -> str:

@@ -25,7 +25,7 @@ from mlflow.tracking import MlflowClient
 
 from symattn import keys
 from symattn.errors import RunError
-from symattn.paths import check_uri, check_writable, project_root, sqlite_path
+from symattn.paths import check_uri, check_writable, code_checkout, sqlite_path
 
 PACKAGES = ("symattn", "torch", "pytorch-lightning", "mlflow", "optuna", "tokenizers", "numpy")
 _BATCH = 100  # MLflow's limit of params per log_batch call is 100
@@ -183,20 +183,30 @@ def _oldest_tagged(client: MlflowClient, exp_id: str, match: dict) -> Optional[s
     return min(runs, key=lambda r: (r.info.start_time, r.info.run_id)).info.run_id if runs else None
 
 
+NOT_A_CHECKOUT = "not a git checkout"
+
+
 def git_commit() -> str:
+    """The commit of the code's own checkout (wherever `SYMATTN_HOME` puts the stores), with
+    "-dirty" where tracked files changed; NOT_A_CHECKOUT for an installed package, "unknown" where
+    git cannot tell."""
+    checkout = code_checkout()
+    if checkout is None:
+        return NOT_A_CHECKOUT
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=project_root(), capture_output=True, text=True, timeout=5
+            ["git", "rev-parse", "HEAD"], cwd=checkout, capture_output=True, text=True, timeout=5
         )
-        commit = out.stdout.strip() if out.returncode == 0 else "unknown"
+        if out.returncode != 0:
+            return NOT_A_CHECKOUT if "not a git repository" in out.stderr else "unknown"
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=project_root(),
+            cwd=checkout,
             capture_output=True,
             text=True,
             timeout=5,
         ).stdout.strip()
-        return commit + ("-dirty" if dirty and commit != "unknown" else "")
+        return out.stdout.strip() + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 
@@ -207,7 +217,7 @@ def source_tags(command: str) -> dict[str, str]:
     was dirty is in `git_commit`."""
     commit = git_commit()
     tags = {keys.GIT_COMMIT: commit, keys.SOURCE_NAME: command, keys.SOURCE_TYPE: keys.LOCAL_SOURCE}
-    if commit != "unknown":
+    if commit not in ("unknown", NOT_A_CHECKOUT):
         tags[keys.SOURCE_COMMIT] = commit.removesuffix("-dirty")
     return tags
 

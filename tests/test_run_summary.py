@@ -251,3 +251,21 @@ def test_a_sweeps_finetune_cells_are_sourced_and_their_trials_carry_params_and_r
     pretrain_run = client.get_run(pre.user_attrs[RUN_ID])
     assert pretrain_run.data.tags[keys.ESCAPE] == "not reached (>20)"
     assert pretrain_run.data.metrics[keys.ESCAPE_CENSORED] == 1.0
+
+
+def test_a_run_records_the_codes_commit_wherever_its_stores_are(tmp_path, monkeypatch):
+    """SYMATTN_HOME moves the stores, not the code: the commit is the package checkout's."""
+    import subprocess
+
+    from symattn import paths, tracking
+
+    checkout = paths.code_checkout()
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=checkout, capture_output=True, text=True)
+    monkeypatch.setenv("SYMATTN_HOME", str(tmp_path))  # not a git checkout
+    tags = tracking.source_tags("symattn train")
+    assert tags[keys.SOURCE_COMMIT] == head.stdout.strip()
+    assert tags[keys.GIT_COMMIT].removesuffix("-dirty") == head.stdout.strip()
+
+    monkeypatch.setattr(tracking, "code_checkout", lambda: None)  # an installed package
+    tags = tracking.source_tags("symattn train")
+    assert tags[keys.GIT_COMMIT] == "not a git checkout" and keys.SOURCE_COMMIT not in tags
