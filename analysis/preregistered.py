@@ -346,14 +346,48 @@ def _from_optuna(client, study_run_id: str, study: str) -> dict[str, dict]:
         return {}
 
 
+COUNTS = (
+    "groups",
+    "decided",
+    "arm_first",
+    "reference_first",
+    "pairs",
+    "groups_without_the_step",
+    "lower",
+    "higher",
+    "tied",
+)
+
+
+def _readable(frame: pd.DataFrame) -> pd.DataFrame:
+    """The comparisons' table as read in Markdown: counts as integers, p-values and hazard ratios
+    to 3 significant digits, each verdict below the table rather than in a cell."""
+
+    def fmt(value, spec):
+        return "" if pd.isna(value) else format(value, spec)
+
+    shown = frame.drop(columns=["verdict", "analysis"], errors="ignore").copy()
+    for column in shown:
+        if column in COUNTS:
+            shown[column] = [fmt(v, ".0f") for v in shown[column]]
+        elif pd.api.types.is_float_dtype(shown[column]):
+            shown[column] = [fmt(v, ".3g") for v in shown[column]]
+    return shown
+
+
 def write(result: Result, out, colors: dict) -> tuple[str, list]:
     """The analysis's files: its table of comparisons and its per-run values (CSV and Markdown),
     the survival curves and the hazard ratios; and its text."""
     from analysis import figures, survival_figures, tables
 
     slug = result.name
+    frame = pd.concat([result.primary, result.secondary], ignore_index=True)
     written = tables.write_table(
-        pd.concat([result.primary, result.secondary], ignore_index=True), out, f"analysis_{slug}"
+        frame,
+        out,
+        f"analysis_{slug}",
+        _readable(frame),
+        "\n".join(f"- {v}" for v in frame.get("verdict", [])),
     )
     written += tables.write_table(result.endpoints, out, f"analysis_{slug}_runs")
     if result.arms:

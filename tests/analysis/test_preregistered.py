@@ -109,6 +109,12 @@ def test_the_stated_analysis_comes_first_and_everything_else_is_exploratory(stat
     censored = runs[~runs["escaped"]].iloc[0]
     assert censored["arm"] == "symmetric" and censored["time"] == 1000  # at its last evaluation
     assert {"survival_primary.png", "hazard_ratios_primary.png"} <= {p.name for p in out.iterdir()}
+    md = (out / "analysis_primary.md").read_text()
+    row = next(
+        line for line in md.splitlines() if line.startswith("| escape_0.25 ") and "| pairwise " in line
+    )
+    assert [c.strip() for c in row.split("|")][4:8] == ["6", "6", "6", "0"]  # counts read as counts
+    assert "\n- pairwise vs vanilla: no difference detected" in md  # each verdict below the table
     secondary = table[table["endpoint"] == "loss at step 300"]
     assert len(secondary) == 2 and secondary["correction"].tolist() == ["holm over 2"] * 2
 
