@@ -493,7 +493,7 @@ def _pretrain(
         note = None if keys.STUDY in cfg.tracking.tags else STANDALONE_NOTE
         exp_id = experiment_id(client, cfg.tracking.experiment, note)
         if extend_run is not None:
-            ckpt = Path(cfg.checkpoint.dir or default_checkpoint_dir()) / cfg.tracking.experiment / extend_run
+            ckpt = run_checkpoint_dir(cfg, extend_run)
             run_id = resume = extension_run(client, extend_run, given, cfg, ckpt / "last.ckpt")
         else:
             run_id = _pick_run(client, exp_id, given, cfg, resume)
@@ -521,7 +521,7 @@ def _pretrain(
             tracker = RunTracker(client, run_id)
         log_dataset(tracker, cfg, data)
         os.environ["SYMATTN_RUN_ID"] = run_id
-    ckpt_dir = Path(cfg.checkpoint.dir or default_checkpoint_dir()) / cfg.tracking.experiment / run_id
+    ckpt_dir = run_checkpoint_dir(cfg, run_id)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = ckpt_dir / "last.ckpt"
     if resume and ckpt_path.exists():
@@ -631,7 +631,7 @@ def _lock_run(cfg: RunConfig, run_id: str, held: list) -> None:
     process that still writes the run; raises RunBusy if it does not stop."""
     from filelock import FileLock, Timeout
 
-    ckpt_dir = Path(cfg.checkpoint.dir or default_checkpoint_dir()) / cfg.tracking.experiment / run_id
+    ckpt_dir = run_checkpoint_dir(cfg, run_id)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     lock = FileLock(ckpt_dir / "run.lock")
     wait = _lock_seconds()
@@ -711,6 +711,11 @@ def extension_run(client, run_id: str, given: RunConfig, resolved: RunConfig, ck
             "give checkpoint.dir of the one that ran it)"
         )
     return run_id
+
+
+def run_checkpoint_dir(cfg: RunConfig, run_id: str) -> Path:
+    """Where a run's checkpoints are: `checkpoint.dir` (or the default), its experiment, its run."""
+    return Path(cfg.checkpoint.dir or default_checkpoint_dir()) / cfg.tracking.experiment / run_id
 
 
 def _world_size(cfg: RunConfig) -> int:
