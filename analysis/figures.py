@@ -139,16 +139,24 @@ def save(fig: Figure, out_dir, name: str) -> list[Path]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / f"{name}.png", out_dir / f"{name}.pdf"]
-    # Legends kept out of the layout (beside the plot) still belong in the saved image.
-    legends = [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
     with style():
         for path in paths:
-            fig.savefig(
-                path,
-                bbox_inches="tight",
-                bbox_extra_artists=[*fig.get_default_bbox_extra_artists(), *legends],
-            )
+            fig.savefig(path, bbox_inches="tight")
     return paths
+
+
+def _legend_beside(fig: Figure, legend) -> None:
+    """Widen the figure by `legend`'s width, so that the axes keep their size and the legend stays
+    inside the figure: any renderer shows it (a notebook's inline image too), not only a tight save."""
+    width = fig.get_figwidth()
+    fig.draw_without_rendering()
+    extra = legend.get_window_extent().width / fig.dpi + 0.15
+    fig.set_figwidth(width + extra)
+    if fig.get_layout_engine() is None:  # broken axes: placed by hand, kept where they were
+        fig.subplots_adjust(
+            left=fig.subplotpars.left * width / (width + extra),
+            right=fig.subplotpars.right * width / (width + extra),
+        )
 
 
 def _broken_axes(fig: Figure, segments) -> list:
@@ -296,8 +304,7 @@ def loss_curves(
             axes[0].set_xlabel("Steps")
         axes[0].set_ylabel(ylabel)
         # Beside the plot: inside, a legend this long hides the plateau or the escape.
-        # Out of the layout, so the axes keep their size; the saved image (tight) grows instead.
-        axes[-1].legend(loc="upper left", bbox_to_anchor=(1.02, 1), borderaxespad=0).set_in_layout(False)
+        _legend_beside(fig, axes[-1].legend(loc="upper left", bbox_to_anchor=(1.02, 1), borderaxespad=0))
         if title:
             fig.suptitle(title)
     return fig

@@ -122,6 +122,7 @@ class TrackingConfig(_Block):
     run_name: Optional[str] = None
     tags: dict[str, str] = Field(default_factory=dict)  # extra tags, e.g. study and cell of a sweep
     log_every_n_steps: int = Field(10, gt=0)
+    system_metrics: bool = True  # MLflow's `system/*` (CPU, memory, GPU) beside the run's own metrics
 
 
 class CheckpointConfig(_Block):

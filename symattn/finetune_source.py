@@ -90,6 +90,14 @@ def config_from_params(params: dict[str, str]) -> RunConfig:
     keep, max_steps = config.get("checkpoint", {}).get("keep"), config.get("optim", {}).get("max_steps")
     if isinstance(keep, list) and isinstance(max_steps, int):
         config["checkpoint"]["keep"] = [s for s in keep if not isinstance(s, int) or s <= max_steps]
+    # A run logs its size preset expanded; where the shape is the preset's, the preset stands alone.
+    model = config.get("model", {})
+    shape = {
+        k: model.pop(k) for k in ("layers", "hidden", "heads", "intermediate") if model.get(k) is not None
+    }
+    preset = RunConfig.model_validate(config).model
+    if any(getattr(preset, f"n_{k}") != v for k, v in shape.items()):
+        model.update(shape)
     return RunConfig.model_validate(config)
 
 
@@ -132,7 +140,8 @@ def _run_source(run, config: RunConfig, kept: dict, step: int) -> Source:
     path = Path(kept[step]["path"])
     if not path.is_file():
         raise ValueError(
-            f"the weights of run {run_id} at step {step:,} are missing ({path}); they were moved or deleted"
+            f"the weights of run {run_id} at step {step:,} are missing ({path}); copy its checkpoint folder "
+            "there, or set SYMATTN_HOME to the folder whose checkpoints/ holds it"
         )
     if sha256_file(path) != kept[step]["sha256"]:
         raise ValueError(

@@ -28,6 +28,7 @@ from symattn import keys, quiet  # noqa: F401  quiet: imported for its effect
 from symattn.config import RunConfig, flatten
 from symattn.data.budget import epochs_warning
 from symattn.data.cache import sha256_file
+from symattn.data.sources import source_param
 from symattn.diagnostics import coefficient_spectra
 from symattn.errors import CheckpointNotWritten, NonFiniteLoss, RunError, RunStopped, one_line
 from symattn.mlm import MLMPretraining, PretrainingDataModule, validation_batches
@@ -44,6 +45,7 @@ from symattn.tracking import (
     package_versions,
     reached,
     source_tags,
+    system_metrics,
 )
 
 FLUSH_SECONDS = 5.0  # metrics reach the store at least this often, and before every checkpoint
@@ -131,7 +133,11 @@ class RunLifecycle(pl.Callback):
         path = self.ckpt_path.parent / "kept" / f"step-{step:07d}.pt"
         save_weights(pl_module.model, path)
         if self.tracker is not None:
-            record = {"path": str(path), "sha256": sha256_file(path)}
+            # relative to the checkpoint folder, so that the tag resolves on another machine
+            record = {
+                "path": path.relative_to(checkpoint_root(self.cfg)).as_posix(),
+                "sha256": sha256_file(path),
+            }
             self.tracker.set_tags({keys.kept_checkpoint(step): json.dumps(record)})
 
     def on_train_start(self, trainer, pl_module) -> None:
@@ -422,6 +428,16 @@ def run_params(cfg: RunConfig, counts: dict[str, int], floor: dict, val_floor: f
     unigram cross-entropy, and the context-free loss of the run's own validation targets, which its
     escape is measured from (`symattn.keys`)."""
     params = flatten(cfg.to_dict())
+    m = cfg.model  # the size preset expanded: the shape the run had, not `None`
+    params.update(
+        {
+            "model.layers": m.n_layers,
+            "model.hidden": m.n_hidden,
+            "model.heads": m.n_heads,
+            "model.intermediate": m.n_intermediate,
+            "data.source": source_param(cfg.data.source),
+        }
+    )
     params.update(zip(keys.PARAM_COUNTS, (counts["total"], counts["non_embedding"], counts["attention"])))
     params[keys.FLOPS_PER_TOKEN] = flops_per_token(cfg.model, cfg.data.seq_len, cfg.data.mlm_probability)
     params.update(
@@ -570,7 +586,8 @@ def _pretrain(
         warnings.filterwarnings("ignore", ".*your dataloader is not resumable.*")
         previous = signal.signal(signal.SIGINT, lifecycle.request_stop)
         try:
-            trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
+            with system_metrics(tracker, cfg.tracking.system_metrics):
+                trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
         except (KeyboardInterrupt, SystemExit) as exc:  # Lightning exits on Ctrl-C and SIGTERM
             raise RunStopped(
                 f"run {run_id} stopped at step {trainer.global_step}; continue it with --resume {run_id}"
@@ -713,9 +730,14 @@ def extension_run(client, run_id: str, given: RunConfig, resolved: RunConfig, ck
     return run_id
 
 
+def checkpoint_root(cfg: RunConfig) -> Path:
+    """The folder of every run's checkpoints: `checkpoint.dir`, else the default."""
+    return Path(cfg.checkpoint.dir or default_checkpoint_dir())
+
+
 def run_checkpoint_dir(cfg: RunConfig, run_id: str) -> Path:
-    """Where a run's checkpoints are: `checkpoint.dir` (or the default), its experiment, its run."""
-    return Path(cfg.checkpoint.dir or default_checkpoint_dir()) / cfg.tracking.experiment / run_id
+    """Where a run's checkpoints are: the checkpoint folder, its experiment, its run."""
+    return checkpoint_root(cfg) / cfg.tracking.experiment / run_id
 
 
 def _world_size(cfg: RunConfig) -> int:

@@ -25,7 +25,7 @@ from mlflow.tracking import MlflowClient
 
 from symattn import keys
 from symattn.errors import RunError
-from symattn.paths import check_uri, check_writable, code_checkout, sqlite_path
+from symattn.paths import check_uri, check_writable, code_checkout, default_checkpoint_dir, sqlite_path
 
 PACKAGES = ("symattn", "torch", "pytorch-lightning", "mlflow", "optuna", "tokenizers", "numpy")
 _BATCH = 100  # MLflow's limit of params per log_batch call is 100
@@ -233,13 +233,22 @@ def package_versions() -> dict[str, str]:
 
 
 def kept_checkpoints(run) -> dict[int, dict]:
-    """The weights an MLflow run kept (`checkpoint.keep`), by step: {"path", "sha256"}."""
+    """The weights an MLflow run kept (`checkpoint.keep`), by step: {"path", "sha256"}. A tag's path
+    is relative to the checkpoint folder (runs of earlier versions hold absolute ones); it is
+    resolved against the run's `checkpoint.dir`, else this machine's default folder (under
+    `SYMATTN_HOME`), whichever holds the file."""
     prefix = keys.KEPT_CHECKPOINT_PREFIX
-    return {
-        int(tag[len(prefix) :]): json.loads(value)
-        for tag, value in run.data.tags.items()
-        if tag.startswith(prefix)
-    }
+    recorded = run.data.params.get("checkpoint.dir")
+    roots = [Path(recorded)] if recorded not in (None, "None") else []
+    roots.append(default_checkpoint_dir())
+    kept = {}
+    for tag, value in run.data.tags.items():
+        if tag.startswith(prefix):
+            record = json.loads(value)
+            paths = [root / record["path"] for root in roots]  # an absolute path stays itself
+            record["path"] = str(next((p for p in paths if p.is_file()), paths[-1]))
+            kept[int(tag[len(prefix) :])] = record
+    return kept
 
 
 def reached(run) -> int:
@@ -257,6 +266,27 @@ def find_resumable_run(client: MlflowClient, exp_id: str, config_hash: str) -> O
         max_results=1,
     )
     return runs[0].info.run_id if runs else None
+
+
+@contextmanager
+def system_metrics(tracker: Optional["RunTracker"], on: bool):
+    """MLflow's system metrics (CPU, memory, disk, network; GPU where one is used) logged to the
+    run as `system/*` from a thread while the block runs, one sample every
+    `MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL` seconds (MLflow's default: 10); a resumed run's
+    samples go on after its earlier ones. Nothing when `on` is false or there is no tracker."""
+    if tracker is None or not on:
+        yield
+        return
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+    monitor = SystemMetricsMonitor(
+        tracker.run_id, resume_logging=True, tracking_uri=tracker.client.tracking_uri
+    )
+    monitor.start()
+    try:
+        yield
+    finally:
+        monitor.finish()
 
 
 class RunTracker:

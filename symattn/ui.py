@@ -11,7 +11,8 @@ printed is found through the server's REST API.
 
 MLflow 3.17 opens an experiment in GenAI mode whatever its `mlflow.experimentKind` tag says (the
 mode is the URL's `workflowType`, else the browser's last choice, else GenAI), so the addresses
-printed carry `?workflowType=machine_learning`.
+printed carry `workflowType=machine_learning`. The newest study's address opens its comparison
+(`symattn.ui_view`).
 """
 
 from __future__ import annotations
@@ -169,7 +170,7 @@ def rest(base: str, path: str, body: dict) -> dict:
 
 def newest_study(base: str, name: Optional[str] = None) -> Optional[dict]:
     """The `info` of the most recently started study run in the store (of study `name` if given),
-    read through the server's REST API; None when there is none."""
+    with its study's name (`study`), read through the server's REST API; None when there is none."""
     ids, token = [], None
     while True:
         page = rest(
@@ -187,7 +188,59 @@ def newest_study(base: str, name: Optional[str] = None) -> Optional[dict]:
         "max_results": 1,
     }
     runs = rest(base, "runs/search", body).get("runs", []) if ids else []
-    return runs[0]["info"] if runs else None
+    if not runs:
+        return None
+    tags = {t["key"]: t["value"] for t in runs[0]["data"].get("tags", [])}
+    return {**runs[0]["info"], "study": tags.get(keys.STUDY)}
+
+
+def study_page(base: str, study: dict) -> str:
+    """The address of the study's comparison (`symattn.ui_view`); its experiment's runs page if the
+    view cannot be written (a store the user may only read)."""
+    from symattn.ui_view import view_route, write_view
+
+    experiment_id = study["experiment_id"]
+    plain = f"{base}/#/experiments/{experiment_id}?{MODEL_TRAINING}"
+    if not study.get("study"):
+        return plain
+    try:
+        key = write_view(lambda path, body: rest(base, path, body), experiment_id, study["study"])
+    except (OSError, ValueError, KeyError):
+        return plain
+    return f"{base}/#/{view_route(experiment_id, key)}"
+
+
+def link_trials(storage_url: str, base: str) -> None:
+    """Each trial's MLflow run as a link in its optuna-dashboard note (the dashboard shows user
+    attributes as plain text); a note is written only where it changed (the UI's port, a new run)."""
+    import optuna
+    from optuna_dashboard import get_note, save_note
+
+    from symattn.sweep.optuna_internals import trial_id
+    from symattn.sweep.progress import RUN_ID
+    from symattn.sweep.storage import open_storage
+
+    storage = open_storage(storage_url)
+    experiments: dict[str, str] = {}
+    for summary in storage.get_all_studies():
+        study = optuna.load_study(study_name=summary.study_name, storage=storage)
+        for frozen in study.get_trials(deepcopy=False):
+            run_id = frozen.user_attrs.get(RUN_ID)
+            if not run_id:
+                continue
+            try:
+                if run_id not in experiments:
+                    with urllib.request.urlopen(
+                        f"{base}/api/2.0/mlflow/runs/get?run_id={run_id}", timeout=30
+                    ) as r:
+                        experiments[run_id] = json.load(r)["run"]["info"]["experiment_id"]
+            except (OSError, ValueError, KeyError):
+                continue  # a run of another store, or deleted: no link
+            url = f"{base}/#/experiments/{experiments[run_id]}/runs/{run_id}?{MODEL_TRAINING}"
+            note = f"MLflow run: [{frozen.user_attrs.get('name', run_id)}]({url})"
+            trial = optuna.Trial(study, trial_id(frozen))
+            if get_note(trial) != note:
+                save_note(trial, note)
 
 
 def mlflow_argv(artifacts: Path, host: str, port: int) -> list[str]:
@@ -246,9 +299,9 @@ def command(args: argparse.Namespace) -> int:
         if study is None:
             print(f"MLflow UI: {base}/ (no study yet; pick 'Model training' at the top left)", flush=True)
         else:
-            page = f"{base}/#/experiments/{study['experiment_id']}?{MODEL_TRAINING}"
-            print(f"MLflow UI: {page} (the newest study, {study['run_name']})", flush=True)
+            print(f"MLflow UI: {study_page(base, study)} (the newest study, {study['run_name']})", flush=True)
         if storage is not None:
+            link_trials(storage, base)
             print(f"Optuna dashboard: {dash}/dashboard", flush=True)
         print("Ctrl-C stops the server" + "s" * (len(servers) > 1) + ".", flush=True)
         while True:

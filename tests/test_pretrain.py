@@ -1,6 +1,7 @@
 """One tracked pre-training run, against a temporary sqlite MLflow store and a real Lightning Trainer."""
 
 import hashlib
+import os
 import time
 from pathlib import Path
 
@@ -40,6 +41,10 @@ def test_a_run_logs_exactly_what_it_promises(run_overrides, tmp_path):
     params = run.data.params
     assert params["optim.lr"] == "0.001" and params["model.attention.variant"] == "pairwise"
     assert params["model.vocab_size"] == "200"  # follows the tokenizer
+    # the size preset expanded (tiny: 2 layers of 128, 2 heads), the source as its shorthand
+    shape = [params[f"model.{k}"] for k in ("layers", "hidden", "heads", "intermediate")]
+    assert shape == ["2", "128", "2", "512"]
+    assert params["data.source"] == f"path:{cfg.data.source[0].path}"
     assert (
         int(params["params_total"])
         > int(params["params_non_embedding"])
@@ -370,6 +375,48 @@ def test_a_kept_checkpoint_series_survives_a_resume_without_duplicates(run_overr
     assert {s: r["sha256"] for s, r in parts.items()} == {s: r["sha256"] for s, r in whole.items()}
     kept_files = sorted(p.name for p in Path(parts[40]["path"]).parent.iterdir())
     assert kept_files == [f"step-{s:07d}.pt" for s in sorted(whole)]
+
+
+def test_system_metrics_are_logged_unless_turned_off(run_overrides, monkeypatch):
+    """MLflow's system metrics beside the run's own, from its monitor thread; off by a setting."""
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.2")
+    cfg = load_config(None, run_overrides + ["tracking.system_metrics=true", "optim.max_steps=20"])
+    metrics = client_of(cfg).get_run(pretrain(cfg)["run_id"]).data.metrics
+    assert 0 < metrics["system/cpu_utilization_percentage"] <= 100 * os.cpu_count()
+    assert metrics["system/system_memory_usage_megabytes"] > 0
+    cfg = load_config(None, run_overrides + ["optim.max_steps=20", "tracking.experiment=quiet"])
+    assert not [
+        k for k in client_of(cfg).get_run(pretrain(cfg)["run_id"]).data.metrics if k.startswith("system/")
+    ]
+
+
+def test_kept_checkpoints_resolve_on_another_machine(run_overrides, tmp_path, monkeypatch):
+    """A kept checkpoint's tag holds its path relative to the checkpoint folder: the folder copied
+    under another machine's SYMATTN_HOME, the run's weights are found there, sha256 checked."""
+    import shutil
+
+    from symattn.finetune_source import run_sources
+    from symattn.tracking import kept_checkpoints
+
+    cfg = load_config(None, run_overrides + ["checkpoint.keep=[0, 20]", "optim.max_steps=20"])
+    run_id = pretrain(cfg)["run_id"]
+    run = client_of(cfg).get_run(run_id)
+    assert run.data.tags["kept_checkpoint.0000020"].startswith(
+        f'{{"path": "test/{run_id}/kept/step-0000020.pt"'
+    )
+
+    home = tmp_path / "elsewhere"
+    shutil.move(tmp_path / "checkpoints", home / "checkpoints")
+    monkeypatch.setenv("SYMATTN_HOME", str(home))
+    kept = kept_checkpoints(run)
+    assert kept[20]["path"] == str(home / "checkpoints" / "test" / run_id / "kept" / "step-0000020.pt")
+    assert [s.weights for s in run_sources(client_of(cfg), run_id, "all")] == [
+        Path(kept[0]["path"]),
+        Path(kept[20]["path"]),
+    ]
+    monkeypatch.setenv("SYMATTN_HOME", str(tmp_path / "nowhere"))
+    with pytest.raises(ValueError, match="missing .* set SYMATTN_HOME"):
+        run_sources(client_of(cfg), run_id, [20])
 
 
 @pytest.mark.parametrize("keep, words", [("[-1]", "negative step"), ("[abc]", "keep")])

@@ -253,16 +253,21 @@ def test_a_sweeps_finetune_cells_are_sourced_and_their_trials_carry_params_and_r
     assert pretrain_run.data.metrics[keys.ESCAPE_CENSORED] == 1.0
 
 
-def test_a_run_records_the_codes_commit_wherever_its_stores_are(tmp_path, monkeypatch):
-    """SYMATTN_HOME moves the stores, not the code: the commit is the package checkout's."""
+def test_a_run_records_the_codes_commit_wherever_its_stores_are(run_overrides, tmp_path, monkeypatch):
+    """SYMATTN_HOME moves the stores, not the code: a run's commit is the package checkout's."""
     import subprocess
 
+    from mlflow.tracking import MlflowClient
+
     from symattn import paths, tracking
+    from symattn.config import load_config
+    from symattn.pretrain import pretrain
 
     checkout = paths.code_checkout()
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=checkout, capture_output=True, text=True)
     monkeypatch.setenv("SYMATTN_HOME", str(tmp_path))  # not a git checkout
-    tags = tracking.source_tags("symattn train")
+    cfg = load_config(None, run_overrides + ["optim.max_steps=2"])
+    tags = MlflowClient(cfg.tracking.uri).get_run(pretrain(cfg)["run_id"]).data.tags
     assert tags[keys.SOURCE_COMMIT] == head.stdout.strip()
     assert tags[keys.GIT_COMMIT].removesuffix("-dirty") == head.stdout.strip()
 

@@ -164,6 +164,12 @@ def test_two_workers_drain_the_queue_exactly_once(spec_path, tmp_path):
     for row in rows:
         assert f"{row['cell']}: started on cpu" in said and f"{row['cell']}: COMPLETE, val/loss" in said
     assert "GPU available" not in said
+    # optuna-dashboard: the objective named, each cell's validation curve as its intermediate values
+    study = optuna.load_study(study_name="mini-sweep", storage=open_storage(str(tmp_path / "optuna.journal")))
+    assert study.metric_names == ["final val/loss"]
+    for trial in study.get_trials():
+        curve = client.get_metric_history(trial.user_attrs["mlflow_run_id"], "val/loss")
+        assert trial.intermediate_values == {m.step: pytest.approx(m.value) for m in curve}
     # a finished cell is never run again
     assert work("mini-sweep", str(tmp_path / "optuna.journal"), "cpu") == []
 

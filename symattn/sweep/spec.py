@@ -34,6 +34,13 @@ class WorkersSpec(BaseModel):
     max_retries: int = Field(3, ge=0)
 
 
+# What a trial's value is, by objective, as optuna-dashboard names it (a grid cell's: `final_loss`).
+OBJECTIVE_NAMES = {
+    "final_loss": "final val/loss",
+    "escape": "escape step (censored: budget + a budget per nat above the level)",
+}
+
+
 class SearchSpec(BaseModel):
     """A search per cell over one numeric setting (e.g. the learning rate of each variant, for a fair
     comparison): Optuna TPE proposes values, each trial is one run, `trials` per cell.

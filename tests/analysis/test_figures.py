@@ -48,13 +48,26 @@ def test_mean_stops_where_the_shortest_run_stops_and_the_longer_run_goes_on_alon
         "context-free floor of the validation targets = 6.20",
         "escape level: 0.25 below it",
     ]
-    # The legend is beside the axes and still in the saved image.
+    # The legend is beside the axes, in the saved image: it ends right of the axes' right edge.
     [png, _] = figures.save(fig, tmp_path, "loss")
-    width, _ = Image.open(png).size
-    fig_only = figures.loss_curves(curves, runs)
-    fig_only.axes[0].get_legend().remove()
-    [bare, _] = figures.save(fig_only, tmp_path, "bare")
-    assert width > Image.open(bare).size[0] * 1.2
+    fig.draw_without_rendering()
+    legend, axes = ax.get_legend().get_window_extent(), ax.get_window_extent()
+    assert legend.x0 > axes.x1
+    scale = figures.STYLE["savefig.dpi"] / fig.dpi
+    assert Image.open(png).size[0] >= (legend.x1 - axes.x0) * scale
+
+
+def test_the_legend_lies_inside_the_figure_whatever_renders_it():
+    """A notebook's inline image crops to what is in the layout: the legend beside the plot is in
+    the figure itself, on plain and broken step axes, and the axes keep their width."""
+    curves, runs = _frames()
+    for segments in (None, [(0, 300), (500, 1000)]):
+        fig = figures.loss_curves(curves, runs, floors=[6.2], margin=0.25, segments=segments)
+        fig.draw_without_rendering()
+        legend = fig.axes[-1].get_legend().get_window_extent()
+        assert 0 <= legend.x0 and legend.x1 <= fig.bbox.x1 and legend.y1 <= fig.bbox.y1
+        plot = sum(ax.get_position().width for ax in fig.axes) * fig.get_figwidth()
+        assert plot > 0.6 * figures.STYLE["figure.figsize"][0]
 
 
 def test_runs_of_equal_length_draw_no_thin_lines():

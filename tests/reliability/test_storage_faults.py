@@ -34,6 +34,7 @@ RUN = [
     "eval.batches=2",
     "checkpoint.every_n_steps=10",
     "speed.progress_bar=false",
+    "tracking.system_metrics=false",
 ]
 CHECKPOINT_MB = 6  # a tiny model's full checkpoint at this vocabulary: about 6.1 MB
 
