@@ -39,8 +39,8 @@ class Endpoint(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    measure: Literal["escape"] = "escape"
-    margin: float = Field(0.25, gt=0)
+    measure: Literal["escape"] = Field("escape", description="escape as a time to event")
+    margin: float = Field(0.25, gt=0, description="nats below the run's floor that count as escaped")
 
 
 class Secondary(BaseModel):
@@ -48,8 +48,8 @@ class Secondary(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    measure: Literal["loss_at_step"]
-    step: int = Field(ge=1)  # the validation loss at this evaluated step, paired within matched groups
+    measure: Literal["loss_at_step"] = Field(description="the validation loss at a step")
+    step: int = Field(ge=1, description="an evaluated step; paired within matched groups")
 
 
 class Equivalence(BaseModel):
@@ -58,19 +58,23 @@ class Equivalence(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    hazard_ratio: float = Field(gt=1)
+    hazard_ratio: float = Field(gt=1, description="equivalent: its interval inside [1/HR, HR]")
 
 
 class AnalysisPlan(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str = Field("primary", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    endpoint: Endpoint = Field(default_factory=Endpoint)
-    comparisons: list[tuple[str, str]] = Field(min_length=1)
-    correction: Literal["holm", "bonferroni", "none"] = "holm"
-    alpha: float = Field(0.05, gt=0, lt=1)
-    secondary: list[Secondary] = Field(default_factory=list)
-    equivalence: Optional[Equivalence] = None
+    name: str = Field(
+        "primary", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="a changed analysis needs a new name"
+    )
+    endpoint: Endpoint = Field(default_factory=Endpoint, description="the primary endpoint")
+    comparisons: list[tuple[str, str]] = Field(
+        min_length=1, description="[arm, reference] pairs of attention labels"
+    )
+    correction: Literal["holm", "bonferroni", "none"] = Field("holm", description="over the comparisons")
+    alpha: float = Field(0.05, gt=0, lt=1, description="the level each adjusted p is read at")
+    secondary: list[Secondary] = Field(default_factory=list, description="secondary endpoints")
+    equivalence: Optional[Equivalence] = Field(None, description="the only way a comparison reads equivalent")
 
     @model_validator(mode="after")
     def _check(self) -> "AnalysisPlan":

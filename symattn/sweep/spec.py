@@ -21,17 +21,24 @@ from symattn.sweep.analysis_plan import AnalysisPlan
 class StoresSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    optuna: Optional[str] = None  # default: <project>/optuna.journal; any Optuna storage URL
-    mlflow: Optional[str] = None  # default: tracking.uri of the base config, else <project>/mlflow.db
+    optuna: Optional[str] = Field(
+        None, description="Optuna storage URL or journal path (default: `<project>/optuna.journal`)"
+    )
+    mlflow: Optional[str] = Field(
+        None,
+        description="MLflow store (default: the base config's `tracking.uri`, else `<project>/mlflow.db`)",
+    )
 
 
 class WorkersSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    per_device: int = Field(1, ge=1)  # cells run at once on each device
-    heartbeat_seconds: float = Field(10.0, gt=0)
-    grace_seconds: float = Field(60.0, gt=0)  # a cell silent this long is taken as dead and retried
-    max_retries: int = Field(3, ge=0)
+    per_device: int = Field(1, ge=1, description="cells run at once on each device")
+    heartbeat_seconds: float = Field(10.0, gt=0, description="how often a running cell says it is alive")
+    grace_seconds: float = Field(
+        60.0, gt=0, description="a cell silent this long is taken as dead and retried"
+    )
+    max_retries: int = Field(3, ge=0, description="tries of a failing cell after its first")
 
 
 # What a trial's value is, by objective, as optuna-dashboard names it (a grid cell's: `final_loss`).
@@ -54,15 +61,17 @@ class SearchSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    param: str = "optim.lr"
-    low: float
-    high: float
-    log: bool = True
-    trials: int = Field(8, ge=1)  # per cell: every cell (variant) gets the same budget
-    objective: Literal["final_loss", "escape"] = "final_loss"
-    pruner: Literal["median", "none"] = "median"  # default none with objective: escape
-    warmup_evals: int = Field(2, ge=0)  # evaluations before a run may be pruned
-    seed: int = 0  # of the TPE sampler
+    param: str = Field("optim.lr", description="the numeric run setting searched")
+    low: float = Field(description="lower end of its range")
+    high: float = Field(description="upper end of its range")
+    log: bool = Field(True, description="search on a log scale")
+    trials: int = Field(8, ge=1, description="trials per cell: every cell (variant) gets the same budget")
+    objective: Literal["final_loss", "escape"] = Field("final_loss", description="what a trial's value is")
+    pruner: Literal["median", "none"] = Field(
+        "median", description="`none` by default with `objective: escape`"
+    )
+    warmup_evals: int = Field(2, ge=0, description="evaluations before a run may be pruned")
+    seed: int = Field(0, description="seed of the TPE sampler")
 
     @model_validator(mode="before")
     @classmethod
@@ -101,10 +110,18 @@ class FinetuneSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    tasks: list[str] = Field(min_length=1)  # symattn.data.tasks: the GLUE tasks and the offline suite
-    seeds: list[int] = Field(default_factory=lambda: [1, 2, 3, 4, 5], min_length=1)  # the paper: 5
-    steps: Union[Literal["all"], list[int]] = "all"  # the kept series, or some of its steps
-    config: dict[str, Any] = Field(default_factory=dict)  # FinetuneConfig settings (epochs, lr, ...)
+    tasks: list[str] = Field(
+        min_length=1, description="GLUE tasks and the offline ones (`symattn.data.tasks`)"
+    )
+    seeds: list[int] = Field(
+        default_factory=lambda: [1, 2, 3, 4, 5], min_length=1, description="fine-tuning seeds (the paper: 5)"
+    )
+    steps: Union[Literal["all"], list[int]] = Field(
+        "all", description="the kept series, or some of its steps"
+    )
+    config: dict[str, Any] = Field(
+        default_factory=dict, description="fine-tuning settings (`FinetuneConfig`: epochs, lr, ...)"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> "FinetuneSpec":
@@ -127,25 +144,36 @@ class FinetuneSpec(BaseModel):
 class SweepSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    description: str = ""
-    base: dict[str, Any] = Field(default_factory=dict)  # a run config (see symattn.config.RunConfig)
-    # Dotted key -> values. `seed` sets the run seed, and data.seed with it (as in any run config,
-    # unless the base sets data.seed). The cells are the product, ordered group by group (attention
-    # varies fastest), so finished groups are comparable early.
-    axes: dict[str, list[Any]] = Field(default_factory=dict)
-    stores: StoresSpec = Field(default_factory=StoresSpec)
-    workers: WorkersSpec = Field(default_factory=WorkersSpec)
-    search: Optional[SearchSpec] = None
-    finetune: Optional[FinetuneSpec] = None
-    # The analysis, stated before the cells run (`symattn.sweep.analysis_plan`); recorded in the
-    # study by `queue`, fixed once a cell has started.
-    analysis: Optional[AnalysisPlan] = None
-    # The second stage of a tuning: the name of a finished search study (a spec with `search`, in
-    # this spec's Optuna store). Each cell takes its search param (e.g. optim.lr) from the best trial
-    # of that study's search whose cell has the same settings but for the seed; read when the cells
-    # are expanded (`search.tuned_values`).
-    tuned_from: Optional[str] = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="the study's name")
+    description: str = Field("", description="one line, shown on the study's MLflow experiment")
+    base: dict[str, Any] = Field(
+        default_factory=dict,
+        description="a run config (`symattn/config.py`), or the path of one relative to the spec",
+    )
+    axes: dict[str, list[Any]] = Field(
+        default_factory=dict,
+        description=(
+            "dotted run setting -> values; the cells are the product, group by group (attention "
+            "fastest); `seed` sets `data.seed` too unless the base does"
+        ),
+    )
+    stores: StoresSpec = Field(default_factory=StoresSpec, description="where the study's stores are")
+    workers: WorkersSpec = Field(default_factory=WorkersSpec, description="how workers run the cells")
+    search: Optional[SearchSpec] = Field(None, description="a search per cell over one setting (Optuna TPE)")
+    finetune: Optional[FinetuneSpec] = Field(
+        None, description="fine-tuning cells on each cell's kept weights, run once it is COMPLETE"
+    )
+    analysis: Optional[AnalysisPlan] = Field(
+        None, description="the analysis, stated before the cells run; fixed once a cell started"
+    )
+    tuned_from: Optional[str] = Field(
+        None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        description=(
+            "a finished search study: each cell takes the search param from the best trial of the "
+            "cell with its settings but the seed"
+        ),
+    )
 
     @model_validator(mode="after")
     def _search_not_an_axis(self) -> "SweepSpec":
