@@ -219,6 +219,29 @@ def steps_to_target(steps, loss, target: float, window: int | None = None, patie
 
 # ---------------------------------------------------------------- over a set of runs
 
+# What an escape is measured from, as tables and the tag `escape_floor` name it: a run's own
+# validation targets' context-free loss, or where the data cannot say (`curve_floors`) a plateau.
+TARGETS_FLOOR = "context-free floor of the validation targets"
+CURVE_FLOOR = "plateau level (median of the runs' own)"
+
+
+def floor_tag(name: str, level: float) -> str:
+    """The tag `escape_floor`: what the escape was measured from, and its level."""
+    return f"{name} = {level:.3f}"
+
+
+def curve_floors(curves: pd.DataFrame, runs: pd.DataFrame) -> pd.Series:
+    """One plateau level per data set (size) for runs whose data's floor cannot be computed (the
+    paper's): the median of the runs' own plateau levels (`plateau_level`)."""
+    levels = {}
+    for run_id in runs["run_id"]:
+        steps, loss = curve(curves, run_id)
+        levels[run_id] = plateau_level(steps, loss) if len(steps) else float("nan")
+    levels = pd.Series(levels)
+    by_size = runs.set_index("run_id")["size"]
+    return levels.groupby(by_size).transform("median")
+
+
 MARGINS = (0.25, 0.5)  # below the floor; the first is the headline definition
 WINDOW, PATIENCE = 5, 3  # evaluations: the smoothing and the confirmation of every loss-based definition
 

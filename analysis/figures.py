@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
-from analysis.convergence import describe_definition
+from analysis.convergence import TARGETS_FLOOR, describe_definition
 from analysis.glue import variant_curves
 from symattn import keys
 from symattn.variants import VARIANTS
@@ -201,7 +201,7 @@ def loss_curves(
     floors=(),
     margin: float | None = None,
     expected_floors=(),
-    floor_label: str = "context-free floor of the validation targets",
+    floor_label: str = TARGETS_FLOOR,
 ) -> Figure:
     """One line per variant (mean over its seeds) with a band over seeds (`minmax` or `std`).
     `segments` [(lo, hi), ...] breaks the step axis, as in the paper's figures; `log_steps` puts

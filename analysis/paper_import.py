@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis import frames
+from analysis import convergence, frames
 from analysis.paths import REFERENCE_DIR
 from symattn import keys
 from symattn.sweep.spec import finetune_cell_name
@@ -109,15 +109,20 @@ def _pretrain_runs(reference_dir: Path) -> list[_Run]:
     runs = frames.paper_runs()
     curves = frames.paper_curves(reference_dir=reference_dir)
     starts = _pretrain_starts(reference_dir)
+    floors = convergence.curve_floors(curves, runs)  # the paper's data cannot give a floor
     out = []
     for row in runs.itertuples(index=False):
         row = row._asdict()
+        steps, loss = frames.curve(curves, row["run_id"])
+        escape = convergence.headline_escape(steps, loss, floors[row["run_id"]])
         tags = {
             keys.KIND: keys.PRETRAIN,
             **{k: str(row[k]) for k in (keys.SIZE, keys.ATTENTION, keys.SCHEME, keys.INIT, keys.VARIANT)},
             keys.SEED: str(row[keys.SEED]),
             keys.GROUP: row[keys.GROUP],
             keys.IMPORTED_FILE: f"validation_loss_bert_{row['size']}.csv",
+            keys.ESCAPE: str(escape),
+            keys.ESCAPE_FLOOR: convergence.floor_tag(convergence.CURVE_FLOOR, floors[row["run_id"]]),
             keys.NOTE: (
                 f"BERT-{row['size']}, {row['variant']} attention: the paper's pre-training run "
                 f"(one seed, {frames.PAPER_FINAL_STEP:,} steps), imported by `{COMMAND}`; "
@@ -134,11 +139,19 @@ def _pretrain_runs(reference_dir: Path) -> list[_Run]:
                 tags=tags,
                 params={"params_total": int(row["params_total"])},
                 metrics=[
-                    (keys.VAL_LOSS, v, s) for s, v in zip(curve["step"].tolist(), curve["value"].tolist())
+                    *((keys.VAL_LOSS, v, s) for s, v in zip(curve["step"].tolist(), curve["value"].tolist())),
+                    *escape_metrics(escape, int(steps[-1])),
                 ],
             )
         )
     return out
+
+
+def escape_metrics(escape, step: int) -> list:
+    """The escape as our runs record it, at their last step (`symattn.keys`): `escape/step` only
+    when exact."""
+    metrics = [(keys.ESCAPE_LOW, escape.low, step), (keys.ESCAPE_CENSORED, float(escape.censored), step)]
+    return metrics + ([] if escape.censored else [(keys.ESCAPE_STEP, escape.step, step)])
 
 
 def _metric_name(raw: str) -> str:
@@ -225,6 +238,7 @@ def import_paper(tracking_uri: str | None = None, reference_dir: Path = REFERENC
 
     from symattn.paths import check_uri, sqlite_path
     from symattn.tracking import open_store
+    from symattn.ui_view import ClientStore, cell_filter, write_view
 
     uri = check_uri(tracking_uri)
     todo = paper_runs_to_import(reference_dir)
@@ -235,6 +249,7 @@ def import_paper(tracking_uri: str | None = None, reference_dir: Path = REFERENC
     # and the next import removes the duplicates.
     with FileLock(f"{db}.lock") if db else nullcontext():
         exp_id, created, kept, replaced, duplicates = _import(client, todo)
+        write_view(ClientStore(client), exp_id, PAPER, "The paper's pre-training runs", cell_filter())
     return ImportResult(exp_id, created, kept, replaced, time.perf_counter() - started, duplicates)
 
 

@@ -311,18 +311,6 @@ def _floor_from_cache(run: pd.Series) -> float:
     return data.evaluated_floor(batches)
 
 
-def curve_floors(curves: pd.DataFrame, runs: pd.DataFrame) -> pd.Series:
-    """One plateau level per data set (size) for runs whose data's floor cannot be computed (the
-    paper's): the median of the runs' own plateau levels (`convergence.plateau_level`)."""
-    levels = {}
-    for run_id in runs["run_id"]:
-        steps, loss = frames.curve(curves, run_id)
-        levels[run_id] = convergence.plateau_level(steps, loss) if len(steps) else float("nan")
-    levels = pd.Series(levels)
-    by_size = runs.set_index("run_id")["size"]
-    return levels.groupby(by_size).transform("median")
-
-
 def _convergence_section(
     conv: pd.DataFrame,
     out: Path,
@@ -488,14 +476,14 @@ def _paper_files(data: frames.Frames, out: Path) -> tuple[str, list]:
     colors = figures.variant_colors(data.runs["variant"])
     written: list[Path] = []
     glue_text, crossings = _glue_section(data, out, colors, written, title=lambda size: f"BERT-{size}")
-    floors = curve_floors(data.curves, data.runs)
+    floors = convergence.curve_floors(data.curves, data.runs)
     for size in ("base", "small"):
         marks = dict(
             floors=floors[data.runs.loc[data.runs["size"] == size, "run_id"]].unique(),
             margin=convergence.MARGINS[0],
             colors=colors,
             title=f"BERT-{size}",
-            floor_label="plateau level (median of the runs' own)",
+            floor_label=convergence.CURVE_FLOOR,
         )
         fig = figures.loss_curves(
             data.curves, data.runs, size=size, segments=PAPER_SEGMENTS, ylim=(0, 8), **marks

@@ -89,8 +89,10 @@ DIAG_PREFIX = "diag/"
 # `val/loss` curve), recorded whenever it ends, at its last step: the tag `escape` as the report
 # prints it ("2,422", "not reached (>3,000)"); `escape/step` only when exact, `escape/low` the
 # lower bound of the true step (the step itself when exact), `escape/censored` 0 or 1.
+# The tag `escape_floor` names what the escape was measured from, with its value.
 ESCAPE = "escape"
 ESCAPE_STEP, ESCAPE_LOW, ESCAPE_CENSORED = "escape/step", "escape/low", "escape/censored"
+ESCAPE_FLOOR = "escape_floor"
 
 
 def kept_checkpoint(step: int) -> str:

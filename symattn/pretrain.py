@@ -313,7 +313,7 @@ def record_escape(tracker: RunTracker, floor: float, step: int) -> None:
     (`symattn.keys`). A censored run never shows an exact-looking `escape/step`: one that an earlier
     end of the run recorded is overwritten with NaN. Never raises but `StoreFull` (the run cannot end
     in a full store): a run's end is not to be lost to its summary."""
-    from analysis.convergence import headline_escape
+    from analysis.convergence import TARGETS_FLOOR, floor_tag, headline_escape
 
     try:
         client, run_id = tracker.client, tracker.run_id
@@ -329,7 +329,7 @@ def record_escape(tracker: RunTracker, floor: float, step: int) -> None:
             metrics[keys.ESCAPE_STEP] = float("nan")
         tracker.log(step, metrics)
         tracker.flush()
-        tracker.set_tags({keys.ESCAPE: str(escape)})
+        tracker.set_tags({keys.ESCAPE: str(escape), keys.ESCAPE_FLOOR: floor_tag(TARGETS_FLOOR, floor)})
     except StoreFull:
         raise
     except Exception as exc:  # noqa: BLE001

@@ -197,17 +197,33 @@ def newest_study(base: str, name: Optional[str] = None) -> Optional[dict]:
 def study_page(base: str, study: dict) -> str:
     """The address of the study's comparison (`symattn.ui_view`); its experiment's runs page if the
     view cannot be written (a store the user may only read)."""
-    from symattn.ui_view import view_route, write_view
+    from symattn.ui_view import view_route, write_study_view
 
     experiment_id = study["experiment_id"]
     plain = f"{base}/#/experiments/{experiment_id}?{MODEL_TRAINING}"
     if not study.get("study"):
         return plain
     try:
-        key = write_view(lambda path, body: rest(base, path, body), experiment_id, study["study"])
+        key = write_study_view(lambda path, body: rest(base, path, body), experiment_id, study["study"])
     except (OSError, ValueError, KeyError):
         return plain
     return f"{base}/#/{view_route(experiment_id, key)}"
+
+
+def paper_comparison(base: str, study: dict) -> Optional[str]:
+    """The address listing the study's cells and the paper's imported runs together, sorted by
+    escape step; None when the paper's runs are not in the store (`symattn import acl2024`)."""
+    from analysis.frames import PAPER_NAME
+    from symattn.ui_view import comparison_route
+
+    try:
+        with urllib.request.urlopen(
+            f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name={PAPER_NAME}", timeout=30
+        ) as r:
+            paper = json.load(r)["experiment"]["experiment_id"]
+    except (OSError, ValueError, KeyError):
+        return None
+    return f"{base}/#/{comparison_route([study['experiment_id'], paper])}"
 
 
 def link_trials(storage_url: str, base: str) -> None:
@@ -300,6 +316,9 @@ def command(args: argparse.Namespace) -> int:
             print(f"MLflow UI: {base}/ (no study yet; pick 'Model training' at the top left)", flush=True)
         else:
             print(f"MLflow UI: {study_page(base, study)} (the newest study, {study['run_name']})", flush=True)
+            paper = paper_comparison(base, study)
+            if paper:
+                print(f"Beside the paper's runs: {paper}", flush=True)
         if storage is not None:
             link_trials(storage, base)
             print(f"Optuna dashboard: {dash}/dashboard", flush=True)

@@ -40,8 +40,10 @@ def view_key(study: str) -> str:
     return f"study-{study}"
 
 
-def cell_filter(study: str) -> str:
-    return f"tags.{keys.STUDY} = '{study}' and tags.{keys.KIND} = '{keys.PRETRAIN}'"
+def cell_filter(study: str | None = None) -> str:
+    """A study's cells; without a study, every pre-training run (not the study or fine-tuning runs)."""
+    kind = f"tags.{keys.KIND} = '{keys.PRETRAIN}'"
+    return f"tags.{keys.STUDY} = '{study}' and {kind}" if study else kind
 
 
 def _chart(key: str, section: str) -> dict:
@@ -64,8 +66,9 @@ def _chart(key: str, section: str) -> dict:
     }
 
 
-def view_state(study: str) -> dict:
-    """The runs page's state for `study` (MLflow 3.17's `ExperimentPageUIState` and search facets)."""
+def view_state(search_filter: str) -> dict:
+    """The runs page's state for the runs `search_filter` finds (MLflow 3.17's
+    `ExperimentPageUIState` and search facets)."""
     sections = [
         {
             "uuid": f"symattn-{name}",
@@ -79,15 +82,17 @@ def view_state(study: str) -> dict:
     ]
     charts = [_chart(key, name) for name, metrics in SECTIONS for key in metrics]
     return {
-        "searchFilter": cell_filter(study),
+        "searchFilter": search_filter,
         "orderByKey": f"metrics.`{keys.ESCAPE_STEP}`",
         "orderByAsc": True,
         "selectedColumns": [
+            f"tags.`{keys.SIZE}`",
             f"tags.`{keys.VARIANT}`",
             f"tags.`{keys.SEED}`",
             f"metrics.`{keys.ESCAPE_STEP}`",
             f"metrics.`{keys.ESCAPE_LOW}`",
             f"metrics.`{keys.ESCAPE_CENSORED}`",
+            f"tags.`{keys.ESCAPE_FLOOR}`",
             f"metrics.`{keys.VAL_LOSS}`",
         ],
         "compareRunSections": sections,
@@ -97,40 +102,95 @@ def view_state(study: str) -> dict:
     }
 
 
-def write_view(rest: Callable[[str, dict], dict], experiment_id: str, study: str) -> str:
-    """Colour the study's cells by variant and store its view on the experiment, through the
-    server's REST API (`rest(path, body)`); returns the view's key."""
+class RestStore:
+    """The store as `symattn ui` reaches it: the server's REST API (`rest(path, body)`)."""
+
+    def __init__(self, rest: Callable[[str, dict], dict]):
+        self.rest = rest
+
+    def runs(self, experiment_id: str, search_filter: str) -> list[tuple[str, dict]]:
+        found, token = [], None
+        while True:
+            body = {"experiment_ids": [experiment_id], "filter": search_filter, "max_results": 1000}
+            page = self.rest("runs/search", body | ({"page_token": token} if token else {}))
+            found += [
+                (run["info"]["run_id"], {t["key"]: t["value"] for t in run["data"].get("tags", [])})
+                for run in page.get("runs", [])
+            ]
+            token = page.get("next_page_token")
+            if not token:
+                return found
+
+    def set_tag(self, run_id: str, key: str, value: str) -> None:
+        self.rest("runs/set-tag", {"run_id": run_id, "key": key, "value": value})
+
+    def set_experiment_tag(self, experiment_id: str, key: str, value: str) -> None:
+        self.rest(
+            "experiments/set-experiment-tag", {"experiment_id": experiment_id, "key": key, "value": value}
+        )
+
+
+class ClientStore:
+    """The store through an `MlflowClient` (an import writes the paper's view so)."""
+
+    def __init__(self, client):
+        self.client = client
+
+    def runs(self, experiment_id: str, search_filter: str) -> list[tuple[str, dict]]:
+        from mlflow.entities import ViewType
+
+        found, token = [], None
+        while True:
+            page = self.client.search_runs(
+                [experiment_id], search_filter, ViewType.ACTIVE_ONLY, max_results=1000, page_token=token
+            )
+            found += [(run.info.run_id, run.data.tags) for run in page]
+            token = page.token
+            if not token:
+                return found
+
+    def set_tag(self, run_id: str, key: str, value: str) -> None:
+        self.client.set_tag(run_id, key, value)
+
+    def set_experiment_tag(self, experiment_id: str, key: str, value: str) -> None:
+        self.client.set_experiment_tag(experiment_id, key, value)
+
+
+def write_view(store, experiment_id: str, key: str, name: str, search_filter: str) -> str:
+    """Colour the runs `search_filter` finds by variant and store their view on the experiment,
+    named `name` in MLflow's views menu; returns its key."""
     from analysis.figures import variant_colors
 
-    cells, token = [], None
-    while True:
-        body = {"experiment_ids": [experiment_id], "filter": cell_filter(study), "max_results": 1000}
-        page = rest("runs/search", body | ({"page_token": token} if token else {}))
-        cells += page.get("runs", [])
-        token = page.get("next_page_token")
-        if not token:
-            break
-    tags = [{t["key"]: t["value"] for t in run["data"].get("tags", [])} for run in cells]
-    colors = variant_colors([t.get(keys.VARIANT, "") for t in tags])
-    for run, tag in zip(cells, tags):
-        color = colors[tag.get(keys.VARIANT, "")]
-        if tag.get(RUN_COLOR) != color:
-            rest("runs/set-tag", {"run_id": run["info"]["run_id"], "key": RUN_COLOR, "value": color})
+    runs = store.runs(experiment_id, search_filter)
+    colors = variant_colors([tags.get(keys.VARIANT, "") for _, tags in runs])
+    for run_id, tags in runs:
+        color = colors[tags.get(keys.VARIANT, "")]
+        if tags.get(RUN_COLOR) != color:
+            store.set_tag(run_id, RUN_COLOR, color)
     now = int(time.time() * 1000)
-    view = {
-        "name": f"Study {study}",
-        "createdAt": now,
-        "updatedAt": now,
-        "state": json.dumps(view_state(study)),
-    }
-    key = view_key(study)
-    rest(
-        "experiments/set-experiment-tag",
-        {"experiment_id": experiment_id, "key": VIEW_TAG_PREFIX + key, "value": json.dumps(view)},
-    )
+    view = {"name": name, "createdAt": now, "updatedAt": now, "state": json.dumps(view_state(search_filter))}
+    store.set_experiment_tag(experiment_id, VIEW_TAG_PREFIX + key, json.dumps(view))
     return key
+
+
+def write_study_view(rest: Callable[[str, dict], dict], experiment_id: str, study: str) -> str:
+    """The view of a study's cells, through the server's REST API."""
+    return write_view(RestStore(rest), experiment_id, view_key(study), f"Study {study}", cell_filter(study))
 
 
 def view_route(experiment_id: str, key: str) -> str:
     """The route (after `#/`) that opens the view: charts first, in model-training mode."""
     return f"experiments/{experiment_id}/runs?workflowType=machine_learning&compareRunsMode=CHART&viewStateShareKey={key}"
+
+
+def comparison_route(experiment_ids: list[str]) -> str:
+    """The route that lists the pre-training runs of several experiments (a study's and the paper's)
+    together, sorted by escape step."""
+    from urllib.parse import quote
+
+    ids = quote(json.dumps(sorted(experiment_ids)))
+    order = quote(f"metrics.`{keys.ESCAPE_STEP}`", safe="")
+    return (
+        f"compare-experiments/s?experiments={ids}&searchFilter={quote(cell_filter(), safe='')}"
+        f"&orderByKey={order}&orderByAsc=true&workflowType=machine_learning"
+    )

@@ -106,6 +106,8 @@ def test_a_run_logs_exactly_what_it_promises(run_overrides, tmp_path):
     assert history(cfg, run.info.run_id, "escape/low") == [(40, 40.0)]
     assert history(cfg, run.info.run_id, "escape/censored") == [(40, 1.0)]
     assert tags["escape"] == "not reached (>40)"
+    floor = float(params["data.val_context_free_loss"])
+    assert tags["escape_floor"] == f"context-free floor of the validation targets = {floor:.3f}"
     assert history(cfg, run.info.run_id, "train/tokens")[-1] == (40, 40 * 8 * 32)
     lrs = [v for _, v in history(cfg, run.info.run_id, "train/lr")]
     assert lrs[0] < max(lrs) and lrs[-1] < max(lrs)  # warm-up, then decay

@@ -210,6 +210,16 @@ def test_a_study_browsed_in_the_mlflow_ui(study, browser, child_env):
     pngs = sorted((p for p in pngs if p.endswith(".png")), key=lambda p: not p.startswith("figures/loss"))
     assert pngs, "symattn figures logged no PNG under figures/ of the study run"
     started = time.monotonic()
+    # The paper's runs beside ours: whole loss curves (their escapes), a few fine-tunings.
+    from analysis.paper_import import import_paper
+    from analysis.paths import REFERENCE_DIR
+    from tests.analysis.test_paper_import import small_reference
+
+    reference = small_reference(Path(study.removeprefix("sqlite:///")).parent / "reference")
+    for size in ("base", "small"):
+        name = f"validation_loss_bert_{size}.csv"
+        (reference / name).write_text((REFERENCE_DIR / name).read_text())
+    import_paper(study, reference)
     journal = study.removeprefix("sqlite:///").replace("mlflow.db", "optuna.journal")
     dashboard = ["--optuna", "--storage", journal, "--optuna-port", str(free_port())]
     with running_ui("--port", str(free_port()), "--tracking-uri", study, *dashboard, env=child_env) as ui:
@@ -266,6 +276,25 @@ def test_a_study_browsed_in_the_mlflow_ui(study, browser, child_env):
             wait_for(d, lambda d, h=header: d.find_elements(By.CSS_SELECTOR, h), f"the {column} column")
         assert d.find_elements(By.XPATH, "//*[normalize-space(text())='Sort: escape/step']")
         d.save_screenshot(str(shots / "0-printed-address-table.png"))
+
+        # The second address: our cells and the paper's runs in one list, by escape step (each in
+        # its own steps, from the floor its tag names); censored runs (our 30-step cells) last.
+        [beside] = [line.split()[-1] for line in ui.printed if line.startswith("Beside the paper's runs: ")]
+        d.get(beside)
+        wait_for(
+            d,
+            lambda d: len(d.find_elements(By.CSS_SELECTOR, rows)) == 8,
+            "our 2 cells and the paper's 6 runs",
+        )
+        paper = {
+            r.info.run_id: r.data.metrics[keys.ESCAPE_STEP]
+            for r in client.search_runs(
+                [client.get_experiment_by_name("acl2024").experiment_id], "tags.kind = 'pretrain'"
+            )
+        }
+        listed = [r.get_attribute("row-id") for r in d.find_elements(By.CSS_SELECTOR, rows)]
+        assert listed[:6] == sorted(paper, key=paper.get) and sorted(listed[6:]) == sorted(cells.values())
+        d.save_screenshot(str(shots / "0-beside-the-paper.png"))
 
         # optuna-dashboard's note of each trial links its MLflow run.
         from optuna_dashboard import get_note

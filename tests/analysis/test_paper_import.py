@@ -5,6 +5,7 @@ The fast tests import a subset of the reference files (every pre-training run, a
 the slow one imports everything and compares every table of `symattn figures acl2024` drawn from
 MLflow with the one drawn from the CSV files."""
 
+import json
 import os
 import shutil
 import sqlite3
@@ -55,6 +56,14 @@ def paper_ids(uri) -> dict:
     """MLflow run id -> the paper's run id (`acl2024/base/vanilla`), from the imported runs' tags."""
     runs = frames.search_runs(frames.client(uri), frames.PAPER_NAME, {keys.KIND: keys.PRETRAIN})
     return {run.info.run_id: run.data.tags[keys.IMPORTED_ID] for run in runs}
+
+
+def tags_of_base_escape(run) -> bool:
+    """The escape tags a pre-training run carries: what the escape is and what it was measured from."""
+    tags = run.data.tags
+    return bool(tags[keys.ESCAPE]) and tags[keys.ESCAPE_FLOOR].startswith(
+        "plateau level (median of the runs' own) = "
+    )
 
 
 @pytest.fixture
@@ -144,6 +153,14 @@ def test_imported_runs_have_the_suites_shape_and_cannot_be_taken_for_its_runs(im
     assert tags[keys.IMPORTED_FILE] == "glue_over_checkpoints.csv" and "eval_results.json" in tags[keys.NOTE]
     assert mnli.info.run_name == "bert_base_pairwise-step50000-mnli-ft1"
     assert {"eval/accuracy", "eval/accuracy_mm", "eval/loss"} <= set(mnli.data.metrics)
+
+    # Their escape, sortable beside ours; a view of the pre-training runs alone, a colour per variant.
+    assert tags_of_base_escape(base) and base.data.metrics[keys.ESCAPE_CENSORED] in (0, 1)
+    experiment = client.get_experiment_by_name(frames.PAPER_NAME)
+    view = json.loads(experiment.tags["mlflow.sharedViewState.acl2024"])
+    assert json.loads(view["state"])["searchFilter"] == "tags.kind = 'pretrain'"
+    pretrain = [run for run in runs if run.data.tags[keys.KIND] == keys.PRETRAIN]
+    assert len({run.data.tags["mlflow.runColor"] for run in pretrain}) == 3  # vanilla, symmetric, pairwise
 
     from symattn.finetune_source import run_sources
 
@@ -239,8 +256,17 @@ def test_symattn_figures_acl2024_from_mlflow_writes_the_csv_files_tables(tmp_pat
     for name in tables:
         assert table_rows(from_csv / name, ids) == table_rows(from_mlflow / name, ids), name
 
-    # The figures drawn from MLflow are in MLflow too, on the experiment's report run.
+    # Each pre-training run's escape, logged as ours are, is the report's, from the plateau it names.
     client = MlflowClient(uri)
+    escapes = pd.read_csv(from_csv / "convergence_runs.csv").query("definition == 'escape_0.25'")
+    for run in frames.search_runs(client, frames.PAPER_NAME, {keys.KIND: keys.PRETRAIN}):
+        [row] = escapes[escapes["run_id"] == run.data.tags[keys.IMPORTED_ID]].itertuples()
+        assert run.data.metrics[keys.ESCAPE_STEP] == pytest.approx(row.step) and not row.censored
+        assert (run.data.metrics[keys.ESCAPE_LOW], run.data.metrics[keys.ESCAPE_CENSORED]) == (row.low, 0)
+        floor = row.target + 0.25
+        assert run.data.tags[keys.ESCAPE_FLOOR] == f"plateau level (median of the runs' own) = {floor:.3f}"
+
+    # The figures drawn from MLflow are in MLflow too, on the experiment's report run.
     [report] = frames.search_runs(client, frames.PAPER_NAME, {keys.KIND: keys.REPORT_RUN})
     logged = {
         f.path.split("/")[-1] for f in client.list_artifacts(report.info.run_id, keys.FIGURES_ARTIFACTS)
