@@ -18,6 +18,7 @@ import pandas as pd
 
 from analysis import (
     artifacts,
+    beside_paper,
     convergence,
     diagnostics,
     export,
@@ -550,6 +551,12 @@ def runs_report(
     )
     with outdir.Staged(final) as stage:
         text, written = _runs_files(name, data, stage.path, thresholds, baseline, registrations)
+        beside = None if exports else beside_paper.table(client, name, runs["run_id"])
+        if beside is not None:
+            written += tables.write_table(beside, stage.path, "beside_the_paper", note=beside_paper.NOTE)
+            text += (
+                "\nThe paper's runs and these in one list by escape step (exploratory): beside_the_paper.md\n"
+            )
         exported = export.write(everything, registrations, stage.path / "export")
         written = [p for p in stage.commit([*written, *exported]) if p.parent == final.resolve()]
     state_text = ", ".join(f"{n} {s.lower()}" for s, n in states.items())

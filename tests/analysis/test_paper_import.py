@@ -295,3 +295,30 @@ def test_two_imports_started_at_once_write_every_run_once(tmp_path):
     finally:
         if folder != tmp_path:
             shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_a_study_report_lists_its_runs_beside_the_papers_by_escape_step(run_overrides, tmp_path):
+    """`symattn figures NAME` on a store that holds the paper's runs: one list by escape step, the
+    escaped first, each naming the floor it was measured from."""
+    from analysis import report
+    from symattn.config import load_config
+    from symattn.pretrain import pretrain
+
+    cfg = load_config(None, run_overrides)
+    ours = pretrain(cfg)["run_id"]  # 40 steps: censored
+    reference = small_reference(tmp_path / "reference")
+    for size in ("base", "small"):  # whole curves: the paper's runs escape
+        name = f"validation_loss_bert_{size}.csv"
+        (reference / name).write_text((REFERENCE_DIR / name).read_text())
+    import_paper(cfg.tracking.uri, reference)
+    text = report.runs_report("test", cfg.tracking.uri, tmp_path / "out", log_artifacts=False)
+    assert "beside_the_paper.md" in text
+    beside = pd.read_csv(tmp_path / "out" / "beside_the_paper.csv")
+    assert list(beside["source"]) == ["acl2024"] * 6 + ["test"]
+    assert beside["escape_step"].iloc[:6].is_monotonic_increasing and not beside["censored"].iloc[:6].any()
+    last = beside.iloc[-1]
+    assert last["censored"] and last["escape"] == "not reached (>40)" and pd.isna(last["escape_step"])
+    floor = float(MlflowClient(cfg.tracking.uri).get_run(ours).data.params["data.val_context_free_loss"])
+    assert last["floor"] == f"context-free floor of the validation targets = {floor:.3f}"
+    assert beside["floor"].iloc[0].startswith("plateau level (median of the runs' own) = ")
+    assert "not a comparison of speed" in (tmp_path / "out" / "beside_the_paper.md").read_text()
