@@ -52,6 +52,9 @@ def _row(run, source: str) -> dict:
 def table(client, name: str, run_ids) -> pd.DataFrame | None:
     """The study `name`'s runs (`run_ids`) and the paper's pre-training runs, escaped ones first by
     escape step, then censored ones by bound; None when the store holds no paper runs."""
+    experiment = client.get_experiment_by_name(frames.PAPER_NAME)
+    if experiment is None or experiment.lifecycle_stage != "active":
+        return None
     paper = frames.search_runs(client, frames.PAPER_NAME, {keys.KIND: keys.PRETRAIN})
     if not paper:
         return None

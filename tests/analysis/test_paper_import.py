@@ -139,6 +139,7 @@ def test_imported_runs_have_the_suites_shape_and_cannot_be_taken_for_its_runs(im
     assert history[0].value == pytest.approx(8.998251914978027)
     # The authors' run names date their runs.
     assert pd.Timestamp(base.info.start_time, unit="ms") == pd.Timestamp("2024-02-04 09:34:11")
+    assert base.info.end_time is None  # no duration is published: none shown (not "0 ms")
     # Nothing the suite resumes or fine-tunes from: no config hash, checkpoint or kept weights.
     for run in runs:
         assert not {keys.CONFIG_HASH, keys.CHECKPOINT, keys.DATA_FINGERPRINT} & set(run.data.tags)
@@ -322,3 +323,14 @@ def test_a_study_report_lists_its_runs_beside_the_papers_by_escape_step(run_over
     assert last["floor"] == f"context-free floor of the validation targets = {floor:.3f}"
     assert beside["floor"].iloc[0].startswith("plateau level (median of the runs' own) = ")
     assert "not a comparison of speed" in (tmp_path / "out" / "beside_the_paper.md").read_text()
+
+
+def test_a_store_without_the_papers_runs_has_no_list_beside_them(run_overrides, tmp_path):
+    from analysis import report
+    from symattn.config import load_config
+    from symattn.pretrain import pretrain
+
+    cfg = load_config(None, run_overrides)
+    pretrain(cfg)
+    text = report.runs_report("test", cfg.tracking.uri, tmp_path / "out", log_artifacts=False)
+    assert "beside_the_paper" not in text and not (tmp_path / "out" / "beside_the_paper.csv").exists()
