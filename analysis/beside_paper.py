@@ -32,9 +32,14 @@ def _floor(run) -> str:
     return floor_tag(TARGETS_FLOOR, float(level)) if level is not None else ""
 
 
-def _row(run, source: str) -> dict:
-    metrics, tags = run.data.metrics, run.data.tags
-    censored = bool(metrics.get(keys.ESCAPE_CENSORED, 1.0))
+def _row(client, run, source: str) -> dict:
+    from symattn.sweep.search import run_escape
+
+    tags = run.data.tags
+    try:  # as the run recorded it, else measured again from its curve (a run of an earlier version)
+        censored, low, step = run_escape(client, run)
+    except ValueError:  # no floor recorded: nothing to measure from
+        censored, low, step = True, math.nan, math.nan
     return {
         "source": source,
         "run": run.info.run_name,
@@ -42,9 +47,9 @@ def _row(run, source: str) -> dict:
         "variant": tags.get(keys.VARIANT),
         "seed": tags.get(keys.SEED),
         "escape": tags.get(keys.ESCAPE, ""),
-        "escape_step": math.nan if censored else metrics.get(keys.ESCAPE_STEP, math.nan),
+        "escape_step": math.nan if censored else step,
         "censored": censored,
-        "bound": metrics.get(keys.ESCAPE_LOW, math.nan),
+        "bound": low,
         "floor": _floor(run),
     }
 
@@ -59,7 +64,7 @@ def table(client, name: str, run_ids) -> pd.DataFrame | None:
     if not paper:
         return None
     ours = [client.get_run(run_id) for run_id in run_ids]
-    rows = [_row(run, name) for run in ours] + [_row(run, frames.PAPER_NAME) for run in paper]
+    rows = [_row(client, run, name) for run in ours] + [_row(client, run, frames.PAPER_NAME) for run in paper]
     frame = pd.DataFrame(rows)
     order = frame["escape_step"].where(~frame["censored"], frame["bound"])
     return (

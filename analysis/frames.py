@@ -23,6 +23,7 @@ import pandas as pd
 
 from analysis.paths import REFERENCE_DIR
 from symattn import keys
+from symattn.config import current_params
 from symattn.paths import default_tracking_uri
 from symattn.variants import COEFFICIENT_INITS, COEFFICIENT_SCHEMES, variant_label
 
@@ -311,7 +312,7 @@ def runs_frame(runs: list) -> pd.DataFrame:
     """Attributes of MLflow runs, one row per run; params other than the counts become `param.<name>`."""
     rows = []
     for run in runs:
-        tags, params = run.data.tags, run.data.params
+        tags, params = run.data.tags, current_params(run.data.params)
         row = {
             "run_id": run.info.run_id,
             "experiment_id": run.info.experiment_id,

@@ -231,6 +231,21 @@ def _write(client, exp_id: str, run: _Run, parent_id: str | None) -> str:
     return run_id
 
 
+def _complete_with(client, found, run: _Run) -> None:
+    """A run of an earlier import gets what this version records and it lacks (the escape tags and
+    metrics of a pre-training run)."""
+    from mlflow.entities import Metric, RunTag
+
+    tags = [RunTag(k, v) for k, v in run.tags.items() if k not in found.data.tags]
+    metrics = [
+        Metric(key, float(value), run.start, int(step))
+        for key, value, step in run.metrics
+        if key.startswith(keys.ESCAPE) and key not in found.data.metrics
+    ]
+    if tags or metrics:
+        client.log_batch(found.info.run_id, metrics=metrics, tags=tags)
+
+
 def import_paper(tracking_uri: str | None = None, reference_dir: Path = REFERENCE_DIR) -> ImportResult:
     """Import the paper's results into the experiment `acl2024` of the store (created if needed),
     adding only the runs it does not hold complete yet. Everything is read and checked first."""
@@ -287,6 +302,7 @@ def _import(client, todo: list[_Run]) -> tuple[str, int, int, int, int]:
             if not complete or other is not complete[0]:
                 client.delete_run(other.info.run_id)
         if complete:
+            _complete_with(client, complete[0], run)
             done[run.imported_id] = complete[0].info.run_id
             kept += 1
             duplicates += len(found) - 1

@@ -279,6 +279,33 @@ def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+SHAPE = ("layers", "hidden", "heads", "intermediate")
+
+
+def current_params(params: dict[str, str]) -> dict[str, str]:
+    """A run's params as this version logs them (`symattn.pretrain.run_params`): runs of earlier
+    versions logged a size preset's shape as `None` and `data.source` as a Python repr, which would
+    read as a different setting beside newer runs of the same design."""
+    out = dict(params)
+    shape = {k: params.get(f"model.{k}") for k in SHAPE}
+    if params.get("model.size") and "None" in shape.values():
+        try:
+            given = {k: int(v) for k, v in shape.items() if v not in (None, "None")}
+            model = ModelConfig(size=params["model.size"], **given)
+            out.update({f"model.{k}": str(getattr(model, f"n_{k}")) for k in SHAPE})
+        except (ValueError, TypeError):
+            pass  # not a shape this version can read: left as logged
+    source = params.get("data.source")
+    if source and source.startswith("[{'"):
+        from symattn.data.sources import source_param
+
+        try:
+            out["data.source"] = source_param(DataConfig(source=yaml.safe_load(source)).source)
+        except (ValueError, yaml.YAMLError):
+            pass
+    return out
+
+
 def apply_overrides(d: dict, overrides: list[str]) -> dict:
     """Apply `key.sub=value` strings (values parsed as YAML) to a nested dict, in order."""
     for item in overrides:

@@ -119,11 +119,11 @@ def pretraining_run(client, run_id: str):
     return run
 
 
-def run_sources(client, run_id: str, steps) -> list[Source]:
+def run_sources(client, run_id: str, steps, roots=()) -> list[Source]:
     """Run `run_id` at each kept step (`"all"`: its whole kept series), every file checked against
-    its recorded sha256."""
+    its recorded sha256; `roots`: checkpoint folders to look in first (`tracking.kept_checkpoints`)."""
     run = pretraining_run(client, run_id)
-    kept = kept_checkpoints(run)
+    kept = kept_checkpoints(run, roots)
     if steps == "all":
         steps = sorted(kept)
         if not steps:
@@ -180,7 +180,7 @@ def file_source(client, path: str) -> Source:
             "give --run and --step, or --hf for a Hugging Face folder"
         )
     run_id, step = p.parent.parent.name, int(match[1])
-    [src] = run_sources(client, run_id, [step])
+    [src] = run_sources(client, run_id, [step], roots=[p.parents[3]])  # <root>/<experiment>/<run>/kept/
     if src.weights.resolve() != p:
         raise ValueError(f"{path} is not the file run {run_id} kept at step {step:,} ({src.weights})")
     return src

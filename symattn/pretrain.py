@@ -133,9 +133,11 @@ class RunLifecycle(pl.Callback):
         path = self.ckpt_path.parent / "kept" / f"step-{step:07d}.pt"
         save_weights(pl_module.model, path)
         if self.tracker is not None:
-            # relative to the checkpoint folder, so that the tag resolves on another machine
+            # relative to the checkpoint folder, so that it resolves on another machine too
+            root = checkpoint_root(self.cfg)
             record = {
-                "path": path.relative_to(checkpoint_root(self.cfg)).as_posix(),
+                "path": path.relative_to(root).as_posix(),
+                "root": str(root.resolve()),
                 "sha256": sha256_file(path),
             }
             self.tracker.set_tags({keys.kept_checkpoint(step): json.dumps(record)})

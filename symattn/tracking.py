@@ -232,20 +232,21 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-def kept_checkpoints(run) -> dict[int, dict]:
+def kept_checkpoints(run, roots=()) -> dict[int, dict]:
     """The weights an MLflow run kept (`checkpoint.keep`), by step: {"path", "sha256"}. A tag's path
     is relative to the checkpoint folder (runs of earlier versions hold absolute ones); it is
-    resolved against the run's `checkpoint.dir`, else this machine's default folder (under
-    `SYMATTN_HOME`), whichever holds the file."""
+    resolved against `roots`, then the folder the run wrote it in, its `checkpoint.dir`, and this
+    machine's default folder (under `SYMATTN_HOME`): the first that holds the file."""
     prefix = keys.KEPT_CHECKPOINT_PREFIX
     recorded = run.data.params.get("checkpoint.dir")
-    roots = [Path(recorded)] if recorded not in (None, "None") else []
-    roots.append(default_checkpoint_dir())
+    given = [Path(root) for root in roots]
+    fallback = [*([Path(recorded)] if recorded not in (None, "None") else []), default_checkpoint_dir()]
     kept = {}
     for tag, value in run.data.tags.items():
         if tag.startswith(prefix):
             record = json.loads(value)
-            paths = [root / record["path"] for root in roots]  # an absolute path stays itself
+            candidates = [*given, *([Path(record.pop("root"))] if "root" in record else []), *fallback]
+            paths = [root / record["path"] for root in candidates]  # an absolute path stays itself
             record["path"] = str(next((p for p in paths if p.is_file()), paths[-1]))
             kept[int(tag[len(prefix) :])] = record
     return kept

@@ -220,10 +220,12 @@ def paper_comparison(base: str, study: dict) -> Optional[str]:
         with urllib.request.urlopen(
             f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name={PAPER_NAME}", timeout=30
         ) as r:
-            paper = json.load(r)["experiment"]["experiment_id"]
+            paper = json.load(r)["experiment"]
     except (OSError, ValueError, KeyError):
         return None
-    return f"{base}/#/{comparison_route([study['experiment_id'], paper])}"
+    if paper.get("lifecycle_stage") != "active":  # a deleted experiment is found by name too
+        return None
+    return f"{base}/#/{comparison_route([study['experiment_id'], paper['experiment_id']])}"
 
 
 def link_trials(storage_url: str, base: str) -> None:
@@ -320,7 +322,10 @@ def command(args: argparse.Namespace) -> int:
             if paper:
                 print(f"Beside the paper's runs: {paper}", flush=True)
         if storage is not None:
-            link_trials(storage, base)
+            try:
+                link_trials(storage, base)
+            except Exception as exc:  # noqa: BLE001  links are a convenience: the dashboard serves without them
+                print(f"optuna-dashboard: trials not linked to their MLflow runs ({exc})", file=sys.stderr)
             print(f"Optuna dashboard: {dash}/dashboard", flush=True)
         print("Ctrl-C stops the server" + "s" * (len(servers) > 1) + ".", flush=True)
         while True:

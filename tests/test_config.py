@@ -142,3 +142,23 @@ def test_both_names_of_the_variant_are_refused_as_one_setting(build):
         build()
     line = one_line(info.value)
     assert "same setting" in line and "keep variant" in line and "unknown setting" not in line, line
+
+
+def test_params_of_earlier_runs_read_as_this_version_logs_them():
+    """A preset's shape logged as None and a source as a Python repr (earlier versions) read as the
+    shape and shorthand runs log now, so that one design's runs are one setting across versions."""
+    from symattn.config import current_params
+
+    old = {"model.size": "tiny", "model.layers": "None", "model.hidden": "None", "model.heads": "None"}
+    old |= {"model.intermediate": "None", "data.source": "[{'type': 'registry', 'name': 'pypi-news'}]"}
+    new = current_params(old)
+    assert [new[f"model.{k}"] for k in ("layers", "hidden", "heads", "intermediate")] == [
+        "2",
+        "128",
+        "2",
+        "512",
+    ]
+    assert new["data.source"] == "pypi-news"
+    wider = current_params({**old, "model.hidden": "256"})  # an explicit width: the rest follow it
+    assert (wider["model.hidden"], wider["model.intermediate"]) == ("256", "1024")
+    assert current_params(new) == new  # this version's params are left as they are

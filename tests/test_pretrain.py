@@ -383,9 +383,11 @@ def test_system_metrics_are_logged_unless_turned_off(run_overrides, monkeypatch)
     """MLflow's system metrics beside the run's own, from its monitor thread; off by a setting."""
     monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.2")
     cfg = load_config(None, run_overrides + ["tracking.system_metrics=true", "optim.max_steps=20"])
-    metrics = client_of(cfg).get_run(pretrain(cfg)["run_id"]).data.metrics
-    assert 0 < metrics["system/cpu_utilization_percentage"] <= 100 * os.cpu_count()
-    assert metrics["system/system_memory_usage_megabytes"] > 0
+    run_id = pretrain(cfg)["run_id"]
+    memory = client_of(cfg).get_metric_history(run_id, "system/system_memory_usage_megabytes")
+    cpu = client_of(cfg).get_metric_history(run_id, "system/cpu_utilization_percentage")
+    assert memory and min(m.value for m in memory) > 0  # a sample every 0.2 s of a run of seconds
+    assert cpu and all(0 <= m.value <= 100 * os.cpu_count() for m in cpu)
     cfg = load_config(None, run_overrides + ["optim.max_steps=20", "tracking.experiment=quiet"])
     assert not [
         k for k in client_of(cfg).get_run(pretrain(cfg)["run_id"]).data.metrics if k.startswith("system/")
@@ -416,6 +418,17 @@ def test_kept_checkpoints_resolve_on_another_machine(run_overrides, tmp_path, mo
         Path(kept[0]["path"]),
         Path(kept[20]["path"]),
     ]
+    # Written under a SYMATTN_HOME and read without it (on the same machine): found where it was written.
+    big = tmp_path / "big"
+    cfg = load_config(
+        None, run_overrides + ["checkpoint.keep=[20]", "optim.max_steps=20", "checkpoint.dir=null"]
+    )
+    monkeypatch.setenv("SYMATTN_HOME", str(big))
+    written = pretrain(cfg)["run_id"]
+    monkeypatch.delenv("SYMATTN_HOME")
+    [source] = run_sources(client_of(cfg), written, "all")
+    assert source.weights == big / "checkpoints" / "test" / written / "kept" / "step-0000020.pt"
+
     monkeypatch.setenv("SYMATTN_HOME", str(tmp_path / "nowhere"))
     with pytest.raises(ValueError, match="missing .* set SYMATTN_HOME"):
         run_sources(client_of(cfg), run_id, [20])

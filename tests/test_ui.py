@@ -254,10 +254,13 @@ def test_a_study_browsed_in_the_mlflow_ui(study, browser, child_env):
         )
         assert card.text.split("\n")[0] == "val/loss"
         assert first.location["y"] + first.size["height"] < d.execute_script("return window.innerHeight")
-        colours = {
-            path.value_of_css_property("stroke") for path in first.find_elements(By.CSS_SELECTOR, line)
-        }
-        assert len(colours) == 2  # vanilla's and symmetric's
+
+        def colours(d) -> set:  # each run's line is drawn as its history arrives
+            return {
+                path.value_of_css_property("stroke") for path in first.find_elements(By.CSS_SELECTOR, line)
+            }
+
+        wait_for(d, lambda d: len(colours(d)) == 2, "a line in vanilla's colour and one in symmetric's")
         titles = [
             e.text
             for e in d.find_elements(

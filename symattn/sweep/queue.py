@@ -4,6 +4,7 @@ experiment are opened by the worker, so queuing stays quick (MLflow is not impor
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Optional
 
@@ -55,7 +56,9 @@ def queue(
     study = optuna.create_study(
         study_name=spec.name, storage=storage, direction="minimize", load_if_exists=True
     )
-    study.set_metric_names([OBJECTIVE_NAMES[spec.search.objective if spec.search else "final_loss"]])
+    with warnings.catch_warnings():  # experimental in Optuna 5: said once per queue otherwise
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names([OBJECTIVE_NAMES[spec.search.objective if spec.search else "final_loss"]])
     study.set_user_attr("spec", spec.model_dump(mode="json"))
     register(study, spec.analysis, cells)
     study.set_user_attr("spec_digest", spec_digest(spec))

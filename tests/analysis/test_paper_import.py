@@ -121,6 +121,17 @@ def test_import_is_complete_and_a_second_import_changes_nothing(small):
     assert len(active) == expected and len({r.data.tags[keys.IMPORTED_ID] for r in active}) == expected
     assert import_paper(uri, reference).counts() == f"0 runs imported, {expected} already there"
 
+    # A run of an earlier version's import, without the escape tags it records now, gets them.
+    base = {r.data.tags[keys.IMPORTED_ID]: r for r in active}["acl2024/base/vanilla"]
+    for tag in (keys.ESCAPE, keys.ESCAPE_FLOOR):
+        client.delete_tag(base.info.run_id, tag)
+    import_paper(uri, reference)
+    tags = client.get_run(base.info.run_id).data.tags
+    assert (
+        tags[keys.ESCAPE_FLOOR] == base.data.tags[keys.ESCAPE_FLOOR]
+        and tags[keys.ESCAPE] == base.data.tags[keys.ESCAPE]
+    )
+
 
 def test_imported_runs_have_the_suites_shape_and_cannot_be_taken_for_its_runs(imported):
     reference, uri = imported
