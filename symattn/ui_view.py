@@ -6,14 +6,16 @@ MLflow keeps no server-side default view, but it opens a *shared view*: an exper
 The view written here filters the study's cells (a filter or a metric sort lists runs flat, not
 under their study run; it also keeps grouping and charts inside one study), sorts them by escape
 step (runs that never escaped last), shows the variant, seed and escape columns in the table, and
-puts `val/loss` first, then the escape metrics, the training curves and the diagnostics. One colour per
-variant comes from the run tag `mlflow.runColor`, set on each cell with the figures' palette.
+puts `val/loss` first, then the escape metrics, the training curves and the diagnostics. One
+colour per variant comes from the run tag `mlflow.runColor`, set on each cell with the figures'
+palette.
 
 What MLflow cannot do: show columns beside the charts (the chart view lists run names only, in
-the view's order; the table view, one click, has the columns), choose a group's colour (they are hashed from its
-name, so colours are per run here, not grouped), expand a parent row, or turn off its Assistant
-panel, which opens by itself on a browser's first visit to a loopback address (its close button
-keeps it closed in that browser). The view opens with a banner "You're viewing a shared view".
+the view's order; the table view, one click away, has the columns), choose a group's colour (they
+are hashed from its name, so colours are per run here, not grouped), expand a parent row, or turn
+off its Assistant panel, which opens by itself on a browser's first visit to a loopback address
+(its close button keeps it closed in that browser). The view opens with a banner "You're viewing a
+shared view".
 """
 
 from __future__ import annotations
