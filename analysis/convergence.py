@@ -257,6 +257,12 @@ def headline_escape(steps, loss, floor) -> Convergence:
     return plateau_escape(steps, loss, floor, MARGINS[0], WINDOW, PATIENCE)
 
 
+def escape_metrics(escape: Convergence) -> dict:
+    """The escape as a run records it (`symattn.keys`): `escape/step` only when exact."""
+    metrics = {keys.ESCAPE_LOW: escape.low, keys.ESCAPE_CENSORED: float(escape.censored)}
+    return metrics if escape.censored else {**metrics, keys.ESCAPE_STEP: escape.step}
+
+
 def describe_definition(name: str) -> str:
     """A title for a definition id of `convergence_table` / `report.crossings_as_convergence`."""
     if match := re.fullmatch(r"escape_([\d.]+)", name):

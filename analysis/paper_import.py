@@ -140,18 +140,14 @@ def _pretrain_runs(reference_dir: Path) -> list[_Run]:
                 params={"params_total": int(row["params_total"])},
                 metrics=[
                     *((keys.VAL_LOSS, v, s) for s, v in zip(curve["step"].tolist(), curve["value"].tolist())),
-                    *escape_metrics(escape, int(steps[-1])),
+                    *(
+                        (key, value, int(steps[-1]))
+                        for key, value in convergence.escape_metrics(escape).items()
+                    ),
                 ],
             )
         )
     return out
-
-
-def escape_metrics(escape, step: int) -> list:
-    """The escape as our runs record it, at their last step (`symattn.keys`): `escape/step` only
-    when exact."""
-    metrics = [(keys.ESCAPE_LOW, escape.low, step), (keys.ESCAPE_CENSORED, float(escape.censored), step)]
-    return metrics + ([] if escape.censored else [(keys.ESCAPE_STEP, escape.step, step)])
 
 
 def _metric_name(raw: str) -> str:

@@ -315,7 +315,7 @@ def record_escape(tracker: RunTracker, floor: float, step: int) -> None:
     (`symattn.keys`). A censored run never shows an exact-looking `escape/step`: one that an earlier
     end of the run recorded is overwritten with NaN. Never raises but `StoreFull` (the run cannot end
     in a full store): a run's end is not to be lost to its summary."""
-    from analysis.convergence import TARGETS_FLOOR, floor_tag, headline_escape
+    from analysis.convergence import TARGETS_FLOOR, escape_metrics, floor_tag, headline_escape
 
     try:
         client, run_id = tracker.client, tracker.run_id
@@ -324,10 +324,8 @@ def record_escape(tracker: RunTracker, floor: float, step: int) -> None:
         if not any(math_finite(v) for v in values):
             return  # no evaluation: no curve
         escape = headline_escape([m.step for m in history], values, floor)
-        metrics = {keys.ESCAPE_LOW: escape.low, keys.ESCAPE_CENSORED: float(escape.censored)}
-        if not escape.censored:
-            metrics[keys.ESCAPE_STEP] = escape.step
-        elif keys.ESCAPE_STEP in client.get_run(run_id).data.metrics:
+        metrics = escape_metrics(escape)
+        if escape.censored and keys.ESCAPE_STEP in client.get_run(run_id).data.metrics:
             metrics[keys.ESCAPE_STEP] = float("nan")
         tracker.log(step, metrics)
         tracker.flush()

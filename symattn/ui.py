@@ -168,6 +168,12 @@ def rest(base: str, path: str, body: dict) -> dict:
         return json.load(r)
 
 
+def rest_get(base: str, path: str) -> dict:
+    """GET from the MLflow server's REST API (`api/2.0/mlflow/PATH?QUERY`)."""
+    with urllib.request.urlopen(f"{base}/api/2.0/mlflow/{path}", timeout=30) as r:
+        return json.load(r)
+
+
 def newest_study(base: str, name: Optional[str] = None) -> Optional[dict]:
     """The `info` of the most recently started study run in the store (of study `name` if given),
     with its study's name (`study`), read through the server's REST API; None when there is none."""
@@ -217,10 +223,7 @@ def paper_comparison(base: str, study: dict) -> Optional[str]:
     from symattn.ui_view import comparison_route
 
     try:
-        with urllib.request.urlopen(
-            f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name={PAPER_NAME}", timeout=30
-        ) as r:
-            paper = json.load(r)["experiment"]
+        paper = rest_get(base, f"experiments/get-by-name?experiment_name={PAPER_NAME}")["experiment"]
     except (OSError, ValueError, KeyError):
         return None
     if paper.get("lifecycle_stage") != "active":  # a deleted experiment is found by name too
@@ -248,10 +251,9 @@ def link_trials(storage_url: str, base: str) -> None:
                 continue
             try:
                 if run_id not in experiments:
-                    with urllib.request.urlopen(
-                        f"{base}/api/2.0/mlflow/runs/get?run_id={run_id}", timeout=30
-                    ) as r:
-                        experiments[run_id] = json.load(r)["run"]["info"]["experiment_id"]
+                    experiments[run_id] = rest_get(base, f"runs/get?run_id={run_id}")["run"]["info"][
+                        "experiment_id"
+                    ]
             except (OSError, ValueError, KeyError):
                 continue  # a run of another store, or deleted: no link
             url = f"{base}/#/experiments/{experiments[run_id]}/runs/{run_id}?{MODEL_TRAINING}"
