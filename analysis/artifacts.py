@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from analysis import frames
+from analysis import mlflow_runs
 from symattn import keys
 
 COMMAND = "symattn figures"
@@ -34,9 +34,9 @@ def report_note(name: str) -> str:
 def figures_run(mlflow_client, name: str, experiment_ids) -> str:
     """The run that holds the figures of `name`: its study run, else the report run of the
     experiment named `name`, or of the one holding most of its runs (`experiment_ids`)."""
-    from symattn.tracking import find_or_create_run, source_tags
+    from symattn.tracking.store import find_or_create_run, source_tags
 
-    studies = frames.search_runs(mlflow_client, None, {keys.KIND: keys.STUDY_RUN, keys.STUDY: name})
+    studies = mlflow_runs.search_runs(mlflow_client, None, {keys.KIND: keys.STUDY_RUN, keys.STUDY: name})
     if studies:
         return min(studies, key=lambda r: (r.info.start_time, r.info.run_id)).info.run_id
     experiment = mlflow_client.get_experiment_by_name(name)
@@ -55,7 +55,7 @@ def log_figures(tracking_uri: str | None, name: str, written: list[Path], experi
     from mlflow.exceptions import MlflowException
 
     try:
-        mlflow_client = frames.client(tracking_uri)
+        mlflow_client = mlflow_runs.client(tracking_uri)
         run_id = figures_run(mlflow_client, name, list(experiment_ids))
         for path in written:
             mlflow_client.log_artifact(run_id, str(path), keys.FIGURES_ARTIFACTS)

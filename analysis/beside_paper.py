@@ -12,9 +12,9 @@ import math
 
 import pandas as pd
 
-from analysis import frames
-from analysis.convergence import TARGETS_FLOOR, floor_tag
+from analysis import frames, mlflow_runs
 from symattn import keys
+from symattn.convergence import TARGETS_FLOOR, floor_tag
 
 NOTE = (
     "Exploratory: each escape is in its own run's steps and from the floor it names; sizes, data and "
@@ -60,7 +60,7 @@ def table(client, name: str, run_ids) -> pd.DataFrame | None:
     experiment = client.get_experiment_by_name(frames.PAPER_NAME)
     if experiment is None or experiment.lifecycle_stage != "active":
         return None
-    paper = frames.search_runs(client, frames.PAPER_NAME, {keys.KIND: keys.PRETRAIN})
+    paper = mlflow_runs.search_runs(client, frames.PAPER_NAME, {keys.KIND: keys.PRETRAIN})
     if not paper:
         return None
     ours = [client.get_run(run_id) for run_id in run_ids]

@@ -62,6 +62,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         default=[],
         help="also report steps to this validation loss (repeatable)",
     )
+    parser.add_argument(
+        "--until",
+        type=A.positive,
+        metavar="STEP",
+        help="the runs as they stood at STEP: every curve cut there, an early stop after it undone "
+        "(e.g. an extended study at its first budget; exploratory)",
+    )
     parser.set_defaults(func=run, handler=run)
     return parser
 
@@ -78,6 +85,10 @@ def run(args: argparse.Namespace) -> int:
                 "--from-export reads a study's runs from its export, not a store: drop --tracking-uri "
                 "and --from-mlflow (acl2024's results ship with the package)"
             )
+        if args.until is not None and args.name == frames.PAPER_NAME:
+            raise LookupError(
+                "--until cuts a study's runs; the paper's results are drawn whole: drop --until"
+            )
         if args.name == frames.PAPER_NAME:
             from_mlflow = args.from_mlflow or args.tracking_uri is not None
             uri = resolve_uri(args.tracking_uri) if from_mlflow else None
@@ -90,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
                 thresholds=tuple(args.loss_threshold),
                 log_artifacts=args.artifacts,
                 exports=tuple(args.exports),
+                until=args.until,
             )
     except (LookupError, FileNotFoundError) as error:  # bad input: a name or store that is not there
         print(f"symattn figures: error: {one_line(error)}", file=sys.stderr)

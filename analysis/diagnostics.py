@@ -1,7 +1,7 @@
 """Attention diagnostics of pre-training runs: their values at step 0 (before any training) per
 arm, and their course over steps.
 
-Runs log `diag/layer{i}/{name}` (`symattn.diagnostics.attention_stats`) on the first validation
+Runs log `diag/layer{i}/{name}` (`symattn.model.diagnostics.attention_stats`) on the first validation
 batch at step 0 and at every evaluation: `entropy` of a query's attention over the keys,
 `self_mass` (the attention a token puts on its own position) and `logit_sd` (the spread of a
 query's scaled logits over the keys). Tables and figures use their mean over layers; the initial
@@ -27,7 +27,7 @@ LABELS = {
     "entropy": "attention entropy (nats)",
     "logit_sd": "logit spread over keys (sd)",
 }
-# What `frames.load_runs` reads for them (glob patterns).
+# What `mlflow_runs.load_runs` reads for them (glob patterns).
 METRICS = tuple(f"{keys.DIAG_PREFIX}layer*/{q}" for q in QUANTITIES)
 _METRIC = re.compile(rf"^{re.escape(keys.DIAG_PREFIX)}layer(\d+)/({'|'.join(QUANTITIES)})$")
 MEAN = "mean"  # the `layer` of a mean over layers

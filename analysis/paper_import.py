@@ -13,7 +13,7 @@ seed, every value as `eval/<metric>`. Two series of fine-tunings exist, apart: t
 Every run is tagged `imported_from=acl2024` and with an `imported_id`; a second import adds only
 what is missing (a run left unfinished by an interrupted import is replaced, a second run of one
 result is removed). An import checks and writes under the store's lock, the one every writer of a
-sqlite store takes (`symattn.tracking`), so imports started at once take turns and the later finds
+sqlite store takes (`symattn.tracking.store`), so imports started at once take turns and the later finds
 the earlier's runs. Imported runs carry no config hash, checkpoint or kept weights: nothing can
 resume or fine-tune them.
 """
@@ -30,10 +30,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis import convergence, frames
+from analysis import convergence, frames, mlflow_runs, paper_results
 from analysis.paths import REFERENCE_DIR
 from symattn import keys
-from symattn.sweep.spec import finetune_cell_name
+from symattn.convergence import CURVE_FLOOR, escape_metrics, floor_tag, headline_escape
+from symattn.naming import finetune_cell_name
 
 PAPER = frames.PAPER_NAME
 COMMAND = f"symattn import {PAPER}"
@@ -85,10 +86,10 @@ def _pretrain_starts(reference_dir: Path) -> dict[str, int]:
     for size in ("base", "small"):
         header = pd.read_csv(Path(reference_dir) / f"validation_loss_bert_{size}.csv", nrows=0).columns
         for column in header:
-            match = frames._LOSS_COLUMN.match(column)
+            match = paper_results._LOSS_COLUMN.match(column)
             if match:
                 stamp = _STAMP.search(column).group(1)
-                starts[frames._paper_run_id(match["size"], match["variant"])] = _millis(stamp)
+                starts[paper_results._paper_run_id(match["size"], match["variant"])] = _millis(stamp)
     return starts
 
 
@@ -106,15 +107,15 @@ class _Run:
 
 
 def _pretrain_runs(reference_dir: Path) -> list[_Run]:
-    runs = frames.paper_runs()
-    curves = frames.paper_curves(reference_dir=reference_dir)
+    runs = paper_results.paper_runs()
+    curves = paper_results.paper_curves(reference_dir=reference_dir)
     starts = _pretrain_starts(reference_dir)
     floors = convergence.curve_floors(curves, runs)  # the paper's data cannot give a floor
     out = []
     for row in runs.itertuples(index=False):
         row = row._asdict()
         steps, loss = frames.curve(curves, row["run_id"])
-        escape = convergence.headline_escape(steps, loss, floors[row["run_id"]])
+        escape = headline_escape(steps, loss, floors[row["run_id"]])
         tags = {
             keys.KIND: keys.PRETRAIN,
             **{k: str(row[k]) for k in (keys.SIZE, keys.ATTENTION, keys.SCHEME, keys.INIT, keys.VARIANT)},
@@ -122,10 +123,10 @@ def _pretrain_runs(reference_dir: Path) -> list[_Run]:
             keys.GROUP: row[keys.GROUP],
             keys.IMPORTED_FILE: f"validation_loss_bert_{row['size']}.csv",
             keys.ESCAPE: str(escape),
-            keys.ESCAPE_FLOOR: convergence.floor_tag(convergence.CURVE_FLOOR, floors[row["run_id"]]),
+            keys.ESCAPE_FLOOR: floor_tag(CURVE_FLOOR, floors[row["run_id"]]),
             keys.NOTE: (
                 f"BERT-{row['size']}, {row['variant']} attention: the paper's pre-training run "
-                f"(one seed, {frames.PAPER_FINAL_STEP:,} steps), imported by `{COMMAND}`; "
+                f"(one seed, {paper_results.PAPER_FINAL_STEP:,} steps), imported by `{COMMAND}`; "
                 f"validation loss every 250 steps from `analysis/reference/acl2024/"
                 f"validation_loss_bert_{row['size']}.csv`, parameter count as published."
             ),
@@ -140,10 +141,7 @@ def _pretrain_runs(reference_dir: Path) -> list[_Run]:
                 params={"params_total": int(row["params_total"])},
                 metrics=[
                     *((keys.VAL_LOSS, v, s) for s, v in zip(curve["step"].tolist(), curve["value"].tolist())),
-                    *(
-                        (key, value, int(steps[-1]))
-                        for key, value in convergence.escape_metrics(escape).items()
-                    ),
+                    *((key, value, int(steps[-1])) for key, value in escape_metrics(escape).items()),
                 ],
             )
         )
@@ -157,16 +155,16 @@ def _metric_name(raw: str) -> str:
 
 def _finetune_runs(reference_dir: Path, parents: dict[str, _Run]) -> list[_Run]:
     out = []
-    for series, file in frames.PAPER_GLUE_FILES.items():
+    for series, file in paper_results.PAPER_GLUE_FILES.items():
         raw = pd.read_csv(Path(reference_dir) / file)
         if "checkpoint_step" not in raw:
-            raw["checkpoint_step"] = frames.PAPER_FINAL_STEP
+            raw["checkpoint_step"] = paper_results.PAPER_FINAL_STEP
         # One run per eval_results.json of the authors: a (model, checkpoint, task, seed).
         for source, part in raw.groupby("source", sort=False):
             first = part.iloc[0]
             size, variant, task = first["size"], first["variant"], first["task"]
             step, seed = int(first["checkpoint_step"]), int(first["finetune_seed"])
-            parent = parents[frames._paper_run_id(size, variant)]
+            parent = parents[paper_results._paper_run_id(size, variant)]
             inherited = {k: parent.tags[k] for k in _INHERITED}
             tags = {
                 keys.KIND: keys.FINETUNE,
@@ -248,8 +246,8 @@ def import_paper(tracking_uri: str | None = None, reference_dir: Path = REFERENC
     from filelock import FileLock
 
     from symattn.paths import check_uri, sqlite_path
-    from symattn.tracking import open_store
-    from symattn.ui_view import ClientStore, cell_filter, write_view
+    from symattn.tracking.store import open_store
+    from symattn.tracking.ui_view import ClientStore, cell_filter, write_view
 
     uri = check_uri(tracking_uri)
     todo = paper_runs_to_import(reference_dir)
@@ -268,10 +266,10 @@ def _import(client, todo: list[_Run]) -> tuple[str, int, int, int, int]:
     """The check-and-write: (experiment id, created, kept, replaced, duplicates)."""
     from mlflow.entities import ViewType
 
-    from symattn.tracking import experiment_id
+    from symattn.tracking.store import experiment_id
 
     exp_id = experiment_id(client, PAPER, EXPERIMENT_NOTE)
-    existing = frames._paged(
+    existing = mlflow_runs._paged(
         client.search_runs,
         experiment_ids=[exp_id],
         filter_string=f"tags.`{keys.IMPORTED_FROM}` = '{PAPER}'",

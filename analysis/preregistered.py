@@ -21,9 +21,9 @@ import pandas as pd
 from scipy import stats as scipy_stats
 
 from analysis import survival, wording
-from analysis.convergence import AT_OR_BEFORE, PATIENCE, PROVISIONAL, REACHED, WINDOW, plateau_escape
 from analysis.frames import curve
 from symattn import keys
+from symattn.convergence import AT_OR_BEFORE, PATIENCE, PROVISIONAL, REACHED, WINDOW, plateau_escape
 
 LOSS_TIE = 0.0005  # nats: losses closer than this (printed alike) are tied
 

@@ -10,11 +10,11 @@ import pandas as pd
 
 from analysis import glue as glue_mod
 from analysis import stats
-from analysis.convergence import step_text
 from analysis.figures import order_variants
 from symattn import keys
+from symattn.convergence import step_text
 from symattn.markdown import markdown_table
-from symattn.model_config import SIZES
+from symattn.model.config import SIZES
 
 
 def _cell(value) -> str:
@@ -236,7 +236,7 @@ def _count(n: int, what: str) -> str:
 def forest_rows(
     conv: pd.DataFrame, paired: pd.DataFrame, arms, baseline: str = "vanilla", definitions=None
 ) -> pd.DataFrame:
-    """The rows of a paired-ratio forest plot (`figures.forest_plot`), one per definition (every
+    """The rows of a paired-ratio forest plot (`convergence_figures.forest_plot`), one per definition (every
     `escape_*` one of `conv` unless given) and arm of `arms` other than the baseline, in order:
     the geometric-mean ratio of steps (arm / baseline) over matched pairs where both are exact,
     with its interval, from `stats.paired_vs_baseline` (`paired`, of the same runs); `why` says
@@ -324,7 +324,7 @@ def arms_table(
     and over its FINISHED runs: the final `metric` (mean, std, n), how many stopped early
     (`stopped_early`: run id -> the step of the tag `stopped_early_at`) and at which steps, the
     steps run (last evaluation), and the wall-clock from MLflow start to end, in minutes, of the
-    runs never stopped and resumed (n: how many)."""
+    runs never stopped and resumed nor extended (n: how many)."""
     by = [k for k in ("size", "setting", "variant") if k in runs]
     stopped_early = stopped_early or {}
     losses = curves[curves["metric"] == metric].sort_values("step", kind="stable").groupby("run_id")
@@ -335,8 +335,12 @@ def arms_table(
         loss = done["run_id"].map(final).dropna()
         steps = done["run_id"].map(last_step).dropna()
         early = done["run_id"].map(lambda r: stopped_early.get(r)).dropna().astype(float)
-        # A run stopped and resumed spans the pause between: its wall-clock says nothing of its cost.
-        uninterrupted = done[done[keys.STOPPED_AT_STEP].isna()] if keys.STOPPED_AT_STEP in done else done
+        # A run stopped and resumed, or extended, spans the pause between: its wall-clock says
+        # nothing of its cost.
+        uninterrupted = done
+        for paused in (keys.STOPPED_AT_STEP, keys.EXTENDED_TO):
+            if paused in uninterrupted:
+                uninterrupted = uninterrupted[uninterrupted[paused].isna()]
         minutes = ((uninterrupted["end_time"] - uninterrupted["start_time"]).dt.total_seconds() / 60).dropna()
         row = dict(zip(by, key if isinstance(key, tuple) else (key,)))
         for count in ("params_total", "params_non_embedding"):

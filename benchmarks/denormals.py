@@ -4,7 +4,7 @@ Pairwise attention with S ~ N(0, 1) drives attention logits apart as training go
 produces probabilities (and gradients) in the denormal range (|x| < 1.2e-38), which x86 cores process
 far slower. Here the query weights are scaled up to put the model in that state at once, and training
 steps are timed (process CPU time) with denormals kept, flushed in the calling thread only
-(`torch.set_flush_denormal(True)`), and flushed in every thread (`symattn.speed.set_flush_denormal`).
+(`torch.set_flush_denormal(True)`), and flushed in every thread (`symattn.run.speed.set_flush_denormal`).
 
     python benchmarks/denormals.py --threads 2 --scale 30
 """
@@ -17,8 +17,11 @@ import time
 
 import torch
 
-from symattn import bench
-from symattn.speed import denormals_flushed, set_flush_denormal
+from symattn.bench.batches import synthetic_batch
+from symattn.bench.race import make_step
+from symattn.bench.spec import BenchSpec
+from symattn.model.bert import BertForMaskedLM
+from symattn.run.speed import denormals_flushed, set_flush_denormal
 
 
 def fraction_denormal(model, batch) -> float:
@@ -43,14 +46,14 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    spec = bench.BenchSpec(size=args.size, batch=args.batch, seq_len=args.seq_len)
-    model = bench.BertForMaskedLM(spec.model_config("pairwise"))
+    spec = BenchSpec(size=args.size, batch=args.batch, seq_len=args.seq_len)
+    model = BertForMaskedLM(spec.model_config("pairwise"))
     with torch.no_grad():
         for layer in model.bert.encoder.layer:
             layer.attention.self.query.weight.mul_(args.scale)
-    batch = bench.synthetic_batch(args.batch, args.seq_len, spec.vocab)
+    batch = synthetic_batch(args.batch, args.seq_len, spec.vocab)
     opt = torch.optim.SGD(model.parameters(), lr=0.0)  # lr 0: the model stays in that state
-    step = bench.make_step(model, opt, batch, "fp32", torch.device("cpu"))
+    step = make_step(model, opt, batch, "fp32", torch.device("cpu"))
     print(
         f"threads {args.threads}; denormal share of layer-0 probabilities: {fraction_denormal(model, batch):.2%}"
     )

@@ -98,8 +98,8 @@ def _retokenize(args, data):
     from symattn.data import DataConfig
     from symattn.data.cache import resolve_cache_dir
     from symattn.data.packing import pack_blocks, token_stream
-    from symattn.data.pretraining import split_documents
     from symattn.data.sources import load_corpus
+    from symattn.data.split import split_documents
     from symattn.data.tokenizer import SpecialIds, encode_documents, train_wordpiece
 
     cfg = DataConfig(source=args.source, vocab_size=args.vocab, seq_len=args.seq_len, val_docs=args.val_docs)
@@ -129,7 +129,7 @@ def _evaluated_floor(fixed, train, vocab, special) -> float:
 
 def build_model(args, vocab: int):
     if args.suite_model:
-        from symattn.model import BertForMaskedLM, ModelConfig
+        from symattn.model.bert import BertForMaskedLM, ModelConfig
 
         cfg = ModelConfig(
             size="tiny",

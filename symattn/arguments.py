@@ -241,3 +241,16 @@ def tracking_uri(text: str) -> str:
         return check_uri(text)
     except ValueError as exc:
         raise Error(str(exc)) from None
+
+
+def add_set(p, what: str) -> None:
+    """`--set KEY=VALUE` (repeatable, each key once): dotted overrides of `what`."""
+    p.add_argument(
+        "--set",
+        action=AppendOnce,
+        key=override_key,
+        type=override,
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"dotted override of {what}, e.g. optim.lr=3e-4 (repeatable)",
+    )

@@ -19,7 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from symattn.data.config import BERT_UNCASED, BERT_UNCASED_VOCAB_SIZE, WORDPIECE, DataConfig
-from symattn.model_config import ModelConfig
+from symattn.model.config import ModelConfig
 
 
 class _Block(BaseModel):
@@ -247,7 +247,7 @@ class FinetuneConfig(_Block):
     recipe (one for every GLUE task, the final model evaluated); the optimiser settings it does not
     give are those of the HF `run_glue` script it used."""
 
-    task: str = "sst2"  # symattn.data.tasks.TASKS: the GLUE tasks and the offline suite
+    task: str = "sst2"  # symattn.data.task_registry.TASKS: the GLUE tasks and the offline suite
     seed: int = Field(1, ge=0)  # the fine-tuning seed (classifier init, dropout, data order)
     epochs: float = Field(5.0, gt=0)  # paper
     max_steps: Optional[int] = Field(None, gt=0)  # instead of epochs: short runs
@@ -283,7 +283,7 @@ SHAPE = ("layers", "hidden", "heads", "intermediate")
 
 
 def current_params(params: dict[str, str]) -> dict[str, str]:
-    """A run's params as this version logs them (`symattn.pretrain.run_params`): runs of earlier
+    """A run's params as this version logs them (`symattn.run.record.run_params`): runs of earlier
     versions logged a size preset's shape as `None` and `data.source` as a Python repr, which would
     read as a different setting beside newer runs of the same design."""
     out = dict(params)

@@ -1,4 +1,4 @@
-"""What a run records in MLflow, named once: the code that writes a run (`symattn.pretrain`,
+"""What a run records in MLflow, named once: the code that writes a run (`symattn.run.pretrain`,
 `symattn.sweep`) and every reader (`analysis`, the sweep's status and lookups, the overhead bench)
 use these names. Torch- and MLflow-free."""
 
@@ -85,7 +85,7 @@ TIME_PREFIX = "time/"  # per-start metrics: logged again by every (re)start of a
 STARTUP_S, TRACKING_SHARE = "time/startup_s", "time/tracking_share"
 TRAIN_SECONDS = "time/train_s"  # a fine-tuning run's training time, without start-up and evaluation
 DIAG_PREFIX = "diag/"
-# A pre-training run's escape from its floor (`analysis.convergence.headline_escape` of its whole
+# A pre-training run's escape from its floor (`symattn.convergence.headline_escape` of its whole
 # `val/loss` curve), recorded whenever it ends, at its last step: the tag `escape` as the report
 # prints it ("2,422", "not reached (>3,000)"); `escape/step` only when exact, `escape/low` the
 # lower bound of the true step (the step itself when exact), `escape/censored` 0 or 1.

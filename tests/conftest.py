@@ -15,7 +15,7 @@ def restore_speed_settings():
     """Puts back torch's thread count and the denormal flag a test changed."""
     import torch
 
-    from symattn.speed import set_flush_denormal
+    from symattn.run.speed import set_flush_denormal
 
     threads = torch.get_num_threads()
     yield

@@ -129,10 +129,10 @@ def serve() -> None:
     import torch  # noqa: F401
 
     import analysis.report  # noqa: F401
-    import symattn.bench  # noqa: F401
+    import symattn.bench.command  # noqa: F401
     import symattn.cli  # noqa: F401
-    import symattn.finetune  # noqa: F401
-    import symattn.pretrain  # noqa: F401
+    import symattn.finetune.run  # noqa: F401
+    import symattn.run.pretrain  # noqa: F401
     import symattn.sweep.worker  # noqa: F401
 
     print(f"{MARK}ready", flush=True)

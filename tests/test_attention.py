@@ -6,7 +6,7 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from symattn.attention import (
+from symattn.model.attention import (
     ATTENTIONS,
     COEFFICIENT_INITS,
     AttentionConfig,
@@ -14,7 +14,7 @@ from symattn.attention import (
     build_attention,
     padding_mask,
 )
-from symattn.params_table import attention_configs
+from symattn.model.params_table import attention_configs
 
 HIDDEN, HEADS, D = 32, 4, 8
 
@@ -153,7 +153,7 @@ def test_registry_lists_the_variants():
 
 # --- the fast path against the plain one ---------------------------------------------------------
 
-from symattn.attention import Dropout, attend, dropout  # noqa: E402
+from symattn.model.attention import Dropout, attend, dropout  # noqa: E402
 
 
 def plain_query_key_value(att, x):
@@ -263,7 +263,7 @@ def test_dropout_module_follows_train_and_eval():
 def dropout_route(request, monkeypatch):
     """Runs a test on the CPU's own dropout routes and on the fused ones accelerators take
     (F.dropout, SDPA with dropout), which also run on the CPU, only slower."""
-    import symattn.attention as attention
+    import symattn.model.attention as attention
 
     accelerator = request.param == "accelerator route"
     monkeypatch.setattr(attention, "has_fused_dropout", lambda x: accelerator)

@@ -7,8 +7,13 @@ import pytest
 import torch
 import yaml
 
-from symattn import bench
+from symattn.bench.batches import classification_batch, phase_batch, synthetic_batch
+from symattn.bench.models import hf_model, our_model, step_flops_per_token
+from symattn.bench.race import run_bench
+from symattn.bench.report import COLUMNS, format_table, write_csv
+from symattn.bench.spec import BenchSpec
 from symattn.cli import build_parser
+from symattn.tokens import MASK_TOKEN_ID
 
 
 def tiny_spec(**kw):
@@ -25,28 +30,26 @@ def tiny_spec(**kw):
         threads=1,
         peak_size=128,
     )
-    return bench.BenchSpec(**{**base, **kw})
+    return BenchSpec(**{**base, **kw})
 
 
 def test_synthetic_batch_masks_fifteen_percent_and_labels_only_them():
-    b = bench.synthetic_batch(4, 40, 1000, seed=0)
+    b = synthetic_batch(4, 40, 1000, seed=0)
     labelled = b["labels"] != -100
     assert labelled.sum(1).tolist() == [6, 6, 6, 6]
-    assert (b["input_ids"][labelled] == bench.MASK_TOKEN_ID).all()
+    assert (b["input_ids"][labelled] == MASK_TOKEN_ID).all()
     assert (b["attention_mask"] == 1).all()
-    assert torch.equal(b["labels"], bench.synthetic_batch(4, 40, 1000, seed=0)["labels"])
+    assert torch.equal(b["labels"], synthetic_batch(4, 40, 1000, seed=0)["labels"])
 
 
 def test_classification_batch_is_padded_as_a_task_batch():
-    b = bench.classification_batch(5, 20, 1000, num_labels=3, seed=0)
+    b = classification_batch(5, 20, 1000, num_labels=3, seed=0)
     lengths = b["attention_mask"].sum(1)
     assert lengths[0] == 20 and ((lengths >= 10) & (lengths <= 20)).all()
     assert ((b["input_ids"] == 0) == (b["attention_mask"] == 0)).all()  # [PAD] exactly past each row's end
     assert (b["token_type_ids"] <= b["attention_mask"]).all() and b["token_type_ids"][0, 10:].all()
     assert b["labels"].shape == (5,) and set(b["labels"].tolist()) <= {0, 1, 2}
-    assert torch.equal(
-        b["input_ids"], bench.classification_batch(5, 20, 1000, num_labels=3, seed=0)["input_ids"]
-    )
+    assert torch.equal(b["input_ids"], classification_batch(5, 20, 1000, num_labels=3, seed=0)["input_ids"])
 
 
 def test_fine_tuning_flops_are_what_both_models_compute():
@@ -55,17 +58,17 @@ def test_fine_tuning_flops_are_what_both_models_compute():
 
     spec = tiny_spec()
     c = spec.model_config("vanilla")
-    batch = bench.phase_batch(spec, "finetune", "cpu")
-    for model in (bench.hf_model(c, "finetune", 2), bench.our_model(c, "finetune", spec)):
+    batch = phase_batch(spec, "finetune", "cpu")
+    for model in (hf_model(c, "finetune", 2), our_model(c, "finetune", spec)):
         with FlopCounterMode(display=False) as counter:
             model(**batch).loss.backward()
-        want = bench.step_flops_per_token(c, "finetune", spec) * spec.ft_batch * spec.ft_seq_len
+        want = step_flops_per_token(c, "finetune", spec) * spec.ft_batch * spec.ft_seq_len
         assert counter.get_total_flops() == pytest.approx(want)
 
 
 def test_bench_rows_table_and_csv(tmp_path, restore_speed_settings):
     pytest.importorskip("transformers")
-    rows = bench.run_bench(tiny_spec(variants=("pairwise",)), log=lambda _: None)
+    rows = run_bench(tiny_spec(variants=("pairwise",)), log=lambda _: None)
     assert [(r["phase"], r["model"], r["precision"]) for r in rows] == [
         (phase, m, p)
         for phase in ("pretrain", "finetune")
@@ -77,7 +80,7 @@ def test_bench_rows_table_and_csv(tmp_path, restore_speed_settings):
         ("finetune", 3, 12),
     }
     for r in rows:
-        assert set(r) == set(bench.COLUMNS)
+        assert set(r) == set(COLUMNS)
         for key in (
             "tokens_per_s",
             "vs_hf",
@@ -93,13 +96,13 @@ def test_bench_rows_table_and_csv(tmp_path, restore_speed_settings):
     assert all(r["vs_hf"] == 1.0 for r in rows if r["model"] == "hf-bert")
     # HF computes the decoder on every position, ours on the masked ones only
     assert rows[0]["gflop_per_step"] > rows[1]["gflop_per_step"]
-    table = bench.format_table(rows)
+    table = format_table(rows)
     assert "tokens/s" in table and "MFU" in table and "hf-bert" in table
     path = tmp_path / "out" / "bench.csv"
-    bench.write_csv(rows, path)
+    write_csv(rows, path)
     with open(path) as f:
         read = list(csv.DictReader(f))
-    assert list(read[0]) == bench.COLUMNS and len(read) == 8
+    assert list(read[0]) == COLUMNS and len(read) == 8
     assert float(read[1]["tokens_per_s"]) > 0 and read[-1]["phase"] == "finetune"
 
 
@@ -208,7 +211,7 @@ def test_overhead_sweep_reports_start_up_and_tracking_of_each_cell(tmp_path, run
 
 
 def test_overhead_steps_below_the_logging_interval_are_refused(tmp_path, run_overrides):
-    from symattn.cell_overhead import check
+    from symattn.bench.cell_overhead import check
     from symattn.config import apply_overrides
     from symattn.sweep.spec import SweepSpec
 

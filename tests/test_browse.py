@@ -11,7 +11,7 @@ from mlflow.tracking import MlflowClient
 from symattn import keys
 from symattn.config import apply_overrides, load_config
 from symattn.errors import RunStopped
-from symattn.sweep.spec import cell_name
+from symattn.naming import cell_name
 from tests.test_pretrain import StopAt
 
 
@@ -21,7 +21,8 @@ def kind_and_note(client, name):
 
 
 def test_a_standalone_run_is_named_sourced_and_has_its_dataset_once(run_overrides, tmp_path):
-    from symattn.pretrain import STANDALONE_NOTE, pretrain
+    from symattn.run.pretrain import pretrain
+    from symattn.run.record import STANDALONE_NOTE
 
     over = run_overrides + ["model.attention.variant=pairwise", "optim.max_steps=20", "eval.every_n_steps=10"]
     cfg = load_config(None, over)
@@ -68,7 +69,7 @@ def spec_file(tmp_path, run_overrides, axes) -> str:
 
 
 def test_a_sweep_has_one_study_run_that_parents_its_cells(run_overrides, tmp_path):
-    from analysis.frames import load_runs
+    from analysis.mlflow_runs import load_runs
     from symattn.sweep.queue import queue
     from symattn.sweep.spec import load_spec
     from symattn.sweep.worker import work
@@ -106,7 +107,7 @@ def test_a_sweep_has_one_study_run_that_parents_its_cells(run_overrides, tmp_pat
 
 @pytest.mark.parametrize("store", ["sqlite", "remote"])
 def test_workers_starting_at_once_end_with_one_study_run(tmp_path, monkeypatch, store):
-    from symattn import tracking
+    from symattn.tracking import store as tracking
 
     if store == "remote":  # no lock file: each creator keeps the oldest run and deletes its own
         monkeypatch.setattr(tracking, "sqlite_path", lambda uri: None)

@@ -5,11 +5,12 @@ import sys
 
 import pytest
 
-from symattn import variants
 from symattn.config import RunConfig, load_config
 from symattn.data.config import DataConfig
 from symattn.errors import one_line
-from symattn.sweep.spec import SweepSpec, expand
+from symattn.model import variants
+from symattn.sweep.design import expand
+from symattn.sweep.spec import SweepSpec
 
 
 @pytest.mark.parametrize(
@@ -40,7 +41,7 @@ def test_data_seed_follows_seed_on_the_train_path_and_the_sweep_path():
 def test_the_config_and_spec_layer_imports_no_torch():
     code = (
         "import sys; import symattn.config, symattn.sweep.spec, symattn.cli; "
-        "from symattn.sweep.spec import SweepSpec, expand; expand(SweepSpec(name='s', axes={'seed': [0]})); "
+        "from symattn.sweep.spec import SweepSpec; from symattn.sweep.design import expand; expand(SweepSpec(name='s', axes={'seed': [0]})); "
         "print(sorted(m for m in ('torch', 'pytorch_lightning', 'mlflow', 'optuna') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -48,8 +49,8 @@ def test_the_config_and_spec_layer_imports_no_torch():
 
 
 def test_every_variant_has_its_computation_and_the_model_asks_the_variant():
-    from symattn.attention import ATTENTIONS
-    from symattn.model import BertForMaskedLM, ModelConfig
+    from symattn.model.attention import ATTENTIONS
+    from symattn.model.bert import BertForMaskedLM, ModelConfig
 
     assert set(ATTENTIONS) == set(variants.VARIANTS)
     for name, variant in variants.VARIANTS.items():

@@ -7,12 +7,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from symattn.attention import build_attention, padding_mask
 from symattn.config import RunConfig
-from symattn.diagnostics import attention_stats
-from symattn.model import BertForMaskedLM
-from symattn.model_config import SIZES, AttentionConfig, ModelConfig
-from symattn.params_table import matched_qk_dim, parameter_rows
+from symattn.model.attention import build_attention, padding_mask
+from symattn.model.bert import BertForMaskedLM
+from symattn.model.config import SIZES, AttentionConfig, ModelConfig
+from symattn.model.diagnostics import attention_stats
+from symattn.model.params_table import matched_qk_dim, parameter_rows
 
 
 @pytest.mark.parametrize("size", ["tiny", "small", "base"])

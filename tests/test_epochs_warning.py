@@ -11,8 +11,9 @@ from symattn.cli import main
 from symattn.config import apply_overrides
 from symattn.data import DataConfig, prepare_pretraining
 from symattn.data.budget import EPOCHS_WARNING, corpus_size, epochs_warning
+from symattn.sweep.design import expand
 from symattn.sweep.dry_run import budget_lines
-from symattn.sweep.spec import expand, load_spec
+from symattn.sweep.spec import load_spec
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = ["data.vocab_size=200", "data.seq_len=32", "data.val_docs=8"]

@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 from symattn import keys
 from symattn.cli import main
 from symattn.config import RunConfig, apply_overrides
-from symattn.pretrain import pretrain
+from symattn.run.pretrain import pretrain
 from tests.test_sweep import overrides_to_base
 
 pytestmark = pytest.mark.slow

@@ -13,9 +13,9 @@ from mlflow.tracking import MlflowClient
 
 from symattn.config import FinetuneConfig, load_config
 from symattn.errors import one_line
-from symattn.finetune import _model, finetune
-from symattn.finetune_source import hf_source, run_sources
-from symattn.pretrain import pretrain
+from symattn.finetune.run import _model, finetune
+from symattn.finetune.source import hf_source, run_sources
+from symattn.run.pretrain import pretrain
 
 SST2_TRAIN = [
     ("a charming and moving film", 1),
@@ -108,9 +108,9 @@ def test_one_run_per_step_and_seed_linked_to_its_pretraining_run(pretrained):
         assert {"eval/accuracy", "eval/score", "train/loss"} <= set(run.data.metrics)
         assert 0.0 <= run.data.metrics["eval/accuracy"] <= 1.0
     # the analysis reads them as GLUE rows keyed by the pre-training run and step
-    from analysis import frames
+    from analysis import mlflow_runs
 
-    data = frames.load_runs("ft", pretrained["uri"])
+    data = mlflow_runs.load_runs("ft", pretrained["uri"])
     pairs = sorted(set(zip(data.glue_checkpoints["checkpoint_step"], data.glue_checkpoints["finetune_seed"])))
     assert pairs == [(10, 1), (10, 2), (20, 1), (20, 2)]
     assert set(data.glue["checkpoint_step"]) == {20}  # the final checkpoint's
@@ -346,7 +346,7 @@ def test_a_bad_hf_folder_is_refused_by_the_command_before_any_store_is_opened(tm
 
 
 def test_a_recorded_keep_list_past_the_budget_still_loads_its_run():
-    from symattn.finetune_source import config_from_params
+    from symattn.finetune.source import config_from_params
 
     params = {"optim.max_steps": "20", "checkpoint.keep": "[10, 20, 500]", "model.size": "tiny"}
     assert config_from_params(params).checkpoint.keep == [10, 20]

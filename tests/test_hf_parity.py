@@ -5,7 +5,7 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
-from symattn.model import BertForMaskedLM, ModelConfig  # noqa: E402
+from symattn.model.bert import BertForMaskedLM, ModelConfig  # noqa: E402
 
 
 def hf_pair(vocab=700, positions=64):

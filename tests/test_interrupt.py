@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 
-from symattn.tracking import open_store
+from symattn.tracking.store import open_store
 from tests.processes import end_tree, ignoring_sigint, until
 
 

@@ -13,9 +13,10 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
 from symattn.config import apply_overrides
+from symattn.sweep.design import expand
 from symattn.sweep.queue import queue
 from symattn.sweep.search import escape_value, startup_value, tuned_values
-from symattn.sweep.spec import SearchSpec, SweepSpec, expand, load_spec
+from symattn.sweep.spec import SearchSpec, SweepSpec, load_spec
 from symattn.sweep.storage import open_storage
 from symattn.sweep.worker import work
 

@@ -5,15 +5,15 @@ import torch
 import torch.nn.functional as F
 from pydantic import ValidationError
 
-from symattn.attention import AttentionConfig
-from symattn.model import (
+from symattn.model.attention import AttentionConfig
+from symattn.model.bert import (
     BertForMaskedLM,
     BertForSequenceClassification,
     ModelConfig,
     count_parameters,
     flops_per_token,
 )
-from symattn.params_table import parameter_rows
+from symattn.model.params_table import parameter_rows
 
 PAPER_COUNTS = {
     "base": {"vanilla": 109_514_298, "symmetric": 102_427_194, "pairwise": 103_017_018},
@@ -168,7 +168,7 @@ def test_training_step_fast_path_equals_math_path(kind):
 
 
 def test_dropout_modules_are_ours_and_respect_eval():
-    from symattn.attention import Dropout
+    from symattn.model.attention import Dropout
 
     m = tiny()
     assert isinstance(m.bert.embeddings.dropout, Dropout)

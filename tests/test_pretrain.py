@@ -12,7 +12,7 @@ from mlflow.tracking import MlflowClient
 
 from symattn.config import load_config
 from symattn.errors import NonFiniteLoss, RunStopped
-from symattn.pretrain import pretrain
+from symattn.run.pretrain import pretrain
 
 
 def client_of(cfg):
@@ -54,8 +54,8 @@ def test_a_run_logs_exactly_what_it_promises(run_overrides, tmp_path):
     assert float(params["flops_per_token"]) > 0
     # The data's context-free floor, as the data layer computes it, is a param of the run.
     from symattn.data import prepare_pretraining
-    from symattn.mlm import validation_batches
-    from symattn.pretrain import resolve_vocab
+    from symattn.run.mlm import validation_batches
+    from symattn.run.pretrain import resolve_vocab
 
     data = prepare_pretraining(cfg.data)
     floor = data.floor
@@ -248,8 +248,8 @@ def test_resume_without_an_unfinished_run_is_refused(run_overrides):
 
 def test_matched_variants_share_initial_weights_and_batches(run_overrides):
     from symattn.data import prepare_pretraining
-    from symattn.mlm import MLMPretraining, PretrainingDataModule
-    from symattn.pretrain import resolve_vocab
+    from symattn.run.mlm import MLMPretraining, PretrainingDataModule
+    from symattn.run.pretrain import resolve_vocab
 
     modules, first_batches, groups = [], [], set()
     for kind in ("vanilla", "symmetric", "pairwise"):
@@ -351,8 +351,8 @@ def test_a_kept_checkpoint_series_survives_a_resume_without_duplicates(run_overr
     """`checkpoint.keep` and `keep_every` keep the weights at those steps, registered on the run
     (path and sha256); a run stopped and resumed keeps the same series, with the same weights as
     an uninterrupted run, once per step."""
-    from symattn.model import BertForMaskedLM, ModelConfig
-    from symattn.tracking import kept_checkpoints
+    from symattn.model.bert import BertForMaskedLM, ModelConfig
+    from symattn.tracking.store import kept_checkpoints
 
     keep = ["checkpoint.keep=[0, 15]", "checkpoint.keep_every=10", "checkpoint.every_n_steps=10"]
     whole_cfg = load_config(None, run_overrides + keep + ["tracking.experiment=kept-whole"])
@@ -399,8 +399,8 @@ def test_kept_checkpoints_resolve_on_another_machine(run_overrides, tmp_path, mo
     under another machine's SYMATTN_HOME, the run's weights are found there, sha256 checked."""
     import shutil
 
-    from symattn.finetune_source import run_sources
-    from symattn.tracking import kept_checkpoints
+    from symattn.finetune.source import run_sources
+    from symattn.tracking.store import kept_checkpoints
 
     cfg = load_config(None, run_overrides + ["checkpoint.keep=[0, 20]", "optim.max_steps=20"])
     run_id = pretrain(cfg)["run_id"]
@@ -454,7 +454,7 @@ def test_corpus_files_skipped_as_not_utf8_are_recorded_on_the_run(run_overrides,
 
 def test_skipped_files_are_counted_over_every_source_of_a_corpus():
     from symattn import keys
-    from symattn.pretrain import skipped_files
+    from symattn.run.record import skipped_files
 
     one = {"files": 9, "invalid_utf8_skipped": 2, "invalid_utf8_first": "/c/a.txt"}
     assert skipped_files(one) == {keys.INVALID_UTF8_SKIPPED: "2", keys.INVALID_UTF8_FIRST: "/c/a.txt"}

@@ -27,9 +27,10 @@ def history(client, run_id, key):
 def report_escape(uri: str, experiment: str, run_id: str):
     """The report's headline row of the run: `convergence_table` over the frames `symattn figures`
     reads, with the floors it uses."""
-    from analysis.convergence import MARGINS, convergence_table, escape_definition
-    from analysis.frames import load_runs
+    from analysis.convergence import convergence_table
+    from analysis.mlflow_runs import load_runs
     from analysis.report import data_floors
+    from symattn.convergence import MARGINS, escape_definition
 
     frames = load_runs(experiment, uri)
     table = convergence_table(frames.curves, frames.runs, data_floors(frames.runs))
@@ -41,7 +42,7 @@ def report_escape(uri: str, experiment: str, run_id: str):
 
 def test_a_run_records_its_escape_censored_when_cut_and_exact_once_it_left(run_overrides, monkeypatch):
     from symattn.data.pretraining import PretrainingData
-    from symattn.pretrain import pretrain
+    from symattn.run.pretrain import pretrain
 
     monkeypatch.setattr(PretrainingData, "evaluated_floor", lambda self, batches: EASY_FLOOR)
     over = run_overrides + ["eval.every_n_steps=5", "optim.max_steps=60", "checkpoint.every_n_steps=5"]
@@ -79,8 +80,8 @@ def test_a_run_records_its_escape_censored_when_cut_and_exact_once_it_left(run_o
 
 
 def test_a_censored_end_overwrites_an_exact_looking_step_of_an_earlier_end(tmp_path):
-    from symattn.pretrain import record_escape
-    from symattn.tracking import RunTracker, experiment_id, open_store
+    from symattn.run.record import record_escape
+    from symattn.tracking.store import RunTracker, experiment_id, open_store
 
     client = open_store(f"sqlite:///{tmp_path / 'mlflow.db'}")
     tracker = RunTracker.create(client, experiment_id(client, "t"), "r", {}, {})
@@ -98,7 +99,7 @@ def test_a_censored_end_overwrites_an_exact_looking_step_of_an_earlier_end(tmp_p
 def test_masked_accuracy_counts_the_targets_whose_score_is_the_top_one():
     import torch
 
-    from symattn.mlm import _correct_and_masked
+    from symattn.run.mlm import _correct_and_masked
 
     gen = torch.Generator().manual_seed(0)
     labels = torch.full((4, 16), -100)
@@ -145,11 +146,11 @@ def test_queued_cells_carry_their_design_values_as_params_of_one_distribution(ru
     from optuna.search_space import intersection_search_space
 
     from symattn.sweep import optuna_internals as internals
+    from symattn.sweep.design import expand
     from symattn.sweep.queue import queue
     from symattn.sweep.records import cell_attrs
-    from symattn.sweep.spec import expand
+    from symattn.sweep.retries import retry
     from symattn.sweep.storage import open_storage
-    from symattn.sweep.worker import _retry
 
     spec = _design_spec(tmp_path, run_overrides)
     storage = open_storage(str(tmp_path / "optuna.journal"))
@@ -188,9 +189,9 @@ def test_queued_cells_carry_their_design_values_as_params_of_one_distribution(ru
     # A worker's retry is enqueued with the values only: it gets its params back when it is taken.
     taken = internals.pop_waiting(study, lambda t: t.number == cell.number)
     internals.finish(internals.storage_of(study), internals.trial_id(taken), optuna.trial.TrialState.FAIL)
-    _retry(study, taken, max_retries=3, why="test")
-    retry = internals.pop_waiting(study, lambda t: t.user_attrs.get("retry_of") == cell.number)
-    assert retry.params == cell.params and retry.distributions == cell.distributions
+    retry(study, taken, max_retries=3, why="test")
+    again = internals.pop_waiting(study, lambda t: t.user_attrs.get("retry_of") == cell.number)
+    assert again.params == cell.params and again.distributions == cell.distributions
 
     # Queued again with a new seed: the new cells only, the seed's range widened to hold it.
     assert queue(_design_spec(tmp_path, run_overrides, seeds=(0, 1, 2))).added == 4 + 4 * 2
@@ -210,8 +211,8 @@ def _assert_sourced(tags, command):
 
 
 def test_a_finetune_run_names_its_source(pretrained):  # noqa: F811  the imported fixture
-    from symattn.finetune import finetune
-    from symattn.finetune_source import run_sources
+    from symattn.finetune.run import finetune
+    from symattn.finetune.source import run_sources
     from tests.test_finetune import _cfg
 
     client = MlflowClient(pretrained["uri"])
@@ -259,9 +260,10 @@ def test_a_run_records_the_codes_commit_wherever_its_stores_are(run_overrides, t
 
     from mlflow.tracking import MlflowClient
 
-    from symattn import paths, tracking
+    from symattn import paths
     from symattn.config import load_config
-    from symattn.pretrain import pretrain
+    from symattn.run.pretrain import pretrain
+    from symattn.tracking import store as tracking
 
     checkout = paths.code_checkout()
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=checkout, capture_output=True, text=True)

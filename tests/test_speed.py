@@ -5,7 +5,7 @@ import platform
 import pytest
 import torch
 
-from symattn.speed import (
+from symattn.run.speed import (
     apply_speed_settings,
     denormals_flushed,
     matmul_peak,
@@ -49,8 +49,8 @@ def test_apply_speed_settings_reports_what_is_in_force(restore_speed_settings):
 
 
 def test_model_output_is_unchanged_by_the_speed_settings(restore_speed_settings):
-    from symattn.attention import AttentionConfig
-    from symattn.model import BertForMaskedLM, ModelConfig
+    from symattn.model.attention import AttentionConfig
+    from symattn.model.bert import BertForMaskedLM, ModelConfig
 
     m = BertForMaskedLM(
         ModelConfig(

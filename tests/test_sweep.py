@@ -12,12 +12,13 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
+from symattn.sweep.design import expand
 from symattn.sweep.queue import queue
-from symattn.sweep.spec import expand, load_spec
+from symattn.sweep.spec import load_spec
 from symattn.sweep.status import status_rows
 from symattn.sweep.storage import open_storage
 from symattn.sweep.worker import work
-from symattn.tracking import open_store
+from symattn.tracking.store import open_store
 from tests.processes import end_tree, heartbeats_stale, until
 
 
@@ -323,7 +324,7 @@ def test_cells_fork_from_a_server_with_their_imports_loaded():
         "torch",
         "pytorch_lightning",
         "mlflow.store.tracking.sqlalchemy_store",
-        "symattn.pretrain",
+        "symattn.run.pretrain",
         "symattn.data",
     ]
     p = ctx.Process(target=_preloaded, args=(modules, out))

@@ -17,7 +17,7 @@ import pytest
 from symattn import keys
 from symattn.cli import main
 from symattn.sweep.storage import open_storage
-from symattn.ui_view import view_route
+from symattn.tracking.ui_view import view_route
 from tests.processes import ignoring_sigint
 from tests.ui_screens import (
     body_text,
@@ -35,7 +35,7 @@ from tests.ui_screens import (
 def stores(tmp_path_factory) -> Path:
     """A folder with an MLflow store (one experiment, `ui-test`) and an Optuna journal (one study,
     `ui-study`), made once: the servers only read them."""
-    from symattn.tracking import experiment_id, open_store
+    from symattn.tracking.store import experiment_id, open_store
 
     folder = tmp_path_factory.mktemp("stores")
     experiment_id(open_store(f"sqlite:///{folder / 'mlflow.db'}"), "ui-test")

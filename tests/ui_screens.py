@@ -8,7 +8,7 @@ prints (the newest study's comparison), opened in a fresh browser without a clic
 (default: the project's store, mlflow.db). It starts `symattn ui` on a free port and stops it when
 done.
 
-What it relies on is MLflow 3.17's UI: the shared view `symattn.ui_view` writes, the route
+What it relies on is MLflow 3.17's UI: the shared view `symattn.tracking.ui_view` writes, the route
 `#/experiments/<id>?workflowType=machine_learning` (the experiment kind tag alone does not choose
 the mode), the runs table's ag-grid rows (`.ag-row[row-id=<run id>]` in
 `.ag-pinned-left-cols-container`) and column headers (`[data-testid=sort-header-<column>]`), the

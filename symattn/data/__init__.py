@@ -17,7 +17,7 @@ _EXPORTS = {
     "PretrainingData": "pretraining",
     "prepare_pretraining": "pretraining",
     "load_prepared": "pretraining",
-    "split_documents": "pretraining",
+    "split_documents": "split",
     "PretrainingBatches": "masking",
     "val_batches": "masking",
     "mask_tokens": "masking",
@@ -26,12 +26,12 @@ _EXPORTS = {
     "load_corpus": "sources",
     "SPECIAL_TOKENS": "tokenizer",
     "SpecialIds": "tokenizer",
-    "TASKS": "tasks",
-    "GLUE_TASKS": "tasks",
-    "OFFLINE_TASKS": "tasks",
-    "TaskData": "tasks",
-    "TaskInfo": "tasks",
-    "TaskSplit": "tasks",
+    "TASKS": "task_registry",
+    "GLUE_TASKS": "task_registry",
+    "OFFLINE_TASKS": "task_registry",
+    "TaskData": "task_data",
+    "TaskInfo": "task_registry",
+    "TaskSplit": "task_data",
     "TaskDataset": "tasks",
     "collate_task_batch": "tasks",
     "load_task": "tasks",
@@ -53,18 +53,11 @@ if TYPE_CHECKING:  # pragma: no cover
     from symattn.data.errors import DataError  # noqa: F401
     from symattn.data.masking import IGNORE_INDEX, PretrainingBatches, mask_tokens, val_batches  # noqa: F401
     from symattn.data.metrics import GLUE_SCORE_KEYS, compute_metrics, glue_score  # noqa: F401
-    from symattn.data.pretraining import PretrainingData, load_prepared, prepare_pretraining, split_documents  # noqa: F401
+    from symattn.data.pretraining import PretrainingData, load_prepared, prepare_pretraining  # noqa: F401
     from symattn.data.registry import CORPORA  # noqa: F401
     from symattn.data.sources import load_corpus  # noqa: F401
-    from symattn.data.tasks import (  # noqa: F401
-        GLUE_TASKS,
-        OFFLINE_TASKS,
-        TASKS,
-        TaskData,
-        TaskDataset,
-        TaskInfo,
-        TaskSplit,
-        collate_task_batch,
-        load_task,
-    )
+    from symattn.data.split import split_documents  # noqa: F401
+    from symattn.data.task_data import TaskData, TaskSplit  # noqa: F401
+    from symattn.data.task_registry import GLUE_TASKS, OFFLINE_TASKS, TASKS, TaskInfo  # noqa: F401
+    from symattn.data.tasks import TaskDataset, collate_task_batch, load_task  # noqa: F401
     from symattn.data.tokenizer import SPECIAL_TOKENS, SpecialIds  # noqa: F401

@@ -14,6 +14,7 @@ from symattn.data.cache import cache_path, check_cache_dir
 from symattn.data.config import BERT_UNCASED, WORDPIECE, DataConfig, PathSource, RegistrySource
 from symattn.data.errors import DataError
 from symattn.data.sources import path_files
+from symattn.data.split import check_split, split_documents
 
 
 def check_data(cfg: DataConfig, model_vocab_size: Optional[int] = None) -> None:
@@ -52,24 +53,10 @@ def _most_documents(cfg: DataConfig, files: dict[int, list[Path]]) -> Optional[i
     return total
 
 
-def check_split(documents: int, val_docs, exact: bool = True) -> int:
-    """The number of validation documents of a corpus of `documents` (`exact`: else at most that
-    many); refused when none are left for training."""
-    n_val = val_docs if isinstance(val_docs, int) else max(1, round(val_docs * documents))
-    if n_val >= documents:
-        has = f"has {documents}" if exact else f"has at most {documents}"
-        raise DataError(
-            f"val_docs {val_docs} leaves no training documents (the corpus {has}); lower val_docs"
-        )
-    return n_val
-
-
 def check_corpus(cfg: DataConfig, documents: Sequence[str]) -> tuple[list[str], list[str]]:
     """The corpus's training and validation documents, refused before anything is built from them
     when no training documents are left, or when a WordPiece vocabulary of `vocab_size` has no room
     for merges."""
-    from symattn.data.pretraining import split_documents
-
     train, val = split_documents(documents, cfg.val_docs)
     if cfg.tokenizer == WORDPIECE:
         from symattn.data.tokenizer import check_vocab_room, wordpiece_floor

@@ -15,7 +15,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Optional, Union
 
 import numpy as np
 from tokenizers import Tokenizer
@@ -29,7 +29,7 @@ from symattn.data.cache import (
     stable_hash,
     write_json_atomic,
 )
-from symattn.data.checks import check_corpus, check_data, check_split
+from symattn.data.checks import check_corpus, check_data
 from symattn.data.config import BERT_UNCASED, WORDPIECE, DataConfig, PathSource
 from symattn.data.errors import DataError
 from symattn.data.floor import FLOOR_KEYS, data_floor, evaluated_floor, token_counts
@@ -98,19 +98,6 @@ class PretrainingData:
                 f"data.seq_len {self.seq_len} exceeds the model's {max_positions} positions; "
                 f"lower data.seq_len or raise model.max_positions"
             )
-
-
-def split_documents(documents: Sequence[str], val_docs: Union[int, float]) -> tuple[list[str], list[str]]:
-    """Validation = the documents with the smallest content hashes; training = the rest, in order.
-
-    Depends on the text alone (not on order or seed), so it is the same for every run and stays the
-    same when documents are added elsewhere in the corpus.
-    """
-    n = len(documents)
-    n_val = check_split(n, val_docs)
-    ranks = sorted(range(n), key=lambda i: hashlib.sha256(documents[i].encode()).digest())
-    val_idx = set(ranks[:n_val])
-    return [d for i, d in enumerate(documents) if i not in val_idx], [documents[i] for i in sorted(val_idx)]
 
 
 def _settings_key(cfg: DataConfig, identity: str, tok_spec: dict) -> str:

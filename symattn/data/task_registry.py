@@ -1,9 +1,11 @@
-"""The downstream tasks by name: what each is, its labels, metric, dev sets and source. Light (no
-torch), so that specs and configs validate task names without loading the task code."""
+"""The downstream tasks by name: what each is, its labels, metric, dev sets and source, and
+`task_table`, a row a task for a README or a report. Light (no torch), so that specs and configs
+validate task names without loading the task code."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional, Sequence
 
 
 @dataclass(frozen=True)
@@ -106,3 +108,20 @@ TASKS: dict[str, TaskInfo] = {
 
 GLUE_TASKS = tuple(n for n, t in TASKS.items() if t.suite == "glue")
 OFFLINE_TASKS = tuple(n for n, t in TASKS.items() if t.suite == "offline")
+
+
+def task_table(names: Optional[Sequence[str]] = None) -> list[dict]:
+    """One row per task: name, suite, labels, metric, source and licence (for a README or a report)."""
+    return [
+        {
+            "task": t.name,
+            "suite": t.suite,
+            "num_labels": t.num_labels,
+            "metric": t.metric,
+            "dev_splits": ",".join(t.dev_splits),
+            "description": t.description,
+            "source": t.source,
+            "licence": t.licence,
+        }
+        for t in (TASKS[n] for n in (names or TASKS))
+    ]

@@ -56,8 +56,8 @@ def _preload() -> None:
 
         import symattn.data.masking  # noqa: F401
         import symattn.data.pretraining  # noqa: F401
-        import symattn.finetune  # noqa: F401
-        import symattn.pretrain  # noqa: F401
+        import symattn.finetune.run  # noqa: F401
+        import symattn.run.pretrain  # noqa: F401
         import symattn.sweep.progress  # noqa: F401  the cell's report to its trial
         import symattn.sweep.search  # noqa: F401
 
@@ -154,7 +154,7 @@ def cell_main(
 ) -> None:
     """Body of a pre-training cell's child process: train (resuming the cell's run if any; with
     `extend_run`, continuing that run to the config's larger budget).
-    `report`: the cell's `progress.TrialReport` (its progress, and a search trial's pruning).
+    `report`: the cell's `trial_report.TrialReport` (its progress, and a search trial's pruning).
     `launched_at`: when the worker started the cell, which the run's start-up cost counts from.
     `environ`: the worker's environment at launch (the cell server's own dates from its start).
     `watch`: the worker's `worker_identity()`; the cell stops when that process is gone."""
@@ -162,7 +162,8 @@ def cell_main(
     from optuna import TrialPruned
 
     from symattn.errors import NonFiniteLoss, RunStopped
-    from symattn.pretrain import RunBusy, pretrain
+    from symattn.run.identity import RunBusy
+    from symattn.run.pretrain import pretrain
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the worker decides; it sends SIGTERM to stop a cell
     try:
@@ -191,7 +192,7 @@ def cell_main(
 
 
 def _failed(report, exc: BaseException) -> None:
-    """The cell's error on its trial (`progress.TrialReport.failed`), when it has one."""
+    """The cell's error on its trial (`trial_report.TrialReport.failed`), when it has one."""
     if report is not None:
         report.failed(exc)
 
@@ -209,11 +210,11 @@ def finetune_main(
     report=None,
 ) -> None:
     """Body of a fine-tuning cell's child process: fine-tune run `run_id`'s weights at `step`.
-    `report`: the cell's `progress.TrialReport`, which records its error if it fails."""
+    `report`: the cell's `trial_report.TrialReport`, which records its error if it fails."""
     _child(device, environ, watch)
-    from symattn.finetune import finetune
-    from symattn.finetune_source import run_sources
-    from symattn.tracking import open_store
+    from symattn.finetune.run import finetune
+    from symattn.finetune.source import run_sources
+    from symattn.tracking.store import open_store
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:

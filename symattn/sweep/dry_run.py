@@ -17,7 +17,7 @@ def dry_run(
     Nothing is written, fetched or built."""
     import torch
 
-    from symattn.model import BertForMaskedLM, count_parameters
+    from symattn.model.bert import BertForMaskedLM, count_parameters
     from symattn.tokens import IGNORE_INDEX, NUM_SPECIAL_TOKENS
 
     for cell in cells:

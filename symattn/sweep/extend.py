@@ -5,7 +5,7 @@ were censored by it can go on longer. Every pre-training cell whose run ran to i
 stopped early below its floor nor failed) is queued again as an extension of itself: the same cell
 and Optuna params, its config's `optim.max_steps` raised to N, `extend_run` its MLflow run and
 `extend_from` the budget that run reached. A worker continues that run from its last checkpoint
-(`pretrain.extension_run`): no new cell, no second run, and a curve that equals the one a run
+(`symattn.run.identity.extension_run`): no new cell, no second run, and a curve that equals the one a run
 given N steps from the start would have drawn. Everything is checked before anything is queued.
 A search study is not extended: its trials' values were ranked at their budget.
 """
@@ -23,7 +23,7 @@ from symattn.sweep.finetune_cells import is_finetune
 from symattn.sweep.progress import PROGRESS
 from symattn.sweep.records import finished_run
 from symattn.sweep.storage import load_study, open_existing_storage
-from symattn.tracking import reached
+from symattn.tracking.store import reached
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ def extend(study_name: str, storage_url: Optional[str], max_steps: int, client=N
     """Queue the extension of every cell of `study_name` that ran to its budget (see the module's
     text); ValueError, with nothing queued, for a study that cannot be extended so. `client`: the
     MLflow store of its runs (default: the one the study was queued for)."""
-    from symattn.tracking import open_store
+    from symattn.tracking.store import open_store
 
     study = load_study(study_name, open_existing_storage(study_name, storage_url), storage_url)
     if study.user_attrs.get("spec", {}).get("search"):

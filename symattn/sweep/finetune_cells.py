@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING
 
 from symattn import keys
 from symattn.config import FinetuneConfig, digest
+from symattn.naming import finetune_cell_name
 from symattn.sweep.progress import RUN_ID
-from symattn.sweep.spec import Cell, SweepSpec, finetune_cell_name
+from symattn.sweep.spec import Cell, SweepSpec
 
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial

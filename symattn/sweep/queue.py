@@ -12,9 +12,10 @@ import optuna
 
 from symattn.paths import check_uri, check_writable
 from symattn.sweep.analysis_plan import check_registration, register
+from symattn.sweep.design import expand
 from symattn.sweep.finetune_cells import FinetuneCell, expand_finetune, finetune_attrs
 from symattn.sweep.records import cell_attrs
-from symattn.sweep.spec import OBJECTIVE_NAMES, Cell, SweepSpec, expand, spec_digest
+from symattn.sweep.spec import OBJECTIVE_NAMES, Cell, SweepSpec, spec_digest
 from symattn.sweep.storage import default_storage, open_storage
 from symattn.sweep.trial_params import (
     cell_params,

@@ -80,7 +80,7 @@ def runs_of(client, trial: FrozenTrial, status: Optional[str] = None) -> list:
 
 def finished_run(client, trial: FrozenTrial):
     """The cell's FINISHED run, if any; for an extension trial, one finished at its new budget."""
-    from symattn.tracking import reached  # MLflow: not imported by queue and status
+    from symattn.tracking.store import reached  # MLflow: not imported by queue and status
 
     runs = runs_of(client, trial, "FINISHED")
     if "extend_run" in trial.user_attrs:

@@ -20,9 +20,10 @@ from optuna.trial import FrozenTrial, TrialState
 
 from symattn import keys
 from symattn.config import RunConfig, apply_overrides, digest, flatten
+from symattn.naming import cell_name
 from symattn.sweep import optuna_internals as internals
 from symattn.sweep.records import cell_attrs
-from symattn.sweep.spec import Cell, SearchSpec, SweepSpec, cell_name
+from symattn.sweep.spec import Cell, SearchSpec, SweepSpec
 
 
 def search_study_name(spec_name: str, cell: Cell) -> str:
@@ -139,8 +140,8 @@ def escape_value(
 
 def escape_level(run) -> float:
     """The level a run's escape is measured at: its validation targets' floor (else the data's
-    L*) minus the headline margin (`analysis.convergence.headline_escape`)."""
-    from analysis.convergence import MARGINS
+    L*) minus the headline margin (`symattn.convergence.headline_escape`)."""
+    from symattn.convergence import MARGINS
 
     params = run.data.params
     floor = params.get(keys.VAL_FLOOR) or params.get(keys.DATA_FLOOR)
@@ -156,7 +157,7 @@ def run_escape(client, run) -> tuple[bool, float, float]:
     if keys.ESCAPE_CENSORED in metrics and keys.ESCAPE_LOW in metrics:
         censored = bool(metrics[keys.ESCAPE_CENSORED])
         return censored, metrics[keys.ESCAPE_LOW], metrics.get(keys.ESCAPE_STEP, math.nan)
-    from analysis.convergence import MARGINS, headline_escape
+    from symattn.convergence import MARGINS, headline_escape
 
     history = client.get_metric_history(run.info.run_id, keys.VAL_LOSS)
     escape = headline_escape(

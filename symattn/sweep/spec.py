@@ -4,7 +4,6 @@ is written. A matched group is the cells that share everything but the attention
 from __future__ import annotations
 
 import copy
-import itertools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from symattn import keys
 from symattn.config import FinetuneConfig, RunConfig, apply_overrides, digest, flatten, read_yaml_mapping
-from symattn.model_config import EARLIER_NAMES, same_setting
+from symattn.model.config import EARLIER_NAMES, same_setting
 from symattn.sweep.analysis_plan import AnalysisPlan
 
 
@@ -98,7 +97,7 @@ class SearchSpec(BaseModel):
             raise ValueError(
                 f"a log-scale search needs low > 0 (got {self.low}); set log: false or raise low"
             )
-        _check_axis_key(self.param)
+        check_axis_key(self.param)
         if not isinstance(flatten(RunConfig().to_dict()).get(self.param), (int, float)):
             raise ValueError(f"search param {self.param!r} is not a numeric run setting (e.g. optim.lr)")
         return self
@@ -218,18 +217,6 @@ class Cell:
         return self.config.tracking.tags.get(keys.GROUP) or self.config.group_id()
 
 
-def is_attention_axis(key: str) -> bool:
-    """Whether the axis varies the attention block, i.e. the cells of a matched group."""
-    return key == "model.attention" or key.startswith("model.attention.")
-
-
-def _attention_last(axes: dict[str, list[Any]]) -> list[str]:
-    """Axis order for the product: the attention axis varies fastest, so a group's cells are adjacent."""
-    keys = list(axes)
-    attention = [k for k in keys if is_attention_axis(k)]
-    return [k for k in keys if k not in attention] + attention
-
-
 # Axes under the earlier name of a setting, as a run config reads them (`model_config.EARLIER_NAMES`).
 _EARLIER_AXES = {
     f"model.attention.{earlier}": f"model.attention.{name}" for earlier, name in EARLIER_NAMES.items()
@@ -246,7 +233,7 @@ def _current_names(axes: dict[str, list[Any]]) -> dict[str, list[Any]]:
     return {_EARLIER_AXES.get(key, key): values for key, values in axes.items()}
 
 
-def _check_axis_key(key: str) -> None:
+def check_axis_key(key: str) -> None:
     """Refuse an axis that names no setting of a run config."""
     if key == "seed":
         return
@@ -260,80 +247,6 @@ def _check_axis_key(key: str) -> None:
     raise ValueError(
         f"unknown axis {key!r}: it names no run setting (e.g. model.size, model.attention.variant, optim.lr, seed)"
     )
-
-
-def expand(spec: SweepSpec) -> list[Cell]:
-    """Every cell of the design, validated; raises ValueError naming the first bad one. A spec with
-    `tuned_from` reads its search study's best values here (its Optuna store must hold it, finished)."""
-    for key in spec.axes:
-        _check_axis_key(key)
-    tuned = None
-    if spec.tuned_from is not None:
-        from symattn.sweep.search import tuned_values
-
-        tuned = tuned_values(spec.tuned_from, spec.stores.optuna)
-    order = _attention_last(spec.axes)
-    cells, seen = [], {}
-    for i, values in enumerate(itertools.product(*(spec.axes[k] for k in order))):
-        d = copy.deepcopy(spec.base)
-        overrides = []
-        for key, value in zip(order, values):
-            overrides.append(f"{key}={json.dumps(value)}")
-        apply_overrides(d, overrides)
-        tracking = d.setdefault("tracking", {})
-        tracking["experiment"] = spec.name
-        if spec.stores.mlflow:
-            tracking["uri"] = spec.stores.mlflow
-        try:
-            cfg = RunConfig.model_validate(d)
-            if tuned is not None:
-                # The matched group is the design's, before each variant takes its own tuned rate.
-                tracking["tags"] = {**tracking.get("tags", {}), keys.GROUP: cfg.group_id()}
-                cfg = RunConfig.model_validate(apply_overrides(d, [tuned.override(cfg)]))
-        except ValueError as exc:
-            from symattn.errors import one_line
-
-            raise ValueError(f"cell {dict(zip(order, values))}: {one_line(exc)}") from None
-        cell_id = cfg.config_hash()
-        if cell_id in seen:
-            raise ValueError(
-                f"cells {seen[cell_id]} and {dict(zip(order, values))} are the same run; remove the duplicate"
-            )
-        seen[cell_id] = dict(zip(order, values))
-        axes = dict(zip(order, values))
-        cells.append(Cell(cell_id, cell_name(cfg, axes), cfg, i, {k: axes[k] for k in spec.axes}))
-    if spec.analysis is not None:
-        spec.analysis.check_cells(cells)
-    return cells
-
-
-_NAMED = ("seed", "model.size", "optim.lr")  # always in a cell's name, with the attention label
-
-
-def cell_name(cfg: RunConfig, axes: dict[str, Any]) -> str:
-    """The one name of a cell (and of its MLflow run): size-variant-lr-seed, then every other axis
-    of the design as `<last key part><value>` (e.g. `-init_std0.049`), so that the cells of a grid
-    keep distinct, readable names."""
-    extra = "".join(
-        f"-{key.rsplit('.', 1)[-1]}{_short(value)}"
-        for key, value in axes.items()
-        if key not in _NAMED and not is_attention_axis(key)
-    )
-    return f"{cfg.model.size}-{cfg.model.attention.label}-lr{cfg.optim.lr:g}-s{cfg.seed}{extra}"
-
-
-def finetune_cell_name(source: str, step: Optional[int], task: str, seed: int) -> str:
-    """The name of a fine-tuning cell (and of its MLflow run), after its pre-training cell's (or
-    the source's name and no step, for weights from outside the suite)."""
-    return f"{source}{'' if step is None else f'-step{step}'}-{task}-ft{seed}"
-
-
-def _short(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:g}"
-    if isinstance(value, (dict, list)):
-        return digest(value, 6)
-    return str(value)
 
 
 def load_spec(path: str | Path, overrides: Sequence[str] = ()) -> SweepSpec:

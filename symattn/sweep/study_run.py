@@ -49,7 +49,7 @@ def open_study_run(uri: str, study) -> tuple:
     workers start at once); its experiment described by the study's design, as last queued."""
     from mlflow.entities import Param, RunTag
 
-    from symattn.tracking import experiment_id, find_or_create_run, open_store, source_tags
+    from symattn.tracking.store import experiment_id, find_or_create_run, open_store, source_tags
 
     spec = SweepSpec.model_validate(study.user_attrs["spec"])
     name, note = study.study_name, study_note(spec)

@@ -1,15 +1,14 @@
 """A worker: slots pinned to devices, each pulling cells until none is waiting or running. Each cell
 trains in a child process forked from the cell server, and stops when its worker is gone; the slot
-sends its heartbeats, reclaims cells whose worker died, records the outcome on the trial and
-retries what may succeed on a second try. It says
-what it does in `HH:MM:SS` lines, and shows each slot's progress (`SlotProgress`)."""
+sends its heartbeats, reclaims cells whose worker died and retries what may succeed on a second
+try (`retries`), and records the outcome on the trial; it says what it does
+(`worker_output`)."""
 
 from __future__ import annotations
 
 import logging
 import os
 import signal
-import sys
 import threading
 import time
 from typing import Optional
@@ -32,19 +31,17 @@ from symattn.sweep.cell_server import (
 from symattn.sweep.finetune_cells import PRETRAIN_CELL, PretrainStages, finetune_config, is_finetune
 from symattn.sweep.progress import (
     ERROR,
-    PROGRESS,
     RUN_ID,
-    STEP,
-    VAL_LOSS,
-    TrialReport,
     error_line,
-    progress_text,
 )
 from symattn.sweep.records import FAILURE, cell_config, finished_run, latest_run, runs_of
-from symattn.sweep.search import ask, budget_used, load_search, trial_value
+from symattn.sweep.retries import cell_value, reclaim_stale, retry
+from symattn.sweep.search import ask, budget_used, load_search
 from symattn.sweep.spec import SweepSpec
 from symattn.sweep.storage import default_storage, load_study, open_existing_storage, redact
 from symattn.sweep.study_run import end_study_run, open_study_run
+from symattn.sweep.trial_report import TrialReport
+from symattn.sweep.worker_output import SlotProgress, exit_text, say
 
 log = logging.getLogger("symattn.sweep")
 
@@ -72,156 +69,15 @@ def parse_devices(devices: str) -> list[str]:
     return parts
 
 
-def _retry(study: optuna.Study, trial: FrozenTrial, max_retries: int, why: str, count: bool = True) -> None:
-    """Enqueue the cell again. `count`: the try counts as an attempt (False: the cell had not
-    failed: it was stopped with its worker, by Ctrl-C or SIGTERM, or its run was busy)."""
-    attempt = int(trial.user_attrs.get("attempt", 1))
-    if count and attempt > max_retries:
-        log.warning("cell %s failed %d times (%s); not retried", trial.user_attrs.get("name"), attempt, why)
-        return
-    # A finished trial takes no more attributes: the copy records what it retries and why.
-    attrs = {**trial.user_attrs, "attempt": attempt + count, "retry_of": trial.number, "retry_reason": why}
-    for progress in PROGRESS:  # the retry reports its own
-        attrs.pop(progress, None)
-    study.enqueue_trial(trial.params, user_attrs=attrs)
-
-
-def reclaim_stale(
-    study: optuna.Study, grace_seconds: float, max_retries: int, client=None, search=None
-) -> int:
-    """End the running cells whose worker stopped sending heartbeats: a cell whose MLflow run is
-    FINISHED (its worker died after the run ended, or its cell finished it after the worker died)
-    is COMPLETE, as its worker would have recorded it (`client`: the MLflow store to look in;
-    `search`: the `SearchSpec` of a search study, whose trials take its objective's value);
-    any other fails, and its retry is enqueued (it resumes the run)."""
-
-    def outcome(trial: FrozenTrial):
-        try:
-            run = finished_run(client, trial) if client is not None else None
-        except Exception as exc:  # noqa: BLE001  not found: retried, and the retry finds it
-            log.debug("cell %s: its run not looked up (%s)", trial.user_attrs.get("name"), exc)
-            run = None
-        if run is None:
-            _note_failure(study, trial, "its worker stopped sending heartbeats")
-            return TrialState.FAIL, None
-        try:
-            value = cell_value(client, run, search)
-        except Exception as exc:  # noqa: BLE001  its retry finds the run, and records why it has no value
-            log.debug("cell %s: no value (%s)", trial.user_attrs.get("name"), exc)
-            _note_failure(study, trial, "its worker stopped sending heartbeats")
-            return TrialState.FAIL, None
-        internals.set_user_attrs(
-            internals.storage_of(study), internals.trial_id(trial), {RUN_ID: run.info.run_id}
-        )
-        return TrialState.COMPLETE, value
-
-    n = 0
-    for trial, state in internals.fail_stale(study, grace_seconds, outcome):
-        name = trial.user_attrs.get("name")
-        if state == TrialState.COMPLETE:
-            _say(f"{name}: its worker stopped beating after its run FINISHED: COMPLETE")
-        else:
-            _say(f"{name}: its worker stopped beating; retried, from its run's last checkpoint")
-            _retry(study, trial, max_retries, "worker stopped sending heartbeats")
-        n += 1
-    return n
-
-
-def _note_failure(study: optuna.Study, trial: FrozenTrial, why: str) -> None:
-    """Record why a trial that another worker ran fails, before it is failed (a finished trial
-    takes no more attributes); another worker may have ended it first."""
-    try:
-        internals.set_user_attrs(internals.storage_of(study), internals.trial_id(trial), {FAILURE: why})
-    except internals.UpdateFinishedTrialError:
-        pass
-
-
-def exit_text(code: Optional[int]) -> str:
-    """A cell process's end in words: `exit code 1`, `killed by SIGKILL`."""
-    if code is not None and code < 0:
-        try:
-            return f"killed by {signal.Signals(-code).name}"
-        except ValueError:
-            pass
-    return f"exit code {code}"
-
-
-def cell_value(client, run, search=None) -> Optional[float]:
-    """A finished pre-training cell's trial value: its final validation loss, or, in a search study,
-    what the search's objective makes of its run (`search.trial_value`)."""
-    if search is None:
-        return run.data.metrics.get(keys.VAL_LOSS)
-    return trial_value(search, client, run)
-
-
 def running_cells(studies: list[optuna.Study]) -> int:
     """The cells RUNNING in these studies, on any worker (this one included)."""
     return sum(len(s.get_trials(deepcopy=False, states=(TrialState.RUNNING,))) for s in studies)
 
 
-_SAYING = threading.Lock()  # slots say their lines whole
 STOPPED = "STOPPED"  # what this worker did with a cell stopped with it: queued again, not failed
 # A cell whose run another live process still writes: queued again, not counted as an attempt (it
 # did not fail; each try waits for the run's lock first). Not an outcome, so not in `Worker.run`'s.
 BUSY = "BUSY"
-
-
-def _say(message: str) -> None:
-    """A line on the worker's output per cell event (above the progress bars on a terminal)."""
-    line = f"{time.strftime('%H:%M:%S')} {message}"
-    with _SAYING:
-        if sys.stdout.isatty():
-            from tqdm import tqdm
-
-            tqdm.write(line, file=sys.stdout)
-        else:
-            sys.stdout.write(line + "\n")
-        sys.stdout.flush()
-
-
-class SlotProgress:
-    """One live line per slot while its cell trains, from what the cell reports to its trial: its
-    name, step/total, last validation loss, step rate and ETA. On a terminal, a tqdm bar per slot,
-    redrawn at each read; otherwise (a log, CI, a pipe) a plain line at each new evaluation, at most
-    one per slot every `every` seconds."""
-
-    def __init__(self, every: float) -> None:
-        self.tty, self.every = sys.stdout.isatty(), every
-        self.bars: dict = {}  # slot -> its tqdm bar (terminal)
-        self.shown: dict[int, tuple] = {}  # slot -> (validation loss last shown, monotonic time)
-
-    def start(self, slot: int, name: str, total: Optional[int]) -> None:
-        self.shown[slot] = (None, float("-inf"))
-        if self.tty:
-            from tqdm import tqdm
-
-            fmt = "{desc} |{bar:20}| starting" if total else "{desc}: fine-tuning, {elapsed}"
-            self.bars[slot] = tqdm(
-                total=total, desc=f"{name:<26}", position=slot, leave=False, file=sys.stdout, bar_format=fmt
-            )
-
-    def update(self, slot: int, name: str, attrs: dict, total: Optional[int]) -> None:
-        if total is None:  # a fine-tuning cell reports no steps
-            if slot in self.bars:
-                self.bars[slot].refresh()
-            return
-        text = progress_text(attrs, total, time.time())
-        if self.tty:
-            bar = self.bars[slot]
-            bar.n, bar.bar_format = min(attrs.get(STEP, 0), total), f"{{desc}} |{{bar:20}}| {text}"
-            bar.refresh()
-            return
-        loss, at = self.shown[slot]
-        if attrs.get(STEP, 0) >= total:  # the line saying it is COMPLETE follows
-            return
-        if attrs.get(VAL_LOSS) not in (None, loss) and time.monotonic() - at >= self.every:
-            _say(f"{name}: {text}")
-            self.shown[slot] = (attrs[VAL_LOSS], time.monotonic())
-
-    def end(self, slot: int) -> None:
-        bar = self.bars.pop(slot, None)
-        if bar is not None:
-            bar.close()
 
 
 class Worker:
@@ -250,14 +106,14 @@ class Worker:
         self.refresh_seconds = min(self.workers.heartbeat_seconds, 2.0)
         states = [t.state for t in self.study.get_trials(deepcopy=False)]
         counts = {s: states.count(s) for s in (TrialState.WAITING, TrialState.RUNNING, TrialState.COMPLETE)}
-        _say(
+        say(
             f"study {study_name} ({redact(self.storage_url)}): {counts[TrialState.WAITING]} cells waiting, "
             f"{counts[TrialState.RUNNING]} running elsewhere, {counts[TrialState.COMPLETE]} complete"
             + (", and a search per cell" if self.search else "")
         )
         places = ", ".join(f"{per_device} on {d}" for d in devices)
         threads = f", {self.cpu_threads} CPU threads each" if cpu_slots else ""
-        _say(f"{len(self.slots)} slots ({places}{threads})")
+        say(f"{len(self.slots)} slots ({places}{threads})")
         self.stopping = threading.Event()
         self.children: set = set()
         self.lock = threading.Lock()
@@ -271,10 +127,10 @@ class Worker:
         ctx = context()  # cells fork from a server that has their imports loaded
         # The MLflow store, the study's experiment and its run (the parent of the cells' runs),
         # opened once here rather than by each cell.
-        _say(f"opening the MLflow store {redact(self.mlflow_uri)} and the study's run")
+        say(f"opening the MLflow store {redact(self.mlflow_uri)} and the study's run")
         started = time.monotonic()
         client, self.study_run_id = open_study_run(self.mlflow_uri, self.study)
-        _say(f"MLflow store open in {time.monotonic() - started:.1f}s; study run {self.study_run_id}")
+        say(f"MLflow store open in {time.monotonic() - started:.1f}s; study run {self.study_run_id}")
         previous = {s: signal.signal(s, self._stop) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             threads = [
@@ -305,7 +161,7 @@ class Worker:
 
     def _reclaim(self, study: optuna.Study) -> int:
         """Reclaim stale cells; the MLflow store is opened once, the first time a slot looks."""
-        from symattn.tracking import open_store
+        from symattn.tracking.store import open_store
 
         with self.lock:
             if self.client is None:
@@ -357,7 +213,7 @@ class Worker:
             if self.waiting_said or running <= mine:
                 return
             self.waiting_said = True
-        _say(
+        say(
             f"no cell waiting; {running - mine} running elsewhere: waiting until they end, or take "
             f"them over if their worker stops beating for {self.workers.grace_seconds:g}s"
         )
@@ -427,7 +283,7 @@ class Worker:
         record its outcome. `restart`: the cell starts a new run, and the run a dead worker left
         RUNNING is marked KILLED (its trial was reclaimed, so nothing else runs it). `total`: its
         steps (None for a fine-tuning cell, which reports none)."""
-        from symattn.tracking import open_store
+        from symattn.tracking.store import open_store
 
         (device, slot), tid, name = place, internals.trial_id(trial), trial.user_attrs["name"]
         client = open_store(self.mlflow_uri)
@@ -437,7 +293,7 @@ class Worker:
         started = time.monotonic()
         if finished is None:
             attempt = trial.user_attrs.get("attempt", 1)
-            _say(f"{name}: started on {device}" + (f", attempt {attempt}" if attempt > 1 else ""))
+            say(f"{name}: started on {device}" + (f", attempt {attempt}" if attempt > 1 else ""))
             p = ctx.Process(target=target, name=name, args=args)
             with self.lock:
                 p.start()
@@ -465,7 +321,7 @@ class Worker:
             finished = finished_run(client, trial)
         else:
             code = 0
-            _say(f"{name}: its MLflow run {finished.info.run_id} is already FINISHED")
+            say(f"{name}: its MLflow run {finished.info.run_id} is already FINISHED")
         try:
             state = self._record(study, trial, client, finished, code)
         except internals.UpdateFinishedTrialError:
@@ -474,15 +330,15 @@ class Worker:
             return
         minutes = f"{(time.monotonic() - started) / 60:.1f} min"
         if state == "COMPLETE":
-            _say(f"{name}: COMPLETE, {_outcome(finished)}, {minutes}")
+            say(f"{name}: COMPLETE, {_outcome(finished)}, {minutes}")
         elif state == STOPPED:
-            _say(f"{name}: stopped, queued again to resume from its last checkpoint, {minutes}")
+            say(f"{name}: stopped, queued again to resume from its last checkpoint, {minutes}")
         elif state == BUSY:
-            _say(
+            say(
                 f"{name}: its run is still written by another process; queued again, not counted as an attempt"
             )
         else:
-            _say(f"{name}: {state}" + ("" if state == "PRUNED" else f" ({exit_text(code)})") + f", {minutes}")
+            say(f"{name}: {state}" + ("" if state == "PRUNED" else f" ({exit_text(code)})") + f", {minutes}")
 
     def _record(self, study: optuna.Study, trial: FrozenTrial, client, finished, code) -> str:
         """Sets the trial's state from the run and the child's exit code; returns the state."""
@@ -530,7 +386,7 @@ class Worker:
             stopped = self.stopping.is_set() and code in (143, -signal.SIGTERM)
             if code not in (EXIT_NON_FINITE, EXIT_INVALID):
                 why = "stopped with its worker" if stopped else failure
-                _retry(study, trial, self.workers.max_retries, why, count=not (stopped or busy))
+                retry(study, trial, self.workers.max_retries, why, count=not (stopped or busy))
                 state = STOPPED if stopped else BUSY if busy else state
         if state != BUSY:
             self.done.append((name, state))

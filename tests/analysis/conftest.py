@@ -206,9 +206,9 @@ def store(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def loaded(store):
-    from analysis import frames
+    from analysis import mlflow_runs
 
-    return frames.load_runs(store["experiment"], store["uri"], metrics=("val/loss", "train/*", "diag/*"))
+    return mlflow_runs.load_runs(store["experiment"], store["uri"], metrics=("val/loss", "train/*", "diag/*"))
 
 
 def expected_escape(attention, seed, margin=0.25):

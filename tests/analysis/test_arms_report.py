@@ -24,7 +24,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis import convergence, diagnostics, figures, frames, report, stats, tables
+from analysis import (
+    convergence,
+    convergence_figures,
+    diagnostics,
+    figures,
+    mlflow_runs,
+    report,
+    stats,
+    tables,
+)
 
 STUDY = "arms-study"
 GROUPS = range(6)
@@ -134,7 +143,7 @@ def written(store, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def loaded(store):
-    data = frames.load_runs(STUDY, store["uri"], metrics=("val/loss", *diagnostics.METRICS))
+    data = mlflow_runs.load_runs(STUDY, store["uri"], metrics=("val/loss", *diagnostics.METRICS))
     return data
 
 
@@ -188,7 +197,7 @@ def test_forest_plot_draws_a_row_per_arm(loaded):
     runs, curves = loaded.runs, loaded.curves
     conv = convergence.convergence_table(curves, runs, dict.fromkeys(runs["run_id"], FLOOR))
     rows = tables.forest_rows(conv, stats.paired_vs_baseline(conv), runs["variant"])
-    fig = figures.forest_plot(rows, title="t")
+    fig = convergence_figures.forest_plot(rows, title="t")
     plots = [ax for ax in fig.axes if ax.axison]
     assert len(plots) == 2  # one panel per escape margin
     for ax in plots:

@@ -4,7 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis import convergence as cv
+from analysis import convergence as tables_cv
+from symattn import convergence as cv
 
 # ---------------------------------------------------------------- threshold crossing
 
@@ -181,7 +182,7 @@ def test_convergence_table_on_the_store(loaded, known):
     runs = frames.one_run_per_cell(loaded.runs)
     floors = report.data_floors(runs)
     assert (floors == known.FLOOR).all()
-    table = cv.convergence_table(loaded.curves, runs, floors, thresholds=(4.0,))
+    table = tables_cv.convergence_table(loaded.curves, runs, floors, thresholds=(4.0,))
     by = table.set_index(["variant", "seed", "definition"]).sort_index()
     for (attention, seed), escape in known.ESCAPE.items():
         row = by.loc[(attention, seed)]
@@ -200,7 +201,7 @@ def test_convergence_table_on_the_store(loaded, known):
     assert diagonal.loc["baseline_final", "censored"]
     assert diagonal.loc["baseline_final", "bound"] == known.DIAGONAL_LAST
     # Without a floor there is no escape row (never a per-curve level by default).
-    bare = cv.convergence_table(loaded.curves, runs)
+    bare = tables_cv.convergence_table(loaded.curves, runs)
     assert not bare["definition"].str.startswith("escape").any()
 
 
@@ -216,7 +217,7 @@ def test_glue_crossings_per_matched_group():
             "score": [60, 77, 80, 60, 70, 78, 60, 70, 74],
         }
     )
-    out = cv.glue_crossings(scores).set_index("variant")
+    out = tables_cv.glue_crossings(scores).set_index("variant")
     assert out["threshold"].unique() == pytest.approx([76.0])
     assert out.loc["pairwise", "step"] == pytest.approx(10 + 16 / 17 * 10)
     assert out.loc["vanilla", "step"] == pytest.approx(20 + 6 / 8 * 10)
@@ -224,11 +225,11 @@ def test_glue_crossings_per_matched_group():
 
 
 def test_describe_definition():
-    assert cv.describe_definition("escape_0.25") == "escape: floor \u2212 0.25"
-    assert cv.describe_definition("baseline_90pct") == "90% of baseline's improvement"
-    assert cv.describe_definition("loss<=3") == "loss \u2264 3"
-    assert cv.describe_definition("glue>=95%_pairwise") == "GLUE \u2265 95% of pairwise's final"
+    assert tables_cv.describe_definition("escape_0.25") == "escape: floor \u2212 0.25"
+    assert tables_cv.describe_definition("baseline_90pct") == "90% of baseline's improvement"
+    assert tables_cv.describe_definition("loss<=3") == "loss \u2264 3"
+    assert tables_cv.describe_definition("glue>=95%_pairwise") == "GLUE \u2265 95% of pairwise's final"
     assert (
-        cv.describe_definition("offline>=95%_pairwise")
+        tables_cv.describe_definition("offline>=95%_pairwise")
         == "offline proxy score \u2265 95% of pairwise's final"
     )

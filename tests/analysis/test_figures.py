@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from analysis import figures
+from analysis import figures, loss_figures
 
 
 def _frames():
@@ -29,7 +29,7 @@ def _line(fig, label):
 
 def test_mean_stops_where_the_shortest_run_stops_and_the_longer_run_goes_on_alone(tmp_path):
     curves, runs = _frames()
-    fig = figures.loss_curves(curves, runs, floors=[6.2], margin=0.25, expected_floors=[6.3])
+    fig = loss_figures.loss_curves(curves, runs, floors=[6.2], margin=0.25, expected_floors=[6.3])
     mean = _line(fig, "vanilla: mean of 2 runs, band min\u2013max")
     assert mean.get_xdata().max() == 600  # not a jump to run a's value alone at 700
     assert np.allclose(mean.get_ydata(), 7.1 - mean.get_xdata() / 1000)
@@ -62,7 +62,7 @@ def test_the_legend_lies_inside_the_figure_whatever_renders_it():
     the figure itself, on plain and broken step axes, and the axes keep their width."""
     curves, runs = _frames()
     for segments in (None, [(0, 300), (500, 1000)]):
-        fig = figures.loss_curves(curves, runs, floors=[6.2], margin=0.25, segments=segments)
+        fig = loss_figures.loss_curves(curves, runs, floors=[6.2], margin=0.25, segments=segments)
         fig.draw_without_rendering()
         legend = fig.axes[-1].get_legend().get_window_extent()
         assert 0 <= legend.x0 and legend.x1 <= fig.bbox.x1 and legend.y1 <= fig.bbox.y1
@@ -73,7 +73,7 @@ def test_the_legend_lies_inside_the_figure_whatever_renders_it():
 def test_runs_of_equal_length_draw_no_thin_lines():
     curves, runs = _frames()
     curves = curves[curves["step"] <= 600]
-    fig = figures.loss_curves(curves, runs)
+    fig = loss_figures.loss_curves(curves, runs)
     labels = fig.axes[0].get_legend_handles_labels()[1]
     assert labels == ["vanilla: mean of 2 runs, band min\u2013max"]
     assert [line.get_label() for line in fig.axes[0].get_lines()] == labels

@@ -2,15 +2,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis import frames
+from analysis import frames, mlflow_runs, paper_results
 
 
 def test_variant_label():
-    assert frames.variant_label("vanilla", "none", "none") == "vanilla"
-    assert frames.variant_label("pairwise", "full", "normal") == "pairwise"
-    assert frames.variant_label("pairwise", "diagonal") == "pairwise-diagonal"
-    assert frames.variant_label("pairwise", "symmetric", "identity") == "pairwise-symmetric-identity"
-    assert frames.variant_label("symmetric", None, float("nan")) == "symmetric"
+    assert mlflow_runs.variant_label("vanilla", "none", "none") == "vanilla"
+    assert mlflow_runs.variant_label("pairwise", "full", "normal") == "pairwise"
+    assert mlflow_runs.variant_label("pairwise", "diagonal") == "pairwise-diagonal"
+    assert mlflow_runs.variant_label("pairwise", "symmetric", "identity") == "pairwise-symmetric-identity"
+    assert mlflow_runs.variant_label("symmetric", None, float("nan")) == "symmetric"
 
 
 # ---------------------------------------------------------------- MLflow store
@@ -50,19 +50,19 @@ def test_curves_are_exact(loaded, store, known):
 
 
 def test_metric_selection_study_lookup_and_tag_filter(store, known):
-    by_study = frames.load_runs(known.STUDY, store["uri"])  # no experiment of that name
+    by_study = mlflow_runs.load_runs(known.STUDY, store["uri"])  # no experiment of that name
     assert set(by_study.curves["metric"]) == {"val/loss"}
     assert len(by_study.runs) == len(known.ESCAPE) + 2
-    vanilla = frames.load_runs(known.EXPERIMENT, store["uri"], tags={"attention": "vanilla"})
+    vanilla = mlflow_runs.load_runs(known.EXPERIMENT, store["uri"], tags={"attention": "vanilla"})
     assert set(vanilla.runs["variant"]) == {"vanilla"} and len(vanilla.runs) == 4
     assert vanilla.glue.empty  # fine-tuning runs have no such tag
 
 
 def test_unknown_name_and_missing_store(store, tmp_path):
     with pytest.raises(LookupError):
-        frames.load_runs("no-such-thing", store["uri"])
+        mlflow_runs.load_runs("no-such-thing", store["uri"])
     with pytest.raises(FileNotFoundError):
-        frames.load_runs("x", f"sqlite:///{tmp_path}/absent.db")
+        mlflow_runs.load_runs("x", f"sqlite:///{tmp_path}/absent.db")
     assert not (tmp_path / "absent.db").exists()
 
 
@@ -96,7 +96,7 @@ def test_glue_frames_from_finetuning_runs(loaded, store, known):
 
 
 def test_paper_frames():
-    data = frames.paper_frames()
+    data = paper_results.paper_frames()
     assert len(data.runs) == 6
     assert data.runs.set_index("run_id").loc["acl2024/base/pairwise", "params_total"] == 103_017_018
     counts = data.curves.groupby("run_id")["step"].agg(["min", "max", "count"])

@@ -3,12 +3,12 @@ import math
 import pandas as pd
 import pytest
 
-from analysis import convergence, frames, glue
+from analysis import convergence, glue, paper_results
 
 
 @pytest.fixture(scope="module")
 def paper():
-    return frames.paper_frames()
+    return paper_results.paper_frames()
 
 
 def test_paper_glue_scores_match_the_published_ones(paper):

@@ -82,8 +82,8 @@ def test_a_difference_too_small_to_print_is_a_tie_left_out_of_the_tests(tmp_path
     assert "(t-interval, n=7)" in shown["paired difference vs vanilla, 95% interval"]
     assert "±0.0005" in loss_at_step.NOTE and "ties" in loss_at_step.NOTE
 
-    from analysis import report
+    from analysis import arms_report
 
     written = []
-    report._loss_section(_curves(losses), runs.assign(setting=""), tmp_path, written, "vanilla")
+    arms_report.loss_section(_curves(losses), runs.assign(setting=""), tmp_path, written, "vanilla")
     assert loss_at_step.NOTE.strip() in (tmp_path / "loss_at_step.md").read_text()

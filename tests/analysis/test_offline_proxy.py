@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from analysis import frames, glue, report, tables
+from analysis import frames, glue, glue_report, mlflow_runs, report, tables
 from symattn import keys
 from symattn.data.metrics import SCORE_METRICS, compute_metrics
 
@@ -64,7 +64,7 @@ def _pretrain(client, experiment_id, variant, seed) -> str:
 
 
 def _finetune(client, experiment_id, parent, variant, seed, step, task, finetune_seed, value, params=None):
-    """One run with the tags and metrics (and, given `params`, the params) `symattn.finetune.
+    """One run with the tags and metrics (and, given `params`, the params) `symattn.finetune.run.
     finetune_one` writes."""
     from mlflow.entities import Metric, Param
 
@@ -125,7 +125,7 @@ def offline_store(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def offline(offline_store):
-    return frames.load_runs(EXPERIMENT, offline_store["uri"])
+    return mlflow_runs.load_runs(EXPERIMENT, offline_store["uri"])
 
 
 @pytest.fixture(scope="module")
@@ -278,9 +278,9 @@ def test_finetune_noise(offline_store, offline):
 
 
 def test_reference_falls_back_when_no_pairwise():
-    assert report.reference_variant(["vanilla", "pairwise", "symmetric"]) == "pairwise"
-    assert report.reference_variant(["symmetric", "vanilla"]) == "vanilla"
-    assert report.reference_variant(["symmetric"]) == "symmetric"
+    assert glue_report.reference_variant(["vanilla", "pairwise", "symmetric"]) == "pairwise"
+    assert glue_report.reference_variant(["symmetric", "vanilla"]) == "vanilla"
+    assert glue_report.reference_variant(["symmetric"]) == "symmetric"
 
 
 # ---------------------------------------------------------------- the report
@@ -316,12 +316,12 @@ def test_runs_report_writes_the_offline_figure_and_tables(reported):
 
 
 def test_the_figure_says_what_it_draws(offline):
-    from analysis import convergence, figures
+    from analysis import convergence, glue_figures
 
     suite = glue.suite_of(offline.glue_checkpoints)
     scores = glue.scores_over_checkpoints(offline.glue_checkpoints)
     crossings = convergence.glue_crossings(scores)
-    fig = figures.glue_over_checkpoints(
+    fig = glue_figures.glue_over_checkpoints(
         scores,
         crossings,
         seed_scores=glue.task_scores(offline.glue_checkpoints),
@@ -385,7 +385,7 @@ def test_a_reference_that_pre_training_did_not_raise_is_flagged():
             "score": [40.0, 35.0, 30.0, 40.0, 60.0],
         }
     )
-    note = report._flat_reference_note(scores, "pairwise", glue.offline_suite(["trec6"]))
+    note = glue_report._flat_reference_note(scores, "pairwise", glue.offline_suite(["trec6"]))
     assert note.count("\n") == 1 and "Group g1" in note and "(30.00 at step 3,000)" in note
     assert "at step 0 (40.00)" in note and "do not measure convergence" in note
 
@@ -419,7 +419,7 @@ def test_fine_tuning_recipes_are_scored_apart(tmp_path):
                             }
                             args = (parent, variant, seed, step, task, finetune_seed, v, params)
                             _finetune(client, experiment_id, *args)
-    loaded = frames.load_runs("recipes", uri)
+    loaded = mlflow_runs.load_runs("recipes", uri)
     assert set(loaded.glue_checkpoints["recipe"]) == {"fine-tuning epochs=5.0", "fine-tuning epochs=3.0"}
 
     out = tmp_path / "out"

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from analysis import frames, outdir
+from analysis import frames, mlflow_runs, outdir, paper_results
 from analysis.paper_import import _write, import_paper, paper_runs_to_import
 from analysis.paths import REFERENCE_DIR
 from symattn import keys
@@ -35,14 +35,14 @@ def small_reference(folder):
         name = f"validation_loss_bert_{size}.csv"
         lines = (REFERENCE_DIR / name).read_text().splitlines(keepends=True)
         (folder / name).write_text("".join(lines[:5]))  # 4 evaluations
-    final = pd.read_csv(REFERENCE_DIR / frames.PAPER_GLUE_FILES["final"])
+    final = pd.read_csv(REFERENCE_DIR / paper_results.PAPER_GLUE_FILES["final"])
     final = final[final["finetune_seed"].isin([1, 2]) & final["task"].isin(["cola", "mnli"])]
-    final.to_csv(folder / frames.PAPER_GLUE_FILES["final"], index=False)
-    every = pd.read_csv(REFERENCE_DIR / frames.PAPER_GLUE_FILES["checkpoints"])
+    final.to_csv(folder / paper_results.PAPER_GLUE_FILES["final"], index=False)
+    every = pd.read_csv(REFERENCE_DIR / paper_results.PAPER_GLUE_FILES["checkpoints"])
     every = every[
         every["checkpoint_step"].isin([10000, 50000, 200000]) & every["task"].isin(["cola", "mnli"])
     ]
-    every.to_csv(folder / frames.PAPER_GLUE_FILES["checkpoints"], index=False)
+    every.to_csv(folder / paper_results.PAPER_GLUE_FILES["checkpoints"], index=False)
     return folder
 
 
@@ -54,7 +54,7 @@ def row_counts(uri) -> dict:
 
 def paper_ids(uri) -> dict:
     """MLflow run id -> the paper's run id (`acl2024/base/vanilla`), from the imported runs' tags."""
-    runs = frames.search_runs(frames.client(uri), frames.PAPER_NAME, {keys.KIND: keys.PRETRAIN})
+    runs = mlflow_runs.search_runs(mlflow_runs.client(uri), frames.PAPER_NAME, {keys.KIND: keys.PRETRAIN})
     return {run.info.run_id: run.data.tags[keys.IMPORTED_ID] for run in runs}
 
 
@@ -105,7 +105,7 @@ def test_import_is_complete_and_a_second_import_changes_nothing(small):
     third = import_paper(uri, reference)
     assert (third.created, third.kept, third.replaced, third.duplicates) == (1, expected - 1, 1, 0)
     assert third.counts() == f"1 run imported, {expected - 1} already there, 1 unfinished one replaced"
-    active = frames.search_runs(client, frames.PAPER_NAME)
+    active = mlflow_runs.search_runs(client, frames.PAPER_NAME)
     assert len(active) == expected and {r.info.status for r in active} == {"FINISHED"}
 
     # Complete second runs of two results (as imports at once wrote them before they took turns):
@@ -117,7 +117,7 @@ def test_import_is_complete_and_a_second_import_changes_nothing(small):
     fourth = import_paper(uri, reference)
     assert (fourth.created, fourth.kept, fourth.replaced, fourth.duplicates) == (0, expected, 0, 2)
     assert fourth.counts() == f"0 runs imported, {expected} already there, 2 duplicates removed"
-    active = frames.search_runs(client, frames.PAPER_NAME)
+    active = mlflow_runs.search_runs(client, frames.PAPER_NAME)
     assert len(active) == expected and len({r.data.tags[keys.IMPORTED_ID] for r in active}) == expected
     assert import_paper(uri, reference).counts() == f"0 runs imported, {expected} already there"
 
@@ -136,7 +136,7 @@ def test_import_is_complete_and_a_second_import_changes_nothing(small):
 def test_imported_runs_have_the_suites_shape_and_cannot_be_taken_for_its_runs(imported):
     reference, uri = imported
     client = MlflowClient(uri)
-    runs = frames.search_runs(client, frames.PAPER_NAME)
+    runs = mlflow_runs.search_runs(client, frames.PAPER_NAME)
     by_id = {run.data.tags[keys.IMPORTED_ID]: run for run in runs}
     base = by_id["acl2024/base/vanilla"]
     tags = base.data.tags
@@ -174,7 +174,7 @@ def test_imported_runs_have_the_suites_shape_and_cannot_be_taken_for_its_runs(im
     pretrain = [run for run in runs if run.data.tags[keys.KIND] == keys.PRETRAIN]
     assert len({run.data.tags["mlflow.runColor"] for run in pretrain}) == 3  # vanilla, symmetric, pairwise
 
-    from symattn.finetune_source import run_sources
+    from symattn.finetune.source import run_sources
 
     with pytest.raises(ValueError, match="published results imported from acl2024"):
         run_sources(client, parent, "all")
@@ -182,7 +182,7 @@ def test_imported_runs_have_the_suites_shape_and_cannot_be_taken_for_its_runs(im
 
 def test_the_imported_runs_read_back_as_the_csv_files_frames(imported):
     reference, uri = imported
-    mlflow, csv = frames.imported_paper_frames(uri), frames.paper_frames(reference)
+    mlflow, csv = paper_results.imported_paper_frames(uri), paper_results.paper_frames(reference)
     ids = paper_ids(uri)
     columns = ["run_id", "run_name", "state", "kind", "size", "attention", "scheme", "init", "variant"]
     columns += ["seed", "group", "params_total"]
@@ -271,7 +271,7 @@ def test_symattn_figures_acl2024_from_mlflow_writes_the_csv_files_tables(tmp_pat
     # Each pre-training run's escape, logged as ours are, is the report's, from the plateau it names.
     client = MlflowClient(uri)
     escapes = pd.read_csv(from_csv / "convergence_runs.csv").query("definition == 'escape_0.25'")
-    for run in frames.search_runs(client, frames.PAPER_NAME, {keys.KIND: keys.PRETRAIN}):
+    for run in mlflow_runs.search_runs(client, frames.PAPER_NAME, {keys.KIND: keys.PRETRAIN}):
         [row] = escapes[escapes["run_id"] == run.data.tags[keys.IMPORTED_ID]].itertuples()
         assert run.data.metrics[keys.ESCAPE_STEP] == pytest.approx(row.step) and not row.censored
         assert (run.data.metrics[keys.ESCAPE_LOW], run.data.metrics[keys.ESCAPE_CENSORED]) == (row.low, 0)
@@ -279,7 +279,7 @@ def test_symattn_figures_acl2024_from_mlflow_writes_the_csv_files_tables(tmp_pat
         assert run.data.tags[keys.ESCAPE_FLOOR] == f"plateau level (median of the runs' own) = {floor:.3f}"
 
     # The figures drawn from MLflow are in MLflow too, on the experiment's report run.
-    [report] = frames.search_runs(client, frames.PAPER_NAME, {keys.KIND: keys.REPORT_RUN})
+    [report] = mlflow_runs.search_runs(client, frames.PAPER_NAME, {keys.KIND: keys.REPORT_RUN})
     logged = {
         f.path.split("/")[-1] for f in client.list_artifacts(report.info.run_id, keys.FIGURES_ARTIFACTS)
     }
@@ -301,7 +301,7 @@ def test_two_imports_started_at_once_write_every_run_once(tmp_path):
         done = [process.communicate(timeout=600) for process in started]
         assert [process.returncode for process in started] == [0, 0], [err for _, err in done]
         assert row_counts(uri)["runs"] == 762  # every row, deleted runs included
-        assert len(frames.search_runs(MlflowClient(uri), frames.PAPER_NAME)) == 762
+        assert len(mlflow_runs.search_runs(MlflowClient(uri), frames.PAPER_NAME)) == 762
         said = sorted(out.strip().split(" (experiment")[0].removeprefix("acl2024: ") for out, _ in done)
         assert said == ["0 runs imported, 762 already there", "762 runs imported, 0 already there"]
     finally:
@@ -314,7 +314,7 @@ def test_a_study_report_lists_its_runs_beside_the_papers_by_escape_step(run_over
     escaped first, each naming the floor it was measured from."""
     from analysis import report
     from symattn.config import load_config
-    from symattn.pretrain import pretrain
+    from symattn.run.pretrain import pretrain
 
     cfg = load_config(None, run_overrides)
     ours = pretrain(cfg)["run_id"]  # 40 steps: censored
@@ -339,7 +339,7 @@ def test_a_study_report_lists_its_runs_beside_the_papers_by_escape_step(run_over
 def test_a_store_without_the_papers_runs_has_no_list_beside_them(run_overrides, tmp_path):
     from analysis import report
     from symattn.config import load_config
-    from symattn.pretrain import pretrain
+    from symattn.run.pretrain import pretrain
 
     cfg = load_config(None, run_overrides)
     pretrain(cfg)

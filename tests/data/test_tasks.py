@@ -18,20 +18,15 @@ import torch
 from symattn.data import tasks
 from symattn.data.errors import DataError
 from symattn.data.metrics import GLUE_SCORE_KEYS, compute_metrics, glue_score
-from symattn.data.tasks import (
-    GLUE_TASKS,
-    OFFLINE_TASKS,
-    TASKS,
-    TaskDataset,
-    collate_task_batch,
+from symattn.data.offline_tasks import (
     dedupe_labelled,
     hash_split,
-    load_task,
     parse_rotten_tomatoes,
     parse_sms_spam,
     parse_trec,
-    task_table,
 )
+from symattn.data.task_registry import GLUE_TASKS, OFFLINE_TASKS, TASKS, task_table
+from symattn.data.tasks import TaskDataset, collate_task_batch, load_task
 from symattn.data.tokenizer import train_wordpiece
 from tests.conftest import REPO
 

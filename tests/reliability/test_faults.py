@@ -62,7 +62,7 @@ class Sweep:
     @property
     def client(self):
         if self._client is None:  # once a worker created the store (open_store takes turns with it)
-            from symattn.tracking import open_store
+            from symattn.tracking.store import open_store
 
             self._client = open_store(self.uri)
         return self._client
@@ -329,7 +329,7 @@ def test_faults_at_random_points_leave_every_cell_run_once(sweep: Sweep, tmp_pat
 
     # Each cell's curves are those of the same cell run without a fault, step for step.
     from symattn.config import RunConfig
-    from symattn.pretrain import pretrain
+    from symattn.run.pretrain import pretrain
 
     threads = max(1, (os.cpu_count() or 1) // 2)  # as each of the worker's two slots
     exact = True

@@ -51,8 +51,8 @@ def test_a_stopped_run_resumes_the_uninterrupted_curve(run_overrides, step, sign
     """Stopped at an evaluation step (10) or between two reports (7), the resumed run's curves are
     the uninterrupted run's, bit for bit, each step once."""
     from symattn.errors import RunStopped
-    from symattn.pretrain import pretrain
-    from symattn.tracking import open_store
+    from symattn.run.pretrain import pretrain
+    from symattn.tracking.store import open_store
 
     cfg = _config(run_overrides, "stopped")
     with pytest.raises(RunStopped):

@@ -22,11 +22,12 @@ pytestmark = pytest.mark.slow
 
 
 def test_a_run_written_by_another_process_is_not_written_twice(run_overrides, monkeypatch):
-    import symattn.pretrain as pretrain_module
+    import symattn.run.identity as identity_module
     from symattn.config import RunConfig, apply_overrides
     from symattn.errors import RunStopped
-    from symattn.pretrain import RunBusy, pretrain
-    from symattn.tracking import open_store
+    from symattn.run.identity import RunBusy
+    from symattn.run.pretrain import pretrain
+    from symattn.tracking.store import open_store
 
     spec = importlib_stop_at()
     cfg = RunConfig.model_validate(
@@ -42,7 +43,7 @@ def test_a_run_written_by_another_process_is_not_written_twice(run_overrides, mo
     other = FileLock(ckpt.parent / "run.lock", thread_local=False)  # held as by the run's writer
     other.acquire()
 
-    monkeypatch.setattr(pretrain_module, "RUN_LOCK_SECONDS", 1.0)
+    monkeypatch.setattr(identity_module, "RUN_LOCK_SECONDS", 1.0)
     with pytest.raises(RunBusy, match="still written by another process"):
         pretrain(cfg, resume=True)
     assert client.get_run(run_id).info.status == "KILLED"  # untouched
@@ -51,7 +52,7 @@ def test_a_run_written_by_another_process_is_not_written_twice(run_overrides, mo
         client.set_terminated(run_id, "FINISHED")
         other.release()
 
-    monkeypatch.setattr(pretrain_module, "RUN_LOCK_SECONDS", 30.0)
+    monkeypatch.setattr(identity_module, "RUN_LOCK_SECONDS", 30.0)
     timer = threading.Timer(1.0, finish_then_release)
     timer.start()
     result = pretrain(cfg, resume=True)
@@ -95,7 +96,7 @@ def test_a_cell_whose_run_another_process_writes_is_retried_without_using_an_att
     from symattn.sweep.status import status_rows
     from symattn.sweep.storage import open_storage
     from symattn.sweep.worker import work
-    from symattn.tracking import open_store
+    from symattn.tracking.store import open_store
     from tests.test_sweep import overrides_to_base
 
     base = overrides_to_base(run_overrides)

@@ -10,7 +10,7 @@ import sys
 import pytest
 import yaml
 
-from symattn.tracking import open_store
+from symattn.tracking.store import open_store
 from tests.processes import end_tree, until
 
 pytestmark = pytest.mark.slow
