@@ -139,6 +139,13 @@ def existing_folder(text: str) -> str:
     return text
 
 
+def parquet_folder(text: str) -> str:
+    existing_folder(text)
+    if not any(Path(text).expanduser().glob("*.parquet")):
+        raise Error(f"{text} holds no .parquet file; give a folder of the corpus's Parquet files")
+    return text
+
+
 def _writable_from(path: Path, text: str) -> None:
     """The nearest existing folder above `path` (where missing folders would be created) must be a
     writable folder."""

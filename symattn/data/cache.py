@@ -163,7 +163,7 @@ def build_lock(cache: Path, key: str) -> Iterator[None]:
 
 
 # The cache's folders, each before the folder that holds it.
-_FOLDERS = ("locks", "wheels", "vocab/bert-base-uncased", "vocab", "index", "pretrain", "tasks", ".")
+_FOLDERS = ("locks", "wheels", "vocab/bert-base-uncased", "vocab", "index", "pretrain", "build", "tasks", ".")
 
 
 @contextlib.contextmanager

@@ -8,13 +8,13 @@ writes nothing, imports no torch: `symattn train` runs it in its preflight, and
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
 from symattn.data.cache import cache_path, check_cache_dir
 from symattn.data.config import BERT_UNCASED, WORDPIECE, DataConfig, PathSource, RegistrySource
 from symattn.data.errors import DataError
 from symattn.data.sources import path_files
-from symattn.data.split import check_split, split_documents
+from symattn.data.split import check_split
 
 
 def check_data(cfg: DataConfig, model_vocab_size: Optional[int] = None) -> None:
@@ -51,15 +51,3 @@ def _most_documents(cfg: DataConfig, files: dict[int, list[Path]]) -> Optional[i
         else:
             return None
     return total
-
-
-def check_corpus(cfg: DataConfig, documents: Sequence[str]) -> tuple[list[str], list[str]]:
-    """The corpus's training and validation documents, refused before anything is built from them
-    when no training documents are left, or when a WordPiece vocabulary of `vocab_size` has no room
-    for merges."""
-    train, val = split_documents(documents, cfg.val_docs)
-    if cfg.tokenizer == WORDPIECE:
-        from symattn.data.tokenizer import check_vocab_room, wordpiece_floor
-
-        check_vocab_room(cfg.resolved_vocab_size, wordpiece_floor(train, cfg.min_frequency))
-    return train, val

@@ -54,7 +54,12 @@ FLOOR_KEYS = ("context_free_loss", "unigram_entropy")
 def token_counts(blocks: np.ndarray, vocab_size: int, special_ids) -> np.ndarray:
     """How often each id occurs as a possible MLM target (a non-special token) in `blocks`."""
     counts = np.bincount(np.asarray(blocks, dtype=np.int64).ravel(), minlength=vocab_size)[:vocab_size]
-    counts = counts.astype(np.float64)
+    return target_counts(counts, special_ids)
+
+
+def target_counts(counts: np.ndarray, special_ids) -> np.ndarray:
+    """Counts of every id (a bincount) as counts of possible MLM targets: special ids get none."""
+    counts = np.asarray(counts, dtype=np.float64).copy()
     counts[list(special_ids)] = 0.0
     return counts
 
@@ -131,7 +136,17 @@ def evaluated_floor(
 
 def data_floor(train: np.ndarray, val: np.ndarray, vocab_size: int, special_ids) -> dict:
     """`context_free_floor` of packed blocks, rounded for a cache entry's meta.json."""
+    return floor_from_counts(
+        np.bincount(np.asarray(train, dtype=np.int64).ravel(), minlength=vocab_size)[:vocab_size],
+        np.bincount(np.asarray(val, dtype=np.int64).ravel(), minlength=vocab_size)[:vocab_size],
+        special_ids,
+    )
+
+
+def floor_from_counts(train_counts: np.ndarray, val_counts: np.ndarray, special_ids) -> dict:
+    """`context_free_floor` from each split's count of every id (as gathered while packing), rounded
+    for a cache entry's meta.json."""
     floor = context_free_floor(
-        token_counts(train, vocab_size, special_ids), token_counts(val, vocab_size, special_ids), special_ids
+        target_counts(train_counts, special_ids), target_counts(val_counts, special_ids), special_ids
     )
     return {key: round(value, 6) for key, value in floor.items()}

@@ -142,10 +142,9 @@ class PretrainingBatches(Dataset):
         self.start_step, self.num_steps = start_step, num_steps
         self.rank, self.world_size = rank, world_size
         self.special, self.vocab_size = data.special_ids, data.vocab_size
-        self.n_blocks, self.seq_len = int(data.train.shape[0]), data.seq_len
-        self._path = data.train_path
+        self.n_blocks, self.seq_len = len(data.train), data.seq_len
         self._data: Optional[PretrainingData] = data
-        self._train: Optional[np.ndarray] = data.train
+        self._train = data.train  # a BlockStore: pickled as its shards' paths
         self._perms: dict[int, np.ndarray] = {}
 
     @classmethod
@@ -191,7 +190,7 @@ class PretrainingBatches(Dataset):
         blocks = self.block_indices(step)
         order = np.argsort(blocks, kind="stable")  # read the memory map in file order
         ids = np.empty((len(blocks), self.seq_len), dtype=np.int32)
-        ids[order] = self._blocks()[blocks[order]]
+        ids[order] = self._train.rows(blocks[order])
         inputs, labels = mask_tokens(
             ids,
             self.sample_indices(step),
@@ -230,16 +229,9 @@ class PretrainingBatches(Dataset):
             self._perms[epoch] = block_order(self.seed, epoch, self.n_blocks)
         return self._perms[epoch]
 
-    def _blocks(self) -> np.ndarray:
-        if self._train is None:
-            self._train = np.load(self._path, mmap_mode="r")
-        return self._train
-
     def __getstate__(self) -> dict:
-        # Worker processes reopen the memory map instead of receiving a copy of the data.
-        state = dict(self.__dict__)
-        state["_train"] = state["_data"] = None
-        return state
+        # Worker processes map the shards themselves instead of receiving a copy of the data.
+        return {**self.__dict__, "_data": None}
 
 
 def val_batches(

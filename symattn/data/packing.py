@@ -17,11 +17,14 @@ from symattn.data.errors import DataError
 def token_stream(docs: Sequence[np.ndarray], sep_id: int) -> np.ndarray:
     """All documents' ids, each followed by [SEP], as one int32 array."""
     lengths = np.fromiter((len(d) for d in docs), dtype=np.int64, count=len(docs))
-    stream = np.full(int(lengths.sum()) + len(docs), sep_id, dtype=np.int32)
-    ends = np.cumsum(lengths + 1)
-    for doc, end, n in zip(docs, ends, lengths):
-        stream[end - 1 - n : end - 1] = doc
-    return stream
+    flat = np.concatenate(docs) if len(docs) else np.empty(0, dtype=np.int32)
+    return join_documents(flat, lengths, sep_id)
+
+
+def join_documents(flat: np.ndarray, lengths: np.ndarray, sep_id: int) -> np.ndarray:
+    """Documents given as their ids end to end (`flat`) and their `lengths`, each followed by [SEP],
+    as one int32 array."""
+    return np.insert(np.asarray(flat, dtype=np.int32), np.cumsum(lengths), np.int32(sep_id))
 
 
 def pack_blocks(stream: np.ndarray, seq_len: int, cls_id: int, sep_id: int) -> tuple[np.ndarray, int]:

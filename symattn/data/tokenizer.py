@@ -11,7 +11,7 @@ import json
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
@@ -90,26 +90,31 @@ def bert_pipeline(vocab: dict[str, int]) -> Tokenizer:
     return tok
 
 
-def normalize_documents(documents: Sequence[str]) -> list[str]:
-    """BertNormalizer applied through a per-character table (it is a per-character map, and far
-    faster this way); used for training only, so inference always runs the real normalizer."""
-    norm = normalizers.BertNormalizer(
-        clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=True
-    )
-    chars = set().union(*map(set, documents)) if documents else set()
-    table = {ord(c): norm.normalize_str(c) for c in chars}
-    return [d.translate(table) for d in documents]
-
-
 def train_wordpiece(documents: Sequence[str], vocab_size: int, min_frequency: int = 2) -> Tokenizer:
-    """A WordPiece vocabulary of at most `vocab_size` tokens learnt from `documents`, reproducibly.
+    """A WordPiece vocabulary of at most `vocab_size` tokens learnt from `documents`, reproducibly."""
+    docs = list(documents)
+    return train_wordpiece_batches(
+        lambda: (docs[i : i + 4096] for i in range(0, len(docs), 4096)), vocab_size, min_frequency
+    )
+
+
+def train_wordpiece_batches(
+    batches: Callable[[], Iterable[Sequence[str]]], vocab_size: int, min_frequency: int = 2
+) -> Tokenizer:
+    """`train_wordpiece` on documents read twice in a stream (`batches()` starts a pass): once to
+    count characters, once to train; memory grows with the distinct words, not the corpus.
 
     The `tokenizers` trainer numbers continuation pieces (`##x`) in hash-map order, which breaks ties
     between merges differently in every process. Declaring every `##x` up front, in sorted order,
     and fixing the alphabet, makes the result the same in every process and on every machine.
+    BertNormalizer is applied through a per-character table (it is a per-character map, and far
+    faster this way); used for training only, so inference always runs the real normalizer.
     """
-    normed = normalize_documents(documents)
-    alphabet, continuing = _alphabet(_char_counts(normed), min_frequency)
+    raw: Counter = Counter()
+    for batch in batches():
+        raw.update(_char_counts(batch))
+    table, counts = _normalised(raw)
+    alphabet, continuing = _alphabet(counts, min_frequency)
     specials = list(SPECIAL_TOKENS) + [f"##{c}" for c in continuing]
     check_vocab_room(vocab_size, len(specials) + len(alphabet))
     tok = Tokenizer(models.WordPiece(unk_token=UNK, continuing_subword_prefix="##"))
@@ -123,8 +128,22 @@ def train_wordpiece(documents: Sequence[str], vocab_size: int, min_frequency: in
         limit_alphabet=len(alphabet),
         continuing_subword_prefix="##",
     )
-    tok.train_from_iterator(normed, trainer)
+    tok.train_from_iterator((doc.translate(table) for batch in batches() for doc in batch), trainer)
     return bert_pipeline(tok.get_vocab())
+
+
+def _normalised(raw: Counter) -> tuple[dict[int, str], Counter]:
+    """BertNormalizer as a table of the characters counted in `raw`, and the counts of the
+    characters of the normalised text (each raw character maps alone)."""
+    norm = normalizers.BertNormalizer(
+        clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=True
+    )
+    table = {ord(c): norm.normalize_str(c) for c in raw}
+    counts: Counter = Counter()
+    for char, n in raw.items():
+        for out in table[ord(char)]:
+            counts[out] += n
+    return table, counts
 
 
 def _char_counts(texts: Sequence[str], chunk: int = 4096) -> Counter:
@@ -147,17 +166,8 @@ def _alphabet(counts: Counter, min_frequency: int) -> tuple[list[str], list[str]
 
 def wordpiece_floor(documents: Sequence[str], min_frequency: int = 2) -> int:
     """The fewest tokens a WordPiece vocabulary trained on `documents` holds (special tokens, the
-    alphabet and its `##` pieces), as `train_wordpiece` counts them, without training: the
-    normaliser maps each character alone, so the counts of the raw characters give the normalised
-    text's."""
-    norm = normalizers.BertNormalizer(
-        clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=True
-    )
-    counts: Counter = Counter()
-    for char, n in _char_counts(documents).items():
-        for out in norm.normalize_str(char):
-            counts[out] += n
-    alphabet, continuing = _alphabet(counts, min_frequency)
+    alphabet and its `##` pieces), as `train_wordpiece` counts them, without training."""
+    alphabet, continuing = _alphabet(_normalised(_char_counts(documents))[1], min_frequency)
     return len(SPECIAL_TOKENS) + len(continuing) + len(alphabet)
 
 

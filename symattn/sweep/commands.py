@@ -9,11 +9,11 @@ import sys
 from symattn import arguments as A
 
 
-def _dry_run(spec, cells, finetune_cells) -> int:
+def _dry_run(spec, cells, finetune_cells, data_slice=None) -> int:
     from symattn.sweep.dry_run import dry_run
 
     print(f"{'cell':<36} {'group':<12} {'parameters':>12} {'non-embedding':>14} {'loss after 2 steps':>19}")
-    for r in dry_run(cells):
+    for r in dry_run(cells, data_slice=data_slice):
         print(
             f"{r['cell']:<36} {r['group']:<12} {r['total']:>12,} {r['non_embedding']:>14,} {r['loss']:>19.4f}"
         )
@@ -21,7 +21,13 @@ def _dry_run(spec, cells, finetune_cells) -> int:
         print(
             f"and {len(finetune_cells)} fine-tuning cells, {len(finetune_cells) // len(cells)} per pre-training cell"
         )
-    print("dry run: every cell is valid, builds and trains; nothing was written")
+    if data_slice is None:
+        print("dry run: every cell is valid, builds and trains; nothing was written")
+    else:
+        print(
+            f"dry run: every cell is valid, builds and trains on its batches from the token store of "
+            f"{data_slice}; nothing was written but that store, in the data cache"
+        )
     _warn_reach(spec, cells)
     return 0
 
@@ -44,12 +50,19 @@ def _warn_reach(spec, cells) -> None:
         print(warning, file=sys.stderr)
 
 
+def _slice(args: argparse.Namespace):
+    if args.data_slice is not None and not args.dry_run:
+        raise ValueError("--data-slice is for --dry-run; add --dry-run, or leave --data-slice out")
+    return args.data_slice
+
+
 def _queue(args: argparse.Namespace) -> int:
     from symattn.paths import redact
 
+    data_slice = _slice(args)
     spec, cells, finetune_cells = _expanded(args.spec, args.set)
     if args.dry_run:
-        return _dry_run(spec, cells, finetune_cells)
+        return _dry_run(spec, cells, finetune_cells, data_slice)
     from symattn.sweep.queue import queue
 
     result = queue(spec, args.storage, cells, finetune_cells)
@@ -117,12 +130,13 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    data_slice = _slice(args)
     spec, cells, finetune_cells = _expanded(args.spec, args.set)
     from symattn.sweep.worker import parse_devices
 
     parse_devices(args.devices)  # before the queue is written
     if args.dry_run:
-        return _dry_run(spec, cells, finetune_cells)
+        return _dry_run(spec, cells, finetune_cells, data_slice)
     from symattn.paths import resolve_uri
     from symattn.sweep.queue import queue
     from symattn.sweep.status import format_status, status_rows
@@ -145,6 +159,21 @@ def _run(args: argparse.Namespace) -> int:
     return 0 if all(r["state"] == "COMPLETE" for r in rows) else 1
 
 
+def add_dry_run(p) -> None:
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="validate every cell, build its model, run 2 steps on random tokens; write nothing",
+    )
+    p.add_argument(
+        "--data-slice",
+        type=A.parquet_folder,
+        metavar="DIR",
+        help="with --dry-run: step every cell on its batches from the token store of these Parquet "
+        "files (a local slice of the spec's corpus, in its format), built as the full corpus would be",
+    )
+
+
 def add_parsers(sub) -> None:
     """Register the sweep's commands on the `symattn` subparsers `sub`."""
     storage_help = (
@@ -156,11 +185,7 @@ def add_parsers(sub) -> None:
     p.add_argument("spec", type=A.existing_file, help="sweep spec YAML (see experiments/)")
     A.add_set(p, "the spec's base config")
     p.add_argument("--storage", help=storage_help)
-    p.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="validate every cell, build its model, run 2 steps on random tokens; write nothing",
-    )
+    add_dry_run(p)
     p.set_defaults(func=_queue)
 
     def add_worker_args(p):
@@ -212,9 +237,5 @@ def add_parsers(sub) -> None:
     A.add_set(p, "the spec's base config")
     add_worker_args(p)
     p.add_argument("--no-figures", dest="figures", action="store_false", help="skip the figures")
-    p.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="validate every cell, build its model, run 2 steps on random tokens; write nothing",
-    )
+    add_dry_run(p)
     p.set_defaults(func=_run)

@@ -14,11 +14,17 @@ from symattn.data import (
     pretraining,
     split_documents,
 )
+from symattn.data.store import BlockStore
 
 
 def test_blocks_tokenizer_and_fingerprint(small_cfg, cache):
     data = prepare_pretraining(small_cfg)
-    assert isinstance(data.train, np.memmap) and data.train.dtype == np.int32
+    # Token shards of uint16 (the vocabulary fits), read back as int32 blocks.
+    assert isinstance(data.train, BlockStore) and data.train.stored_dtype == np.uint16
+    assert (
+        data.train[[3, 1]].dtype == np.int32 and (data.train[[3, 1]] == np.asarray(data.train)[[3, 1]]).all()
+    )
+    assert sorted(p.name for p in (data.path / "train").iterdir()) == ["00000.npy"]
     assert data.train.shape[1] == data.val.shape[1] == data.seq_len == 32
     assert data.train.shape[0] > 100 and data.val.shape[0] >= 1
     sp = data.special_ids
@@ -41,7 +47,7 @@ def test_second_run_reuses_the_entry(small_cfg, monkeypatch):
     def no_rebuild(*a, **k):
         raise AssertionError("rebuilt a cached entry")
 
-    monkeypatch.setattr(pretraining, "_build", no_rebuild)
+    monkeypatch.setattr(pretraining, "build_entry", no_rebuild)
     t0 = time.perf_counter()
     again = prepare_pretraining(small_cfg)
     assert time.perf_counter() - t0 < 2.0
@@ -126,12 +132,13 @@ def test_model_compatibility(small_cfg):
 
 
 def test_a_validation_split_that_holds_far_more_than_its_share_of_tokens_is_warned_about(capsys):
-    from symattn.data.pretraining import _warn_if_lopsided
+    from symattn.data.build import _warn_if_lopsided
+    from symattn.data.pretraining import _stage
 
-    _warn_if_lopsided(val_tokens=720, tokens=1000, val_docs=20, docs=264)  # 72% of tokens, 8% of docs
+    _warn_if_lopsided(720, 1000, val_docs=20, docs=264, stage=_stage)  # 72% of tokens, 8% of docs
     err = capsys.readouterr().err
     assert "warning: the validation split holds 72% of the tokens with 20 of 264 documents (8%)" in err
-    _warn_if_lopsided(val_tokens=150, tokens=1000, val_docs=20, docs=264)  # under twice its share
+    _warn_if_lopsided(150, 1000, val_docs=20, docs=264, stage=_stage)  # under twice its share
     assert capsys.readouterr().err == ""
 
 
