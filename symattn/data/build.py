@@ -8,8 +8,8 @@
     blocks     one pass packs the ids into `[CLS] ... [SEP]` blocks, written as token shards
                (`symattn.data.store`), counting tokens for the context-free floor as they pass
 
-Memory does not grow with the corpus, except the 16 bytes a document that deduplication and the
-split keep. The stages run in `build/<settings key>/` under the cache's build lock: a build that is
+Memory grows with the corpus only by what deduplication and the split keep: a 16-byte digest prefix
+a document (in a Python set, about 90 bytes). The stages run in `build/<settings key>/` under the cache's build lock: a build that is
 killed resumes at the stage it was in (tokenising, at the shard of the process it was in), and a
 refused one (`DataError`) removes its folder. Blocks and their order are those of one in-memory
 pass (doc [SEP] doc [SEP] ..., cut into blocks), whatever the number of processes.
@@ -219,8 +219,9 @@ def _tokenise(docs, tokenizer, dtype: np.dtype, cache_file: Path, procs: int):
     datasets.disable_progress_bars()
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
+    parallelism = os.environ.get("TOKENIZERS_PARALLELISM")
     if procs > 1:
-        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # one thread a process
+        os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one thread a process
     try:
         return docs.map(
             encode_ids,
@@ -235,6 +236,10 @@ def _tokenise(docs, tokenizer, dtype: np.dtype, cache_file: Path, procs: int):
             new_fingerprint=cache_file.stem,
         )
     finally:
+        if parallelism is None:
+            os.environ.pop("TOKENIZERS_PARALLELISM", None)
+        else:
+            os.environ["TOKENIZERS_PARALLELISM"] = parallelism
         hf_logging.set_verbosity(verbosity)
         if not quiet:
             datasets.enable_progress_bars()
