@@ -114,6 +114,7 @@ def test_a_data_build_says_each_stage_and_a_cache_hit_says_nothing(corpus_dir, c
     err = capsys.readouterr().err
     stages = [
         r"data: building the data for path:\S+ \(wordpiece, seq_len 32\)",
+        r"data: read 60 documents \(cleaned, without duplicates\) in \d+\.\ds",
         r"data: trained a WordPiece vocabulary of \d+ on 52 documents in \d+\.\ds",
         r"data: tokenised and packed train: [\d,]+ tokens into [\d,]+ blocks in \d+\.\ds",
         r"data: tokenised and packed val: ",

@@ -71,7 +71,7 @@ def _build(cfg: DataConfig, cache: Path, work: Path, stage: Callable, settings: 
     is_val[val_rows] = True
     train_rows = np.flatnonzero(~is_val)
 
-    tokenizer, what = _tokenizer(cfg, cache, work, lambda: _texts(docs, ~is_val))
+    tokenizer, what = _tokenizer(cfg, cache, work, lambda: _texts(docs, ~is_val), len(train_rows))
     t1 = stage(what, t)
     special = SpecialIds.of(tokenizer)
     vocab = tokenizer.get_vocab_size(with_added_tokens=True)
@@ -105,8 +105,9 @@ def _build(cfg: DataConfig, cache: Path, work: Path, stage: Callable, settings: 
     _warn_if_lopsided(
         meta["val_tokens"], meta["train_tokens"] + meta["val_tokens"], len(val_rows), len(docs), stage
     )
+    t2 = time.perf_counter()
     floor = floor_from_counts(counts["train"], counts["val"], special.all)
-    stage(f"context-free floor L* = {floor['context_free_loss']:.3f} nats")
+    stage(f"context-free floor L* = {floor['context_free_loss']:.3f} nats", t2)
     np.save(entry / "train_counts.npy", counts["train"])
     (entry / "tokenizer.json").write_text(tokenizer.to_str(pretty=False))
     meta.update(
@@ -174,7 +175,7 @@ def _texts(docs, keep: np.ndarray) -> Iterator[list[str]]:
         yield [text for text, k in zip(batch, mask) if k]
 
 
-def _tokenizer(cfg: DataConfig, cache: Path, work: Path, train_texts: Callable):
+def _tokenizer(cfg: DataConfig, cache: Path, work: Path, train_texts: Callable, n_train: int):
     from tokenizers import Tokenizer
 
     path = work / "tokenizer.json"
@@ -182,7 +183,7 @@ def _tokenizer(cfg: DataConfig, cache: Path, work: Path, train_texts: Callable):
         return Tokenizer.from_file(str(path)), "the tokenizer of the interrupted build"
     if cfg.tokenizer == WORDPIECE:
         tokenizer = train_wordpiece_batches(train_texts, cfg.resolved_vocab_size, cfg.min_frequency)
-        what = f"trained a WordPiece vocabulary of {tokenizer.get_vocab_size():,} on the training documents"
+        what = f"trained a WordPiece vocabulary of {tokenizer.get_vocab_size():,} on {n_train:,} documents"
     elif cfg.tokenizer == BERT_UNCASED:
         tokenizer, what = bert_uncased(cache), "loaded BERT's uncased vocabulary"
     else:
