@@ -129,6 +129,10 @@ class CheckpointConfig(_Block):
     dir: Optional[str] = None  # default: <project>/checkpoints
     every_n_steps: Optional[int] = Field(None, gt=0)  # default: eval.every_n_steps
     log_model: bool = True  # log the final weights (HF BERT names) as an MLflow artifact
+    # Log every resumable checkpoint and kept weights file as artifacts of the run too, so that other
+    # machines resume it and fine-tune its weights through the store; auto: where the store is an
+    # MLflow server (run/stored_checkpoints.py).
+    upload: Union[bool, Literal["auto"]] = "auto"
     # Weights kept at these steps (and every `keep_every`), beside the resumable checkpoint, for
     # fine-tuning over checkpoints. Step 0 keeps the initial weights.
     keep: list[int] = Field(default_factory=list)

@@ -28,6 +28,9 @@ CHECKPOINT = "checkpoint"  # the resumable checkpoint's path
 INVALID_UTF8_SKIPPED, INVALID_UTF8_FIRST = "invalid_utf8_skipped", "invalid_utf8_first"
 # One tag per kept checkpoint (`checkpoint.keep`): `kept_checkpoint.0002000` = {"path", "sha256"}.
 KEPT_CHECKPOINT_PREFIX = "kept_checkpoint."
+# The resumable checkpoint logged as an artifact (`checkpoint.upload`): {"artifact", "step", "sha256"},
+# set once the upload is complete, so that a reader never takes half a file.
+STORED_CHECKPOINT = "stored_checkpoint"
 # Tags of how a run ended.
 STOPPED_AT_STEP = "stopped_at_step"  # stopped by Ctrl-C or SIGTERM; `--resume` continues it
 STOPPED_EARLY_AT = "stopped_early_at"

@@ -40,6 +40,11 @@ def resolve_uri(uri: Optional[str]) -> str:
     return uri or default_tracking_uri()
 
 
+def is_server(uri: str) -> bool:
+    """Whether the store is an MLflow server (reached over HTTP), which other machines share."""
+    return urlparse(uri).scheme in ("http", "https", "databricks")
+
+
 def sqlite_path(uri: str) -> Optional[Path]:
     """The database file of a `sqlite:///` tracking URI (None for any other store)."""
     if not uri.startswith("sqlite:///"):

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Callable, Optional
 
 import psutil
@@ -46,6 +48,18 @@ def end_tree(proc: subprocess.Popen, first: int = signal.SIGINT, timeout: float 
         except psutil.Error:
             pass
     psutil.wait_procs(seen, timeout=10)
+
+
+def symattn_in(home: Path, env: dict, args: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
+    """`symattn ARGS` run in `home` with `env`, its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "symattn", *args],
+        cwd=home,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def ignoring_sigint() -> None:

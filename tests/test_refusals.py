@@ -24,6 +24,7 @@ import yaml
 
 from tests.conftest import REPO, make_documents
 from tests.forked_cli import ForkedCli
+from tests.processes import symattn_in
 
 TINY = [
     "data.vocab_size=200",
@@ -615,14 +616,7 @@ def _env(home: Path) -> dict:
 
 
 def _symattn(home: Path, args: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "symattn", *args],
-        cwd=home,
-        env=_env(home),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return symattn_in(home, _env(home), args, timeout)
 
 
 @pytest.fixture(scope="session")

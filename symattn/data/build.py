@@ -9,7 +9,8 @@
                (`symattn.data.store`), counting tokens for the context-free floor as they pass
 
 Memory grows with the corpus only by what deduplication and the split keep: a 16-byte digest prefix
-a document (in a Python set, about 90 bytes). The stages run in `build/<settings key>/` under the cache's build lock: a build that is
+a document (in a Python set, about 90 bytes). Pages of the Arrow files read are let go as the passes
+go (`symattn.data.mapped`). The stages run in `build/<settings key>/` under the cache's build lock: a build that is
 killed resumes at the stage it was in (tokenising, at the shard of the process it was in), and a
 refused one (`DataError`) removes its folder. Blocks and their order are those of one in-memory
 pass (doc [SEP] doc [SEP] ..., cut into blocks), whatever the number of processes.
@@ -30,6 +31,7 @@ import numpy as np
 from symattn.data.config import BERT_UNCASED, WORDPIECE, DataConfig
 from symattn.data.errors import DataError
 from symattn.data.floor import floor_from_counts
+from symattn.data.mapped import EVERY_BATCHES, release_mapped
 from symattn.data.packing import join_documents, pack_blocks
 from symattn.data.sources import corpus_documents, no_documents
 from symattn.data.split import check_split, validation_rows
@@ -169,10 +171,12 @@ def _digests(docs) -> np.ndarray:
 
 def _texts(docs, keep: np.ndarray) -> Iterator[list[str]]:
     """The kept documents' texts in order, a batch at a time."""
-    for start in range(0, len(docs), _BATCH):
+    for i, start in enumerate(range(0, len(docs), _BATCH), 1):
         batch = docs.data.slice(start, _BATCH).column("text").to_pylist()
         mask = keep[start : start + len(batch)]
         yield [text for text, k in zip(batch, mask) if k]
+        if i % EVERY_BATCHES == 0:
+            release_mapped()
 
 
 def _tokenizer(cfg: DataConfig, cache: Path, work: Path, train_texts: Callable, n_train: int):
@@ -207,6 +211,7 @@ def encode_ids(texts: list[str], tokenizer_json: str, dtype: str) -> dict:
         tok = _ENCODERS[tokenizer_json] = Tokenizer.from_str(tokenizer_json)
     encode = getattr(tok, "encode_batch_fast", tok.encode_batch)
     kind = np.dtype(dtype).newbyteorder("<")
+    release_mapped()  # the documents read so far (texts holds this batch's own copy)
     return {"ids": [np.asarray(e.ids, dtype=kind).tobytes() for e in encode(texts, add_special_tokens=False)]}
 
 
@@ -253,7 +258,9 @@ def _pack(
     a batch of documents at a time; returns the stream's tokens, its [UNK]s and the tail dropped."""
     kind, tail = np.dtype(dtype).newbyteorder("<"), np.empty(0, dtype=np.int32)
     tokens = unk = 0
-    for table in ids.with_format("arrow").iter(batch_size=_BATCH):
+    for i, table in enumerate(ids.with_format("arrow").iter(batch_size=_BATCH), 1):
+        if i % EVERY_BATCHES == 0:
+            release_mapped()  # ids packed already
         for chunk in table.column("ids").chunks:
             _, offsets, data = chunk.buffers()
             ends = np.frombuffer(offsets, dtype=np.int32)[chunk.offset : chunk.offset + len(chunk) + 1]

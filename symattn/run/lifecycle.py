@@ -24,6 +24,7 @@ from symattn.errors import CheckpointNotWritten, NonFiniteLoss, one_line
 from symattn.run.checkpoints import checkpoint_root, save_weights
 from symattn.run.mlm import MLMPretraining
 from symattn.run.record import record_escape
+from symattn.run.stored_checkpoints import upload_checkpoint, upload_kept, uploads
 from symattn.tracking.store import RunTracker, StoreFull
 
 FLUSH_SECONDS = 5.0  # metrics reach the store at least this often, and before every checkpoint
@@ -48,6 +49,7 @@ class RunLifecycle(pl.Callback):
         floor: Optional[float] = None,
     ) -> None:
         self.cfg, self.tracker, self.ckpt_path = cfg, tracker, ckpt_path
+        self.upload = tracker is not None and uploads(cfg)  # checkpoints to the store too
         self.stop_level = stop_level  # eval.stop_below's loss level, resolved against the data's floor
         self.floor = floor  # the run's escape is measured from it (`record_escape`)
         self.evals_below = 0  # consecutive evaluations below it (kept in checkpoints)
@@ -86,6 +88,8 @@ class RunLifecycle(pl.Callback):
             if trainer.is_global_zero:
                 os.replace(tmp, self.ckpt_path)  # atomic: a kill never leaves a half-written checkpoint
             self.saved_step = trainer.global_step
+            if self.upload and trainer.is_global_zero:
+                upload_checkpoint(self.tracker, self.ckpt_path, trainer.global_step)
         except OSError as exc:  # a full disk, a read-only folder
             tmp.unlink(missing_ok=True)
             resume = f"--resume {self.tracker.run_id}" if self.tracker is not None else "--resume"
@@ -110,6 +114,8 @@ class RunLifecycle(pl.Callback):
                 "root": str(root.resolve()),
                 "sha256": sha256_file(path),
             }
+            if self.upload:
+                record["artifact"] = upload_kept(self.tracker, path)
             self.tracker.set_tags({keys.kept_checkpoint(step): json.dumps(record)})
 
     def on_train_start(self, trainer, pl_module) -> None:

@@ -31,6 +31,7 @@ from symattn.run.lifecycle import RunLifecycle
 from symattn.run.mlm import MLMPretraining, PretrainingDataModule, validation_batches
 from symattn.run.record import corpus_name, log_artifacts
 from symattn.run.speed import apply_speed_settings
+from symattn.run.stored_checkpoints import fetch_newer_checkpoint
 from symattn.tracking.store import StoreFull, system_metrics
 
 
@@ -97,10 +98,14 @@ def _pretrain(
     ckpt_dir = run_checkpoint_dir(cfg, run_id)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = ckpt_dir / "last.ckpt"
+    if resume and tracker is not None:
+        fetched = fetch_newer_checkpoint(tracker.client, run_id, ckpt_path)  # e.g. of a node that died
+        if fetched is not None:
+            print(f"run {run_id}: resumed from its stored checkpoint at step {fetched:,}", file=sys.stderr)
     if resume and ckpt_path.exists():
         resume_from = str(ckpt_path)
     if tracker is not None:
-        if resume_from:
+        if resume:  # without a checkpoint too: steps the store holds are recomputed, not logged again
             tracker.set_resume_floor()
         tracker.set_tags({keys.CHECKPOINT: str(ckpt_path)})
         tracker.set_status("RUNNING")

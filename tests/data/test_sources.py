@@ -100,3 +100,40 @@ def test_hf_datasets_source_from_local_files(tmp_path, cache):
         corpus({**spec, "text_field": "body"}, cache)
     with pytest.raises(DataError, match="cannot load dataset"):
         corpus({"type": "hf", "name": "json", "data_files": str(tmp_path / "missing.jsonl")}, cache)
+
+
+def test_local_data_files_are_identified_by_their_bytes_without_reading_the_text(tmp_path, monkeypatch):
+    """An `hf:` source of local files is hashed at disk speed (names and bytes, not the decoded
+    text): the same files elsewhere have the same identity, a changed byte or setting another."""
+    import shutil
+
+    pq = pytest.importorskip("pyarrow.parquet")
+    import pyarrow as pa
+
+    from symattn.data import sources
+    from symattn.data.config import HFSource
+
+    first = tmp_path / "first"
+    first.mkdir()
+    for part in range(2):
+        texts = [f"Document {part}-{i} about rivers." for i in range(50)]
+        pq.write_table(pa.table({"text": texts, "id": list(range(50))}), first / f"part-{part}.parquet")
+    second = tmp_path / "second"
+    shutil.copytree(first, second)
+
+    def spec(folder, **more):
+        return HFSource(name="parquet", data_files=str(folder / "*.parquet"), **more)
+
+    monkeypatch.setattr(sources, "_hf_texts", lambda spec: pytest.fail("the text was read"))
+    same = sources.hf_identity(spec(first))
+    assert same.startswith("hf-files:") and sources.hf_identity(spec(second)) == same
+    assert sources.hf_identity(HFSource(name=str(second))) != same  # a folder: datasets' own reading
+    assert sources.hf_identity(HFSource(name=str(second))).startswith("hf-files:")
+    assert sources.hf_identity(spec(first, max_docs=10)) != same
+    assert sources.hf_identity(spec(first, text_field="id")) != same
+    pq.write_table(pa.table({"text": ["Changed."], "id": [0]}), second / "part-1.parquet")
+    assert sources.hf_identity(spec(second)) != same
+    monkeypatch.undo()
+    saved = tmp_path / "saved"
+    pytest.importorskip("datasets").Dataset.from_dict({"text": ["One.", "Two."]}).save_to_disk(str(saved))
+    assert sources.hf_identity(HFSource(name=str(saved))).startswith("hf:")  # not data files: its text
