@@ -10,7 +10,8 @@ built as an `hf:` source (`name: parquet`, `data_files`) with BERT's uncased voc
 of its processes' PSS (proportional set size: a page shared by forked tokenising processes counts
 once in all), and the anonymous part of it (less the pages of memory-mapped files, which are page
 cache the kernel can drop). Each build is followed at once by the raw rate, so the two are compared
-at the same machine speed.
+at the same machine speed: the raw rate is measured right before and right after each build
+(this VM's speed drifts between minutes), and the build is compared with their mean.
 
     python benchmarks/store_build.py --sizes 0.25,1,4 --work /tmp/store-bench \\
         --csv benchmarks/results/store_build.csv
@@ -31,6 +32,8 @@ import time
 from pathlib import Path
 
 import psutil
+
+from symattn.data.build import build_processes
 
 GB = 1e9
 SEQ_LEN = 512
@@ -130,6 +133,13 @@ def _pss(pid: int) -> dict:
     return {"pss": fields["Pss"], "anon": fields.get("Pss_Anon", 0) + fields.get("Pss_Shmem", 0)}
 
 
+def bert_uncased_json(cache: Path) -> str:
+    """BERT's uncased tokenizer, as the build loads it (from the registry's pinned vocabulary)."""
+    from symattn.data.tokenizer import bert_uncased
+
+    return bert_uncased(cache).to_str()
+
+
 def _encode_share(args) -> int:
     from tokenizers import Tokenizer
 
@@ -175,12 +185,15 @@ def main() -> None:
         info = make_corpus(corpus, size, args.work / "registry-cache")
         cache = args.work / f"cache-{size:g}GB"
         shutil.rmtree(cache, ignore_errors=True)
+        procs = build_processes(info["documents"])
+        before = raw_rate(corpus, bert_uncased_json(args.work / "registry-cache"), procs)
         meta = build(corpus, cache)
         entry = Path(meta["path"])
         tokens = meta["train_tokens"] + meta["val_tokens"]
         store_bytes = sum(f.stat().st_size for d in ("train", "val") for f in (entry / d).iterdir())
-        procs = meta["store"]["processes"]
-        raw = raw_rate(corpus, (entry / "tokenizer.json").read_text(), procs)
+        assert procs == meta["store"]["processes"], (procs, meta["store"])
+        after = raw_rate(corpus, (entry / "tokenizer.json").read_text(), procs)
+        raw = (before + after) / 2
         rows.append(
             {
                 "text_gb": round(info["text_bytes"] / GB, 3),
@@ -193,6 +206,8 @@ def main() -> None:
                 "tokenise_tok_s": round(tokens / meta["tokenize_seconds"]),
                 "build_tok_s": round(tokens / meta["wall_s"]),
                 "raw_tok_s": round(raw),
+                "raw_before_tok_s": round(before),
+                "raw_after_tok_s": round(after),
                 "tokenise_vs_raw": round(tokens / meta["tokenize_seconds"] / raw, 3),
                 "build_vs_raw": round(tokens / meta["wall_s"] / raw, 3),
                 "store_bytes_per_token": round(store_bytes / tokens, 3),

@@ -129,3 +129,14 @@ def test_uploads_follow_the_store_unless_set(uri, upload, expected):
 def test_a_bad_upload_setting_is_refused():
     with pytest.raises(ValueError, match="checkpoint.upload"):
         load_config(None, ["checkpoint.upload=sometimes"])
+
+
+def test_a_run_extended_on_another_machine_goes_on_from_its_stored_checkpoint(run_overrides, tmp_path):
+    constant = ["optim.schedule=constant", "optim.warmup_steps=5", "checkpoint.upload=true"]
+    longer = pretrain(load_config(None, run_overrides + constant + ["tracking.experiment=whole"]))
+    short = run_overrides + constant + ["optim.max_steps=20", "tracking.experiment=parts"]
+    run_id = pretrain(load_config(None, short))["run_id"]
+    shutil.rmtree(tmp_path / "checkpoints")  # extended elsewhere
+    cfg = load_config(None, [*short, "optim.max_steps=40"])
+    assert pretrain(cfg, extend_run=run_id)["steps"] == 40
+    assert history(cfg, run_id, "train/loss") == history(cfg, longer["run_id"], "train/loss")

@@ -33,20 +33,23 @@ from symattn.data.errors import DataError
 from symattn.data.floor import floor_from_counts
 from symattn.data.mapped import EVERY_BATCHES, release_mapped
 from symattn.data.packing import join_documents, pack_blocks
-from symattn.data.sources import corpus_documents, no_documents
+from symattn.data.sources import (
+    DOCS_PER_PROCESS,
+    corpus_documents,
+    data_processes,
+    no_documents,
+    quiet_datasets,
+)
 from symattn.data.split import check_split, validation_rows
 from symattn.data.store import BlockStore, ShardWriter, token_dtype
 from symattn.data.tokenizer import SpecialIds, bert_uncased, load_tokenizer_file, train_wordpiece_batches
 
-PROCS_ENV = "SYMATTN_DATA_PROCS"
-DOCS_PER_PROCESS = 20_000  # fewer documents than this a process: forking costs more than it saves
 _BATCH = 4096
 
 
 def build_processes(documents: int) -> int:
     """Tokenising processes: `$SYMATTN_DATA_PROCS`, else one a core, and none idle for small corpora."""
-    procs = int(os.environ.get(PROCS_ENV) or os.cpu_count() or 1)
-    return max(1, min(procs, documents // DOCS_PER_PROCESS))
+    return max(1, min(data_processes(), documents // DOCS_PER_PROCESS))
 
 
 def build_entry(cfg: DataConfig, cache: Path, key: str, stage: Callable, settings: dict) -> Path:
@@ -145,7 +148,7 @@ def _documents(cfg: DataConfig, cache: Path, work: Path) -> tuple[Path, dict]:
     tmp, stats = work / ".tmp-documents.arrow", {}
     with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
         texts, digests = [], []
-        for doc, digest in corpus_documents(cfg.source, cache, stats):
+        for doc, digest in corpus_documents(cfg.source, cache, stats, data_processes()):
             texts.append(doc)
             digests.append(digest[:16])
             if len(texts) == _BATCH:
@@ -219,36 +222,29 @@ def _tokenise(docs, tokenizer, dtype: np.dtype, cache_file: Path, procs: int):
     """The documents' ids through `datasets.map` in `procs` processes; each process's Arrow shard
     is kept once written, so a killed build tokenises only what was left."""
     import datasets
-    from datasets.utils import logging as hf_logging
 
-    quiet = datasets.are_progress_bars_disabled()
-    datasets.disable_progress_bars()
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
     parallelism = os.environ.get("TOKENIZERS_PARALLELISM")
     if procs > 1:
         os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one thread a process
     try:
-        return docs.map(
-            encode_ids,
-            batched=True,
-            batch_size=1000,
-            input_columns="text",
-            remove_columns=docs.column_names,
-            fn_kwargs={"tokenizer_json": tokenizer.to_str(), "dtype": dtype.name},
-            features=datasets.Features({"ids": datasets.Value("binary")}),
-            num_proc=procs if procs > 1 else None,
-            cache_file_name=str(cache_file),
-            new_fingerprint=cache_file.stem,
-        )
+        with quiet_datasets():
+            return docs.map(
+                encode_ids,
+                batched=True,
+                batch_size=1000,
+                input_columns="text",
+                remove_columns=docs.column_names,
+                fn_kwargs={"tokenizer_json": tokenizer.to_str(), "dtype": dtype.name},
+                features=datasets.Features({"ids": datasets.Value("binary")}),
+                num_proc=procs if procs > 1 else None,
+                cache_file_name=str(cache_file),
+                new_fingerprint=cache_file.stem,
+            )
     finally:
         if parallelism is None:
             os.environ.pop("TOKENIZERS_PARALLELISM", None)
         else:
             os.environ["TOKENIZERS_PARALLELISM"] = parallelism
-        hf_logging.set_verbosity(verbosity)
-        if not quiet:
-            datasets.enable_progress_bars()
 
 
 def _pack(

@@ -1,7 +1,8 @@
 """Pages of memory-mapped Arrow files let go once read.
 
 The build reads its Arrow files (a hub dataset's cache, `documents.arrow`, the tokenised shards)
-memory-mapped, through `datasets` and pyarrow, in one sequential pass each. Every page read stays in
+memory-mapped, through `datasets` and pyarrow, in one sequential pass each, and the fingerprint
+reads the token shards (`.npy`) back the same way. Every page read stays in
 the process's resident set until the file is unmapped: a pass over a 4 GB file leaves 4 GB resident.
 Those pages are clean page cache that the kernel could reclaim, but RSS, cgroup limits and schedulers
 count them. `release_mapped()` drops them from the process's page tables (`madvise(MADV_DONTNEED)`);
@@ -34,8 +35,9 @@ _LIBC = _libc()
 
 
 def release_mapped(suffix: str = ".arrow") -> int:
-    """Drop the resident pages of this process's read-only mappings of files named `*suffix`; the
-    bytes of address space released (0 where the platform has no /proc or madvise)."""
+    """Drop the resident pages of this process's read-only mappings of files named `*suffix` (all
+    of them: pages another reader of the process still uses are faulted in again); the bytes of
+    address space released (0 where the platform has no /proc or madvise)."""
     if _LIBC is None:
         return 0
     try:

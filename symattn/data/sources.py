@@ -8,6 +8,7 @@ documents removed (duplicates would leak across the train/validation split).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -54,20 +55,65 @@ def clean_text(text: str) -> str:
     return _SPACE_RUN.sub(" ", _BLANK_LINES.sub("\n\n", text)).strip()
 
 
-def unique_documents(documents: Iterable[str], stats: dict) -> Iterator[tuple[str, bytes]]:
-    """Clean each document and yield it with its sha256 digest, dropping empty ones and exact
-    duplicates (the first one kept); `stats` counts both as they stream by. Memory grows only by a
-    16-byte digest prefix per distinct document."""
+def _clean_batch(texts: list[str]) -> list[tuple[str, bytes]]:
+    """Each text cleaned, with its sha256 digest (empty: no digest)."""
+    out = []
+    for text in texts:
+        doc = clean_text(text)
+        out.append((doc, hashlib.sha256(doc.encode()).digest() if doc else b""))
+    return out
+
+
+def _batches(items: Iterable[str], size: int) -> Iterator[list[str]]:
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+PROCS_ENV = "SYMATTN_DATA_PROCS"
+DOCS_PER_PROCESS = 20_000  # fewer documents than this a process: forking costs more than it saves
+
+
+def data_processes() -> int:
+    """The processes a build may use: `$SYMATTN_DATA_PROCS`, else one a core."""
+    return int(os.environ.get(PROCS_ENV) or os.cpu_count() or 1)
+
+
+def _cleaned(documents: Iterable[str], procs: int) -> Iterator[tuple[str, bytes]]:
+    """`_clean_batch` over the documents, in order: in this process up to `DOCS_PER_PROCESS`
+    documents (a small corpus forks nothing), then in `procs` forked processes, batches of 1,000
+    (the pool reads ahead only as far as its processes take work)."""
+    batches = _batches(documents, 1000)
+    for i, batch in enumerate(batches, 1):
+        yield from _clean_batch(batch)
+        if procs > 1 and i * 1000 >= DOCS_PER_PROCESS:
+            break
+    else:
+        return
+    import multiprocessing
+
+    with multiprocessing.get_context("fork").Pool(procs) as pool:
+        for cleaned in pool.imap(_clean_batch, batches):
+            yield from cleaned
+
+
+def unique_documents(documents: Iterable[str], stats: dict, procs: int = 1) -> Iterator[tuple[str, bytes]]:
+    """Clean each document (in `procs` processes) and yield it with its sha256 digest, in order,
+    dropping empty ones and exact duplicates (the first one kept); `stats` counts both as they
+    stream by. Memory grows only by a 16-byte digest prefix per distinct document."""
     seen: set[bytes] = set()
     stats.setdefault("empty_dropped", 0)
     stats.setdefault("duplicates_dropped", 0)
     stats["documents"] = 0
-    for doc in documents:
-        doc = clean_text(doc)
+    for doc, digest in _cleaned(documents, procs):
         if not doc:
             stats["empty_dropped"] += 1
             continue
-        digest = hashlib.sha256(doc.encode()).digest()
         if digest[:16] in seen:
             stats["duplicates_dropped"] += 1
             continue
@@ -186,6 +232,23 @@ def _path_documents(spec: PathSource, stats: dict) -> Iterator[str]:
     stats.update({"files": len(files), **skipped_stats(bad)})
 
 
+@contextlib.contextmanager
+def quiet_datasets():
+    """`datasets` without its progress bars and info lines: the build says what it does, a line a stage."""
+    import datasets
+    from datasets.utils import logging as hf_logging
+
+    quiet, verbosity = datasets.are_progress_bars_disabled(), hf_logging.get_verbosity()
+    datasets.disable_progress_bars()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if not quiet:
+            datasets.enable_progress_bars()
+
+
 def _open_hf(spec: HFSource):
     """The `datasets` dataset of an `hf:` source (memory-mapped Arrow), its text column checked."""
     try:
@@ -203,9 +266,14 @@ def _open_hf(spec: HFSource):
                     )
                 ds = ds[spec.split]
         else:
-            ds = datasets.load_dataset(
-                spec.name, spec.config, split=spec.split, revision=spec.revision, data_files=spec.data_files
-            )
+            with quiet_datasets():
+                ds = datasets.load_dataset(
+                    spec.name,
+                    spec.config,
+                    split=spec.split,
+                    revision=spec.revision,
+                    data_files=spec.data_files,
+                )
     except DataError:
         raise
     except Exception as exc:  # datasets raises many types; all mean the same to the user
@@ -299,13 +367,13 @@ def raw_documents(spec: RegistrySource | PathSource | HFSource, cache: Path, sta
 
 
 def corpus_documents(
-    specs: Sequence[RegistrySource | PathSource | HFSource], cache: Path, stats: dict
+    specs: Sequence[RegistrySource | PathSource | HFSource], cache: Path, stats: dict, procs: int = 1
 ) -> Iterator[tuple[str, bytes]]:
-    """All sources, in order, cleaned and without duplicates (across sources too), with each
-    document's sha256, in a stream; `stats` holds the counts once it is done."""
+    """All sources, in order, cleaned (in `procs` processes) and without duplicates (across sources
+    too), with each document's sha256, in a stream; `stats` holds the counts once it is done."""
     parts: list[dict] = [{} for _ in specs]
     raw = (doc for spec, part in zip(specs, parts) for doc in raw_documents(spec, cache, part))
-    yield from unique_documents(raw, stats)
+    yield from unique_documents(raw, stats, procs)
     if len(specs) == 1:
         stats.update({k: v for k, v in parts[0].items() if k != "empty_dropped"})
         stats["empty_dropped"] += parts[0].get("empty_dropped", 0)

@@ -16,6 +16,8 @@ from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
+from symattn.data.mapped import EVERY_BATCHES, release_mapped
+
 SHARD_BYTES = 128 << 20  # about 128 MB a shard: few files, each a cheap memory map
 
 
@@ -157,5 +159,7 @@ def blocks_hash(h: "hashlib._Hash", store: BlockStore) -> None:
     """Feed a split into a fingerprint hash as its [N, seq_len] shape and little-endian int32
     tokens (the definition every entry's fingerprint has used), a chunk at a time."""
     h.update(np.asarray(store.shape, dtype=np.int64).tobytes())
-    for chunk in store.chunks():
+    for i, chunk in enumerate(store.chunks(), 1):
         h.update(np.ascontiguousarray(chunk, dtype="<i4").tobytes())
+        if i % EVERY_BATCHES == 0:
+            release_mapped(".npy")  # the shards hashed so far

@@ -14,6 +14,7 @@ from symattn.errors import RunError
 from symattn.naming import cell_name
 from symattn.run.checkpoints import run_checkpoint_dir
 from symattn.run.record import STANDALONE_NOTE, log_dataset, run_params, run_tags, skipped_files
+from symattn.run.stored_checkpoints import fetch_newer_checkpoint
 from symattn.tracking.store import RunTracker, experiment_id, find_resumable_run, open_store, reached
 
 # How long a run waits for another process that still writes it to stop; the environment variable
@@ -171,9 +172,10 @@ def extension_run(client, run_id: str, given: RunConfig, resolved: RunConfig, ck
         )
     if run.info.status == "FINISHED" and reached(run) >= resolved.optim.max_steps:
         return run_id  # extended already (by a process that held the run before us)
+    fetch_newer_checkpoint(client, run_id, ckpt)  # stored by a run on another machine (checkpoint.upload)
     if not ckpt.exists():
         raise ValueError(
-            f"run {run_id} has no checkpoint at {ckpt}; it cannot go on without one (on another machine, "
-            "give checkpoint.dir of the one that ran it)"
+            f"run {run_id} has no checkpoint at {ckpt} nor in the store; it cannot go on without one (on "
+            "another machine, give checkpoint.dir of the one that ran it)"
         )
     return run_id

@@ -10,6 +10,8 @@ import pytest
 
 from symattn.data import DataConfig, prepare_pretraining, store
 from symattn.data import build as build_module
+from symattn.data import sources as sources_module
+from symattn.data.errors import DataError
 from symattn.data.packing import pack_blocks, token_stream
 from symattn.data.sources import load_corpus
 from symattn.data.split import split_documents
@@ -75,10 +77,31 @@ def test_a_killed_build_resumes_at_its_stage(small_cfg, cache, monkeypatch):
 def test_the_blocks_do_not_depend_on_the_number_of_processes(small_cfg, cache, monkeypatch):
     one = prepare_pretraining(small_cfg.model_copy(update={"cache_dir": cache.parent / "one"}))
     monkeypatch.setattr(build_module, "DOCS_PER_PROCESS", 10)
-    monkeypatch.setenv(build_module.PROCS_ENV, "3")
+    monkeypatch.setattr(sources_module, "DOCS_PER_PROCESS", 10)  # cleaning forks after 1,000 documents
+    monkeypatch.setenv(sources_module.PROCS_ENV, "3")
     three = prepare_pretraining(small_cfg)
     assert three.stats["store"]["processes"] == 3 and one.stats["store"]["processes"] == 1
     assert three.fingerprint == one.fingerprint
+    assert three.stats["corpus"] == one.stats["corpus"]  # documents, empty and duplicates dropped
+
+
+def test_cleaning_in_processes_keeps_every_document_in_order(monkeypatch):
+    texts = [f"  Document {i % 2_700}\r\nabout  rivers.\u200b " if i % 13 else "  " for i in range(5_000)]
+    one_stats, three_stats = {}, {}
+    one = list(sources_module.unique_documents(texts, one_stats))
+    monkeypatch.setattr(sources_module, "DOCS_PER_PROCESS", 1_500)  # forks after two batches
+    three = list(sources_module.unique_documents(texts, three_stats, procs=3))
+    assert three == one and three_stats == one_stats
+    cleaned = [sources_module.clean_text(t) for t in texts]
+    assert [doc for doc, _ in one] == list(dict.fromkeys(c for c in cleaned if c))
+    assert one_stats["empty_dropped"] == 385  # every 13th
+
+    def failing():  # a source whose reading fails part-way fails the build with its own error
+        yield from texts
+        raise DataError("corpus file x.txt is not valid UTF-8")
+
+    with pytest.raises(DataError, match="x.txt is not valid UTF-8"):
+        list(sources_module.unique_documents(failing(), {}, procs=3))
 
 
 def _build_in_child(cfg_json: str, out) -> None:
