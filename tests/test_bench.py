@@ -171,6 +171,7 @@ def test_bad_bench_settings_are_refused(kw, words):
         tiny_spec(**kw).check()
 
 
+@pytest.mark.slow  # about 20 s: run with the slow set
 def test_overhead_sweep_reports_start_up_and_tracking_of_each_cell(tmp_path, run_overrides, capsys):
     """`symattn bench --overhead SPEC --overhead-only`: a real worker runs the spec's first matched group."""
     from symattn.config import apply_overrides

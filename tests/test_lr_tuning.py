@@ -102,6 +102,7 @@ def test_every_search_starts_from_the_same_spread_proposals():
     assert all(search.low < v < search.high for v in values)
 
 
+@pytest.mark.slow  # about 20 s: run with the slow set
 def test_a_search_tunes_on_the_escape_and_the_next_stage_runs_each_variant_at_its_best(
     counting_corpus, cache, tmp_path
 ):

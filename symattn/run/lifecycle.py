@@ -88,8 +88,6 @@ class RunLifecycle(pl.Callback):
             if trainer.is_global_zero:
                 os.replace(tmp, self.ckpt_path)  # atomic: a kill never leaves a half-written checkpoint
             self.saved_step = trainer.global_step
-            if self.upload and trainer.is_global_zero:
-                upload_checkpoint(self.tracker, self.ckpt_path, trainer.global_step)
         except OSError as exc:  # a full disk, a read-only folder
             tmp.unlink(missing_ok=True)
             resume = f"--resume {self.tracker.run_id}" if self.tracker is not None else "--resume"
@@ -97,6 +95,9 @@ class RunLifecycle(pl.Callback):
                 f"cannot write the checkpoint {self.ckpt_path} ({exc.strerror or one_line(exc)}); the "
                 f"previous one stands: free space or fix the folder, then continue with {resume}"
             ) from exc
+        # Outside the write's `try`: an upload that fails is not a checkpoint that was not written.
+        if self.upload and trainer.is_global_zero:
+            upload_checkpoint(self.tracker, self.ckpt_path, trainer.global_step)
 
     def keep_weights(self, trainer: pl.Trainer, pl_module: MLMPretraining, step: int) -> None:
         """Keep the weights at `step` (HF BERT names, no optimizer state) beside the resumable
