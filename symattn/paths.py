@@ -42,7 +42,7 @@ def resolve_uri(uri: Optional[str]) -> str:
 
 def is_server(uri: str) -> bool:
     """Whether the store is an MLflow server (reached over HTTP), which other machines share."""
-    return urlparse(uri).scheme in ("http", "https", "databricks")
+    return uri.startswith(("http://", "https://", "databricks"))  # `databricks` alone is one too
 
 
 def sqlite_path(uri: str) -> Optional[Path]:

@@ -35,7 +35,7 @@ from typing import Optional
 from symattn import arguments as A
 from symattn import keys
 from symattn.errors import RunError
-from symattn.paths import check_uri, project_root, resolve_uri, sqlite_path
+from symattn.paths import check_uri, is_server, project_root, resolve_uri, sqlite_path
 from symattn.tracking.guard import STOP_SECONDS, guarded
 
 READY_SECONDS = 180.0  # mlflow server takes 8-25 s to answer on a busy 2-core machine
@@ -55,7 +55,7 @@ def mlflow_store(uri: Optional[str]) -> tuple[str, Path]:
     """The backend store URI to serve and the folder of artifacts beside it; refused (ValueError)
     when the store does not exist, since `mlflow server` would create an empty one."""
     uri = check_uri(resolve_uri(uri))
-    if uri.startswith(("http://", "https://", "databricks")):
+    if is_server(uri):
         raise ValueError(f"{uri} is a tracking server already: open it in a browser")
     db = sqlite_path(uri)
     if db is not None:
